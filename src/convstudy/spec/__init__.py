@@ -1,0 +1,17 @@
+"""Spec stage: what a study trains, validated before any tensor exists."""
+
+from convstudy.spec.builtin import BUILTIN, NOTEBOOK_ACCURACY, seed_study
+from convstudy.spec.files import load_study_file, resolve_study
+from convstudy.spec.layers import (
+    LAYERS, Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, Pool, fmt_shape, parse_layer,
+)
+from convstudy.spec.study import (
+    OPTIMIZERS, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study, summarize,
+)
+
+__all__ = [
+    "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
+    "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
+    "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
+    "summarize",
+]

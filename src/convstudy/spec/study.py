@@ -1,0 +1,310 @@
+"""Studies: training settings, named models of layers, and their validation before any tensor exists.
+
+Every user mistake surfaces as `UserError("<file>: model "<name>", layer <i> <layer>: <reason>")`,
+one line, so the CLI can print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from convstudy.errors import UserError
+from convstudy.spec.layers import Activation, Dense, Dropout, LayerError, Shape, _Layer, parse_layer, pydantic_reason
+
+# Keras 2's defaults, which the seed notebook ran with (tf.keras later changed Adadelta's lr to 0.001,
+# which would silently ruin the Adadelta model). Keys are the argument names a study file may set.
+OPTIMIZERS: dict[str, dict[str, float]] = {
+    "adadelta": {"lr": 1.0, "rho": 0.95, "eps": 1e-7, "weight_decay": 0.0},
+    "adam": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "weight_decay": 0.0},
+    "adamw": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "weight_decay": 0.01},
+    "sgd": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0},
+    "rmsprop": {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.0},
+}
+OPTIMIZER_NAMES = {"adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OptimizerSpec(_Frozen):
+    """An optimiser by registry name with its arguments; missing arguments take Keras 2's defaults."""
+
+    name: str
+    args: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        v = v.lower()
+        if v not in OPTIMIZERS:
+            raise ValueError(f'unknown optimizer "{v}"; valid: {", ".join(sorted(OPTIMIZERS))}')
+        return v
+
+    def resolved(self) -> dict[str, float]:
+        """Defaults overlaid with the given arguments; unknown argument names are an error."""
+        defaults = OPTIMIZERS[self.name]
+        unknown = sorted(set(self.args) - set(defaults))
+        if unknown:
+            raise ValueError(f'{self.name} has no argument "{unknown[0]}"; valid: {", ".join(defaults)}')
+        for key, val in self.args.items():
+            if not (val == val and abs(val) < 1e6) or (key != "weight_decay" and key != "momentum" and val <= 0):
+                raise ValueError(f"{self.name} {key} must be a positive finite number (got {val})")
+        return {**defaults, **self.args}
+
+    @classmethod
+    def coerce(cls, value: Any) -> Any:
+        """Accept `"adam"` or `{name = "adam", lr = 0.01}` as well as `{name, args}`."""
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "args" not in value:
+            rest = {k: v for k, v in value.items() if k != "name"}
+            return {"name": value.get("name"), "args": rest}
+        return value
+
+
+class TrainSettings(_Frozen):
+    """How a model is trained; Keras fit() semantics (see docs/semantics.md)."""
+
+    epochs: int = Field(default=12, ge=1, le=100_000)
+    batch_size: int = Field(default=128, ge=1, le=1 << 20)
+    optimizer: OptimizerSpec = OptimizerSpec(name="adam")
+    loss: Literal["categorical_crossentropy"] = "categorical_crossentropy"
+    validation: Literal["holdout", "test"] = "holdout"
+    holdout_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+    split_seed: int = Field(default=0, ge=0)
+    train_limit: int | None = Field(default=None, ge=10)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _opt(cls, v: Any) -> Any:
+        return OptimizerSpec.coerce(v)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _opt_args(cls, v: OptimizerSpec) -> OptimizerSpec:
+        v.resolved()
+        return v
+
+
+class TrainOverrides(_Frozen):
+    """Per-model overrides of the study's training settings; unset fields inherit."""
+
+    epochs: int | None = Field(default=None, ge=1, le=100_000)
+    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    optimizer: OptimizerSpec | None = None
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _opt(cls, v: Any) -> Any:
+        return OptimizerSpec.coerce(v) if v is not None else v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _opt_args(cls, v: OptimizerSpec | None) -> OptimizerSpec | None:
+        if v is not None:
+            v.resolved()
+        return v
+
+
+class ModelSpec(_Frozen):
+    """A named model: a list of layers (Keras Sequential order) and optional training overrides."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+    description: str = ""
+    layers: tuple[_Layer, ...]
+    train: TrainOverrides = TrainOverrides()
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse(cls, v: Any) -> Any:
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise ValueError("layers must be a list")
+        return tuple(parse_layer(item) for item in v)
+
+    def settings(self, base: TrainSettings) -> TrainSettings:
+        """The study's settings with this model's overrides applied."""
+        update = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
+        return base.model_copy(update=update)
+
+    def shapes(self, input_shape: Shape) -> list[Shape]:
+        """Output shape of every layer; raises LayerError naming the 1-based index of the bad layer."""
+        shapes, shape = [], tuple(input_shape)
+        for i, layer in enumerate(self.layers, 1):
+            try:
+                shape = layer.output_shape(shape)
+            except LayerError as exc:
+                raise LayerError(f"layer {i} {layer.to_string()}: {exc}") from None
+            shapes.append(shape)
+        return shapes
+
+    def check(self, input_shape: Shape, num_classes: int) -> None:
+        """Shape inference over the whole model plus the classifier rule (last layer: dense(num_classes))."""
+        if not self.layers:
+            raise LayerError("has no layers")
+        self.shapes(input_shape)
+        last = self.layers[-1]
+        if not isinstance(last, Dense) or last.units != num_classes:
+            raise LayerError(
+                f"layer {len(self.layers)} {last.to_string()}: the last layer must be dense({num_classes}), "
+                f"the softmax classifier for {num_classes} classes"
+            )
+        if last.activation not in ("relu", "softmax"):  # relu is the unset default: the classifier is softmax
+            raise LayerError(f"layer {len(self.layers)} {last.to_string()}: the classifier's activation is softmax")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["layers"] = [layer.to_string() for layer in self.layers]
+        overrides = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
+        if overrides:
+            out["train"] = {k: (_opt_dict(v) if k == "optimizer" else v) for k, v in overrides.items()}
+        return out
+
+
+class Study(_Frozen):
+    """A study: dataset, training settings, seeds and named models. Build in Python or load from a file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+    description: str = ""
+    dataset: str = "mnist"
+    seeds: tuple[int, ...] = (0,)
+    train: TrainSettings = TrainSettings()
+    models: tuple[ModelSpec, ...]
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("seeds is a count or a list of integers")
+        if isinstance(v, int):
+            if not 1 <= v <= 1000:
+                raise ValueError(f"seeds must be between 1 and 1000 (got {v})")
+            return tuple(range(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_ok(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or len(set(v)) != len(v) or any(s < 0 or s >= 2**31 for s in v):
+            raise ValueError("seeds must be distinct integers in [0, 2^31), at least one")
+        return v
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise UserError(f'study "{self.name}" has no model "{name}"; models: {", ".join(m.name for m in self.models)}')
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical, JSON-able form: `Study.from_dict(s.to_dict()) == s`."""
+        train = self.train.model_dump(exclude_defaults=True)
+        if "optimizer" in train:
+            train["optimizer"] = _opt_dict(self.train.optimizer)
+        return {
+            "name": self.name,
+            "description": self.description,
+            "dataset": self.dataset,
+            "seeds": list(self.seeds),
+            "train": train,
+            "models": [m.to_dict() for m in self.models],
+        }
+
+    def fingerprint(self) -> str:
+        """Identity of what the study trains; seeds are left out so a later run may add seeds."""
+        body = self.to_dict()
+        body.pop("seeds")
+        body.pop("description")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _opt_dict(opt: Any) -> Any:
+    opt = opt if isinstance(opt, OptimizerSpec) else OptimizerSpec(**opt)
+    return opt.name if not opt.args else {"name": opt.name, **opt.args}
+
+
+def build_study(data: Any, source: str = "<study>") -> Study:
+    """Validate a plain dict (from TOML, YAML or code) into a Study; every mistake is one UserError line."""
+    from convstudy.data import get_info  # data registry knows each dataset's input shape
+
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a study is a table of keys (name, dataset, train, models), not {type(data).__name__}")
+    known = set(Study.model_fields)
+    for key in data:
+        if key not in known:
+            raise UserError(f'{source}: unknown key "{key}"; valid: {", ".join(sorted(known))}')
+    raw_models = data.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise UserError(f"{source}: a study needs at least one model under [[models]]")
+    models, seen = [], set()
+    for i, raw in enumerate(raw_models, 1):
+        label = f'model "{raw.get("name")}"' if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"model {i}"
+        if not isinstance(raw, dict):
+            raise UserError(f"{source}: {label}: a model is a table with name and layers")
+        models.append(_build_model(raw, source, label))
+        if models[-1].name in seen:
+            raise UserError(f'{source}: {label}: duplicate model name "{models[-1].name}"')
+        seen.add(models[-1].name)
+    try:
+        study = Study.model_validate({**data, "models": models})
+    except ValidationError as exc:
+        raise UserError(f"{source}: {pydantic_reason(exc)}") from None
+    try:
+        info = get_info(study.dataset)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+    for model in study.models:
+        try:
+            model.check(info.input_shape, info.num_classes)
+        except LayerError as exc:
+            raise UserError(f'{source}: model "{model.name}", {exc}') from None
+    return study
+
+
+def _build_model(raw: dict[str, Any], source: str, label: str) -> ModelSpec:
+    layers = raw.get("layers")
+    if isinstance(layers, list):
+        parsed = []
+        for j, item in enumerate(layers, 1):
+            try:
+                parsed.append(parse_layer(item))
+            except LayerError as exc:
+                text = item if isinstance(item, str) else item.get("type", "?") if isinstance(item, dict) else "?"
+                raise UserError(f"{source}: {label}, layer {j} {str(text).strip()}: {exc}") from None
+        raw = {**raw, "layers": parsed}
+    try:
+        return ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{source}: {label}: {pydantic_reason(exc)}") from None
+
+
+def summarize(model: ModelSpec, settings: TrainSettings) -> str:
+    """The notebook's one-line description, generated: `ConvNet(32-64) | 2 Dropouts | 1 MaxPool | Dense(128-10) | Adadelta`."""
+    convs = [layer for layer in model.layers if layer.type == "conv"]
+    pools = [layer for layer in model.layers if layer.type == "pool"]
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    drops = sum(isinstance(layer, Dropout) for layer in model.layers)
+    bns = sum(layer.type == "bn" for layer in model.layers)
+    parts = []
+    if convs:
+        parts.append(f"ConvNet({'-'.join(str(c.filters) for c in convs)})")
+    if drops:
+        parts.append(f"{drops} Dropout{'s' * (drops != 1)}")
+    if pools:
+        parts.append(f"{len(pools)} {'Avg' if all(p.mode == 'avg' for p in pools) else 'Max'}Pool{'s' * (len(pools) != 1)}")
+    if dense:
+        parts.append(f"Dense({'-'.join(str(d.units) for d in dense)})")
+    if any(c.padding == "same" for c in convs):
+        parts.append("Padding: same")
+    if bns:
+        parts.append(f"{bns} BatchNorm" if bns > 1 else "BatchNorm")
+    extra = {layer.fn for layer in model.layers if isinstance(layer, Activation)}
+    if extra:
+        parts.append(", ".join(sorted(extra)))
+    parts.append(OPTIMIZER_NAMES[settings.optimizer.name])
+    return " | ".join(parts)
