@@ -1,0 +1,102 @@
+"""Fetching missing dataset files from the registry's mirrors; only verified files land."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from convstudy.data.idx import IdxError, read_dataset_file
+from convstudy.data.registry import DatasetInfo
+from convstudy.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 30.0
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
+
+
+def download_missing(info: DatasetInfo, directory: Path, keys: list[str]) -> None:
+    """Fetch each file in `keys` into `directory` from the first mirror serving a verified copy."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(info, directory, exc) from None
+    for done, key in enumerate(keys):
+        failure = _fetch(info, key, directory)
+        if failure:
+            # Stop at the first file no mirror can give: offline, every further try is a timeout.
+            names = ", ".join(info.files[k] for k in keys[done:])
+            raise UserError(
+                f"{info.name}: {names} not found in {directory} and {failure}; "
+                "download them by hand or pass --data-dir DIR"
+            )
+
+
+def _fetch(info: DatasetInfo, key: str, directory: Path) -> str | None:
+    """Download one file, trying mirrors in order; None on success, else why every mirror failed."""
+    name = info.files[key]
+    reachable, last = False, "no mirrors listed"
+    for base in info.mirrors:
+        url = base + name
+        log.info("downloading %s", url)
+        part = _temp_path(info, directory, name)
+        try:
+            try:
+                _copy_url(url, part)
+            except urllib.error.HTTPError as exc:
+                reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
+                continue
+            except _NETWORK_ERRORS as exc:
+                last = f"{url}: {_reason(exc)}"
+                continue
+            try:
+                read_dataset_file(part.read_bytes(), info, key)
+            except IdxError as exc:
+                reachable, last = True, f"{url}: {exc}"
+                continue
+            os.replace(part, directory / name)  # atomic: a reader never sees half a file
+            return None
+        finally:
+            part.unlink(missing_ok=True)
+    verdict = "no mirror served a valid copy" if reachable else "no mirror reachable"
+    return f"{verdict} (last: {last})"
+
+
+def _copy_url(url: str, dest: Path) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "convstudy"})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
+
+
+def _temp_path(info: DatasetInfo, directory: Path, name: str) -> Path:
+    """A fresh temp file beside the final one, so the closing rename stays on one filesystem."""
+    try:
+        fd, path = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+    except OSError as exc:
+        raise _unwritable(info, directory, exc) from None
+    os.close(fd)
+    return Path(path)
+
+
+def _unwritable(info: DatasetInfo, directory: Path, exc: OSError) -> UserError:
+    why = exc.strerror or str(exc)
+    return UserError(
+        f"{info.name}: files are missing and {directory} cannot be written ({why}); "
+        "download them by hand or pass --data-dir DIR pointing to a writable folder"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError):
+        if not isinstance(exc.reason, BaseException):
+            return str(exc.reason)
+        exc = exc.reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

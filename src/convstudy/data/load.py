@@ -1,0 +1,129 @@
+"""Loading a registered dataset into uint8 NCHW tensors, downloading whatever is missing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convstudy.data.download import download_missing
+from convstudy.data.idx import IdxError, read_dataset_file
+from convstudy.data.registry import FILE_KEYS, REGISTRY, DatasetInfo, get_info
+from convstudy.errors import UserError
+
+ENV_VAR = "CONVSTUDY_DATA_DIR"
+
+
+# eq=False: comparing datasets field by field would compare tensors, which has no single answer.
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A whole dataset in memory: uint8 [N, C, H, W] images and int64 labels, train and test."""
+
+    info: DatasetInfo
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    source_dir: Path
+
+
+def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
+    """`name`'s folder: `data_dir`, else $CONVSTUDY_DATA_DIR, else ~/.cache/convstudy/<name>.
+
+    A given directory that has a sub-folder called `name` stands for that sub-folder, so one root
+    can hold several datasets side by side (their file names are the same).
+    """
+    given = data_dir or os.environ.get(ENV_VAR)
+    if not given:
+        return Path.home() / ".cache" / "convstudy" / name
+    root = Path(given).expanduser().absolute()
+    return root / name if (root / name).is_dir() else root
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
+    """Load a registered dataset, verified, fetching missing files from its mirrors if allowed."""
+    info = get_info(name)
+    directory = resolve_data_dir(name, data_dir)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{name}: {directory} is not a directory; pass --data-dir DIR")
+    missing = [key for key in FILE_KEYS if _locate(directory, info.files[key]) is None]
+    if missing and not download:
+        names = ", ".join(info.files[key] for key in missing)
+        raise UserError(
+            f"{name}: {names} not found in {directory} (downloading is off); "
+            "download them by hand or pass --data-dir DIR"
+        )
+    if missing:
+        download_missing(info, directory, missing)
+    x_train, y_train = _load_split(info, directory, "train")
+    x_test, y_test = _load_split(info, directory, "test")
+    return Dataset(info, x_train, y_train, x_test, y_test, directory)
+
+
+def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
+    """Per registered dataset: its shape, where its files are looked for, which are there or not."""
+    rows = []
+    for name, info in REGISTRY.items():
+        directory = resolve_data_dir(name, data_dir)
+        found = {key: _locate(directory, info.files[key]) for key in FILE_KEYS}
+        rows.append({
+            "name": name,
+            "input_shape": info.input_shape,
+            "num_classes": info.num_classes,
+            "dir": str(directory),
+            "present": [path.name for path in found.values() if path is not None],
+            "missing": [info.files[key] for key, path in found.items() if path is None],
+        })
+    return rows
+
+
+def _locate(directory: Path, file_name: str) -> Path | None:
+    """The file as served (.gz) or decompressed by hand, whichever is there, .gz first."""
+    candidates = [directory / file_name]
+    if file_name.endswith(".gz"):
+        candidates.append(directory / file_name[: -len(".gz")])
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _load_split(
+    info: DatasetInfo, directory: Path, split: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [N, C, H, W] uint8 and labels [N] int64 of one split, cross-checked."""
+    images_path, images = _read(info, directory, f"{split}_images")
+    labels_path, labels = _read(info, directory, f"{split}_labels")
+    height, width, channels = info.input_shape
+    if images.shape[1:] != (height, width):
+        raise UserError(
+            f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
+            f"{info.name} expects {height}x{width}"
+        )
+    if len(images) != len(labels):
+        raise UserError(
+            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
+        )
+    if labels.size and int(labels.max()) >= info.num_classes:
+        raise UserError(
+            f"{labels_path}: label {int(labels.max())} is out of range for "
+            f"{info.num_classes} classes"
+        )
+    # The parsed arrays are read-only views of the file bytes; copy once into torch's memory.
+    x = torch.from_numpy(images.copy()).reshape(len(images), channels, height, width)
+    y = torch.from_numpy(labels.astype(np.int64))
+    return x, y
+
+
+def _read(info: DatasetInfo, directory: Path, key: str) -> tuple[Path, np.ndarray]:
+    path = _locate(directory, info.files[key])
+    if path is None:  # vanished between the download and now
+        raise UserError(f"{info.name}: {info.files[key]} not found in {directory}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return path, read_dataset_file(raw, info, key)
+    except IdxError as exc:
+        raise UserError(f"{path}: {exc}; delete it to re-download") from None
