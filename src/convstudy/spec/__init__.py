@@ -7,11 +7,12 @@ from convstudy.spec.layers import (
 )
 from convstudy.spec.study import (
     OPTIMIZERS, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study, summarize,
+    with_overrides,
 )
 
 __all__ = [
     "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
     "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
-    "summarize",
+    "summarize", "with_overrides",
 ]

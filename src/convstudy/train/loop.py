@@ -123,7 +123,7 @@ def _to_input(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision: str = "fp32",
-                    channels_last: bool = False) -> tuple[float, float]:
+                    channels_last: bool = False, on_batch: Callable[[int], None] | None = None) -> tuple[float, float]:
     """One pass in training mode; returns (mean loss, accuracy) over the epoch's samples."""
     model, opt = state.model, state.optimizer
     device = split.x.device
@@ -143,6 +143,8 @@ def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision:
         opt.step()
         loss_sum += loss.detach() * yb.shape[0]
         correct += (logits.detach().argmax(1) == yb).sum()
+        if on_batch is not None:
+            on_batch(start + yb.shape[0])
     n = len(split)
     return loss_sum.item() / n, correct.item() / n
 
@@ -171,14 +173,14 @@ def evaluate(model: nn.Module, split: Split, precision: str = "fp32", channels_l
 
 def fit(state: TrainState, settings: TrainSettings, data: TrialData, *, precision: str = "fp32",
         channels_last: bool = False, on_epoch: Callable[[EpochResult, TrainState], None] | None = None,
-        should_stop: Callable[[], bool] = lambda: False) -> TrainState:
+        should_stop: Callable[[], bool] = lambda: False, on_batch: Callable[[int], None] | None = None) -> TrainState:
     """Train from `state.epoch` to `settings.epochs`; `on_epoch` runs after each (checkpoint, log).
 
     Raises Diverged on a non-finite loss; returns early (state intact) when `should_stop()` says so.
     """
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         t0 = time.perf_counter()
-        loss, acc = train_one_epoch(state, data.train, settings.batch_size, precision, channels_last)
+        loss, acc = train_one_epoch(state, data.train, settings.batch_size, precision, channels_last, on_batch)
         if not math.isfinite(loss):
             raise Diverged(epoch)
         val_loss, val_acc, _ = evaluate(state.model, data.val, precision, channels_last)

@@ -1,0 +1,61 @@
+"""`convstudy models STUDY`: each model as Keras's summary() shows it, from the spec alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="show a study's models: layers, output shapes, params, MFLOPs")
+    p.add_argument("study", metavar="STUDY")
+    p.add_argument("--format", default="table", choices=("table", "json"))
+    p.add_argument("--dataset", help="infer shapes for another registered dataset")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convstudy.data import get_info
+    from convstudy.model import summarize_model
+    from convstudy.spec import resolve_study, summarize, with_overrides
+
+    study = resolve_study(args.study)
+    if args.dataset:
+        study = with_overrides(study, dataset=args.dataset)
+    info = get_info(study.dataset)
+    models = []
+    for spec in study.models:
+        s = summarize_model(spec, info.input_shape)
+        models.append({
+            "name": spec.name,
+            "params": s.total_params,
+            "trainable_params": s.trainable_params,
+            "non_trainable_params": s.total_params - s.trainable_params,
+            "flops": s.flops,
+            "mflops": round(s.mflops, 3),
+            "description": spec.description or summarize(spec, spec.settings(study.train)),
+            "optimizer": spec.settings(study.train).optimizer.name,
+            "layers": [{"index": r.index, "layer": r.layer, "output_shape": r.output_shape, "params": r.params}
+                       for r in s.rows],
+        })
+    if args.format == "json":
+        print(json.dumps({"study": study.name, "dataset": study.dataset, "input_shape": list(info.input_shape),
+                          "models": models}, indent=2))
+        return 0
+    console = Console(highlight=False)
+    for m in models:
+        table = Table(title=f'Model: "{m["name"]}" — {m["description"]}', title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("Layer (type)")
+        table.add_column("Output Shape")
+        table.add_column("Param #", justify="right")
+        for layer in m["layers"]:
+            table.add_row(str(layer["index"]), layer["layer"], f"(None, {layer['output_shape'].replace('x', ', ')})",
+                          f"{layer['params']:,}")
+        console.print(table)
+        console.print(f"Total params: {m['params']:,}\nTrainable params: {m['trainable_params']:,}\n"
+                      f"Non-trainable params: {m['non_trainable_params']:,}\nForward MFLOPs/sample: {m['mflops']:.2f}\n")
+    return 0

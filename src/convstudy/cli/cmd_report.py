@@ -1,0 +1,35 @@
+"""`convstudy report OUT`: the comparison of a study directory as a table, Markdown, CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="report a study directory (table, markdown, csv, json)")
+    p.add_argument("out", metavar="OUT", type=Path)
+    p.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"))
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convstudy.report import collect, render, write_plots
+    from convstudy.store import StudyStore
+
+    store = StudyStore.open_existing(args.out)
+    report = collect(store)
+    write_plots(report, store.out)
+    if args.format == "table" and args.output is None:
+        render(report, "table", Console(highlight=False))
+        return 0
+    text = render(report, args.format)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,57 @@
+"""`convstudy run STUDY`: train every model of a study (resuming what a previous run left)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from convstudy.cli.options import add_data_dir, name_list, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="train a study's models (resumes an existing output directory)",
+                       description="Train every model of STUDY (a built-in name such as 'seed', or a .toml/.yaml file).")
+    p.add_argument("study", metavar="STUDY")
+    p.add_argument("--models", type=name_list, help="only these models, comma-separated")
+    p.add_argument("--epochs", type=positive_int, help="override the number of epochs")
+    p.add_argument("--seeds", type=positive_int, help="train every model with seeds 0..N-1")
+    p.add_argument("--dataset", help="train on another registered dataset")
+    add_data_dir(p)
+    p.add_argument("--out", type=Path, help="output directory (default: runs/<study>)")
+    p.add_argument("--train-limit", type=positive_int, metavar="N",
+                   help="train on a stratified subset of N training images, for quick looks")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 on CUDA, fp32 on the CPU")
+    p.add_argument("--executor", default="local", choices=("local", "ray"))
+    p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray instance)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs let small trials share one")
+    p.add_argument("--storage", help="checkpoint storage every Ray worker can reach (path or pyarrow URI)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convstudy.errors import UserError
+    from convstudy.executors import RunOptions, run_study
+    from convstudy.report import collect, render
+    from convstudy.spec import resolve_study, with_overrides
+
+    study = resolve_study(args.study)
+    if any(v is not None for v in (args.epochs, args.seeds, args.dataset, args.train_limit)):
+        study = with_overrides(study, epochs=args.epochs, seeds=args.seeds, dataset=args.dataset,
+                               train_limit=args.train_limit)
+    if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+        raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    console = Console(highlight=False)
+    opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(args.models) if args.models else None,
+                      device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
+                      address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                      storage=args.storage, quiet=args.quiet)
+    store, finished = run_study(study, opts, console)
+    render(collect(store), "table", console)
+    console.print(f"results: {store.out} (report.json, report.md, plots/)")
+    return 0 if finished else 130

@@ -1,0 +1,99 @@
+"""Executors decide where trials run; `run_study` is the one entry point for every executor.
+
+It opens (or resumes) the study directory, creates the wanted trials, loads the data once, hands
+trials to the chosen executor, and refreshes the reports after every finished trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from rich.console import Console
+
+from convstudy.data import load_dataset
+from convstudy.errors import UserError
+from convstudy.executors.progress import ProgressView
+from convstudy.executors.trial import TrialJob, run_trial
+from convstudy.spec import Study
+from convstudy.store import StudyStore
+from convstudy.store.provenance import provenance
+from convstudy.train.data import make_trial_data
+from convstudy.train.device import describe, resolve_device, resolve_precision
+
+EXECUTORS = ("local", "ray")
+
+__all__ = ["EXECUTORS", "RunOptions", "TrialJob", "run_study", "run_trial"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path
+    models: tuple[str, ...] | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    data_dir: str | None = None
+    executor: str = "local"
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    storage: str | None = None
+    quiet: bool = False
+
+
+def run_study(study: Study, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, bool]:
+    """Run (or resume) `study` into `opts.out`; returns the store and whether every wanted trial ended."""
+    from convstudy.report import write_reports
+
+    console = console or Console(highlight=False)
+    if opts.executor not in EXECUTORS:
+        raise UserError(f"--executor {opts.executor}: unknown executor; valid: {', '.join(EXECUTORS)}")
+    names = [m.name for m in study.models]
+    wanted_models = list(opts.models or names)
+    for name in wanted_models:
+        if name not in names:
+            raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
+    device = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, device)
+    store = StudyStore.create_or_open(opts.out, study)
+    position = {n: i for i, n in enumerate(names)}
+    store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])
+    wanted = {(m, s) for m in wanted_models for s in study.seeds}
+    todo = [r for r in store.db.trials() if (r.model, r.seed) in wanted and r.state not in ("complete", "diverged")]
+    done = len(wanted) - len(todo)
+    if not todo:
+        console.print(f"all {len(wanted)} trials of {study.name} are finished in {store.out}; nothing to run")
+        write_reports(store)
+        return store, True
+    if done:
+        console.print(f"resuming {study.name} in {store.out}: {done} of {len(wanted)} trials already finished")
+    ds = load_dataset(study.dataset, opts.data_dir)
+    data = make_trial_data(ds, study.train, device)
+    run_id = store.db.add_run(provenance(describe(device), {
+        "executor": opts.executor, "precision": precision, "n_train": len(data.train), "n_val": len(data.val),
+        "n_test": len(data.test), "data_dir": str(ds.source_dir)}))
+    jobs = {
+        (m.name, s): partial(TrialJob, model=m, settings=m.settings(study.train), seed=s,
+                             input_shape=ds.info.input_shape, precision=precision,
+                             channels_last=device.type == "cuda")
+        for m in study.models for s in study.seeds if (m.name, s) in wanted
+    }
+    jobs = {k: (lambda f: (lambda trial_id: f(trial_id=trial_id)))(f) for k, f in jobs.items()}
+    view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
+    try:
+        if opts.executor == "ray":
+            from convstudy.executors.ray_executor import run_ray
+
+            finished = run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store))
+        else:
+            from convstudy.executors.local import run_local
+
+            finished = run_local(store, jobs, data, run_id, describe(device), view, lambda: write_reports(store))
+    finally:
+        view.close()
+    write_reports(store)
+    if not finished:
+        console.print(f"stopped; every finished epoch is checkpointed. Resume with the same command "
+                      f"(output directory {store.out}).")
+    return store, finished

@@ -1,0 +1,125 @@
+"""The local executor: trials in this process, one after another, claimed from study.db."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from convstudy.executors.progress import ProgressView
+from convstudy.executors.trial import TrialJob, run_trial
+from convstudy.store import StudyStore, load_tensors, save_tensors, this_owner
+from convstudy.train import EpochResult, TrialData
+
+
+class LocalSink:
+    """Persists a trial straight into the study directory: checkpoint first, then its epoch row."""
+
+    def __init__(self, store: StudyStore, view: ProgressView, device: str) -> None:
+        self.store, self.view, self.device = store, view, device
+
+    def load_checkpoint(self, job: TrialJob):
+        path = self.store.checkpoint_path(job.model.name, job.seed)
+        if not path.exists():
+            return None
+        tensors, meta = load_tensors(path)
+        # The checkpoint is written before its epoch row: a crash between the two leaves rows to replay.
+        for h in meta_history(meta):
+            self.store.db.record_epoch(job.trial_id, h["epoch"], h)
+        return tensors, meta
+
+    def epoch_done(self, job: TrialJob, result: EpochResult, tensors, meta) -> None:
+        save_tensors(self.store.checkpoint_path(job.model.name, job.seed), tensors, meta)
+        self.store.db.record_epoch(job.trial_id, result.epoch, vars(result))
+        self.view.epoch(job, result)
+
+    def finished(self, job: TrialJob, weights, probs, labels, test_loss: float, test_accuracy: float) -> None:
+        save_tensors(self.store.weights_path(job.model.name, job.seed), weights)
+        save_tensors(self.store.predictions_path(job.model.name, job.seed),
+                     {"probs": probs.to(torch.float16), "labels": labels.to(torch.uint8)})
+        self.store.db.finish(job.trial_id, test_loss, test_accuracy, self.device)
+        self.store.checkpoint_path(job.model.name, job.seed).unlink(missing_ok=True)
+        self.view.finished(job, test_loss, test_accuracy)
+
+    def diverged(self, job: TrialJob, epoch: int) -> None:
+        self.store.db.mark(job.trial_id, "diverged", error=f"non-finite loss in epoch {epoch}", diverged_epoch=epoch)
+        self.view.diverged(job, epoch)
+
+
+def meta_history(meta: dict[str, str]) -> list[dict]:
+    import json
+
+    return json.loads(meta.get("history", "[]"))
+
+
+class Interrupt:
+    """First Ctrl-C: finish the running epoch, checkpoint, stop. Second: stop now (last checkpoint holds)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "Interrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
+              run_id: int, device: str, view: ProgressView, after_trial: Callable[[], None]) -> bool:
+    """Claim and train wanted trials until none is left; returns False when interrupted."""
+    owner = this_owner()
+    sink = LocalSink(store, view, device)
+    current: list[int] = []
+    stop_beat = threading.Event()
+
+    def beat() -> None:  # keeps our claims fresh for other processes during long epochs
+        from convstudy.store import StudyDB
+
+        db = StudyDB(store.db.path)
+        while not stop_beat.wait(15.0):
+            if current:
+                db.heartbeat(list(current), owner)
+        db.close()
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        with Interrupt() as interrupt:
+            while not interrupt.requested:
+                rec = store.db.claim(owner, set(jobs), run_id)
+                if rec is None:
+                    return True
+                job = jobs[(rec.model, rec.seed)](rec.id)
+                current[:] = [rec.id]
+                view.start(job, rec)
+                try:
+                    state = run_trial(job, data, sink, should_stop=lambda: interrupt.requested,
+                                      on_batch=view.batch)
+                except KeyboardInterrupt:
+                    state = "interrupted"
+                    interrupt.requested = True
+                except Exception as exc:  # a bug or resource failure in one trial must not sink the study
+                    store.db.mark(rec.id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                    view.failed(job, exc)
+                    state = "failed"
+                current.clear()
+                if state == "interrupted":
+                    store.db.mark(rec.id, "pending", error="interrupted")
+                    return False
+                after_trial()
+            return False
+    finally:
+        stop_beat.set()

@@ -1,0 +1,69 @@
+"""Running one trial from a job description, wherever it runs; persistence goes through a sink.
+
+The local executor's sink writes study.db and checkpoints directly; a Ray worker's sink writes
+checkpoints to shared storage and streams metrics back to the driver, the only writer of study.db.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import torch
+
+from convstudy.spec import ModelSpec, TrainSettings
+from convstudy.train import Diverged, EpochResult, TrialData, evaluate, fit, init_state, load_state_tensors, state_to_tensors
+from convstudy.train.loop import TrainState
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything needed to (re)start a trial, independent of where it runs."""
+
+    trial_id: int
+    model: ModelSpec
+    settings: TrainSettings
+    seed: int
+    input_shape: tuple[int, int, int]
+    precision: str = "fp32"
+    channels_last: bool = False
+
+
+class TrialSink(Protocol):
+    def load_checkpoint(self, job: TrialJob) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None: ...
+    def epoch_done(self, job: TrialJob, result: EpochResult, tensors: dict[str, torch.Tensor],
+                   meta: dict[str, str]) -> None: ...
+    def finished(self, job: TrialJob, weights: dict[str, torch.Tensor], probs: torch.Tensor, labels: torch.Tensor,
+                 test_loss: float, test_accuracy: float) -> None: ...
+    def diverged(self, job: TrialJob, epoch: int) -> None: ...
+
+
+def run_trial(job: TrialJob, data: TrialData, sink: TrialSink, should_stop: Callable[[], bool] = lambda: False,
+              on_start: Callable[[TrainState], Any] | None = None,
+              on_batch: Callable[[int], None] | None = None) -> str:
+    """Train `job` to completion or interruption; returns "complete", "diverged" or "interrupted"."""
+    device = data.train.x.device
+    state = init_state(job.model, job.settings, job.input_shape, job.seed, device, job.channels_last)
+    saved = sink.load_checkpoint(job)
+    if saved is not None:
+        load_state_tensors(state, *saved)
+    if on_start is not None:
+        on_start(state)
+
+    def on_epoch(result: EpochResult, st: TrainState) -> None:
+        tensors, meta = state_to_tensors(st)
+        sink.epoch_done(job, result, tensors, meta)
+
+    try:
+        fit(state, job.settings, data, precision=job.precision, channels_last=job.channels_last,
+            on_epoch=on_epoch, should_stop=should_stop, on_batch=on_batch)
+    except Diverged as exc:
+        sink.diverged(job, exc.epoch)
+        return "diverged"
+    if state.epoch < job.settings.epochs:
+        return "interrupted"
+    test_loss, test_acc, probs = evaluate(state.model, data.test, job.precision, job.channels_last, with_probs=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
+    sink.finished(job, weights, probs, data.test.y.cpu(), test_loss, test_acc)
+    return "complete"
+

@@ -1,0 +1,59 @@
+"""Report stage: tables (terminal, Markdown, CSV), JSON and plots from a study directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from convstudy.errors import UserError
+from convstudy.report.collect import VALIDATION_NOTE, collect
+from convstudy.report.plots import loss_figure
+from convstudy.report.tables import render_csv, render_markdown, render_terminal
+from convstudy.store import StudyStore
+
+FORMATS = ("table", "markdown", "csv", "json")
+
+__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "render", "write_plots", "write_reports"]
+
+
+def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> str:
+    """The report as text in `fmt`; `table` renders through rich (to `console` or a string)."""
+    if fmt == "json":
+        return json.dumps(report, indent=2, allow_nan=False, default=_nan_safe) + "\n"
+    if fmt == "markdown":
+        return render_markdown(report)
+    if fmt == "csv":
+        return render_csv(report)
+    if fmt == "table":
+        if console is not None:
+            render_terminal(report, console)
+            return ""
+        import io
+
+        buf = io.StringIO()
+        render_terminal(report, Console(file=buf, width=200, highlight=False))
+        return buf.getvalue()
+    raise UserError(f"--format {fmt}: unknown format; valid: {', '.join(FORMATS)}")
+
+
+def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """One loss PNG per model in OUT/plots/."""
+    label = "test (= validation)" if report["study"]["validation"] == "test" else "validation"
+    paths = [loss_figure(m, out / "plots" / f"{m['name']}.png", label) for m in report["models"]]
+    return [p for p in paths if p is not None]
+
+
+def write_reports(store: StudyStore) -> dict[str, Any]:
+    """Refresh what a study directory shows: report.json, report.md and the plots."""
+    report = collect(store)
+    write_plots(report, store.out)
+    (store.out / "report.json").write_text(render(report, "json"))
+    (store.out / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def _nan_safe(obj: Any) -> Any:
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

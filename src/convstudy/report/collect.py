@@ -1,0 +1,125 @@
+"""Everything a report shows, gathered once from a study directory into one JSON-able dict."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from convstudy.data import get_info
+from convstudy.model import summarize_model
+from convstudy.report.stats import best_group, describe
+from convstudy.spec import NOTEBOOK_ACCURACY, summarize
+from convstudy.store import StudyStore
+
+VALIDATION_NOTE = ("The test set was also the validation data (the notebook's semantics): per-epoch validation "
+                   "numbers and the final test accuracy come from the same 10,000 images, so model selection "
+                   "on them is optimistic.")
+
+
+def collect(store: StudyStore) -> dict[str, Any]:
+    """The report's data: study header and, per model, params, statistics over seeds and epoch curves."""
+    study = store.study
+    info = get_info(study.dataset)
+    trials = store.db.trials()
+    runs = store.db.runs()
+    by_model: dict[str, list] = {}
+    for rec in trials:
+        by_model.setdefault(rec.model, []).append(rec)
+    models, correct = [], {}
+    for spec in study.models:
+        recs = by_model.get(spec.name)
+        if not recs:
+            continue
+        settings = spec.settings(study.train)
+        summary = summarize_model(spec, info.input_shape)
+        done = [r for r in recs if r.state == "complete"]
+        per_seed = []
+        for r in recs:
+            rows = store.db.epochs(r.id)
+            per_seed.append({"seed": r.seed, "state": r.state, "test_accuracy": r.test_accuracy,
+                             "test_loss": r.test_loss, "diverged_epoch": r.diverged_epoch, "error": r.error,
+                             "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
+                             "epochs": [_epoch_dict(e) for e in rows]})
+        epoch_secs = [e["seconds"] for s in per_seed for e in s["epochs"]]
+        n_train = _n_train(store, info)
+        entry = {
+            "name": spec.name,
+            "description": spec.description or summarize(spec, settings),
+            "kernel": _kernel(spec),
+            "optimizer": settings.optimizer.name,
+            "params": summary.total_params,
+            "trainable_params": summary.trainable_params,
+            "flops": summary.flops,
+            "mflops": round(summary.mflops, 3),
+            "test_accuracy": describe([r.test_accuracy for r in done]),
+            "test_loss": describe([r.test_loss for r in done]),
+            "states": dict(Counter(r.state for r in recs)),
+            "diverged": sum(r.state == "diverged" for r in recs),
+            "failed": sum(r.state == "failed" for r in recs),
+            "seconds_per_epoch": float(np.mean(epoch_secs)) if epoch_secs else None,
+            "samples_per_s": (n_train / float(np.mean(epoch_secs))) if epoch_secs and n_train else None,
+            "train_seconds": sum(r.train_seconds for r in recs),
+            "notebook_accuracy": NOTEBOOK_ACCURACY.get(spec.name) if study.name == "seed" else None,
+            "epochs": _mean_curves([s["epochs"] for s in per_seed if s["state"] == "complete"]
+                                   or [s["epochs"] for s in per_seed]),
+            "trials": per_seed,
+        }
+        models.append(entry)
+        if done:
+            preds = store.load_predictions(spec.name, done[0].seed)
+            if preds is not None:
+                probs, labels = preds
+                correct[spec.name] = (probs.argmax(1) == labels.long()).numpy()
+    best_group(models, correct)
+    return {
+        "study": {
+            "name": study.name,
+            "description": study.description,
+            "dataset": study.dataset,
+            "fingerprint": study.fingerprint(),
+            "seeds": list(study.seeds),
+            "epochs": study.train.epochs,
+            "batch_size": study.train.batch_size,
+            "validation": study.train.validation,
+            "validation_note": VALIDATION_NOTE if study.train.validation == "test" else None,
+            "train_limit": study.train.train_limit,
+            "trials": len(trials),
+            "states": dict(Counter(r.state for r in trials)),
+            "total_train_seconds": sum(r.train_seconds for r in trials),
+            "provenance": runs[-1] if runs else None,
+            "spec": json.loads(store.db.get_meta("study") or "{}"),
+        },
+        "models": models,
+    }
+
+
+def _epoch_dict(e) -> dict[str, float]:
+    return {"epoch": e.epoch, "loss": e.loss, "accuracy": e.accuracy, "val_loss": e.val_loss,
+            "val_accuracy": e.val_accuracy, "seconds": e.seconds}
+
+
+def _mean_curves(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Per-epoch mean (and std over seeds) of every metric, over the seeds that reached that epoch."""
+    out = []
+    for i in range(max((len(c) for c in curves), default=0)):
+        rows = [c[i] for c in curves if len(c) > i]
+        entry: dict[str, Any] = {"epoch": rows[0]["epoch"], "n": len(rows)}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+            vals = np.array([r[key] for r in rows], dtype=float)
+            entry[key] = float(vals.mean())
+            entry[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+def _kernel(spec) -> str:
+    kernels = sorted({layer.kernel for layer in spec.layers if layer.type == "conv"})
+    return "/".join(f"{k}x{k}" for k in kernels) or "-"
+
+
+def _n_train(store: StudyStore, info) -> int | None:
+    prov = store.db.runs()[-1] if store.db.runs() else {}
+    return prov.get("n_train")

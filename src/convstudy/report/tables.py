@@ -1,0 +1,101 @@
+"""The comparison table in the notebook's columns (kernel, architecture, test accuracy) plus cost columns."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+BEST_MARK = "★"
+
+
+def acc_cell(stat: dict[str, Any]) -> str:
+    """`99.31 ± 0.04` (percent) over seeds, `99.31` for one seed, `–` when nothing finished."""
+    if not stat["n"]:
+        return "–"
+    if stat["n"] == 1:
+        return f"{100 * stat['mean']:.2f}"
+    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+
+
+def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    rows = []
+    for m in report["models"]:
+        status = ", ".join(f"{n} {s}" for s, n in sorted(m["states"].items()) if s != "complete")
+        rows.append({
+            "kernel": m["kernel"],
+            "model": m["name"],
+            "architecture": m["description"],
+            "params": f"{m['params']:,}",
+            "MFLOPs": f"{m['mflops']:.1f}",
+            "test accuracy %": acc_cell(m["test_accuracy"]) + (f" {BEST_MARK}" if m["same_as_best"] else ""),
+            "n": str(m["test_accuracy"]["n"]),
+            "test loss": f"{m['test_loss']['mean']:.4f}" if m["test_loss"]["n"] else "–",
+            "s/epoch": f"{m['seconds_per_epoch']:.1f}" if m["seconds_per_epoch"] else "–",
+            "notes": status,
+        })
+    return rows
+
+
+def _footnotes(report: dict[str, Any]) -> list[str]:
+    notes = [f"{BEST_MARK} = statistically indistinguishable from the best model (Welch's t-test over seeds, or "
+             "McNemar's test on paired test predictions with one seed; α = 0.05)."]
+    if report["study"]["validation_note"]:
+        notes.append(report["study"]["validation_note"])
+    return notes
+
+
+def render_terminal(report: dict[str, Any], console: Console) -> None:
+    """A rich table on the terminal (wide enough not to fold the architecture when piped)."""
+    if not console.is_terminal and console.width < 200:
+        console = Console(file=console.file, width=200, highlight=False, record=console.record)
+    s = report["study"]
+    table = Table(title=f"{s['name']} · {s['dataset']} · {s['trials']} trials", title_justify="left")
+    rows = _rows(report)
+    for col in (rows[0] if rows else {"model": ""}):
+        table.add_column(col, overflow="fold", justify="right" if col in ("params", "MFLOPs", "n", "s/epoch") else "left")
+    for r in rows:
+        table.add_row(*r.values(), style="bold" if BEST_MARK in r["test accuracy %"] else None)
+    console.print(table)
+    for note in _footnotes(report):
+        console.print(note, style="dim")
+
+
+def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> str:
+    """A Markdown table (pasteable into a README or a pull request) with the loss plots below it."""
+    s = report["study"]
+    rows = _rows(report)
+    out = [f"# {s['name']}", "", s["description"] or "", "",
+           f"Dataset **{s['dataset']}**, {s['epochs']} epochs, batch {s['batch_size']}, validation: "
+           f"{s['validation']}, {s['trials']} trials.", ""]
+    if rows:
+        cols = list(rows[0])
+        out.append("| " + " | ".join(cols) + " |")
+        out.append("|" + "|".join("---:" if c in ("params", "MFLOPs", "n", "s/epoch") else "---" for c in cols) + "|")
+        for r in rows:
+            out.append("| " + " | ".join(_md(v) for v in r.values()) + " |")
+    out += [""] + [f"_{n}_" for n in _footnotes(report)]
+    if plots_dir:
+        out += [""] + [f"![{m['name']} loss]({plots_dir}/{m['name']}.png)" for m in report["models"]]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(report: dict[str, Any]) -> str:
+    """One row per trial (model, seed) with raw numbers, for spreadsheets."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["model", "kernel", "description", "params", "trainable_params", "mflops", "seed", "state",
+                     "test_accuracy", "test_loss", "train_seconds", "same_as_best"])
+    for m in report["models"]:
+        for t in m["trials"]:
+            writer.writerow([m["name"], m["kernel"], m["description"], m["params"], m["trainable_params"],
+                             m["mflops"], t["seed"], t["state"], t["test_accuracy"], t["test_loss"],
+                             round(t["train_seconds"], 3), m["same_as_best"]])
+    return buf.getvalue()
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")

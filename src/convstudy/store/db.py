@@ -1,0 +1,263 @@
+"""The study database: stdlib sqlite3 in WAL mode, one transaction per write, explicit trial states.
+
+(trial, epoch) is a primary key and epoch rows are upserts, so a retried write never duplicates a
+row. Trials are claimed inside `BEGIN IMMEDIATE`, so two processes never train the same trial; a
+trial whose owner died (same host: its pid is gone; any host: no heartbeat for STALE_S) is claimable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from convstudy.errors import StoreError
+
+SCHEMA_VERSION = 1
+STALE_S = 90.0
+STATES = ("pending", "running", "complete", "failed", "diverged")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL NOT NULL, provenance TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, seed INTEGER NOT NULL, position INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending','running','complete','failed','diverged')),
+    owner TEXT, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0, epochs_done INTEGER NOT NULL DEFAULT 0,
+    started_at REAL, finished_at REAL, train_seconds REAL NOT NULL DEFAULT 0,
+    test_loss REAL, test_accuracy REAL, diverged_epoch INTEGER, error TEXT, device TEXT, run_id INTEGER,
+    UNIQUE (model, seed));
+CREATE TABLE IF NOT EXISTS epochs (
+    trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL,
+    loss REAL, accuracy REAL, val_loss REAL, val_accuracy REAL, seconds REAL,
+    PRIMARY KEY (trial_id, epoch));
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id INTEGER, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A frozen snapshot of one trial's row."""
+
+    id: int
+    model: str
+    seed: int
+    position: int
+    state: str
+    owner: str | None
+    heartbeat: float | None
+    attempts: int
+    epochs_done: int
+    started_at: float | None
+    finished_at: float | None
+    train_seconds: float
+    test_loss: float | None
+    test_accuracy: float | None
+    diverged_epoch: int | None
+    error: str | None
+    device: str | None
+    run_id: int | None
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    trial_id: int
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+def this_owner() -> str:
+    """`host:pid`, the identity a process claims trials under."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
+    """Whether a claim still has a live owner; a dead pid on this host is dead at once."""
+    if not owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return heartbeat is not None and now - heartbeat < STALE_S
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Refuse a file that is not SQLite before sqlite3 touches it (it would add -wal/-shm files)."""
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                raise StoreError(f"{path}: not a convstudy database (corrupt or foreign file); nothing was changed")
+
+
+class StudyDB:
+    """Narrow access to study.db: meta, runs, trials, epochs, events."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        check_sqlite_file(self.path)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            with self.transaction():
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                version = self.get_meta("schema_version")
+                if version is None:
+                    self.set_meta("schema_version", str(SCHEMA_VERSION))
+                elif int(version) != SCHEMA_VERSION:
+                    raise StoreError(f"{self.path}: schema version {version}, this convstudy reads {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: unreadable database ({exc}); nothing was changed") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self):
+        """`with db.transaction():` — BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+        return _Tx(self.conn)
+
+    # meta ---------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                          (key, value))
+
+    # runs and events ----------------------------------------------------------------------------
+    def add_run(self, provenance: dict[str, Any]) -> int:
+        with self.transaction():
+            cur = self.conn.execute("INSERT INTO runs(started_at, provenance) VALUES (?, ?)",
+                                    (time.time(), json.dumps(provenance)))
+        return int(cur.lastrowid)
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT id, started_at, provenance FROM runs ORDER BY id").fetchall()
+        return [{"id": r[0], "started_at": r[1], **json.loads(r[2])} for r in rows]
+
+    def events(self, trial_id: int | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT trial_id, at, kind, detail FROM events", ()
+        if trial_id is not None:
+            sql, args = sql + " WHERE trial_id = ?", (trial_id,)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def _event(self, trial_id: int | None, kind: str, detail: str = "") -> None:
+        self.conn.execute("INSERT INTO events(trial_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                          (trial_id, time.time(), kind, detail))
+
+    # trials -------------------------------------------------------------------------------------
+    def ensure_trials(self, pairs: list[tuple[str, int, int]]) -> None:
+        """Create (model, seed, position) trials that do not exist yet, as pending."""
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO trials(model, seed, position, state) VALUES (?, ?, ?, 'pending')", pairs)
+
+    def trials(self) -> list[TrialRecord]:
+        rows = self.conn.execute("SELECT * FROM trials ORDER BY position, seed").fetchall()
+        return [TrialRecord(**dict(r)) for r in rows]
+
+    def trial(self, trial_id: int) -> TrialRecord:
+        return TrialRecord(**dict(self.conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()))
+
+    def claim(self, owner: str, wanted: set[tuple[str, int]], run_id: int | None = None,
+              retry_failed: bool = False) -> TrialRecord | None:
+        """Atomically take the first wanted trial that is pending or orphaned; None when none is left."""
+        now = time.time()
+        with self.transaction():
+            for rec in self.trials():
+                if (rec.model, rec.seed) not in wanted:
+                    continue
+                orphaned = rec.state == "running" and not owner_alive(rec.owner, rec.heartbeat, now)
+                if rec.state == "pending" or orphaned or (retry_failed and rec.state == "failed"):
+                    self.conn.execute(
+                        "UPDATE trials SET state='running', owner=?, heartbeat=?, attempts=attempts+1, "
+                        "started_at=COALESCE(started_at, ?), run_id=?, error=NULL WHERE id=?",
+                        (owner, now, now, run_id, rec.id))
+                    detail = f"previous owner {rec.owner} gone" if orphaned else ""
+                    self._event(rec.id, "restart" if rec.attempts else "start", detail)
+                    return self.trial(rec.id)
+        return None
+
+    def heartbeat(self, trial_ids: list[int], owner: str) -> None:
+        with self.transaction():
+            self.conn.executemany("UPDATE trials SET heartbeat=? WHERE id=? AND owner=?",
+                                  [(time.time(), t, owner) for t in trial_ids])
+
+    def record_epoch(self, trial_id: int, epoch: int, metrics: dict[str, float], owner: str | None = None) -> None:
+        """Upsert one epoch's metrics and advance the trial's counters, in one transaction."""
+        with self.transaction():
+            self._upsert_epoch(trial_id, epoch, metrics)
+            self.conn.execute(
+                "UPDATE trials SET epochs_done=MAX(epochs_done, ?), heartbeat=?, "
+                "train_seconds=(SELECT COALESCE(SUM(seconds), 0) FROM epochs WHERE trial_id=?) WHERE id=?",
+                (epoch, time.time(), trial_id, trial_id))
+
+    def _upsert_epoch(self, trial_id: int, epoch: int, m: dict[str, float]) -> None:
+        self.conn.execute(
+            "INSERT INTO epochs(trial_id, epoch, loss, accuracy, val_loss, val_accuracy, seconds) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id, epoch) DO UPDATE SET loss=excluded.loss, "
+            "accuracy=excluded.accuracy, val_loss=excluded.val_loss, val_accuracy=excluded.val_accuracy, "
+            "seconds=excluded.seconds",
+            (trial_id, epoch, m["loss"], m["accuracy"], m["val_loss"], m["val_accuracy"], m["seconds"]))
+
+    def epochs(self, trial_id: int) -> list[EpochRow]:
+        rows = self.conn.execute("SELECT * FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,)).fetchall()
+        return [EpochRow(**dict(r)) for r in rows]
+
+    def finish(self, trial_id: int, test_loss: float, test_accuracy: float, device: str) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE trials SET state='complete', owner=NULL, finished_at=?, test_loss=?, "
+                              "test_accuracy=?, device=? WHERE id=?",
+                              (time.time(), test_loss, test_accuracy, device, trial_id))
+            self._event(trial_id, "complete")
+
+    def mark(self, trial_id: int, state: str, error: str | None = None, diverged_epoch: int | None = None) -> None:
+        """Move a trial to `failed`, `diverged` or back to `pending` (released by an interrupted owner)."""
+        assert state in STATES
+        with self.transaction():
+            self.conn.execute("UPDATE trials SET state=?, owner=NULL, error=?, diverged_epoch=?, "
+                              "finished_at=CASE WHEN ? IN ('failed','diverged') THEN ? END WHERE id=?",
+                              (state, error, diverged_epoch, state, time.time(), trial_id))
+            self._event(trial_id, state, error or "")
+
+
+class _Tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.depth = 0
+
+    def __enter__(self) -> sqlite3.Connection:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.depth = 1
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.depth:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def iter_rows(db: StudyDB) -> Iterator[tuple[TrialRecord, list[EpochRow]]]:
+    """Every trial with its epoch rows, in study order."""
+    for rec in db.trials():
+        yield rec, db.epochs(rec.id)
