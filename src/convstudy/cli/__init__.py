@@ -13,6 +13,7 @@ import traceback
 from convstudy import __version__
 from convstudy.errors import UserError
 
+# Order of `convstudy --help`; any other cli/cmd_*.py module registers after these.
 COMMANDS = ("run", "models", "report", "datasets")
 
 
@@ -29,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     import importlib
+    import pkgutil
 
-    for name in COMMANDS:
-        importlib.import_module(f"convstudy.cli.cmd_{name.replace('-', '_')}").register(sub)
+    found = sorted(m.name[len("cmd_"):] for m in pkgutil.iter_modules(__path__) if m.name.startswith("cmd_"))
+    for name in [n for n in COMMANDS if n in found] + [n for n in found if n not in COMMANDS]:
+        importlib.import_module(f"convstudy.cli.cmd_{name}").register(sub)
     return parser
 
 

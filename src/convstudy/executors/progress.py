@@ -76,4 +76,4 @@ class ProgressView:
 
     def _print(self, text: str) -> None:
         if not self.quiet:
-            (self.progress.console if self.progress else self.console).print(text)
+            (self.progress.console if self.progress else self.console).print(text, soft_wrap=True)
