@@ -11,6 +11,7 @@ import torch
 
 from convstudy.executors.progress import ProgressView
 from convstudy.executors.trial import TrialJob, run_trial
+from convstudy.errors import StoreError
 from convstudy.store import StudyStore, load_tensors, save_tensors, this_owner
 from convstudy.train import EpochResult, TrialData
 
@@ -111,6 +112,9 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
                 except KeyboardInterrupt:
                     state = "interrupted"
                     interrupt.requested = True
+                except StoreError:  # a damaged study file is the user's to fix, not a failed trial
+                    store.db.mark(rec.id, "pending", error="damaged checkpoint")
+                    raise
                 except Exception as exc:  # a bug or resource failure in one trial must not sink the study
                     store.db.mark(rec.id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
                     view.failed(job, exc)

@@ -37,19 +37,26 @@ class StudyStore:
             raise StoreError(f"{out}: exists and is not a directory")
         out.mkdir(parents=True, exist_ok=True)
         db = StudyDB(out / "study.db")
-        with db.transaction():
+        try:
+            # Everything is checked before anything is written, so a refusal leaves the directory as it was.
             have = db.get_meta("fingerprint")
-            if have is None:
-                db.set_meta("fingerprint", study.fingerprint())
-                db.set_meta("study", json.dumps(study.to_dict()))
-            elif have != study.fingerprint():
+            if have is not None and have != study.fingerprint():
                 old = json.loads(db.get_meta("study") or "{}").get("name", "?")
-                db.close()
                 raise StoreError(f'{out}: holds a different study ("{old}", spec {have}; this one is '
                                  f"{study.fingerprint()}); use another --out or the same study file and flags")
-            else:  # same study; keep the newest description/seeds as run
-                db.set_meta("study", json.dumps(study.to_dict()))
-        return cls(out, db, study)
+            store = cls(out, db, study)
+            store.check_checkpoints()
+            described = json.dumps(study.to_dict())
+            if have is None or db.get_meta("study") != described:  # same study: keep the newest description/seeds
+                with db.transaction():
+                    if db.get_meta("fingerprint") not in (None, study.fingerprint()):  # created meanwhile
+                        raise StoreError(f"{out}: another run created a different study here just now")
+                    db.set_meta("fingerprint", study.fingerprint())
+                    db.set_meta("study", described)
+        except BaseException:
+            db.close()
+            raise
+        return store
 
     @classmethod
     def open_existing(cls, out: str | Path) -> "StudyStore":
@@ -66,6 +73,13 @@ class StudyStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def check_checkpoints(self) -> None:
+        """Read every checkpoint a resumed trial would load; a damaged one is a StoreError naming it."""
+        for rec in self.db.trials():
+            path = self.checkpoint_path(rec.model, rec.seed)
+            if rec.state not in ("complete", "diverged") and path.exists():
+                load_tensors(path)
 
     def trial_dir(self, model: str, seed: int) -> Path:
         return self.out / "trials" / model / f"seed-{seed}"

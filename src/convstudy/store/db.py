@@ -110,12 +110,19 @@ class StudyDB:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         check_sqlite_file(self.path)
+        # sqlite adds -wal/-shm files beside a database it opens; a refused one must leave none behind.
+        sidecars = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")]
+        fresh = [p for p in sidecars if not p.exists()]
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
+            problem = self.conn.execute("PRAGMA quick_check").fetchone()[0]
+            if problem != "ok":
+                raise StoreError(f"{self.path}: damaged database ({' '.join(str(problem).split())[:160]}); "
+                                 "nothing was changed")
             with self.transaction():
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
@@ -123,9 +130,14 @@ class StudyDB:
                 version = self.get_meta("schema_version")
                 if version is None:
                     self.set_meta("schema_version", str(SCHEMA_VERSION))
-                elif int(version) != SCHEMA_VERSION:
+                elif version != str(SCHEMA_VERSION):
                     raise StoreError(f"{self.path}: schema version {version}, this convstudy reads {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            self.conn.close()
+            for extra in fresh:
+                extra.unlink(missing_ok=True)
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{self.path}: unreadable database ({exc}); nothing was changed") from None
 
     def close(self) -> None:
@@ -160,6 +172,11 @@ class StudyDB:
         if trial_id is not None:
             sql, args = sql + " WHERE trial_id = ?", (trial_id,)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def add_event(self, trial_id: int | None, kind: str, detail: str = "") -> None:
+        """Record something that happened to a trial (where an attempt runs, say), in its own transaction."""
+        with self.transaction():
+            self._event(trial_id, kind, detail)
 
     def _event(self, trial_id: int | None, kind: str, detail: str = "") -> None:
         self.conn.execute("INSERT INTO events(trial_id, at, kind, detail) VALUES (?, ?, ?, ?)",
@@ -197,6 +214,13 @@ class StudyDB:
                     self._event(rec.id, "restart" if rec.attempts else "start", detail)
                     return self.trial(rec.id)
         return None
+
+    def retry(self, trial_id: int, owner: str, reason: str) -> None:
+        """Count another attempt of a trial `owner` still holds (its worker was lost) and record why."""
+        with self.transaction():
+            self.conn.execute("UPDATE trials SET attempts=attempts+1, heartbeat=? WHERE id=? AND owner=?",
+                              (time.time(), trial_id, owner))
+            self._event(trial_id, "restart", reason)
 
     def heartbeat(self, trial_ids: list[int], owner: str) -> None:
         with self.transaction():

@@ -1,0 +1,183 @@
+"""Shared fixtures: a tiny learnable MNIST stand-in, a small two-model study, and a CLI runner.
+
+Nothing here touches the real MNIST copy or the network. `tiny_mnist` writes 600 train / 200 test
+28x28 images whose class is a bright block at a class-specific place (a small CNN learns it in an
+epoch or two) as gzip IDX files, and makes the `mnist` registry entry accept them both in this
+process (monkeypatch) and in `python -m convstudy` subprocesses started with `tiny_mnist.env`
+(a `sitecustomize.py` on PYTHONPATH applies the same patch there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convstudy.data import REGISTRY
+
+IDX_NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+
+_SITECUSTOMIZE = '''\
+"""Test hook: accept the tiny synthetic MNIST whose digests are in $CONVSTUDY_TEST_MNIST_SHA256."""
+import dataclasses, json, os
+_digests = os.environ.get("CONVSTUDY_TEST_MNIST_SHA256")
+if _digests:
+    from convstudy.data import registry as _registry
+    _registry.REGISTRY["mnist"] = dataclasses.replace(
+        _registry.REGISTRY["mnist"], sha256=json.loads(_digests), mirrors=())
+'''
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` uint8 28x28 images and balanced labels: class k is a 6x6 block in cell k of a 4x3 grid, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        row, col = divmod(int(k), 3)
+        r0 = 1 + row * 6 + int(rng.integers(0, 2))
+        c0 = 2 + col * 9 + int(rng.integers(0, 3))
+        images[i, r0:r0 + 6, c0:c0 + 6] = rng.integers(180, 256, size=(6, 6), dtype=np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array (images [N, H, W] or labels [N])."""
+    magic = 0x800 | array.ndim
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+@dataclass(frozen=True)
+class TinyMnist:
+    """Where the tiny dataset lives and how a subprocess is told to accept it."""
+
+    dir: Path
+    sha256: dict[str, str]
+    env: dict[str, str]  # os.environ plus the sitecustomize hook; one torch thread for reproducibility
+    n_train: int
+    n_test: int
+
+
+@pytest.fixture(scope="session")
+def _tiny_mnist_files(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
+    root = tmp_path_factory.mktemp("tiny-mnist")
+    data_dir = root / "mnist"
+    data_dir.mkdir()
+    x_train, y_train = synthetic_digits(600, seed=1)
+    x_test, y_test = synthetic_digits(200, seed=2)
+    payloads = {"train_images": idx_bytes(x_train), "train_labels": idx_bytes(y_train),
+                "test_images": idx_bytes(x_test), "test_labels": idx_bytes(y_test)}
+    for key, data in payloads.items():
+        (data_dir / IDX_NAMES[key]).write_bytes(gzip.compress(data, mtime=0))
+    site = root / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    return data_dir, {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()}, site
+
+
+@pytest.fixture
+def tiny_mnist(_tiny_mnist_files, monkeypatch) -> TinyMnist:
+    """A tiny synthetic MNIST (600 train / 200 test) that `load_dataset("mnist", data_dir=dir)` accepts."""
+    data_dir, digests, site = _tiny_mnist_files
+    monkeypatch.setitem(REGISTRY, "mnist", dataclasses.replace(REGISTRY["mnist"], sha256=digests, mirrors=()))
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVSTUDY_DATA_DIR",)}
+    env.update({
+        "CONVSTUDY_TEST_MNIST_SHA256": json.dumps(digests),
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])]),
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "COLUMNS": "200", "TERM": "dumb", "MPLBACKEND": "Agg",
+    })
+    return TinyMnist(dir=data_dir, sha256=digests, env=env, n_train=600, n_test=200)
+
+
+TINY_STUDY = """\
+name = "tiny"
+description = "Two small CNNs for fast tests."
+dataset = "mnist"
+seeds = {seeds}
+
+[train]
+epochs = {epochs}
+batch_size = 32
+optimizer = "adam"
+validation = "{validation}"
+
+[[models]]
+name = "small-a"
+layers = ["conv(4,3)", "pool(2)", "flatten", "dropout(0.25)", "dense(10)"]
+
+[[models]]
+name = "small-b"
+layers = ["conv(6,5)", "pool(2)", "flatten", "dense(16)", "dropout(0.5)", "dense(10)"]
+"""
+
+
+@pytest.fixture
+def tiny_study_file(tmp_path):
+    """A factory writing the 2-model tiny study as TOML: `tiny_study_file(epochs=2, seeds=2)` -> path."""
+    def write(epochs: int = 2, seeds: int | list[int] = 2, validation: str = "holdout",
+              name: str = "tiny.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(TINY_STUDY.format(epochs=epochs, seeds=json.dumps(seeds), validation=validation))
+        return path
+    return write
+
+
+def convstudy_cmd(*args: str | Path) -> list[str]:
+    """argv for `python -m convstudy ARGS` with this interpreter."""
+    return [sys.executable, "-m", "convstudy", *map(str, args)]
+
+
+@pytest.fixture
+def run_cli(tiny_mnist):
+    """Run `python -m convstudy ARGS` to completion in a subprocess that accepts the tiny MNIST."""
+    def run(*args: str | Path, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run(convstudy_cmd(*args), env=tiny_mnist.env, capture_output=True, text=True,
+                              timeout=timeout)
+    return run
+
+
+def db_rows(db_path: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of a query on a study.db, through a short-lived connection (safe while a run writes)."""
+    conn = sqlite3.connect(db_path, timeout=30)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def epoch_metrics(db_path: Path) -> dict[tuple[str, int, int], tuple[float, float, float, float]]:
+    """(model, seed, epoch) -> (loss, accuracy, val_loss, val_accuracy): everything but wall time."""
+    rows = db_rows(db_path, "SELECT t.model, t.seed, e.epoch, e.loss, e.accuracy, e.val_loss, e.val_accuracy "
+                            "FROM epochs e JOIN trials t ON t.id = e.trial_id")
+    return {(m, s, ep): tuple(rest) for m, s, ep, *rest in rows}
+
+
+def trial_results(db_path: Path) -> dict[tuple[str, int], tuple[str, float | None, float | None]]:
+    """(model, seed) -> (state, test_accuracy, test_loss)."""
+    rows = db_rows(db_path, "SELECT model, seed, state, test_accuracy, test_loss FROM trials")
+    return {(m, s): (st, acc, loss) for m, s, st, acc, loss in rows}
+
+
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip()
