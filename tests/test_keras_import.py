@@ -1,0 +1,156 @@
+"""import-keras: hand-written Keras 2 / Keras 3 JSON files become the same study models as the notebook's."""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from convstudy.cli import main
+from convstudy.interop.keras import import_keras, study_toml
+from convstudy.model import summarize_model
+from convstudy.spec import build_study, load_study_file, seed_study
+from convstudy.store import StudyStore
+
+DATA = Path(__file__).parent / "data"
+K31_FILES = ["keras_k3-1_keras2.json", "keras_k3-1_keras3.json"]
+
+
+def load(name: str) -> dict:
+    return json.loads((DATA / name).read_text())
+
+
+def layer_entries(doc: dict) -> list[dict]:
+    return doc["config"]["layers"]
+
+
+@pytest.mark.parametrize("file", K31_FILES)
+def test_k3_1_imports_with_the_notebook_layers_and_keras_param_count(file):
+    study = import_keras(DATA / file, name="k3-1")
+    model = study.models[0]
+    assert model.layers == seed_study().model("k3-1").layers
+    summary = summarize_model(model, (28, 28, 1))
+    assert summary.total_params == 1_199_882
+    assert summary.trainable_params == 1_199_882
+
+
+def test_keras3_compiled_optimizer_is_carried_over():
+    assert import_keras(DATA / "keras_k3-1_keras3.json").train.optimizer.name == "adadelta"
+    assert import_keras(DATA / "keras_k3-1_keras2.json").train.optimizer.name == "adam"  # no compile config
+
+
+def test_tf_keras_input_layer_batchnorm_and_softmax_activation_fold_into_the_seed_model():
+    study = import_keras(DATA / "keras_k5-4_tfkeras2.json")
+    model = study.models[0]
+    assert model.name == "k5-4"  # a user-given Keras model name is kept; "sequential_1" is not
+    assert model.layers == seed_study().model("k5-4").layers
+    summary = summarize_model(model, (28, 28, 1))
+    assert (summary.total_params, summary.trainable_params) == (106_954, 106_762)
+
+
+@pytest.mark.parametrize("file", [*K31_FILES, "keras_k5-4_tfkeras2.json"])
+def test_written_toml_reads_back_as_the_same_study(file):
+    study = import_keras(DATA / file)
+    assert build_study(tomllib.loads(study_toml(study)), source="x") == study
+
+
+def test_cli_writes_a_study_that_trains(tmp_path, tiny_mnist, capsys):
+    out_toml = tmp_path / "imported.toml"
+    assert main(["import-keras", str(DATA / "keras_k3-1_keras2.json"), "--name", "k3-1", "-o", str(out_toml)]) == 0
+    assert "1,199,882 params" in capsys.readouterr().err
+    study = load_study_file(out_toml)
+    assert [m.name for m in study.models] == ["k3-1"]
+    out = tmp_path / "run"
+    code = main(["run", str(out_toml), "--epochs", "1", "--train-limit", "200", "--data-dir", str(tiny_mnist.dir),
+                 "--out", str(out), "--quiet", "--device", "cpu"])
+    assert code == 0
+    store = StudyStore.open_existing(out)
+    (trial,) = store.db.trials()
+    assert trial.state == "complete" and trial.test_accuracy is not None
+    assert store.weights_path("k3-1", 0).is_file()
+    store.close()
+    # A second import to the same path is refused rather than overwriting the study.
+    assert main(["import-keras", str(DATA / "keras_k3-1_keras2.json"), "-o", str(out_toml)]) == 2
+
+
+def test_cli_prints_toml_to_stdout(capsys):
+    assert main(["import-keras", str(DATA / "keras_k3-1_keras3.json"), "--name", "mine"]) == 0
+    text = capsys.readouterr().out
+    assert tomllib.loads(text)["models"][0]["name"] == "mine"
+
+
+def _set(index: int, **changes):
+    def mutate(doc: dict) -> None:
+        layer_entries(doc)[index]["config"].update(changes)
+    return mutate
+
+
+def _replace(index: int, entry: dict):
+    def mutate(doc: dict) -> None:
+        layer_entries(doc)[index] = entry
+    return mutate
+
+
+def _top(**changes):
+    def mutate(doc: dict) -> None:
+        doc.update(changes)
+    return mutate
+
+
+# (mutation of keras_k3-1_keras2.json, words the one error line must contain)
+BAD = {
+    "dilation": (_set(1, dilation_rate=[2, 2]), ["conv2d_2", "dilation_rate"]),
+    "regulariser": (_set(5, kernel_regularizer={"class_name": "L1L2", "config": {"l1": 0.0, "l2": 0.01}}),
+                    ["dense_1", "kernel_regularizer"]),
+    "custom layer": (_replace(3, {"class_name": "MyAttention", "config": {"name": "my_attention", "heads": 4}}),
+                     ["my_attention", "MyAttention", "not supported"]),
+    "non-square kernel": (_set(0, kernel_size=[3, 5]), ["conv2d_1", "kernel_size"]),
+    "no bias": (_set(5, use_bias=False), ["dense_1", "use_bias"]),
+    "initialiser": (_set(0, kernel_initializer={"class_name": "HeNormal", "config": {"seed": None}}),
+                    ["conv2d_1", "kernel_initializer"]),
+    "activation": (_set(5, activation="swish"), ["dense_1", "activation"]),
+    "unknown option": (_set(5, lora_rank=4), ["dense_1", "lora_rank"]),
+    "frozen": (_set(0, trainable=False), ["conv2d_1", "trainable"]),
+    "pool padding": (_set(2, padding="same"), ["max_pooling2d_1", "padding"]),
+    "input shape": (_set(0, batch_input_shape=[None, 32, 32, 3]), ["conv2d_1", "32x32x3", "28x28x1"]),
+    "classes": (_set(7, units=5), ["dense(5)", "dense(10)"]),
+    "classifier activation": (_set(7, activation="sigmoid"), ["dense_2", "sigmoid"]),
+    "functional": (_top(class_name="Functional"), ["Sequential", "Functional"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_unsupported_options_are_one_line_naming_layer_and_option(case, tmp_path, capsys):
+    mutate, words = BAD[case]
+    doc = copy.deepcopy(load("keras_k3-1_keras2.json"))
+    mutate(doc)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(doc))
+    assert main(["import-keras", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convstudy: error: model.json")
+    assert captured.out == ""
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", ""])
+def test_broken_json_is_one_line(content, tmp_path, capsys):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    assert main(["import-keras", str(path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_keras3_input_layer_shape_is_checked(tmp_path, capsys):
+    doc = load("keras_k3-1_keras3.json")
+    layer_entries(doc)[0]["config"]["batch_shape"] = [None, 28, 28, 3]
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    assert main(["import-keras", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "input_layer" in err and "28x28x3" in err
