@@ -49,6 +49,10 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     console = console or Console(highlight=False)
     if opts.executor not in EXECUTORS:
         raise UserError(f"--executor {opts.executor}: unknown executor; valid: {', '.join(EXECUTORS)}")
+    if opts.executor == "ray":
+        from convstudy.executors.ray_executor import require_ray
+
+        require_ray()  # before anything is created or loaded
     names = [m.name for m in study.models]
     wanted_models = list(opts.models or names)
     for name in wanted_models:

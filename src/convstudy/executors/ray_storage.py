@@ -1,0 +1,108 @@
+"""Where Ray workers keep trial checkpoints: a directory every worker can reach, or a pyarrow URI.
+
+The default is the study directory itself, at the local executor's paths, so a study stopped under
+either executor resumes under either. `--storage PATH` or `--storage s3://bucket/prefix` (any URI
+`pyarrow.fs.FileSystem.from_uri` reads) keeps them elsewhere, under `<study name>-<fingerprint>/`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from convstudy.errors import UserError
+from convstudy.store import load_tensors, save_tensors
+
+
+@dataclass(frozen=True)
+class CheckpointStorage:
+    """A picklable handle on the checkpoint root; workers open the filesystem themselves."""
+
+    root: str
+
+    @property
+    def is_uri(self) -> bool:
+        return "://" in self.root
+
+    @staticmethod
+    def key(model: str, seed: int) -> str:
+        """The checkpoint's path under the root (the same as in a study directory)."""
+        return f"trials/{model}/seed-{seed}/checkpoint.safetensors"
+
+    def _fs(self):
+        try:
+            from pyarrow import fs
+        except ImportError:
+            raise UserError(f"--storage {self.root}: URIs need pyarrow: pip install 'convstudy[ray]'") from None
+        try:
+            return fs.FileSystem.from_uri(self.root)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a bad or unreachable URI
+            raise UserError(f"--storage {self.root}: {' '.join(str(exc).split())[:200]}") from None
+
+    def check(self) -> None:
+        """Create the root, or fail with one line naming it, before any trial starts."""
+        try:
+            if self.is_uri:
+                fs, base = self._fs()
+                fs.create_dir(base, recursive=True)
+            else:
+                Path(self.root).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--storage {self.root}: cannot be written ({exc})") from None
+
+    def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+        """Write a safetensors file atomically (a directory) or as one object (object stores)."""
+        if not self.is_uri:
+            save_tensors(Path(self.root) / key, tensors, meta)
+            return
+        fs, base = self._fs()
+        path = f"{base}/{key}"
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "checkpoint.safetensors"
+            save_tensors(local, tensors, meta)
+            # Object stores make a finished upload visible at once or not at all; for file:// URIs
+            # the upload goes to a side name first and is moved over the old checkpoint.
+            staging = f"{path}.partial"
+            with fs.open_output_stream(staging) as out:
+                out.write(local.read_bytes())
+            fs.move(staging, path)
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """(tensors, metadata) of the checkpoint at `key`, or None when there is none."""
+        if not self.is_uri:
+            path = Path(self.root) / key
+            return load_tensors(path) if path.exists() else None
+        from pyarrow import fs as pafs
+
+        fs, base = self._fs()
+        path = f"{base}/{key}"
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            return None
+        with tempfile.TemporaryDirectory() as tmp, fs.open_input_stream(path) as src:
+            local = Path(tmp) / "checkpoint.safetensors"
+            local.write_bytes(src.readall())
+            return load_tensors(local)
+
+    def delete(self, key: str) -> None:
+        """Remove the checkpoint at `key` if it is there."""
+        if not self.is_uri:
+            (Path(self.root) / key).unlink(missing_ok=True)
+            return
+        from pyarrow import fs as pafs
+
+        fs, base = self._fs()
+        path = f"{base}/{key}"
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            fs.delete_file(path)
+
+
+def storage_for(out: Path, study_name: str, fingerprint: str, storage: str | None) -> CheckpointStorage:
+    """The study directory by default; else one folder per study under `storage`."""
+    if storage is None:
+        return CheckpointStorage(str(Path(out).resolve()))
+    base = storage if "://" in storage else str(Path(storage).expanduser().resolve())
+    return CheckpointStorage(f"{base.rstrip('/')}/{study_name}-{fingerprint}")

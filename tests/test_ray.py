@@ -1,0 +1,152 @@
+"""The Ray executor: same results as the local executor, lost workers resumed from checkpoints.
+
+One local Ray instance (num_cpus=2) serves every test of this module; run_study finds it already
+initialised and leaves it running. The dataset is the tiny synthetic MNIST from conftest.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import db_rows, epoch_metrics, trial_results
+from convstudy.cli import main
+from convstudy.executors import RunOptions, run_study
+from convstudy.spec import build_study, resolve_study
+
+RAY_MISSING = "convstudy: error: --executor ray needs Ray: pip install 'convstudy[ray]'"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """The local executor on one torch thread, like a Ray trial with --cpus-per-trial 1."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def slow_study(epochs: int = 4):
+    """One model big enough that an epoch of the tiny data takes a noticeable moment on one thread."""
+    return build_study({
+        "name": "slow", "dataset": "mnist", "seeds": 1,
+        "train": {"epochs": epochs, "batch_size": 32, "optimizer": "adam", "validation": "test"},
+        "models": [{"name": "wide", "layers": ["conv(32,3)", "conv(32,3)", "pool(2)", "flatten", "dense(10)"]}],
+    }, source="test")
+
+
+def kill_after_first_epoch(db_path: Path, killed: list[int], stop: threading.Event) -> None:
+    """Watch study.db like any reader; SIGKILL the worker that reported epoch 1 of trial 1, once."""
+    while not stop.is_set() and not killed:
+        time.sleep(0.02)
+        if not db_path.exists():
+            continue
+        try:
+            workers = db_rows(db_path, "SELECT detail FROM events WHERE kind='worker' AND trial_id=1 ORDER BY id")
+            epochs = db_rows(db_path, "SELECT COUNT(*) FROM epochs WHERE trial_id=1")[0][0]
+        except Exception:  # the schema is not there yet
+            continue
+        if workers and epochs >= 1:
+            pid = int(re.match(r"[^,]*:(\d+),", workers[-1][0]).group(1))
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+
+def run_with_killer(study, opts: RunOptions) -> tuple[list[int], bool]:
+    killed: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=kill_after_first_epoch, args=(opts.out / "study.db", killed, stop))
+    watcher.start()
+    try:
+        _, finished = run_study(study, opts)
+    finally:
+        stop.set()
+        watcher.join()
+    return killed, finished
+
+
+def test_ray_matches_local_executor(ray_session, tiny_mnist, tiny_study_file, tmp_path, one_thread):
+    study = resolve_study(str(tiny_study_file(epochs=2, seeds=2)))
+    base = dict(data_dir=str(tiny_mnist.dir), device="cpu", quiet=True, models=("small-a",))
+    t0 = time.perf_counter()
+    _, local_done = run_study(study, RunOptions(out=tmp_path / "local", executor="local", **base))
+    t1 = time.perf_counter()
+    _, ray_done = run_study(study, RunOptions(out=tmp_path / "ray", executor="ray", cpus_per_trial=1, **base))
+    print(f"local {t1 - t0:.1f}s, ray {time.perf_counter() - t1:.1f}s")
+    assert local_done and ray_done
+    local, remote = trial_results(tmp_path / "local" / "study.db"), trial_results(tmp_path / "ray" / "study.db")
+    local = {k: v for k, v in local.items() if v[0] != "pending"}
+    remote = {k: v for k, v in remote.items() if v[0] != "pending"}
+    assert set(local) == set(remote) == {("small-a", 0), ("small-a", 1)}
+    for key, (state, acc, _) in local.items():
+        assert state == remote[key][0] == "complete"
+        assert abs(acc - remote[key][1]) <= 0.002, key
+    # Same code, same seeds, one thread each: the runs agree epoch by epoch, bit for bit.
+    assert epoch_metrics(tmp_path / "local" / "study.db") == epoch_metrics(tmp_path / "ray" / "study.db")
+    for model, seed in local:
+        trial = tmp_path / "ray" / "trials" / model / f"seed-{seed}"
+        assert (trial / "weights.safetensors").exists() and (trial / "predictions.safetensors").exists()
+        assert not (trial / "checkpoint.safetensors").exists()
+    assert (tmp_path / "ray" / "report.json").exists()
+
+
+def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_mnist, tmp_path):
+    opts = RunOptions(out=tmp_path / "out", executor="ray", data_dir=str(tiny_mnist.dir), device="cpu", quiet=True)
+    killed, finished = run_with_killer(slow_study(epochs=4), opts)
+    assert finished and len(killed) == 1
+    db = opts.out / "study.db"
+    assert db_rows(db, "SELECT state, attempts FROM trials WHERE id=1") == [("complete", 2)]
+    kinds = [k for (k,) in db_rows(db, "SELECT kind FROM events WHERE trial_id=1 ORDER BY id")]
+    assert kinds.count("restart") == 1 and kinds[-1] == "complete"
+    workers = [d for (d,) in db_rows(db, "SELECT detail FROM events WHERE kind='worker' ORDER BY id")]
+    assert len(workers) == 2 and workers[0].endswith("from scratch")
+    resumed = int(re.search(r"resuming after epoch (\d+)", workers[1]).group(1))
+    assert 1 <= resumed < 4
+    assert f":{killed[0]}," not in workers[1]
+    rows = db_rows(db, "SELECT epoch, COUNT(*) FROM epochs WHERE trial_id=1 GROUP BY epoch ORDER BY epoch")
+    assert rows == [(1, 1), (2, 1), (3, 1), (4, 1)]
+
+
+def test_worker_lost_past_retries_fails_with_reason(ray_session, tiny_mnist, tmp_path, monkeypatch):
+    from convstudy.executors import ray_executor
+
+    monkeypatch.setattr(ray_executor, "MAX_RETRIES", 0)
+    storage = f"file://{tmp_path / 'ckpt'}"
+    study = slow_study(epochs=4)
+    opts = RunOptions(out=tmp_path / "out", executor="ray", data_dir=str(tiny_mnist.dir), device="cpu", quiet=True,
+                      storage=storage)
+    killed, finished = run_with_killer(study, opts)
+    assert finished and len(killed) == 1
+    [(state, error)] = db_rows(opts.out / "study.db", "SELECT state, error FROM trials")
+    assert state == "failed" and error.startswith("worker lost 1 times; last: WorkerCrashedError")
+    # The checkpoint went to --storage, not the study directory, and is kept for a later retry.
+    ckpt = tmp_path / "ckpt" / f"slow-{study.fingerprint()}" / "trials" / "wide" / "seed-0" / "checkpoint.safetensors"
+    assert ckpt.exists()
+    assert not (opts.out / "trials" / "wide" / "seed-0" / "checkpoint.safetensors").exists()
+
+
+def test_without_ray_one_line_and_exit_2(tiny_mnist, tiny_study_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    out = tmp_path / "out"
+    code = main(["run", str(tiny_study_file()), "--executor", "ray", "--data-dir", str(tiny_mnist.dir),
+                 "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [RAY_MISSING]
+    assert not out.exists()
