@@ -1,4 +1,4 @@
-"""`convstudy report OUT`: the comparison of a study directory as a table, Markdown, CSV or JSON."""
+"""`convstudy report OUT`: the comparison of a study directory as a table, Markdown, CSV, JSON or HTML."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from rich.console import Console
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="report a study directory (table, markdown, csv, json)")
+    p = sub.add_parser("report", help="report a study directory (table, markdown, csv, json, html)")
     p.add_argument("out", metavar="OUT", type=Path)
-    p.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json"))
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json", "html"))
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout (html: default OUT/report.html)")
     p.set_defaults(func=run)
 
 
@@ -28,8 +28,12 @@ def run(args: argparse.Namespace) -> int:
         render(report, "table", Console(highlight=False))
         return 0
     text = render(report, args.format)
+    if args.format == "html" and args.output is None:
+        args.output = store.out / "report.html"
     if args.output:
         args.output.write_text(text)
+        if args.format == "html":
+            print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

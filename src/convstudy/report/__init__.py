@@ -12,9 +12,9 @@ from convstudy.errors import UserError
 from convstudy.report.collect import VALIDATION_NOTE, collect
 from convstudy.report.plots import loss_figure
 from convstudy.report.tables import render_csv, render_markdown, render_terminal
-from convstudy.store import StudyStore
+from convstudy.store import StudyStore, atomic_write
 
-FORMATS = ("table", "markdown", "csv", "json")
+FORMATS = ("table", "markdown", "csv", "json", "html")
 
 __all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "render", "write_plots", "write_reports"]
 
@@ -27,6 +27,10 @@ def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> 
         return render_markdown(report)
     if fmt == "csv":
         return render_csv(report)
+    if fmt == "html":
+        from convstudy.report.html import render_html
+
+        return render_html(report)
     if fmt == "table":
         if console is not None:
             render_terminal(report, console)
@@ -47,11 +51,12 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
 
 
 def write_reports(store: StudyStore) -> dict[str, Any]:
-    """Refresh what a study directory shows: report.json, report.md and the plots."""
+    """Refresh what a study directory shows: report.json, report.md, report.html and the plots."""
     report = collect(store)
     write_plots(report, store.out)
     (store.out / "report.json").write_text(render(report, "json"))
     (store.out / "report.md").write_text(render_markdown(report))
+    atomic_write(store.out / "report.html", render(report, "html").encode())
     return report
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from convstudy.data import get_info
 from convstudy.model import summarize_model
+from convstudy.report.html_best import best_model_summary
 from convstudy.report.stats import best_group, describe
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
 from convstudy.store import StudyStore
@@ -93,6 +94,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "spec": json.loads(store.db.get_meta("study") or "{}"),
         },
         "models": models,
+        "best_model": best_model_summary(store, models),
     }
 
 

@@ -1,0 +1,131 @@
+"""Figures for the HTML report as inline SVG: loss curves, an overlay of all models, cost/accuracy trade-offs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from typing import Any
+
+import numpy as np
+
+from convstudy.report.plots import PALETTE, draw_loss, plt
+
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def to_svg(fig: Any) -> str:
+    """The figure as an `<svg>` element for inlining: text stays text, no XML prolog, no metadata."""
+    buf = io.StringIO()
+    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "convstudy"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    # Scale with the page (phones, print): keep the viewBox, drop the fixed size.
+    return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r'<svg\1 class="fig"', text, count=1)
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """A small image (H×W grey or H×W×3 uint8) as a `data:image/png;base64,` URI."""
+    buf = io.BytesIO()
+    cmap = "gray" if image.ndim == 2 else None
+    plt.imsave(buf, image, cmap=cmap, vmin=0, vmax=255, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def style(i: int) -> dict[str, Any]:
+    """Colour (Okabe–Ito) and, past eight models, a line style, so every model stays distinguishable."""
+    return {"color": PALETTE[i % len(PALETTE)], "linestyle": _LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)]}
+
+
+def loss_svg(model: dict[str, Any], validation_label: str) -> str | None:
+    """The notebook's figure for one model: epoch vs train/validation loss, mean ± std over seeds."""
+    if not model["epochs"]:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    draw_loss(ax, model, validation_label, title=model["name"])
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def overlay_svg(models: list[dict[str, Any]], validation_label: str) -> str | None:
+    """Every model's mean validation loss and accuracy by epoch, on two shared panels."""
+    models = [m for m in models if m["epochs"]]
+    if not models:
+        return None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, m in enumerate(models):
+        x = [c["epoch"] for c in m["epochs"]]
+        ax_loss.plot(x, [c["val_loss"] for c in m["epochs"]], marker="o", ms=2.5, label=m["name"], **style(i))
+        ax_acc.plot(x, [100 * c["val_accuracy"] for c in m["epochs"]], marker="o", ms=2.5, **style(i))
+    ax_loss.set_ylabel(f"{validation_label} loss")
+    ax_acc.set_ylabel(f"{validation_label} accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside right center", fontsize=7, frameon=False)
+    fig.set_layout_engine("constrained")
+    return to_svg(fig)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both lower cost (x) and higher accuracy (y)."""
+    front, best = [], -np.inf
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def tradeoff_points(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per finished model: params, mean training seconds per trial, accuracy mean/std (percent), Pareto marks."""
+    pts = []
+    for m in models:
+        acc = m["test_accuracy"]
+        if not acc["n"]:
+            continue
+        secs = [t["train_seconds"] for t in m["trials"] if t["state"] == "complete"]
+        pts.append({"name": m["name"], "params": m["params"], "seconds": float(np.mean(secs)),
+                    "acc": 100 * acc["mean"], "std": 100 * acc["std"]})
+    for key in ("params", "seconds"):
+        front = set(pareto([(p[key], p["acc"]) for p in pts]))
+        for i, p in enumerate(pts):
+            p[f"pareto_{key}"] = i in front
+    return pts
+
+
+def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
+    """Accuracy vs parameters and vs training time (log x), ±1 std error bars, Pareto front drawn as a step line."""
+    if not points:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "seconds", "training time per trial (s)")):
+        for i, p in enumerate(points):
+            ax.errorbar(p[key], p["acc"], yerr=p["std"], fmt="o", ms=5, capsize=3, color=style(i)["color"])
+            ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        front = sorted((p for p in points if p[f"pareto_{key}"]), key=lambda p: p[key])
+        ax.step([p[key] for p in front], [p["acc"] for p in front], where="post", color="#555555",
+                linestyle="--", linewidth=1, label="Pareto front")
+        ax.scatter([p[key] for p in front], [p["acc"] for p in front], s=120, facecolors="none",
+                   edgecolors="#555555", linewidths=1)
+        ax.set_xscale("log")
+        _log_ticks(ax, [p[key] for p in points])
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return to_svg(fig)
+
+
+def _log_ticks(ax: Any, xs: list[float]) -> None:
+    """Plain tick labels at 1-2-5 steps, with room around the points, however narrow their range."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
