@@ -1,0 +1,73 @@
+"""`convstudy predict OUT --model NAME IMAGES...`: top-3 classes of image files with a trained trial."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+TOP = 3
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="classify PNG/JPEG files (or directories of them) with a trained model",
+                       description="Preprocess images like MNIST (grayscale, light background inverted, fitted "
+                                   "into 20x20, centred by mass in 28x28) and print each file's top-3 classes. "
+                                   "Unreadable images get one error line each (exit status 2); the rest are "
+                                   "still predicted.")
+    p.add_argument("out", metavar="OUT", type=Path, help="study directory")
+    p.add_argument("--model", required=True, help="model name in the study")
+    p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")
+    p.add_argument("images", metavar="IMAGES", nargs="+", help="image files or directories")
+    p.add_argument("--format", default="table", choices=("table", "json", "csv"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convstudy.errors import UserError
+    from convstudy.interop.images import expand_paths
+    from convstudy.interop.predict import load_trained, predict_files
+    from convstudy.store import StudyStore
+
+    store = StudyStore.open_existing(args.out)
+    try:
+        trained = load_trained(store, args.model, args.seed)
+    finally:
+        store.close()
+    paths = expand_paths(args.images)
+    if not paths:
+        raise UserError(f"no image files in {', '.join(args.images)} (looked for .png, .jpg, .jpeg, ...)")
+    result = predict_files(trained, paths, TOP)
+    acc = f", test accuracy {trained.test_accuracy:.2%}" if trained.test_accuracy is not None else ""
+    print(f'model "{trained.spec.name}" seed {trained.seed}{acc}', file=sys.stderr)
+    if args.format == "json":
+        sys.stdout.write(json.dumps({
+            "model": trained.spec.name, "seed": trained.seed,
+            "predictions": [{"file": str(p), "top": [{"class": c, "probability": pr} for c, pr in top]}
+                            for p, top in result.rows],
+            "errors": [{"file": str(p), "error": e} for p, e in result.errors],
+        }, indent=2) + "\n")
+    elif args.format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["file"] + [f"{key}_{i}" for i in range(1, TOP + 1) for key in ("class", "probability")])
+        for p, top in result.rows:
+            writer.writerow([str(p)] + [v for c, pr in top for v in (c, f"{pr:.6f}")])
+        sys.stdout.write(buf.getvalue())
+    elif result.rows:
+        table = Table(show_edge=False)
+        table.add_column("file", overflow="fold")
+        for i in range(1, TOP + 1):
+            table.add_column(f"#{i}", justify="right")
+        for p, top in result.rows:
+            table.add_row(str(p), *(f"{c} {pr:6.1%}" for c, pr in top))
+        Console(highlight=False).print(table)
+    for p, err in result.errors:
+        print(f"convstudy: error: {p}: {err}", file=sys.stderr)
+    return 2 if result.errors else 0
