@@ -93,19 +93,36 @@ def _tiny_mnist_files(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     return data_dir, {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()}, site
 
 
-@pytest.fixture
-def tiny_mnist(_tiny_mnist_files, monkeypatch) -> TinyMnist:
-    """A tiny synthetic MNIST (600 train / 200 test) that `load_dataset("mnist", data_dir=dir)` accepts."""
-    data_dir, digests, site = _tiny_mnist_files
-    monkeypatch.setitem(REGISTRY, "mnist", dataclasses.replace(REGISTRY["mnist"], sha256=digests, mirrors=()))
-    env = {k: v for k, v in os.environ.items() if k not in ("CONVSTUDY_DATA_DIR",)}
+def _subprocess_env(digests: dict[str, str], site: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "CONVSTUDY_DATA_DIR"}
     env.update({
         "CONVSTUDY_TEST_MNIST_SHA256": json.dumps(digests),
         "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [env.get("PYTHONPATH")])]),
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         "COLUMNS": "200", "TERM": "dumb", "MPLBACKEND": "Agg",
     })
-    return TinyMnist(dir=data_dir, sha256=digests, env=env, n_train=600, n_test=200)
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_session(_tiny_mnist_files) -> TinyMnist:
+    """The tiny dataset for session-scoped fixtures: usable by subprocesses (`.env`) only, no in-process patch."""
+    data_dir, digests, site = _tiny_mnist_files
+    return TinyMnist(dir=data_dir, sha256=digests, env=_subprocess_env(digests, site), n_train=600, n_test=200)
+
+
+@pytest.fixture
+def tiny_mnist(tiny_mnist_session, monkeypatch) -> TinyMnist:
+    """A tiny synthetic MNIST (600 train / 200 test) that `load_dataset("mnist", data_dir=dir)` accepts."""
+    monkeypatch.setitem(REGISTRY, "mnist", dataclasses.replace(REGISTRY["mnist"], sha256=tiny_mnist_session.sha256,
+                                                               mirrors=()))
+    return tiny_mnist_session
+
+
+def write_tiny_study(path: Path, epochs: int = 2, seeds: int | list[int] = 2, validation: str = "holdout") -> Path:
+    """Write the 2-model tiny study (TOML) to `path`."""
+    path.write_text(TINY_STUDY.format(epochs=epochs, seeds=json.dumps(seeds), validation=validation))
+    return path
 
 
 TINY_STUDY = """\
@@ -135,9 +152,7 @@ def tiny_study_file(tmp_path):
     """A factory writing the 2-model tiny study as TOML: `tiny_study_file(epochs=2, seeds=2)` -> path."""
     def write(epochs: int = 2, seeds: int | list[int] = 2, validation: str = "holdout",
               name: str = "tiny.toml") -> Path:
-        path = tmp_path / name
-        path.write_text(TINY_STUDY.format(epochs=epochs, seeds=json.dumps(seeds), validation=validation))
-        return path
+        return write_tiny_study(tmp_path / name, epochs, seeds, validation)
     return write
 
 
