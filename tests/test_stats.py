@@ -1,0 +1,159 @@
+"""Statistics over seeds (hand-checked against scipy) and the report's consistency with the stored runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from convstudy.data import stratified_split
+from convstudy.report.stats import best_group, describe, mcnemar_p, welch_p
+from convstudy.spec import load_study_file
+from convstudy.train.data import make_trial_data
+
+
+def test_describe_matches_hand_computation():
+    values = [0.9912, 0.9925, 0.9931, 0.9908, 0.9920]
+    d = describe(values)
+    mean = sum(values) / 5
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 4)
+    half = stats.t.ppf(0.975, 4) * std / math.sqrt(5)
+    assert d["n"] == 5 and d["values"] == values
+    assert d["mean"] == pytest.approx(mean, abs=1e-15)
+    assert d["std"] == pytest.approx(std, rel=1e-12)
+    assert d["ci95"] == pytest.approx([mean - half, mean + half], rel=1e-12)
+    assert (d["min"], d["max"]) == (0.9908, 0.9931)
+    lo, hi = stats.t.interval(0.95, 4, loc=mean, scale=stats.sem(values))
+    assert d["ci95"] == pytest.approx([lo, hi], rel=1e-12)
+
+
+def test_describe_small_samples():
+    assert describe([])["n"] == 0 and describe([])["mean"] is None
+    one = describe([0.5])
+    assert (one["n"], one["mean"], one["ci95"], one["values"]) == (1, 0.5, None, [0.5])
+
+
+def test_welch_matches_scipy_and_handles_constants():
+    a, b = [0.991, 0.992, 0.993], [0.980, 0.985, 0.983, 0.984]
+    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert welch_p([0.5, 0.5], [0.5, 0.5]) == 1.0
+    assert welch_p([0.5, 0.5], [0.4, 0.4]) == 0.0
+
+
+def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs():
+    rng = np.random.default_rng(0)
+    a = rng.random(1000) < 0.95
+    b = a.copy()
+    b[:40] = ~b[:40]
+    n01 = int(np.sum(a & ~b))
+    n10 = int(np.sum(~a & b))
+    assert mcnemar_p(a, b) == pytest.approx(stats.binomtest(n01, n01 + n10, 0.5).pvalue)
+    assert mcnemar_p(a, a) == 1.0
+
+
+def _model(name, values):
+    return {"name": name, "test_accuracy": describe(values)}
+
+
+def test_best_group_with_seeds_uses_welch():
+    models = [_model("a", [0.990, 0.991, 0.992]), _model("b", [0.9895, 0.9912, 0.9905]),
+              _model("c", [0.950, 0.951, 0.952]), _model("d", [])]
+    best_group(models)
+    by = {m["name"]: m for m in models}
+    assert by["a"]["same_as_best"] and by["a"]["p_value"] == 1.0
+    assert by["b"]["same_as_best"] and by["b"]["p_value"] == pytest.approx(welch_p(by["a"]["test_accuracy"]["values"],
+                                                                                   by["b"]["test_accuracy"]["values"]))
+    assert not by["c"]["same_as_best"] and by["c"]["p_value"] < 0.05
+    assert not by["d"]["same_as_best"] and by["d"]["p_value"] is None
+
+
+def test_best_group_with_one_seed_uses_mcnemar():
+    truth = np.ones(500, dtype=bool)
+    close, far = truth.copy(), truth.copy()
+    close[:3] = False
+    far[:60] = False
+    models = [_model("a", [1.0]), _model("b", [close.mean()]), _model("c", [far.mean()])]
+    best_group(models, {"a": truth, "b": close, "c": far})
+    by = {m["name"]: m for m in models}
+    assert by["b"]["same_as_best"] and by["b"]["p_value"] == pytest.approx(stats.binomtest(3, 3, 0.5).pvalue)
+    assert not by["c"]["same_as_best"] and by["c"]["p_value"] < 1e-6
+
+
+def test_holdout_validation_comes_from_train_and_test_is_separate(tiny_mnist, tiny_study_file):
+    from convstudy.data import load_dataset
+
+    study = load_study_file(tiny_study_file())
+    ds = load_dataset("mnist", tiny_mnist.dir)
+    data = make_trial_data(ds, study.train, torch.device("cpu"))
+    assert study.train.validation == "holdout" and study.train.holdout_fraction == 0.1
+    assert (len(data.train), len(data.val), len(data.test)) == (540, 60, 200)
+    keep, held = stratified_split(ds.y_train, 0.1, study.train.split_seed)
+    assert torch.equal(data.val.x, ds.x_train[held]) and torch.equal(data.train.x, ds.x_train[keep])
+    assert set(keep.tolist()).isdisjoint(held.tolist())
+    assert torch.bincount(data.val.y).tolist() == [6] * 10  # stratified
+    assert torch.equal(data.test.x, ds.x_test)
+    same = make_trial_data(ds, study.train, torch.device("cpu"))
+    assert torch.equal(same.val.y, data.val.y)  # fixed by the split seed
+    as_test = make_trial_data(ds, study.train.model_copy(update={"validation": "test"}), torch.device("cpu"))
+    assert as_test.val is as_test.test and len(as_test.train) == 600
+
+
+def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monkeypatch):
+    from convstudy.data import load_dataset
+    from convstudy.executors import trial as trial_mod
+    from convstudy.train import loop
+
+    study = load_study_file(tiny_study_file(epochs=2))
+    data = make_trial_data(load_dataset("mnist", tiny_mnist.dir), study.train, torch.device("cpu"))
+    seen = []
+    real = loop.evaluate
+
+    def spy(model, split, *args, **kwargs):
+        seen.append("test" if split is data.test else "val" if split is data.val else "other")
+        return real(model, split, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", spy)
+    monkeypatch.setattr(trial_mod, "evaluate", spy)
+
+    class Sink:
+        def load_checkpoint(self, job): return None
+        def epoch_done(self, *a): pass
+        def finished(self, *a): pass
+        def diverged(self, *a): pass
+
+    m = study.models[0]
+    job = trial_mod.TrialJob(1, m, m.settings(study.train), 0, (28, 28, 1))
+    assert trial_mod.run_trial(job, data, Sink()) == "complete"
+    assert seen.count("test") == 1 and seen[-1] == "test" and seen.count("val") == 2
+
+
+def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+    study = tiny_study_file(epochs=1, seeds=3)
+    out = tmp_path / "out"
+    done = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")
+    assert done.returncode == 0, done.stderr
+    rep = run_cli("report", out, "--format", "json")
+    assert rep.returncode == 0, rep.stderr
+    report = json.loads(rep.stdout)
+    assert report["study"]["validation"] == "holdout" and report["study"]["validation_note"] is None
+    means = {}
+    for m in report["models"]:
+        acc = m["test_accuracy"]
+        per_seed = sorted((t["seed"], t["test_accuracy"]) for t in m["trials"])
+        assert [s for s, _ in per_seed] == [0, 1, 2]
+        assert sorted(acc["values"]) == sorted(v for _, v in per_seed)
+        assert acc == describe(acc["values"])
+        assert set(acc) == {"mean", "std", "ci95", "n", "min", "max", "values"}
+        assert isinstance(m["same_as_best"], bool) and isinstance(m["p_value"], float)
+        means[m["name"]] = acc["mean"]
+    best = max(means, key=means.get)
+    assert next(m for m in report["models"] if m["name"] == best)["same_as_best"]
+    md = run_cli("report", out, "--format", "markdown").stdout
+    for m in report["models"]:
+        cell = f"{100 * m['test_accuracy']['mean']:.2f} ± {100 * m['test_accuracy']['std']:.2f}"
+        assert cell in md
+    assert "★" in md
