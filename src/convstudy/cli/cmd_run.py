@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs let small trials share one")
     p.add_argument("--storage", help="checkpoint storage every Ray worker can reach (path or pyarrow URI)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="local executor: N processes training trials at once (fills a GPU with small models)")
     p.set_defaults(func=run)
 
 
@@ -51,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       storage=args.storage, quiet=args.quiet)
-    store, finished = run_study(study, opts, console)
+    if args.workers > 1 and args.executor == "local":
+        from convstudy.executors.pool import run_with_workers
+
+        store, finished = run_with_workers(study, opts, args.workers, console)
+    else:
+        store, finished = run_study(study, opts, console)
     render(collect(store), "table", console)
     console.print(f"results: {store.out} (report.json, report.md, plots/)")
     return 0 if finished else 130

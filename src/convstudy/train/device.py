@@ -32,3 +32,15 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{torch.get_num_threads()} threads"
+
+
+def configure_backends(device: torch.device) -> None:
+    """Library switches that pay off for these small convnets (measured in docs/benchmarks.md)."""
+    if device.type == "cuda":
+        # Every batch has the same shape, so cuDNN's one-time algorithm search is paid back at once.
+        torch.backends.cudnn.benchmark = True
+
+
+def default_channels_last(device: torch.device) -> bool:
+    """NHWC activations where they measured faster: on CUDA (cuDNN's tensor-core kernels want them)."""
+    return device.type == "cuda"

@@ -1,0 +1,68 @@
+"""The trainer's fast paths on the CPU: bf16 learns, channels_last and multi-tensor optimisers compute
+the same training as the plain path, and several worker processes train every trial exactly once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import trial_results
+from convstudy.data import load_dataset
+from convstudy.spec import ModelSpec, TrainSettings
+from convstudy.train import fit, init_state
+from convstudy.train import loop
+from convstudy.train.data import make_trial_data
+
+CPU = torch.device("cpu")
+SMALL = ModelSpec(name="small", layers=["conv(8,3)", "pool(2)", "conv(8,3,same)", "flatten", "dense(32)",
+                                        "dropout(0.25)", "bn", "dense(10)"])
+
+
+def _train(tiny_mnist, epochs: int = 2, **kw) -> loop.TrainState:
+    ds = load_dataset("mnist", tiny_mnist.dir)
+    settings = TrainSettings(epochs=epochs, batch_size=32, validation="holdout")
+    data = make_trial_data(ds, settings, CPU)
+    state = init_state(SMALL, settings, (28, 28, 1), seed=3, device=CPU, channels_last=kw.get("channels_last", False))
+    return fit(state, settings, data, **kw)
+
+
+def _weights(state: loop.TrainState) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in state.model.parameters()])
+
+
+def test_bf16_autocast_trains_and_learns(tiny_mnist):
+    state = _train(tiny_mnist, epochs=3, precision="bf16")
+    first, last = state.history[0], state.history[-1]
+    assert last.loss < first.loss and last.val_accuracy > 0.5  # chance is 0.1
+    assert all(p.dtype == torch.float32 for p in state.model.parameters())  # master weights stay fp32
+
+
+def test_channels_last_computes_the_same_training(tiny_mnist):
+    plain = _train(tiny_mnist)
+    nhwc = _train(tiny_mnist, channels_last=True)
+    assert next(nhwc.model.parameters()).is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(plain.history, nhwc.history):
+        assert a.loss == pytest.approx(b.loss, rel=2e-3) and a.val_accuracy == pytest.approx(b.val_accuracy, abs=0.02)
+    rel = (_weights(plain) - _weights(nhwc)).norm() / _weights(plain).norm()
+    assert rel < 1e-2  # fp32 rounding differs by layout and grows over 40 steps; a wrong layout is O(1)
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_multi_tensor_optimizer_matches_the_per_parameter_loop(tiny_mnist, monkeypatch, foreach):
+    monkeypatch.setattr(loop, "FOREACH", False)
+    reference = _train(tiny_mnist)
+    monkeypatch.setattr(loop, "FOREACH", foreach)
+    other = _train(tiny_mnist)
+    assert other.optimizer.defaults["foreach"] is foreach
+    rel = (_weights(reference) - _weights(other)).norm() / _weights(reference).norm()
+    assert rel < 1e-5
+
+
+def test_workers_train_every_trial_exactly_once(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+    out = tmp_path / "out"
+    res = run_cli("run", tiny_study_file(epochs=1, seeds=2), "--out", out, "--data-dir", tiny_mnist.dir,
+                  "--workers", "2", "--device", "cpu", "--quiet")
+    assert res.returncode == 0, res.stderr
+    results = trial_results(out / "study.db")
+    assert set(results) == {(m, s) for m in ("small-a", "small-b") for s in (0, 1)}
+    assert {state for state, _, _ in results.values()} == {"complete"}
