@@ -56,7 +56,9 @@ def write_reports(store: StudyStore) -> dict[str, Any]:
     write_plots(report, store.out)
     (store.out / "report.json").write_text(render(report, "json"))
     (store.out / "report.md").write_text(render_markdown(report))
+    # Atomic, so a browser reloading during a run never sees half a page; readable like the other files.
     atomic_write(store.out / "report.html", render(report, "html").encode())
+    (store.out / "report.html").chmod(0o644)
     return report
 
 

@@ -127,5 +127,13 @@ def _log_ticks(ax: Any, xs: list[float]) -> None:
 
     ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _short(v: float) -> str:
+    """Tick labels that fit side by side: 500, 20k, 1.5M."""
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:g}{unit}"
+    return f"{v:g}"

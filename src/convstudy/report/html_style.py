@@ -18,7 +18,7 @@ dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:.88em}
 th,td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
 td.text,td.name,th:first-child,th:nth-child(2){text-align:left}
-td.text{white-space:normal;min-width:14em;max-width:32em}
+td.text{white-space:normal;min-width:20em;max-width:34em}
 table.sortable th{cursor:pointer;user-select:none;background:#f4f6f8;position:sticky;top:0}
 table.sortable th[aria-sort=ascending]::after{content:" ▲"}
 table.sortable th[aria-sort=descending]::after{content:" ▼"}
