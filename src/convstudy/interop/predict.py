@@ -13,7 +13,7 @@ from convstudy.data import DatasetInfo, get_info
 from convstudy.errors import StoreError, UserError
 from convstudy.interop.images import ImageError, load_digit
 from convstudy.model import build_model, predict_proba
-from convstudy.spec import ModelSpec
+from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.store import StudyStore
 
 
@@ -26,6 +26,7 @@ class Trained:
     module: nn.Module
     info: DatasetInfo
     test_accuracy: float | None
+    settings: TrainSettings
 
 
 def pick_seed(store: StudyStore, model: str, seed: int | None) -> tuple[int, float | None]:
@@ -58,7 +59,7 @@ def load_trained(store: StudyStore, model: str, seed: int | None = None) -> Trai
     except RuntimeError as exc:  # keys or shapes that do not match the spec
         raise StoreError(f"{path}: weights do not fit model \"{model}\" ({str(exc).splitlines()[0]})") from None
     module.eval()
-    return Trained(spec, seed, module, info, accuracy)
+    return Trained(spec, seed, module, info, accuracy, spec.settings(store.study.train))
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""`convstudy export OUT --model NAME --format onnx|safetensors -o FILE`: a trained trial out, with a model card."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from convstudy.cli.options import add_data_dir
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a trained model as ONNX or safetensors, with a model card",
+                       description="Export one trial's final weights. ONNX files take float32 images "
+                                   "[batch, 1, 28, 28] (pixel/255) and return probabilities; the export is checked "
+                                   "with onnxruntime against PyTorch on 256 test images. A Markdown model card "
+                                   "is written beside FILE (FILE.md).")
+    p.add_argument("out", metavar="OUT", type=Path, help="study directory")
+    p.add_argument("--model", required=True, help="model name in the study")
+    p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")
+    p.add_argument("--format", required=True, choices=("onnx", "safetensors"))
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    add_data_dir(p)  # where the check images are; default: the data directory of the study's last run
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from convstudy.errors import UserError
+    from convstudy.interop.card import write_card
+    from convstudy.interop.export import ExportCheckFailed, check_inputs, export_onnx, export_safetensors
+    from convstudy.interop.predict import load_trained
+    from convstudy.report import collect
+    from convstudy.store import StudyStore
+
+    if args.output.is_dir():
+        raise UserError(f"-o {args.output}: is a directory; give a file name")
+    store = StudyStore.open_existing(args.out)
+    try:
+        trained = load_trained(store, args.model, args.seed)
+        try:
+            if args.format == "onnx":
+                x, source = check_inputs(store, args.data_dir)
+                check = export_onnx(trained, args.output, x, source).sentence()
+            else:
+                export_safetensors(trained, args.output, store)
+                check = "weights read back bit-identical; spec, input shape and class names in the metadata"
+        except ExportCheckFailed as exc:
+            print(f"convstudy: export check failed, nothing written: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            raise UserError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
+        card = write_card(trained, collect(store), args.output, "ONNX" if args.format == "onnx" else "safetensors",
+                          check)
+    finally:
+        store.close()
+    size = args.output.stat().st_size / 1e6
+    print(f'exported model "{trained.spec.name}" seed {trained.seed} to {args.output} ({size:.1f} MB)')
+    print(check)
+    print(f"model card: {card}")
+    return 0

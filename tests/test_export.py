@@ -1,0 +1,156 @@
+"""export: ONNX files that onnxruntime runs like PyTorch (every seed architecture), safetensors with the spec, cards."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import IDX_NAMES, idx_bytes, synthetic_digits
+from rich.console import Console
+
+from convstudy.cli import main
+from convstudy.data import REGISTRY
+from convstudy.executors import RunOptions, run_study
+from convstudy.interop.export import TOLERANCE, check_onnx, load_exported, onnx_bytes
+from convstudy.interop.predict import load_trained
+from convstudy.model import build_model
+from convstudy.spec import build_study, seed_study
+from convstudy.store import StudyStore, load_tensors
+
+SEED_MODELS = seed_study().models
+
+
+def needs_onnx():
+    pytest.importorskip("onnx", reason="onnx not installed: pip install 'convstudy[onnx]'")
+    return pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'convstudy[onnx]'")
+
+
+@pytest.mark.parametrize("spec", SEED_MODELS, ids=[m.name for m in SEED_MODELS])
+def test_onnx_parity_for_every_seed_architecture(spec):
+    ort = needs_onnx()
+    torch.manual_seed(0)
+    module = build_model(spec, (28, 28, 1)).eval()
+    data = onnx_bytes(module, (28, 28, 1))
+    x = torch.rand(256, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    parity = check_onnx(data, module, x, "random inputs")
+    assert parity.passed, parity.sentence()
+    assert parity.max_abs_diff < TOLERANCE and parity.argmax_same == 256
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.shape[0] == "batch" and inp.shape[1:] == [1, 28, 28]  # dynamic batch dimension
+    out = session.run(None, {inp.name: x[:3].numpy()})[0]
+    assert out.shape == (3, 10) and np.allclose(out.sum(1), 1.0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the command on a trained study
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A small learnable MNIST stand-in (300 train / 200 test) and its digests."""
+    data_dir = tmp_path_factory.mktemp("export-data") / "mnist"
+    data_dir.mkdir()
+    (x_train, y_train), (x_test, y_test) = synthetic_digits(300, seed=3), synthetic_digits(200, seed=4)
+    payloads = {"train_images": idx_bytes(x_train), "train_labels": idx_bytes(y_train),
+                "test_images": idx_bytes(x_test), "test_labels": idx_bytes(y_test)}
+    for key, data in payloads.items():
+        (data_dir / IDX_NAMES[key]).write_bytes(gzip.compress(data, mtime=0))
+    return data_dir, {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()}
+
+
+@pytest.fixture
+def accept_tiny(tiny_data, monkeypatch):
+    data_dir, digests = tiny_data
+    monkeypatch.setitem(REGISTRY, "mnist", dataclasses.replace(REGISTRY["mnist"], sha256=digests, mirrors=()))
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def trained_study(tiny_data, tmp_path_factory):
+    """Model "small" (with BatchNorm) trained 1 epoch over seeds 0 and 1, so the card has a CI."""
+    data_dir, digests = tiny_data
+    out = tmp_path_factory.mktemp("export-study") / "out"
+    study = build_study({
+        "name": "exp", "dataset": "mnist", "seeds": 2,
+        "train": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "validation": "holdout"},
+        "models": [{"name": "small", "layers": ["conv(6,3)", "pool(2)", "bn", "flatten", "dense(16)", "dense(10)"]}],
+    })
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(REGISTRY, "mnist", dataclasses.replace(REGISTRY["mnist"], sha256=digests, mirrors=()))
+        store, finished = run_study(study, RunOptions(out=out, data_dir=str(data_dir), device="cpu", quiet=True),
+                                    Console(file=io.StringIO()))
+    assert finished
+    store.close()
+    return out
+
+
+def test_export_onnx_checks_itself_on_test_images_and_writes_a_card(trained_study, accept_tiny, tmp_path, capsys):
+    ort = needs_onnx()
+    target = tmp_path / "small.onnx"
+    assert main(["export", str(trained_study), "--model", "small", "--seed", "1", "--format", "onnx",
+                 "-o", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "parity check passed" in out and "200 test images" in out  # the tiny test set has 200
+    store = StudyStore.open_existing(trained_study)
+    trained = load_trained(store, "small", 1)
+    store.close()
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    theirs = session.run(None, {"images": x.numpy()})[0]
+    ours = torch.softmax(trained.module(x), 1).detach().numpy()
+    assert np.abs(theirs - ours).max() < TOLERANCE
+    card = (tmp_path / "small.onnx.md").read_text()
+    for heading in ("## Architecture", "## Data", "## Accuracy", "## Training", "## Provenance", "## Export check"):
+        assert heading in card
+    assert "over 2 seeds" in card and "95% CI [" in card and "parity check passed" in card
+    assert "| 3 | `bn` |" in card and "Optimizer adam" in card
+    assert "- convstudy: " in card and "- torch: " in card and "seed 1" in card
+
+
+def test_export_falls_back_to_random_inputs_and_says_so(trained_study, tmp_path, capsys):
+    needs_onnx()
+    target = tmp_path / "m.onnx"
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    assert main(["export", str(trained_study), "--model", "small", "--format", "onnx", "-o", str(target),
+                 "--data-dir", str(empty)]) == 0
+    out = capsys.readouterr().out
+    assert "parity check passed" in out and "256 random inputs (test set not loadable" in out
+    assert target.is_file() and (tmp_path / "m.onnx.md").is_file()
+
+
+def test_export_safetensors_carries_the_spec(trained_study, tmp_path, capsys):
+    target = tmp_path / "small.safetensors"
+    assert main(["export", str(trained_study), "--model", "small", "--format", "safetensors", "-o", str(target)]) == 0
+    tensors, meta = load_tensors(target)
+    assert json.loads(meta["spec"])["layers"] == ["conv(6,3)", "pool", "bn", "flatten", "dense(16)", "dense(10)"]
+    assert meta["seed"] == "0" and json.loads(meta["input_shape"]) == [28, 28, 1]
+    module, _ = load_exported(target)
+    store = StudyStore.open_existing(trained_study)
+    trained = load_trained(store, "small", 0)
+    store.close()
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(module(x), trained.module(x))
+    assert "## Accuracy" in (tmp_path / "small.safetensors.md").read_text()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "nope", "--format", "safetensors"], ['no model "nope"']),
+    (["--model", "small", "--seed", "7", "--format", "safetensors"], ["seed 7"]),
+    (["--model", "small", "--format", "zip"], ["--format", "zip"]),
+])
+def test_export_user_mistakes_are_one_line(trained_study, tmp_path, capsys, argv, words):
+    assert main(["export", str(trained_study), *argv, "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words)
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_of_a_non_study_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--model", "a", "--format", "onnx", "-o", str(tmp_path / "a.onnx")]) == 2
+    assert "not a study directory" in capsys.readouterr().err
