@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="report a study directory (table, markdown, csv, json, html)")
     p.add_argument("out", metavar="OUT", type=Path)
     p.add_argument("--format", default="table", choices=("table", "markdown", "csv", "json", "html"))
-    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE instead of stdout (html: default OUT/report.html)")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write to FILE instead of stdout (html: default OUT/report.html)")
     p.set_defaults(func=run)
 
 

@@ -62,12 +62,14 @@ def render_best(report: dict[str, Any]) -> str:
     if not best:
         return "<p>No finished trial with stored test predictions yet.</p>"
     seeds = best["seeds"]
+    shown = len(best["misclassified"])
+    shown = f", first {shown}" if best["n_misclassified"] > shown else ""
     out = [f"<p>Best mean test accuracy: <b>{escape(best['model'])}</b>. Confusion matrix and per-class "
            f"accuracy pooled over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
            f"({escape(', '.join(map(str, seeds)))}), {best['n_test']:,} test images each.</p>",
            '<div class="pair">', _confusion(best), _per_class(best), "</div>",
            f"<h3>Most confident mistakes (seed {best['seed']}: {best['n_misclassified']:,} of "
-           f"{best['n_test']:,} misclassified{', first ' + str(len(best['misclassified'])) if best['n_misclassified'] > len(best['misclassified']) else ''})</h3>",
+           f"{best['n_test']:,} misclassified{shown})</h3>",
            _mistakes(report, best)]
     return "\n".join(out)
 
