@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -137,6 +138,9 @@ def test_export_safetensors_carries_the_spec(trained_study, tmp_path, capsys):
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(module(x), trained.module(x))
     assert "## Accuracy" in (tmp_path / "small.safetensors.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's private 0600
 
 
 @pytest.mark.parametrize("argv, words", [

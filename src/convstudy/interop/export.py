@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,15 @@ def export_onnx(trained: Trained, path: Path, x: torch.Tensor, source: str) -> P
     if not parity.passed:
         raise ExportCheckFailed(parity.sentence())
     atomic_write(path, data)
+    _shareable(path)
     return parity
+
+
+def _shareable(path: Path) -> None:
+    """Exports are for others to read: the umask's permissions, not the private temp file's 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def spec_metadata(trained: Trained, store: StudyStore) -> dict[str, str]:
@@ -141,6 +150,7 @@ def export_safetensors(trained: Trained, path: Path, store: StudyStore) -> None:
     """The trial's state_dict plus spec metadata; read back and compared before returning."""
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.module.state_dict().items()}
     save_tensors(path, weights, spec_metadata(trained, store))
+    _shareable(path)
     back, meta = load_tensors(path)
     if set(back) != set(weights) or any(not torch.equal(back[k], weights[k]) for k in weights) or "spec" not in meta:
         raise ExportCheckFailed(f"{path}: the written file does not read back as the weights")
