@@ -24,7 +24,7 @@ N_EPOCH_ROWS = 2 * len(SEEDS) * EPOCHS
 
 
 def start(study: Path, out: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(convstudy_cmd("run", study, "--out", out, "--data-dir", env["TINY_DATA_DIR"]),
+    return subprocess.Popen(convstudy_cmd("run", study, "--out", out, "--data-dir", env["TINY_DATA_DIR"], "--quiet"),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -36,8 +36,8 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]
 def progress(out: Path) -> tuple[int, int]:
     """(epochs checkpointed or finished, trials finished), read from the trial files, not the database.
 
-    Polling study.db from another process while it is being created can stall what that process sees
-    for the rest of its life, so the tests watch the atomically renamed safetensors files instead.
+    A checkpoint appears only by an atomic rename, so it is an exact signal that an epoch finished;
+    polling study.db from the test (a connection every 20 ms) was seen to miss a busy run's progress.
     """
     epochs = finished = 0
     for trial in (out / "trials").glob("*/seed-*"):
