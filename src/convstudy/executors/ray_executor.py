@@ -25,6 +25,7 @@ from convstudy.executors.ray_worker import dataset_arrays, train_on_worker
 from convstudy.executors.trial import TrialJob
 from convstudy.spec import Study
 from convstudy.store import StudyDB, StudyStore, save_tensors, this_owner
+from convstudy.train import EpochResult
 
 MAX_RETRIES = 3
 POLL_S = 0.1
@@ -153,8 +154,6 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
             store.db.add_event(job.trial_id, "worker", f"{msg['where']}, {resumed}")
             view.started(job, msg["where"], msg["epoch"])
         elif msg["kind"] == "epoch":
-            from convstudy.train import EpochResult
-
             result = EpochResult(**msg["result"])
             store.db.record_epoch(job.trial_id, result.epoch, msg["result"])
             view.epoch(job, result)
