@@ -37,8 +37,9 @@ def describe(device: torch.device) -> str:
 def configure_backends(device: torch.device) -> None:
     """Library switches that pay off for these small convnets (measured in docs/benchmarks.md)."""
     if device.type == "cuda":
-        # Every batch has the same shape, so cuDNN's one-time algorithm search is paid back at once.
-        torch.backends.cudnn.benchmark = True
+        # cuDNN's algorithm search cost 3-6 s per model and precision on an H100 (four batch shapes:
+        # train, last train batch, eval, last eval batch), more than a whole 12-epoch trial's gain.
+        torch.backends.cudnn.benchmark = False
 
 
 def default_channels_last(device: torch.device) -> bool:

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU measurements of docs/benchmarks.md, for the lent-device tool: `bash bench/gpu_session.sh PHASE`.
+# Expects MNIST in .device/mnist and the pydantic wheels in .device/whl (the device image lacks pydantic).
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .device/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+D=.device/mnist
+case "$1" in
+  1)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee $OUT/gpu.txt
+    python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" | tee -a $OUT/gpu.txt
+    nproc | tee -a $OUT/gpu.txt
+    timeout 150 python3 bench/cuda_paths.py --data-dir $D 2>&1 | tee $OUT/cuda_paths.jsonl
+    timeout 120 python3 bench/seed_study.py --device cuda --seeds 1 --workers 1 --out /tmp/s1w1 -- --data-dir $D | tee $OUT/seed1_w1.json
+    timeout 120 python3 bench/seed_study.py --device cuda --seeds 1 --workers 4 --out /tmp/s1w4 -- --data-dir $D | tee $OUT/seed1_w4.json
+    timeout 150 python3 -m convstudy bench --device cuda --seconds 2 --format json > $OUT/bench_cuda.json
+    tail -c 1500 $OUT/bench_cuda.json
+    ;;
+  2)
+    timeout 100 python3 bench/cuda_paths.py --data-dir $D --models k3-2,k7-3 2>&1 | grep -v eager | tee $OUT/cuda_paths_nobench.jsonl
+    timeout 110 python3 bench/seed_study.py --device cuda --seeds 1 --workers 1 --out /tmp/s1w1 -- --data-dir $D | tee $OUT/seed1_w1.json
+    timeout 100 python3 bench/seed_study.py --device cuda --seeds 1 --workers 3 --out /tmp/s1w3 -- --data-dir $D | tee $OUT/seed1_w3.json
+    timeout 200 python3 bench/seed_study.py --device cuda --seeds 5 --workers 3 --out /tmp/s5 -- --data-dir $D | tee $OUT/seed5_w3.json
+    ;;
+esac
