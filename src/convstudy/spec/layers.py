@@ -198,10 +198,12 @@ def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
     if kind in ACTIVATIONS and not argtext:
         return kind, {}
     cls = LAYERS.get(kind)
+    if cls is None:
+        raise LayerError(f'unknown layer "{kind}"; valid: {", ".join(sorted(LAYERS))} or an activation')
     fields: dict[str, Any] = {}
     if argtext is None or not argtext.strip():
         return kind, fields
-    positional = list(cls.positional) if cls else []
+    positional = list(cls.positional)
     for raw in argtext.split(","):
         raw = raw.strip()
         if not raw:
@@ -258,7 +260,7 @@ def pydantic_reason(exc: ValidationError) -> str:
     """The first pydantic error as `field: reason (got value)`, one line."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in LAYERS))
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown argument"
     elif err["type"] == "missing":

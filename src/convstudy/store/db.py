@@ -104,12 +104,20 @@ def check_sqlite_file(path: Path) -> None:
                 raise StoreError(f"{path}: not a convstudy database (corrupt or foreign file); nothing was changed")
 
 
+# Databases this process has open, with a count. Opening and closing any other descriptor on a
+# database file drops every POSIX lock the process holds on it (SQLite's documented pitfall): a later
+# close then believes it is the last connection and deletes the WAL from under a live writer.
+_OPEN: dict[Path, int] = {}
+
+
 class StudyDB:
     """Narrow access to study.db: meta, runs, trials, epochs, events."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        check_sqlite_file(self.path)
+        self._key = self.path.resolve()
+        if not _OPEN.get(self._key):
+            check_sqlite_file(self.path)
         # sqlite adds -wal/-shm files beside a database it opens; a refused one must leave none behind.
         sidecars = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")]
         fresh = [p for p in sidecars if not p.exists()]
@@ -134,14 +142,21 @@ class StudyDB:
                     raise StoreError(f"{self.path}: schema version {version}, this convstudy reads {SCHEMA_VERSION}")
         except (sqlite3.DatabaseError, StoreError) as exc:
             self.conn.close()
+            if _OPEN.get(self._key):  # sidecars belong to the connection already open here
+                fresh = []
             for extra in fresh:
                 extra.unlink(missing_ok=True)
             if isinstance(exc, StoreError):
                 raise
             raise StoreError(f"{self.path}: unreadable database ({exc}); nothing was changed") from None
 
+        _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None  # type: ignore[assignment]
+            _OPEN[self._key] -= 1
 
     def transaction(self):
         """`with db.transaction():` — BEGIN IMMEDIATE ... COMMIT, rolled back on error."""

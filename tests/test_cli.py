@@ -1,0 +1,120 @@
+"""CLI end to end on a tiny IDX dataset written to a temp --data-dir: run, report, models, datasets, resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+
+from conftest import convstudy_cmd, db_rows
+
+
+def test_run_then_report_in_every_format(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+    study = tiny_study_file(epochs=2, seeds=2)
+    out = tmp_path / "out"
+    res = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out, "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert "Epoch 2/2" in res.stdout and "small-a" in res.stdout
+    for name in ("study.db", "report.json", "report.md", "plots/small-a.png", "plots/small-b.png",
+                 "trials/small-a/seed-0/weights.safetensors", "trials/small-b/seed-1/predictions.safetensors"):
+        assert (out / name).exists(), name
+    assert not (out / "trials/small-a/seed-0/checkpoint.safetensors").exists()  # removed once complete
+
+    report = json.loads(run_cli("report", out, "--format", "json").stdout)
+    assert report["study"]["name"] == "tiny"
+    models = {m["name"]: m for m in report["models"]}
+    assert set(models) == {"small-a", "small-b"}
+    a = models["small-a"]
+    assert a["params"] == 4 * 9 + 4 + 13 * 13 * 4 * 10 + 10 and a["trainable_params"] == a["params"]
+    assert len(a["test_accuracy"]["values"]) == 2 and len(a["epochs"]) == 2
+    for key in ("name", "params", "trainable_params", "description", "test_accuracy", "test_loss", "epochs"):
+        assert key in a
+    rows = db_rows(out / "study.db", "SELECT seed, test_accuracy FROM trials WHERE model='small-a' ORDER BY seed")
+    assert a["test_accuracy"]["values"] == [r[1] for r in rows]
+
+    md = run_cli("report", out, "--format", "markdown").stdout
+    assert "| small-a |" in md.replace("| 3x3    |", "|") or "small-a" in md
+    assert "](plots/small-a.png)" in md and " ± " in md
+    table = list(csv.DictReader(io.StringIO(run_cli("report", out, "--format", "csv").stdout)))
+    assert len(table) == 4 and {r["model"] for r in table} == {"small-a", "small-b"}
+    res = run_cli("report", out, "--format", "table")
+    assert res.returncode == 0 and "small-b" in res.stdout and "±" in res.stdout
+    target = tmp_path / "r.json"
+    assert run_cli("report", out, "--format", "json", "-o", target).returncode == 0
+    assert json.loads(target.read_text())["study"]["name"] == "tiny"
+
+    again = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out, "--device", "cpu")
+    assert again.returncode == 0 and "nothing to run" in again.stdout
+    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM epochs")[0][0] == 8
+
+
+def test_notebook_validation_is_said_in_reports(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+    out = tmp_path / "out"
+    res = run_cli("run", tiny_study_file(epochs=1, seeds=1, validation="test"), "--models", "small-a",
+                  "--data-dir", tiny_mnist.dir, "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "test set was also the validation data" in res.stdout
+    assert "test set was also the validation data" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["study"]["validation_note"]
+
+
+def test_killed_run_rerun_skips_finished_trials(tiny_mnist, tiny_study_file, tmp_path, run_cli):
+    study = tiny_study_file(epochs=2, seeds=1)
+    # The second model trains long enough that the kill lands while it runs, never after it.
+    study.write_text(study.read_text() + 'train = {epochs = 40}\n')
+    out = tmp_path / "out"
+    proc = subprocess.Popen(convstudy_cmd("run", study, "--data-dir", tiny_mnist.dir, "--out", out),
+                            env=tiny_mnist.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline:  # wait until the first trial is complete, then kill -9 mid-study
+        try:
+            if db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE state='complete'")[0][0]:
+                break
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = db_rows(out / "study.db", "SELECT model, finished_at FROM trials WHERE state='complete'")
+    assert finished
+    res = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "already finished" in res.stdout
+    for model, finished_at in finished:  # untouched: not trained again
+        assert db_rows(out / "study.db", "SELECT finished_at, attempts FROM trials WHERE model=?", (model,)) == [(finished_at, 1)]
+    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE state='complete'")[0][0] == 2
+    assert db_rows(out / "study.db", "SELECT attempts FROM trials WHERE model='small-b'") == [(2,)]
+
+
+def test_models_command_table_and_json(run_cli):
+    res = run_cli("models", "seed", "--format", "json")
+    data = json.loads(res.stdout)
+    assert len(data["models"]) == 12
+    k31 = data["models"][0]
+    assert k31["name"] == "k3-1" and k31["params"] == 1_199_882
+    assert k31["description"] == "ConvNet(32-64) | 2 Dropouts | 1 MaxPool | Dense(128-10) | Adadelta"
+    assert {"name", "params", "trainable_params", "flops", "description", "layers"} <= set(k31)
+    table = run_cli("models", "seed").stdout
+    assert "Total params: 84,266" in table and "Trainable params: 84,138" in table and "(None, 26, 26, 32)" in table
+
+
+def test_datasets_command_lists_registry(run_cli, tiny_mnist):
+    res = run_cli("datasets", "--data-dir", tiny_mnist.dir.parent)
+    assert res.returncode == 0
+    for name in ("mnist", "fashion-mnist", "kmnist"):
+        assert name in res.stdout
+
+
+def test_missing_data_offline_is_one_line(run_cli, tmp_path, tiny_study_file):
+    res = run_cli("run", tiny_study_file(epochs=1, seeds=1), "--data-dir", tmp_path / "empty", "--out", tmp_path / "o")
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "--data-dir" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_python_dash_m_and_version(run_cli):
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("convstudy ")

@@ -1,0 +1,83 @@
+"""Model stage, driven by the registries: every layer kind and every seed model builds, runs and counts like Keras."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convstudy.model import build_model, count_params, summarize_model
+from convstudy.spec import ModelSpec, seed_study
+
+# Keras's model.summary() totals for the notebook's models (BN moving stats count in total only).
+KERAS_PARAMS = {
+    "k3-1": (1_199_882, 1_199_882), "k3-2": (32_874, 32_874), "k3-3": (315_146, 315_146), "k3-4": (84_266, 84_138),
+    "k5-1": (297_706, 297_706), "k5-2": (123_018, 123_018), "k5-3": (280_330, 280_330), "k5-4": (106_954, 106_762),
+    "k7-1": (513_770, 513_770), "k7-2": (609_290, 609_290), "k7-3": (957_514, 957_514), "k7-4": (139_210, 139_018),
+}
+SEED = {m.name: m for m in seed_study().models}
+
+
+@pytest.mark.parametrize("name", list(SEED))
+def test_seed_model_params_equal_keras_and_forward_backward(name):
+    spec = SEED[name]
+    summary = summarize_model(spec, (28, 28, 1))
+    net = build_model(spec, (28, 28, 1))
+    assert (summary.total_params, summary.trainable_params) == KERAS_PARAMS[name]
+    assert count_params(net) == KERAS_PARAMS[name]
+    x = torch.rand(3, 1, 28, 28)
+    out = net(x)
+    assert out.shape == (3, 10)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+LAYER_MODELS = {
+    "conv": ["conv(4,3)", "conv(4,3,same,stride=2)", "conv(4,2,same)", "flatten", "dense(10)"],
+    "pool": ["conv(4,3)", "pool(2)", "pool(3,2,mode=avg)", "flatten", "dense(10)"],
+    "dropout": ["conv(4,3)", "dropout(0.3)", "flatten", "dense(10)"],
+    "flatten": ["flatten", "dense(10)"],
+    "dense": ["flatten", "dense(16,tanh)", "dense(10)"],
+    "bn": ["conv(4,3)", "bn", "flatten", "dense(8)", "bn", "dense(10)"],
+    "activation": ["conv(4,3,activation=linear)", "gelu", "flatten", "dense(10)"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_MODELS))
+def test_every_layer_kind_matches_its_inferred_shapes(kind):
+    from convstudy.spec import LAYERS
+
+    assert set(LAYER_MODELS) == set(LAYERS)
+    spec = ModelSpec(name="m", layers=LAYER_MODELS[kind])
+    net = build_model(spec, (28, 28, 1))
+    summary = summarize_model(spec, (28, 28, 1))
+    assert count_params(net) == (summary.total_params, summary.trainable_params)
+    # Walk the modules to compare every spec layer's inferred shape with the real tensor's.
+    shapes = spec.shapes((28, 28, 1))
+    x = torch.rand(2, 1, 28, 28)
+    y = net(x)
+    assert y.shape == (2, 10) and shapes[-1] == (10,)
+    y.sum().backward()
+
+
+def test_same_padding_with_stride_matches_tensorflow():
+    spec = ModelSpec(name="m", layers=["conv(3,4,same,stride=3)", "flatten", "dense(10)"])
+    net = build_model(spec, (28, 28, 1))
+    feat = net[:3](torch.rand(1, 1, 28, 28))  # SamePad, Conv2d, ReLU
+    assert tuple(feat.shape[1:]) == (3, 10, 10)
+    assert spec.shapes((28, 28, 1))[0] == (10, 10, 3)
+
+
+def test_keras_init_and_batchnorm_semantics():
+    net = build_model(SEED["k3-4"], (28, 28, 1))
+    conv = net[0]
+    assert torch.count_nonzero(conv.bias) == 0
+    bound = (6 / (9 * 1 + 9 * 32)) ** 0.5  # glorot_uniform limit for a 3x3x1->32 kernel
+    assert conv.weight.abs().max() <= bound
+    bn = [m for m in net if isinstance(m, torch.nn.BatchNorm1d)][0]
+    assert bn.momentum == pytest.approx(0.01) and bn.eps == pytest.approx(1e-3)
+
+
+def test_flops_count_multiply_adds_twice():
+    spec = ModelSpec(name="m", layers=["conv(2,3)", "flatten", "dense(10)"])
+    summary = summarize_model(spec, (28, 28, 1))
+    assert summary.flops == 2 * (9 * 1 * 2 * 26 * 26) + 2 * (26 * 26 * 2 * 10)

@@ -1,0 +1,184 @@
+"""Spec stage: layer syntax, round trips, the seed study, and one-line errors for every mistake."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from convstudy.cli import main
+from convstudy.errors import UserError
+from convstudy.spec import (
+    LAYERS, BUILTIN, Conv, Dense, LayerError, Study, build_study, load_study_file, parse_layer, seed_study,
+)
+
+LAYER_EXAMPLES = {
+    "conv": ["conv(32,3)", "conv(64,5,same)", "conv(16,3,stride=2)", "conv(8,3,same,stride=2,activation=tanh)"],
+    "pool": ["pool(2)", "pool(3,2)", "pool(2,mode=avg)"],
+    "dropout": ["dropout(0.25)", "dropout(0.0)"],
+    "flatten": ["flatten"],
+    "dense": ["dense(128)", "dense(10,softmax)", "dense(32,activation=tanh)"],
+    "bn": ["bn", "bn(momentum=0.9)"],
+    "activation": ["relu", "tanh", "activation(gelu)"],
+}
+
+
+def test_every_registered_layer_has_examples():
+    assert set(LAYER_EXAMPLES) == set(LAYERS)
+
+
+@pytest.mark.parametrize("text", [t for ts in LAYER_EXAMPLES.values() for t in ts])
+def test_layer_round_trips_through_string_and_table(text):
+    layer = parse_layer(text)
+    assert parse_layer(layer.to_string()) == layer
+    assert parse_layer(layer.to_dict()) == layer
+
+
+def test_compact_and_table_forms_agree():
+    assert parse_layer("conv(64,5,same)") == parse_layer({"type": "conv", "filters": 64, "kernel": 5, "padding": "same"})
+    assert parse_layer("Conv2D(64, 5)") == Conv(filters=64, kernel=5)
+    assert parse_layer("dense(10)").activation == "relu"
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("conv(32)", "kernel: missing"),
+    ("conv(-1,3)", "filters"),
+    ("dropout(1.5)", "rate"),
+    ("dropout(0.5,0.2)", "too many arguments"),
+    ("dense(10,wat=1)", "unknown argument"),
+    ("warp(3)", 'unknown layer "warp"'),
+    ("conv(32,3", "cannot parse"),
+    ("conv(32,3,)", "empty argument"),
+])
+def test_bad_layers_raise_layer_error(text, reason):
+    with pytest.raises(LayerError, match=None) as exc:
+        parse_layer(text)
+    assert reason in str(exc.value)
+
+
+def test_shape_inference_names_model_layer_and_shapes():
+    with pytest.raises(UserError) as exc:
+        build_study({"name": "s", "models": [{"name": "big", "layers": [
+            "conv(32,3)", "pool(2)", "conv(64,3)", "pool(2)", "pool(2)", "conv(32,7)", "flatten", "dense(10)"]}]},
+            source="study.toml")
+    assert str(exc.value) == ('study.toml: model "big", layer 6 conv(32,7): input 2x2x64 is smaller than the '
+                              '7x7 kernel')
+
+
+def test_same_padding_and_stride_shapes():
+    study = build_study({"name": "s", "models": [{"name": "m", "layers": [
+        "conv(8,3,same,stride=2)", "conv(8,5,same)", "pool(2)", "flatten", "dense(10)"]}]})
+    assert study.models[0].shapes((28, 28, 1)) == [(14, 14, 8), (14, 14, 8), (7, 7, 8), (392,), (10,)]
+
+
+def test_study_round_trip_file_objects_dict(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text(textwrap.dedent("""
+        name = "rt"
+        description = "round trip"
+        dataset = "fashion-mnist"
+        seeds = [3, 5]
+        [train]
+        epochs = 3
+        batch_size = 64
+        optimizer = {name = "adam", lr = 0.002}
+        validation = "holdout"
+        [[models]]
+        name = "a"
+        layers = ["conv(16,3,same)", {type = "pool", size = 2}, "bn", "dropout(0.1)", "flatten", "dense(10)"]
+        train = {optimizer = "adadelta", epochs = 2}
+        [[models]]
+        name = "b"
+        layers = ["conv(8,5)", "tanh", "flatten", "dense(32)", "dense(10)"]
+    """))
+    study = load_study_file(path)
+    assert study.seeds == (3, 5) and study.dataset == "fashion-mnist"
+    assert study.models[0].settings(study.train).optimizer.name == "adadelta"
+    assert study.models[0].settings(study.train).epochs == 2
+    assert study.models[1].settings(study.train).optimizer.resolved()["lr"] == 0.002
+    again = build_study(study.to_dict())
+    assert again == study and again.fingerprint() == study.fingerprint()
+    yaml_path = tmp_path / "study.yaml"
+    import yaml
+
+    yaml_path.write_text(yaml.safe_dump(study.to_dict()))
+    assert load_study_file(yaml_path) == study
+
+
+def test_python_api_builds_the_same_objects():
+    from convstudy.spec import ModelSpec
+
+    model = ModelSpec(name="m", layers=["conv(32,3)", "flatten", Dense(units=10)])
+    study = Study(name="api", models=[model])
+    assert build_study(study.to_dict()) == study
+
+
+def test_seed_study_is_the_notebook():
+    study = seed_study()
+    assert [m.name for m in study.models] == [f"k{k}-{i}" for k in (3, 5, 7) for i in (1, 2, 3, 4)]
+    assert study.train.epochs == 12 and study.train.batch_size == 128 and study.train.validation == "test"
+    optimizers = {m.name: m.settings(study.train).optimizer for m in study.models}
+    assert optimizers["k3-1"].name == "adadelta" and optimizers["k3-1"].resolved()["lr"] == 1.0
+    assert {o.name for n, o in optimizers.items() if n != "k3-1"} == {"adam"}
+    assert "seed" in BUILTIN
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else textwrap.dedent(content).encode())
+    return path
+
+
+GOOD = """
+name = "s"
+[[models]]
+name = "m"
+layers = ["conv(8,3)", "flatten", "dense(10)"]
+"""
+ERROR_CASES = {
+    "toml_syntax": ("s.toml", 'name = "s\n[[models]]', "s.toml: TOML syntax error"),
+    "yaml_syntax": ("s.yaml", "name: s\nmodels: [\n  - {name: m", "s.yaml: YAML syntax error"),
+    "unknown_key": ("s.toml", 'colour = "red"\n' + GOOD, 's.toml: unknown key "colour"'),
+    "unknown_model_key": ("s.toml", GOOD + 'colour = "red"\n', 's.toml: model "m": colour: unknown argument'),
+    "unknown_layer": ("s.toml", GOOD.replace('"flatten"', '"flaten"'), 's.toml: model "m", layer 2 flaten: unknown layer'),
+    "bad_argument": ("s.toml", GOOD.replace("conv(8,3)", "conv(8,x)"), 's.toml: model "m", layer 1 conv(8,x): kernel'),
+    "out_of_range": ("s.toml", GOOD.replace("conv(8,3)", "conv(0,3)"), 's.toml: model "m", layer 1 conv(0,3): filters'),
+    "impossible_shape": ("s.toml", GOOD.replace("conv(8,3)", "conv(8,29)"),
+                         's.toml: model "m", layer 1 conv(8,29): input 28x28x1 is smaller than the 29x29 kernel'),
+    "unknown_dataset": ("s.toml", 'dataset = "mnsit"\n' + GOOD, 's.toml: unknown dataset "mnsit"'),
+    "unknown_optimizer": ("s.toml", 'name = "s"\n[train]\noptimizer = "adamm"\n' + GOOD.replace('name = "s"', ""),
+                          "unknown optimizer"),
+    "duplicate_models": ("s.toml", GOOD + GOOD.replace('name = "s"', ""), 'duplicate model name "m"'),
+    "no_models": ("s.toml", 'name = "s"\n', "s.toml: a study needs at least one model"),
+    "binary_garbage": ("s.toml", bytes(range(256)) * 4, "s.toml: not a text file"),
+    "wrong_classifier": ("s.toml", GOOD.replace("dense(10)", "dense(7)"), "the last layer must be dense(10)"),
+    "flat_into_conv": ("s.toml", GOOD.replace('"flatten", ', '"flatten", "conv(4,3)", '), "needs an HxWxC feature map"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ERROR_CASES))
+def test_malformed_study_exits_2_with_one_line(case, tmp_path, capsys):
+    name, content, expected = ERROR_CASES[case]
+    path = _write(tmp_path, name, content)
+    code = main(["models", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert expected in err, err
+
+
+def test_missing_file_exits_2(tmp_path, capsys):
+    assert main(["models", str(tmp_path / "nope.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.toml: no such study file" in err and err.count("\n") == 1
+
+
+def test_unknown_builtin_name_exits_2(capsys):
+    assert main(["models", "seeed"]) == 2
+    assert 'unknown study "seeed"' in capsys.readouterr().err
+
+
+def test_bad_flag_is_one_line(capsys):
+    assert main(["run", "seed", "--epochs", "zero"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--epochs" in err
