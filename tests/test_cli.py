@@ -70,9 +70,10 @@ def test_killed_run_rerun_skips_finished_trials(tiny_mnist, tiny_study_file, tmp
     proc = subprocess.Popen(convstudy_cmd("run", study, "--data-dir", tiny_mnist.dir, "--out", out),
                             env=tiny_mnist.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
-    while time.time() < deadline:  # wait until the first trial is complete, then kill -9 mid-study
+    while time.time() < deadline:  # kill -9 once small-a is complete and small-b is mid-training
         try:
-            if db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE state='complete'")[0][0]:
+            if db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE state='complete'")[0][0] and \
+                    db_rows(out / "study.db", "SELECT epochs_done FROM trials WHERE model='small-b'")[0][0] >= 1:
                 break
         except sqlite3.OperationalError:  # not created yet
             pass
