@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -51,8 +52,7 @@ class LocalSink:
 
 
 def meta_history(meta: dict[str, str]) -> list[dict]:
-    import json
-
+    """The epoch results a checkpoint carries in its metadata."""
     return json.loads(meta.get("history", "[]"))
 
 
