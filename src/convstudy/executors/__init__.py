@@ -77,13 +77,13 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     run_id = store.db.add_run(provenance(describe(device), {
         "executor": opts.executor, "precision": precision, "n_train": len(data.train), "n_val": len(data.val),
         "n_test": len(data.test), "data_dir": str(ds.source_dir)}))
+    # (model, seed) -> a TrialJob factory taking the trial id the executor claims.
     jobs = {
         (m.name, s): partial(TrialJob, model=m, settings=m.settings(study.train), seed=s,
                              input_shape=ds.info.input_shape, precision=precision,
                              channels_last=device.type == "cuda")
         for m in study.models for s in study.seeds if (m.name, s) in wanted
     }
-    jobs = {k: (lambda f: (lambda trial_id: f(trial_id=trial_id)))(f) for k, f in jobs.items()}
     view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
     try:
         if opts.executor == "ray":

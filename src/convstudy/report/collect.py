@@ -45,7 +45,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
                              "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
                              "epochs": [_epoch_dict(e) for e in rows]})
         epoch_secs = [e["seconds"] for s in per_seed for e in s["epochs"]]
-        n_train = _n_train(store, info)
+        n_train = _n_train(runs)
         entry = {
             "name": spec.name,
             "description": spec.description or summarize(spec, settings),
@@ -122,6 +122,5 @@ def _kernel(spec) -> str:
     return "/".join(f"{k}x{k}" for k in kernels) or "-"
 
 
-def _n_train(store: StudyStore, info) -> int | None:
-    prov = store.db.runs()[-1] if store.db.runs() else {}
-    return prov.get("n_train")
+def _n_train(runs: list[dict[str, Any]]) -> int | None:
+    return runs[-1].get("n_train") if runs else None
