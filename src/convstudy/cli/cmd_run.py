@@ -60,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         store, finished = run_study(study, opts, console)
     render(collect(store), "table", console)
-    console.print(f"results: {store.out} (report.json, report.md, plots/)")
+    console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
     return 0 if finished else 130
