@@ -65,6 +65,16 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.tobytes()
 
 
+def write_idx_dataset(data_dir: Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                      y_test: np.ndarray) -> dict[str, str]:
+    """Write the four MNIST-named gzip IDX files into `data_dir`; returns SHA-256 of the decompressed bytes."""
+    payloads = {"train_images": idx_bytes(x_train), "train_labels": idx_bytes(y_train),
+                "test_images": idx_bytes(x_test), "test_labels": idx_bytes(y_test)}
+    for key, data in payloads.items():
+        (data_dir / IDX_NAMES[key]).write_bytes(gzip.compress(data, mtime=0))
+    return {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()}
+
+
 @dataclass(frozen=True)
 class TinyMnist:
     """Where the tiny dataset lives and how a subprocess is told to accept it."""
@@ -81,16 +91,11 @@ def _tiny_mnist_files(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     root = tmp_path_factory.mktemp("tiny-mnist")
     data_dir = root / "mnist"
     data_dir.mkdir()
-    x_train, y_train = synthetic_digits(600, seed=1)
-    x_test, y_test = synthetic_digits(200, seed=2)
-    payloads = {"train_images": idx_bytes(x_train), "train_labels": idx_bytes(y_train),
-                "test_images": idx_bytes(x_test), "test_labels": idx_bytes(y_test)}
-    for key, data in payloads.items():
-        (data_dir / IDX_NAMES[key]).write_bytes(gzip.compress(data, mtime=0))
+    digests = write_idx_dataset(data_dir, *synthetic_digits(600, seed=1), *synthetic_digits(200, seed=2))
     site = root / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-    return data_dir, {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()}, site
+    return data_dir, digests, site
 
 
 def _subprocess_env(digests: dict[str, str], site: Path) -> dict[str, str]:

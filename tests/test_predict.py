@@ -8,8 +8,6 @@ PNG/JPEG files of other sizes and colours, most with a light background that mus
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import IDX_NAMES, idx_bytes
+from conftest import write_idx_dataset
 from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 
@@ -56,13 +54,7 @@ def reader(tmp_path_factory):
     root = tmp_path_factory.mktemp("rendered")
     data_dir = root / "mnist"
     data_dir.mkdir()
-    x_train, y_train = rendered_digits(2000, seed=0)
-    x_test, y_test = rendered_digits(200, seed=1)
-    payloads = {"train_images": idx_bytes(x_train), "train_labels": idx_bytes(y_train),
-                "test_images": idx_bytes(x_test), "test_labels": idx_bytes(y_test)}
-    for key, data in payloads.items():
-        (data_dir / IDX_NAMES[key]).write_bytes(gzip.compress(data, mtime=0))
-    digests = {k: hashlib.sha256(v).hexdigest() for k, v in payloads.items()}
+    digests = write_idx_dataset(data_dir, *rendered_digits(2000, seed=0), *rendered_digits(200, seed=1))
     study = build_study({
         "name": "reader", "dataset": "mnist", "seeds": [0],
         "train": {"epochs": 3, "batch_size": 64, "optimizer": "adam", "validation": "test"},
