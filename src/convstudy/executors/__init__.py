@@ -20,7 +20,7 @@ from convstudy.spec import Study
 from convstudy.store import StudyStore
 from convstudy.store.provenance import provenance
 from convstudy.train.data import make_trial_data
-from convstudy.train.device import describe, resolve_device, resolve_precision
+from convstudy.train.device import default_channels_last, describe, resolve_device, resolve_precision
 
 EXECUTORS = ("local", "ray")
 
@@ -81,7 +81,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     jobs = {
         (m.name, s): partial(TrialJob, model=m, settings=m.settings(study.train), seed=s,
                              input_shape=ds.info.input_shape, precision=precision,
-                             channels_last=device.type == "cuda")
+                             channels_last=default_channels_last(device))
         for m in study.models for s in study.seeds if (m.name, s) in wanted
     }
     view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)

@@ -23,7 +23,7 @@ from convstudy.executors.trial import TrialJob, run_trial
 from convstudy.spec import TrainSettings
 from convstudy.train import EpochResult
 from convstudy.train.data import make_trial_data
-from convstudy.train.device import describe, resolve_precision
+from convstudy.train.device import default_channels_last, describe, resolve_precision
 
 
 def dataset_arrays(ds: Dataset) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def train_on_worker(job: TrialJob, arrays: dict[str, Any], settings: TrainSettin
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     job = dataclasses.replace(job, precision=resolve_precision(precision, device),
-                              channels_last=device.type == "cuda")
+                              channels_last=default_channels_last(device))
     data = make_trial_data(dataset_from_arrays(arrays), settings, device)
     sink = RaySink(storage, queue, describe(device))
     run_trial(job, data, sink)

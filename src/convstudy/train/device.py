@@ -43,5 +43,9 @@ def configure_backends(device: torch.device) -> None:
 
 
 def default_channels_last(device: torch.device) -> bool:
-    """NHWC activations where they measured faster: on CUDA (cuDNN's tensor-core kernels want them)."""
-    return device.type == "cuda"
+    """NHWC activations: faster on CUDA (tensor-core kernels) and on the CPU (oneDNN's blocked convs).
+
+    On the CPU it measured 1.1-1.5x faster in fp32 and bf16 for 11 of the 12 seed models and within
+    noise for the 12th (docs/benchmarks.md).
+    """
+    return device.type in ("cuda", "cpu")
