@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from convstudy.model import build_model, summarize_model
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.spec.layers import Shape
+from convstudy.train.device import configure_backends
 from convstudy.train.loop import Split, init_state, make_optimizer, seed_everything, train_one_epoch
 
 BASELINE_BATCH = 128
@@ -147,7 +148,12 @@ def bench_model(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, de
 def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shape, device: torch.device,
                  seconds: float, precision: str, channels_last: bool,
                  on_model: Callable[[ModelBench], None] | None = None) -> dict:
-    """The benchmark's JSON document: the peak, then one entry per model."""
+    """The benchmark's JSON document: the peak, then one entry per model.
+
+    The trainer's process settings (configure_backends: on the CPU, an allocator that keeps freed
+    memory) apply to the whole process, so the baseline runs with them too: a conservative ratio.
+    """
+    configure_backends(device)
     peak = matmul_peak(device, precision)
     results = []
     for spec, settings in specs:

@@ -1,0 +1,53 @@
+"""Device, precision and allocator choices of the train stage."""
+
+import platform
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from convstudy.errors import UserError
+from convstudy.train.device import resolve_device, resolve_precision
+
+# Page faults of re-allocating and filling a 64 MiB tensor 5 times, once past a warm-up (as a training
+# loop is after its first steps), with the allocator tuned or not.
+FAULTS = textwrap.dedent("""
+    import resource, sys, torch
+    from convstudy.train.device import keep_freed_memory
+    if sys.argv[1] == "tuned":
+        assert keep_freed_memory()
+    for _ in range(5):  # warm-up: the heap grows to its working size
+        torch.empty(16 << 20).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.empty(16 << 20).fill_(1.0)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+def _faults(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's mallopt")
+def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
+    pages = 5 * (64 << 20) // 4096
+    assert _faults("default") > pages // 2  # each fresh 64 MiB mapping faults in page by page
+    assert _faults("tuned") < pages // 20
+
+
+def test_precision_names_and_cuda_default():
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(UserError, match="--precision fp16"):
+        resolve_precision("fp16", torch.device("cpu"))
+    assert resolve_precision("auto", torch.device("cpu")) in ("fp32", "bf16")
+
+
+def test_device_names():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device tpu"):
+        resolve_device("tpu")
