@@ -18,11 +18,17 @@ SMALL = ModelSpec(name="small", layers=["conv(8,3)", "pool(2)", "conv(8,3,same)"
                                         "dropout(0.25)", "bn", "dense(10)"])
 
 
-def _train(tiny_mnist, epochs: int = 2, **kw) -> loop.TrainState:
+# Pooled to 7x7 first so the 128-channel 7x7 conv (which the CPU bf16 rule trains as a DFT) stays cheap.
+DFT_MODEL = ModelSpec(name="dftnet", layers=["pool(4)", "conv(128,3,same)", "conv(16,7,same)", "pool(2)", "flatten",
+                                             "dense(10)"])
+
+
+def _train(tiny_mnist, epochs: int = 2, spec: ModelSpec = SMALL, **kw) -> loop.TrainState:
     ds = load_dataset("mnist", tiny_mnist.dir)
     settings = TrainSettings(epochs=epochs, batch_size=32, validation="holdout")
     data = make_trial_data(ds, settings, CPU)
-    state = init_state(SMALL, settings, (28, 28, 1), seed=3, device=CPU, channels_last=kw.get("channels_last", False))
+    state = init_state(spec, settings, (28, 28, 1), seed=3, device=CPU, channels_last=kw.get("channels_last", False),
+                       precision=kw.get("precision", "fp32"))
     return fit(state, settings, data, **kw)
 
 
@@ -35,6 +41,14 @@ def test_bf16_autocast_trains_and_learns(tiny_mnist):
     first, last = state.history[0], state.history[-1]
     assert last.loss < first.loss and last.val_accuracy > 0.5  # chance is 0.1
     assert all(p.dtype == torch.float32 for p in state.model.parameters())  # master weights stay fp32
+
+
+def test_dft_convolutions_train_deterministically_and_learn(tiny_mnist):
+    runs = [_train(tiny_mnist, epochs=3, spec=DFT_MODEL, precision="bf16", channels_last=True) for _ in range(2)]
+    assert [m.algorithm for m in runs[0].model.modules() if hasattr(m, "algorithm")] == ["direct", "dft"]
+    first, last = runs[0].history[0], runs[0].history[-1]
+    assert last.loss < first.loss and last.val_accuracy > 0.5
+    assert torch.equal(_weights(runs[0]), _weights(runs[1]))  # same seed, same bits: resume stays exact
 
 
 def test_channels_last_computes_the_same_training(tiny_mnist):

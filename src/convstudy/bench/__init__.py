@@ -94,7 +94,7 @@ def plain_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x: 
 def trainer_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x: torch.Tensor, y: torch.Tensor,
                  device: torch.device, precision: str, channels_last: bool) -> Callable[[int], int]:
     """convstudy's own epoch function over device-resident uint8 data, `n_batches` per call."""
-    state = init_state(spec, settings, input_shape, 0, device, channels_last)
+    state = init_state(spec, settings, input_shape, 0, device, channels_last, precision)
     xd, yd = x.to(device), y.to(device)
 
     def run(n_batches: int) -> int:

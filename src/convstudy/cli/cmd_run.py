@@ -24,7 +24,7 @@ def register(sub) -> None:
                    help="train on a stratified subset of N training images, for quick looks")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto: bf16 on CUDA, fp32 on the CPU")
+                   help="auto: bf16 where the GPU or CPU runs it natively, else fp32")
     p.add_argument("--executor", default="local", choices=("local", "ray"))
     p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray instance)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)

@@ -43,7 +43,7 @@ def run_trial(job: TrialJob, data: TrialData, sink: TrialSink, should_stop: Call
               on_batch: Callable[[int], None] | None = None) -> str:
     """Train `job` to completion or interruption; returns "complete", "diverged" or "interrupted"."""
     device = data.train.x.device
-    state = init_state(job.model, job.settings, job.input_shape, job.seed, device, job.channels_last)
+    state = init_state(job.model, job.settings, job.input_shape, job.seed, device, job.channels_last, job.precision)
     saved = sink.load_checkpoint(job)
     if saved is not None:
         load_state_tensors(state, *saved)

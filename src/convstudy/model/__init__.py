@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from convstudy.model.conv import Conv2d
 from convstudy.spec import ModelSpec, fmt_shape
 from convstudy.spec.layers import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Shape
 
@@ -47,7 +48,7 @@ def build_model(spec: ModelSpec, input_shape: Shape) -> nn.Sequential:
                 pad: str | int = 0
             else:
                 pad = layer.padding
-            mods.append(nn.Conv2d(shape[-1], layer.filters, layer.kernel, stride=layer.stride, padding=pad))
+            mods.append(Conv2d(shape[-1], layer.filters, layer.kernel, stride=layer.stride, padding=pad))
             mods.append(_ACT[layer.activation]())
         elif isinstance(layer, Pool):
             cls = nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d

@@ -7,8 +7,10 @@ import ctypes.util
 import platform
 
 import torch
+from torch import nn
 
 from convstudy.errors import UserError
+from convstudy.model.conv import Conv2d
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -22,12 +24,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX); without it bf16 is emulated and slow."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto` is bf16 on CUDA (measured faster, accuracy within seed noise) and fp32 on the CPU."""
+    """`auto` is bf16 where the hardware runs it natively, else fp32.
+
+    Both measured faster in bf16 with 12-epoch test accuracy within fp32's seed-to-seed spread: CUDA
+    (bf16-capable GPUs) and CPUs with native bf16 (docs/benchmarks.md).
+    """
     if name not in ("auto", "fp32", "bf16"):
         raise UserError(f"--precision {name}: unknown precision; valid: auto, fp32, bf16")
     if name == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     return name
 
 
@@ -73,6 +86,30 @@ def keep_freed_memory() -> bool:
              ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _KEEP), (_M_TOP_PAD, 256 << 20)))
     _allocator_tuned = ok
     return ok
+
+
+# Convolutions that train faster as DFT matrix products (model.conv) on the CPU in bf16: stride-1
+# kernels of 7x7 or more over 128+ input channels. Measured per model on this project's 2-core
+# AVX-512 machine (docs/benchmarks.md): the 7x7 convs of k7-1, k7-2 and k7-3 ran 1.5-1.8x faster
+# per layer, 1.3-1.7x per training step; 5x5 layers over 128 channels were no faster, so they stay direct.
+DFT_MIN_KERNEL = 7
+DFT_MIN_CHANNELS = 128
+
+
+def choose_conv_algorithms(model: nn.Module, device: torch.device, precision: str) -> list[str]:
+    """Switch the convolutions that measured faster to the DFT algorithm; returns their module names.
+
+    A static rule on layer geometry, device and precision, so a resumed trial makes the same choice.
+    """
+    if device.type != "cpu" or precision != "bf16":
+        return []
+    chosen = []
+    for name, mod in model.named_modules():
+        if (isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
+                and mod.in_channels >= DFT_MIN_CHANNELS):
+            mod.algorithm = "dft"
+            chosen.append(name)
+    return chosen
 
 
 def default_channels_last(device: torch.device) -> bool:

@@ -25,7 +25,7 @@ from torch import nn
 from convstudy.model import build_model
 from convstudy.spec import ModelSpec, OptimizerSpec, TrainSettings
 from convstudy.spec.layers import Shape
-from convstudy.train.device import configure_backends
+from convstudy.train.device import choose_conv_algorithms, configure_backends
 
 EVAL_BATCH = 2048
 CUDA_GRAPHS = True  # module switch so a benchmark can time the eager CUDA path too
@@ -116,10 +116,14 @@ def seed_everything(seed: int) -> None:
 
 
 def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, seed: int,
-               device: torch.device, channels_last: bool = False) -> TrainState:
-    """A fresh trial: seeded weights on `device`, its optimiser, and its own shuffling generator."""
+               device: torch.device, channels_last: bool = False, precision: str = "fp32") -> TrainState:
+    """A fresh trial: seeded weights on `device`, its optimiser, and its own shuffling generator.
+
+    `precision` only picks the convolution algorithms (choose_conv_algorithms); weights stay fp32.
+    """
     seed_everything(seed)
     model = build_model(spec, input_shape).to(device)
+    choose_conv_algorithms(model, device, precision)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), capturable=device.type == "cuda",
