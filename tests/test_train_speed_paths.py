@@ -3,10 +3,13 @@ the same training as the plain path, and several worker processes train every tr
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 import torch
 
-from conftest import trial_results
+from conftest import convstudy_cmd, db_rows, trial_results
 from convstudy.data import load_dataset
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.train import fit, init_state
@@ -72,11 +75,16 @@ def test_multi_tensor_optimizer_matches_the_per_parameter_loop(tiny_mnist, monke
     assert rel < 1e-5
 
 
-def test_workers_train_every_trial_exactly_once(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+def test_workers_train_every_trial_exactly_once_on_their_share_of_the_cores(tiny_mnist, tiny_study_file, tmp_path):
     out = tmp_path / "out"
-    res = run_cli("run", tiny_study_file(epochs=1, seeds=2), "--out", out, "--data-dir", tiny_mnist.dir,
-                  "--workers", "2", "--device", "cpu", "--quiet")
+    env = {k: v for k, v in tiny_mnist.env.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    res = subprocess.run(convstudy_cmd("run", tiny_study_file(epochs=1, seeds=2), "--out", out, "--data-dir",
+                                       tiny_mnist.dir, "--workers", "2", "--device", "cpu", "--quiet"),
+                         env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr
     results = trial_results(out / "study.db")
     assert set(results) == {(m, s) for m in ("small-a", "small-b") for s in (0, 1)}
     assert {state for state, _, _ in results.values()} == {"complete"}
+    # Two processes, each on half the cores (torch's default would give each all of them).
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert {d for (d,) in db_rows(out / "study.db", "SELECT device FROM trials")} == {f"cpu:{share} threads"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
+import os
 from dataclasses import replace
 
 from rich.console import Console
@@ -16,9 +17,24 @@ from convstudy.spec import Study
 from convstudy.store import StudyStore
 
 
-def _worker(study: Study, opts) -> None:
+def share_cpu_threads(workers: int) -> int:
+    """Give each of `workers` processes an equal share of the cores unless the user set OMP_NUM_THREADS.
+
+    Several processes each running torch's default (all cores) oversubscribe the CPU, and OpenMP's
+    spinning barriers then collapse (docs/benchmarks.md: 2 threads each on 2 shared cores ran k3-2
+    5x slower than 1). Returns the thread count this process now uses.
+    """
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    return torch.get_num_threads()
+
+
+def _worker(study: Study, opts, workers: int) -> None:
     from convstudy.executors import run_study
 
+    share_cpu_threads(workers)
     run_study(study, opts, Console(file=io.StringIO()))
 
 
@@ -29,9 +45,10 @@ def run_with_workers(study: Study, opts, workers: int, console: Console | None =
 
     StudyStore.create_or_open(opts.out, study)  # created once here, so the workers only ever open it
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-    procs = [ctx.Process(target=_worker, args=(study, replace(opts, quiet=True))) for _ in range(workers - 1)]
+    procs = [ctx.Process(target=_worker, args=(study, replace(opts, quiet=True), workers)) for _ in range(workers - 1)]
     for p in procs:
         p.start()
+    share_cpu_threads(workers)
     try:
         store, finished = run_study(study, opts, console)
     finally:
