@@ -1,0 +1,80 @@
+"""What each CPU speed switch is worth, per seed model: one JSON line per model and variant.
+
+    python bench/cpu_paths.py --models k7-3,k3-2 --threads 1 [--compile]
+
+Variants of convstudy's trainer (`train_one_epoch` on synthetic uint8 images, bf16 autocast,
+channels_last): `direct` (every conv direct), `dft` (the train stage's DFT choice), and with
+--compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
+them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
+with glibc's default malloc and with `keep_freed_memory()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+
+def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, batches: int) -> dict:
+    import torch
+
+    from convstudy.spec.builtin import seed_study
+    from convstudy.train.device import choose_conv_algorithms, keep_freed_memory
+    from convstudy.train.loop import Split, init_state, train_one_epoch
+
+    torch.set_num_threads(threads)
+    if tuned:
+        keep_freed_memory()
+    study = seed_study()
+    spec = study.model(model)
+    settings = spec.settings(study.train)
+    cpu = torch.device("cpu")
+    gen = torch.Generator().manual_seed(0)
+    n = batches * settings.batch_size
+    split = Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
+                  torch.randint(0, 10, (n,), generator=gen))
+    states = {"direct": init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32")}
+    if choose_conv_algorithms(init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32").model, cpu, "bf16"):
+        states["dft"] = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "bf16")
+    if compile_:
+        states["compiled"] = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32")
+        states["compiled"].model = torch.compile(states["compiled"].model)
+    seconds = dict.fromkeys(states, 0.0)
+    for state in states.values():  # warm-up: compilation, allocator growth
+        train_one_epoch(state, split, settings.batch_size, "bf16", True)
+    for _ in range(rounds):
+        for key, state in states.items():
+            t0 = time.perf_counter()
+            train_one_epoch(state, split, settings.batch_size, "bf16", True)
+            seconds[key] += time.perf_counter() - t0
+    return {"model": model, "threads": threads, "allocator": "kept" if tuned else "glibc default",
+            **{f"{k}_samples_per_s": round(rounds * n / s, 1) for k, s in seconds.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="k3-1,k3-2,k3-3,k3-4,k5-1,k5-2,k5-3,k5-4,k7-1,k7-2,k7-3,k7-4")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "TUNED"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        model, tuned = args.child
+        print(json.dumps(measure(model, args.threads, tuned == "1", args.compile, args.rounds, args.batches)))
+        return 0
+    for model in args.models.split(","):
+        for tuned in ("0", "1"):
+            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--rounds", str(args.rounds),
+                   "--batches", str(args.batches), *(["--compile"] if args.compile else []), "--child", model, tuned]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            print(out, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
