@@ -15,10 +15,7 @@ import math
 import torch
 from torch import nn
 
-ALGORITHMS = ("direct", "dft")
-
-
-def _pads(conv: nn.Conv2d, h: int, w: int) -> tuple[int, int, int, int]:
+def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) zero padding of `conv`, as torch applies it."""
     kh, kw = conv.kernel_size
     if conv.padding == "valid":
@@ -89,7 +86,7 @@ class Conv2d(nn.Conv2d):
     def _mats(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple:
         key = (h, w, dtype, device)
         if key not in self._dft_cache:
-            t_in, t_k, t_out, ho, wo = dft_matrices(h, w, *self.kernel_size, _pads(self, h, w))
+            t_in, t_k, t_out, ho, wo = dft_matrices(h, w, *self.kernel_size, _pads(self))
             self._dft_cache[key] = (t_in.to(device, dtype), t_k.to(device, dtype), t_out.to(device, dtype), ho, wo)
         return self._dft_cache[key]
 

@@ -26,7 +26,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 natively here (AVX-512 BF16 or AMX); without it bf16 is emulated and slow."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(torch.backends.mkldnn.is_available() and probe is not None and probe())
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
