@@ -22,7 +22,7 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     import torch
 
     from convstudy.spec.builtin import seed_study
-    from convstudy.train.device import choose_conv_algorithms, keep_freed_memory
+    from convstudy.train.device import keep_freed_memory
     from convstudy.train.loop import Split, init_state, train_one_epoch
 
     torch.set_num_threads(threads)
@@ -37,8 +37,9 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     split = Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
                   torch.randint(0, 10, (n,), generator=gen))
     states = {"direct": init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32")}
-    if choose_conv_algorithms(init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32").model, cpu, "bf16"):
-        states["dft"] = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "bf16")
+    dft = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "bf16")  # the train stage's algorithm choice
+    if any(getattr(m, "algorithm", "direct") == "dft" for m in dft.model.modules()):
+        states["dft"] = dft
     if compile_:
         states["compiled"] = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32")
         states["compiled"].model = torch.compile(states["compiled"].model)
