@@ -75,7 +75,7 @@ def test_strided_or_grouped_convs_stay_direct():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, stride=2, groups=2))
 
 
-def test_rule_picks_the_large_7x7_convs_on_the_cpu_in_bf16_only():
+def test_rule_picks_the_large_5x5_and_7x7_convs_on_the_cpu_in_bf16_only():
     study = seed_study()
 
     def chosen(name, device="cpu", precision="bf16"):
@@ -86,7 +86,9 @@ def test_rule_picks_the_large_7x7_convs_on_the_cpu_in_bf16_only():
     assert chosen("k7-1") == ["2"]
     assert chosen("k7-3", precision="fp32") == []
     assert chosen("k7-3", device="cuda") == []
-    assert chosen("k5-1") == [] and chosen("k3-1") == []
+    assert chosen("k5-1") == ["2"]  # conv(64,5) over 128 channels; not conv(32,5) over 64
+    assert chosen("k5-3") == ["3"]
+    assert chosen("k5-2") == [] and chosen("k3-1") == []
     model = build_model(study.model("k7-3"), (28, 28, 1))
     before = set(model.state_dict())
     choose_conv_algorithms(model, torch.device("cpu"), "bf16")

@@ -1,19 +1,22 @@
-"""A Conv2d that can compute its correlation as dense-DFT matrix products instead of direct convolution.
+"""A Conv2d that can compute its correlation with separable DFTs and per-frequency GEMMs.
 
-For large kernels over many channels (the seed study's 7x7 convs on 128-256 channels) direct
-convolution costs Cout*Cin*Ho*Wo*k*k multiply-adds per image; transforming each input channel to its
-real 2-D spectrum, mixing channels there (one complex Cin x Cout product per frequency) and
-transforming back costs 2-4x fewer, all as large GEMMs, the same idea as cuDNN's FFT algorithms.
-The transforms are dense matrices, so autograd derives the backward pass from the matmuls and the
-result is the same function, up to rounding, with the same parameters and state_dict.
+For large kernels over many channels (the seed study's 5x5 and 7x7 convs on 128-256 channels) direct
+convolution costs Cout*Cin*Ho*Wo*k*k multiply-adds per image. Transforming each input channel to its
+real 2-D spectrum (a DFT along W, then along H), mixing channels there (one complex Cin x Cout
+product per frequency) and transforming back costs 2-5x fewer, all as matrix products, the same
+idea as cuDNN's FFT algorithms. The transforms are constant matrices, so autograd derives the
+backward pass from the matmuls and the result is the same function, up to rounding, with the same
+parameters and state_dict.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
+
 
 def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) zero padding of `conv`, as torch applies it."""
@@ -26,39 +29,55 @@ def _pads(conv: nn.Conv2d) -> tuple[int, int, int, int]:
     return ph, ph, pw, pw
 
 
-def dft_matrices(h: int, w: int, kh: int, kw: int, pads: tuple[int, int, int, int]
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
-    """Float64 (Tin, Tk, Tout, Ho, Wo) for a stride-1 correlation of an h x w input by a kh x kw kernel.
+class DFTPlan(NamedTuple):
+    """The constant matrices of one layer geometry; see dft_plan for their layouts."""
 
-    The circular size is the padded input, so no output we keep wraps around. Spectra are real 2-D
-    DFTs (full along H, half along W), B = Ph * (Pw // 2 + 1) bins:
-    Tin (2B, h*w): rows (bin, re/im), the zero padding folded in; Tk (2B, kh*kw): the kernel's
-    conjugate spectrum (correlation theorem), rows (re/im, bin); Tout (Ho*Wo, 2B): the inverse
-    real DFT with its Hermitian weights and 1/(Ph*Pw), columns (re/im, bin).
+    fwd_w: torch.Tensor  # (2V, w)
+    fwd_h: torch.Tensor  # (2P, 2h)
+    kernel: torch.Tensor  # (2 * P * V, kh * kw)
+    inv_h: torch.Tensor  # (2Ho, 2P)
+    inv_w: torch.Tensor  # (Wo, 2V)
+    ho: int
+    wo: int
+    bins: int
+
+
+def dft_plan(h: int, w: int, kh: int, kw: int, pads: tuple[int, int, int, int]) -> DFTPlan:
+    """Float64 transforms for a stride-1 correlation of an h x w input by a kh x kw kernel.
+
+    The circular size P x Q is the padded input, so no output we keep wraps around; spectra are full
+    along H (P rows) and half along W (V = Q // 2 + 1 columns), the zero padding folded into the
+    matrices. Complex values are (re, im) pairs: fwd_w maps a row of pixels to (re, im) x V; fwd_h
+    maps (row, re/im) pairs to (re, im) x P; kernel gives the conjugate kernel spectrum (correlation
+    theorem) as (re, im) x P x V; inv_h maps (re, im) x P back to (output row, re/im) pairs; inv_w
+    maps (re, im) x V to Wo real pixels with the Hermitian weights and the 1/(P*Q) scale.
     """
     top, bottom, left, right = pads
-    ph, pw = h + top + bottom, w + left + right
-    ho, wo = ph - kh + 1, pw - kw + 1
-    nv = pw // 2 + 1
-    u = torch.arange(ph, dtype=torch.float64)
-    v = torch.arange(nv, dtype=torch.float64)
+    p, q = h + top + bottom, w + left + right
+    ho, wo = p - kh + 1, q - kw + 1
+    nv = q // 2 + 1
+    f64 = torch.float64
+    u, v = torch.arange(p, dtype=f64), torch.arange(nv, dtype=f64)
 
-    def angles(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:  # (ph, nv, len(rows), len(cols))
-        return (2 * math.pi * (torch.outer(u, rows) / ph)[:, None, :, None]
-                + 2 * math.pi * (torch.outer(v, cols) / pw)[None, :, None, :])
-
-    a_in = angles(torch.arange(h, dtype=torch.float64) + top, torch.arange(w, dtype=torch.float64) + left)
-    t_in = torch.stack([a_in.cos(), -a_in.sin()], 2).reshape(2 * ph * nv, h * w)
-    a_k = angles(torch.arange(kh, dtype=torch.float64), torch.arange(kw, dtype=torch.float64))
-    t_k = torch.stack([a_k.cos(), a_k.sin()], 0).reshape(2 * ph * nv, kh * kw)
-    weight = torch.full((nv,), 2.0, dtype=torch.float64)
+    a = 2 * math.pi * torch.outer(v, torch.arange(w, dtype=f64) + left) / q  # (V, w)
+    fwd_w = torch.cat([a.cos(), -a.sin()], 0)
+    a = 2 * math.pi * torch.outer(u, torch.arange(h, dtype=f64) + top) / p  # (P, h)
+    c, s = a.cos(), a.sin()  # (x + iy) e^{-ia} = (xc + ys) + i(yc - xs)
+    fwd_h = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], 0).reshape(2 * p, 2 * h)
+    a = (2 * math.pi * (torch.outer(u, torch.arange(kh, dtype=f64)) / p)[:, None, :, None]
+         + 2 * math.pi * (torch.outer(v, torch.arange(kw, dtype=f64)) / q)[None, :, None, :])
+    kernel = torch.stack([a.cos(), a.sin()], 0).reshape(2 * p * nv, kh * kw)
+    a = 2 * math.pi * torch.outer(torch.arange(ho, dtype=f64), u) / p  # (Ho, P)
+    c, s = a.cos(), a.sin()  # (x + iy) e^{ia} = (xc - ys) + i(xs + yc)
+    inv_h = torch.stack([torch.cat([c, -s], 1), torch.cat([s, c], 1)], 1).reshape(2 * ho, 2 * p)
+    weight = torch.full((nv,), 2.0, dtype=f64)
     weight[0] = 1.0
-    if pw % 2 == 0:
+    if q % 2 == 0:
         weight[-1] = 1.0
-    weight = weight[None, :, None, None] / (ph * pw)
-    a_out = angles(torch.arange(ho, dtype=torch.float64), torch.arange(wo, dtype=torch.float64))
-    t_out = torch.stack([weight * a_out.cos(), -weight * a_out.sin()], 0).reshape(2 * ph * nv, ho * wo)
-    return t_in, t_k, t_out.t().contiguous(), ho, wo
+    weight = weight / (p * q)
+    a = 2 * math.pi * torch.outer(torch.arange(wo, dtype=f64), v) / q  # (Wo, V)
+    inv_w = torch.cat([weight * a.cos(), -weight * a.sin()], 1)
+    return DFTPlan(fwd_w, fwd_h, kernel, inv_h, inv_w, ho, wo, p * nv)
 
 
 class Conv2d(nn.Conv2d):
@@ -83,11 +102,11 @@ class Conv2d(nn.Conv2d):
             return self._dft_forward(x)
         return super().forward(x)
 
-    def _mats(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    def _plan(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> DFTPlan:
         key = (h, w, dtype, device)
         if key not in self._dft_cache:
-            t_in, t_k, t_out, ho, wo = dft_matrices(h, w, *self.kernel_size, _pads(self))
-            self._dft_cache[key] = (t_in.to(device, dtype), t_k.to(device, dtype), t_out.to(device, dtype), ho, wo)
+            plan = dft_plan(h, w, *self.kernel_size, _pads(self))
+            self._dft_cache[key] = DFTPlan(*(t.to(device, dtype) for t in plan[:5]), *plan[5:])
         return self._dft_cache[key]
 
     def _dft_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,22 +114,24 @@ class Conv2d(nn.Conv2d):
         co, kk = self.out_channels, self.kernel_size[0] * self.kernel_size[1]
         kind = x.device.type
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-        t_in, t_k, t_out, ho, wo = self._mats(h, w, dtype, x.device)
-        bins = t_in.shape[0] // 2
+        plan = self._plan(h, w, dtype, x.device)
+        bins, ho, wo = plan.bins, plan.ho, plan.wo
+        p, nv = plan.fwd_h.shape[0] // 2, plan.fwd_w.shape[0] // 2
         with torch.autocast(kind, enabled=False):
-            # Spectra of every (image, channel): one GEMM over the pixels, laid out (bin, [re; im] x N, Cin).
-            xs = x.to(dtype).permute(2, 3, 0, 1).reshape(h * w, n * c)
-            spec = torch.mm(t_in, xs).view(bins, 2 * n, c)
-            # The kernel's conjugate spectrum, per bin a (Cin, [re | im] x Cout) matrix.
-            k = torch.mm(t_k, self.weight.to(dtype).permute(2, 3, 1, 0).reshape(kk, c * co))
-            k = k.view(2, bins, c, co).permute(1, 2, 0, 3).reshape(bins, c, 2 * co)
-            # Channel mixing per bin: all four real products in one batched GEMM, then complex recombination.
-            prod = torch.bmm(spec, k).view(bins, 2, n, 2, co)
-            re = prod[:, 0, :, 0] - prod[:, 1, :, 1]
-            im = prod[:, 0, :, 1] + prod[:, 1, :, 0]
-            y = torch.mm(t_out, torch.stack([re, im], 0).view(2 * bins, n * co))
-            y = y.view(ho, wo, n, co).permute(2, 3, 0, 1)
+            # Rows of pixels to half spectra, then columns: (N, h, w, C) -> (N, h, re/im, V, C) -> (N, re/im, P, V, C).
+            xl = x.to(dtype).permute(0, 2, 3, 1).reshape(n * h, w, c)
+            a = torch.matmul(plan.fwd_w, xl)
+            spec = torch.matmul(plan.fwd_h, a.view(n, 2 * h, nv * c))
+            spec = spec.view(n, 2, bins, c).permute(2, 0, 1, 3).reshape(bins, n, 2 * c)
+            # Per bin, [Xr | Xi] @ [[Kr, Ki], [-Ki, Kr]] = [Yr | Yi]: the complex channel mix as one real GEMM.
+            k = torch.mm(plan.kernel, self.weight.to(dtype).permute(2, 3, 1, 0).reshape(kk, c * co))
+            kr, ki = k.view(2, bins, c, co).unbind(0)
+            k = torch.cat([torch.cat([kr, ki], 2), torch.cat([-ki, kr], 2)], 1)
+            y = torch.bmm(spec, k).view(bins, n, 2, co).permute(1, 2, 0, 3).contiguous()
+            # Back along H (keeping output rows only), then along W to real pixels: (N, Ho, Wo, Co).
+            b = torch.matmul(plan.inv_h, y.view(n, 2 * p, nv * co))
+            out = torch.matmul(plan.inv_w, b.view(n * ho, 2 * nv, co)).view(n, ho, wo, co)
             if self.bias is not None:
-                y = y + self.bias.to(dtype).view(1, co, 1, 1)
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        return y.contiguous(memory_format=fmt)
+                out = out + self.bias.to(dtype)
+        out = out.permute(0, 3, 1, 2)  # NCHW shape in channels_last memory
+        return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()

@@ -89,11 +89,12 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-# Convolutions that train faster as DFT matrix products (model.conv) on the CPU in bf16: stride-1
-# kernels of 7x7 or more over 128+ input channels. Measured per model on this project's 2-core
-# AVX-512 machine (docs/benchmarks.md): the 7x7 convs of k7-1, k7-2 and k7-3 ran 1.5-1.8x faster
-# per layer, 1.3-1.7x per training step; 5x5 layers over 128 channels were no faster, so they stay direct.
-DFT_MIN_KERNEL = 7
+# Convolutions that train faster as separable-DFT matrix products (model.conv) on the CPU in bf16:
+# stride-1 kernels of 5x5 or more over 128+ input channels. Measured per layer (forward + backward,
+# batch 128) on this project's 2-core AVX-512 machine (docs/benchmarks.md): the 5x5 convs of k5-1
+# and k5-3 ran 1.7-1.9x faster than oneDNN's direct bf16 convolution, the 7x7 convs of k7-1, k7-2 and
+# k7-3 2.4-3.1x; 64-channel and 1-channel layers gained nothing, so they stay direct.
+DFT_MIN_KERNEL = 5
 DFT_MIN_CHANNELS = 128
 
 
