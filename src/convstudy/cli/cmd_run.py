@@ -33,7 +33,20 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="local executor: N processes training trials at once (fills a GPU with small models)")
+    p.add_argument("--stack-seeds", type=stack_arg, default=None, metavar="N|auto",
+                   help="local executor: train up to N seeds of a model together as one stacked network "
+                        "(1: each alone; auto: up to 8 on CUDA, 1 on the CPU)")
     p.set_defaults(func=run)
+
+
+def stack_arg(value: str) -> int | None:
+    """`--stack-seeds`: a positive count or `auto` (None)."""
+    if value == "auto":
+        return None
+    try:
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {value!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
                                train_limit=args.train_limit)
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if args.stack_seeds is not None and args.stack_seeds > 1 and args.executor != "local":
+        raise UserError("--stack-seeds: only the local executor trains seeds together; leave it out with --executor ray")
     console = Console(highlight=False)
     opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(args.models) if args.models else None,
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      storage=args.storage, quiet=args.quiet)
+                      storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)
     if args.workers > 1 and args.executor == "local":
         from convstudy.executors.pool import run_with_workers
 

@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 
 from convstudy.executors.progress import ProgressView
-from convstudy.executors.trial import TrialJob, run_trial
+from convstudy.executors.trial import TrialJob, run_cohort
 from convstudy.errors import StoreError
 from convstudy.store import StudyStore, load_tensors, save_tensors, this_owner
 from convstudy.train import EpochResult, TrialData
@@ -79,8 +79,12 @@ class Interrupt:
 
 
 def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
-              run_id: int, device: str, view: ProgressView, after_trial: Callable[[], None]) -> bool:
-    """Claim and train wanted trials until none is left; returns False when interrupted."""
+              run_id: int, device: str, view: ProgressView, after_trial: Callable[[], None], stack: int = 1) -> bool:
+    """Claim and train wanted trials until none is left; returns False when interrupted.
+
+    With `stack` > 1, up to that many pending seeds of one model are claimed together and trained as
+    one stacked network (train.cohort).
+    """
     owner = this_owner()
     sink = LocalSink(store, view, device)
     current: list[int] = []
@@ -103,25 +107,34 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
                 rec = store.db.claim(owner, set(jobs), run_id)
                 if rec is None:
                     return True
-                job = jobs[(rec.model, rec.seed)](rec.id)
-                current[:] = [rec.id]
-                view.start(job, rec)
+                group = [rec]
+                same_model = {key for key in jobs if key[0] == rec.model}
+                while len(group) < stack and (more := store.db.claim(owner, same_model, run_id)) is not None:
+                    group.append(more)
+                members = [jobs[(r.model, r.seed)](r.id) for r in group]
+                current[:] = [r.id for r in group]
+                for job, r in zip(members, group):
+                    view.start(job, r)
                 try:
-                    state = run_trial(job, data, sink, should_stop=lambda: interrupt.requested,
+                    ends = run_cohort(members, data, sink, should_stop=lambda: interrupt.requested,
                                       on_batch=view.batch)
                 except KeyboardInterrupt:
-                    state = "interrupted"
+                    ends = {r.id: "interrupted" for r in group}
                     interrupt.requested = True
                 except StoreError:  # a damaged study file is the user's to fix, not a failed trial
-                    store.db.mark(rec.id, "pending", error="damaged checkpoint")
+                    for r in group:
+                        store.db.mark(r.id, "pending", error="damaged checkpoint")
                     raise
                 except Exception as exc:  # a bug or resource failure in one trial must not sink the study
-                    store.db.mark(rec.id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
-                    view.failed(job, exc)
-                    state = "failed"
+                    for job in members:
+                        store.db.mark(job.trial_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                        view.failed(job, exc)
+                    ends = {r.id: "failed" for r in group}
                 current.clear()
-                if state == "interrupted":
-                    store.db.mark(rec.id, "pending", error="interrupted")
+                interrupted = [tid for tid, end in ends.items() if end == "interrupted"]
+                for tid in interrupted:
+                    store.db.mark(tid, "pending", error="interrupted")
+                if interrupted:
                     return False
                 after_trial()
             return False

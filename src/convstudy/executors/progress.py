@@ -26,7 +26,8 @@ class ProgressView:
         self._tag = ""
 
     def start(self, job: "TrialJob", rec: "TrialRecord") -> None:
-        self._tag = f"{job.model.name} seed {job.seed}"
+        """A trial starts; for seeds trained together, called once per member (the bar shows the last)."""
+        self._tag = _tag(job)
         resumed = f" (resuming after epoch {rec.epochs_done})" if rec.epochs_done else ""
         self._print(f"[bold]{self._tag}[/bold]: {job.settings.epochs} epochs, batch {job.settings.batch_size}, "
                     f"{job.settings.optimizer.name}{resumed}")
@@ -49,22 +50,22 @@ class ProgressView:
             self.progress.update(self.task, completed=done)
 
     def epoch(self, job: "TrialJob", r: EpochResult) -> None:
-        self._print(f"{self._tag} · Epoch {r.epoch}/{job.settings.epochs} - {r.seconds:.0f}s - loss: {r.loss:.4f} - "
+        self._print(f"{_tag(job)} · Epoch {r.epoch}/{job.settings.epochs} - {r.seconds:.0f}s - loss: {r.loss:.4f} - "
                     f"acc: {r.accuracy:.4f} - val_loss: {r.val_loss:.4f} - val_acc: {r.val_accuracy:.4f}")
         if r.epoch < job.settings.epochs:
             self._new_bar(r.epoch + 1)
 
     def finished(self, job: "TrialJob", test_loss: float, test_accuracy: float) -> None:
         self._stop_bar()
-        self._print(f"{self._tag}: test loss {test_loss:.4f}, test accuracy {test_accuracy:.4f}")
+        self._print(f"{_tag(job)}: test loss {test_loss:.4f}, test accuracy {test_accuracy:.4f}")
 
     def diverged(self, job: "TrialJob", epoch: int) -> None:
         self._stop_bar()
-        self._print(f"[red]{self._tag}: diverged (non-finite loss) in epoch {epoch}[/red]")
+        self._print(f"[red]{_tag(job)}: diverged (non-finite loss) in epoch {epoch}[/red]")
 
     def failed(self, job: "TrialJob", exc: BaseException) -> None:
         self._stop_bar()
-        self._print(f"[red]{self._tag}: failed: {type(exc).__name__}: {exc}[/red]")
+        self._print(f"[red]{_tag(job)}: failed: {type(exc).__name__}: {exc}[/red]")
 
     def close(self) -> None:
         self._stop_bar()
@@ -77,3 +78,7 @@ class ProgressView:
     def _print(self, text: str) -> None:
         if not self.quiet:
             (self.progress.console if self.progress else self.console).print(text, soft_wrap=True)
+
+
+def _tag(job: "TrialJob") -> str:
+    return f"{job.model.name} seed {job.seed}"

@@ -13,6 +13,9 @@ import torch
 
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.train import Diverged, EpochResult, TrialData, evaluate, fit, init_state, load_state_tensors, state_to_tensors
+from convstudy.train.cohort import (
+    evaluate_cohort, fit_cohort, init_cohort, member_checkpoint, member_model_state,
+)
 from convstudy.train.loop import TrainState
 
 
@@ -67,3 +70,42 @@ def run_trial(job: TrialJob, data: TrialData, sink: TrialSink, should_stop: Call
     sink.finished(job, weights, probs, data.test.y.cpu(), test_loss, test_acc)
     return "complete"
 
+
+
+def run_cohort(jobs: list[TrialJob], data: TrialData, sink: TrialSink,
+               should_stop: Callable[[], bool] = lambda: False,
+               on_batch: Callable[[int], None] | None = None) -> dict[int, str]:
+    """Train the seeds of one model together (train.cohort); returns each trial id's end state.
+
+    Every member reports and checkpoints exactly as a lone trial does, so a study can mix both and
+    resume either way. Members checkpointed at different epochs cannot share steps: they train alone.
+    """
+    first = jobs[0]
+    if len(jobs) == 1 or any((j.model, j.settings, j.precision, j.channels_last) !=
+                             (first.model, first.settings, first.precision, first.channels_last) for j in jobs):
+        return {j.trial_id: run_trial(j, data, sink, should_stop, on_batch=on_batch) for j in jobs}
+    saved = [sink.load_checkpoint(j) for j in jobs]
+    if len({int(s[1]["epoch"]) if s else 0 for s in saved}) > 1:
+        return {j.trial_id: run_trial(j, data, sink, should_stop, on_batch=on_batch) for j in jobs}
+    device = data.train.x.device
+    states = []
+    for job, ckpt in zip(jobs, saved):
+        state = init_state(job.model, job.settings, job.input_shape, job.seed, device)
+        states.append(load_state_tensors(state, *ckpt) if ckpt is not None else state)
+    cohort = init_cohort(first.model, first.settings, first.input_shape, [j.seed for j in jobs], device,
+                         first.channels_last, states=states)
+    fit_cohort(cohort, first.settings, data, precision=first.precision, channels_last=first.channels_last,
+               on_epoch=lambda i, r: sink.epoch_done(jobs[i], r, *member_checkpoint(cohort, i)),
+               on_diverged=lambda i, epoch: sink.diverged(jobs[i], epoch), should_stop=should_stop,
+               on_batch=on_batch)
+    ends = {j.trial_id: "diverged" for i, j in enumerate(jobs) if i in cohort.diverged}
+    if cohort.epoch < first.settings.epochs:
+        return {j.trial_id: ends.get(j.trial_id, "interrupted") for j in jobs}
+    losses, accs, probs = evaluate_cohort(cohort, data.test, first.precision, first.channels_last, with_probs=True)
+    for i, job in enumerate(jobs):
+        if job.trial_id in ends:
+            continue
+        weights = {k: v.detach().cpu().contiguous() for k, v in member_model_state(cohort, i).items()}
+        sink.finished(job, weights, probs[i], data.test.y.cpu(), losses[i], accs[i])
+        ends[job.trial_id] = "complete"
+    return ends

@@ -158,12 +158,15 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: to
 
 
 class GraphedStep:
-    """A full-batch training step captured once as a CUDA graph and replayed on copied-in batches."""
+    """A full-batch training step captured once as a CUDA graph and replayed on copied-in batches.
 
-    def __init__(self, state: TrainState, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, precision: str,
-                 channels_last: bool, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+    `step(xb, yb, loss_sum, correct)` runs one optimiser step of `opt` (gradients already cleared) and
+    adds its metrics in place; the graph replays it on this object's own batch and metric tensors.
+    """
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, xs: torch.Tensor, ys: torch.Tensor,
+                 batch_size: int, step: Callable[..., None], loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         """Runs the first GRAPH_WARMUP batches of `xs`/`ys` as real (eager) steps, then captures."""
-        model, opt = state.model, state.optimizer
         self.x = torch.empty_like(xs[:batch_size])
         self.y = torch.empty_like(ys[:batch_size])
         self.loss_sum = torch.zeros_like(loss_sum)
@@ -174,12 +177,12 @@ class GraphedStep:
             for i in range(GRAPH_WARMUP):
                 sl = slice(i * batch_size, (i + 1) * batch_size)
                 opt.zero_grad(set_to_none=True)
-                _step(model, opt, xs[sl], ys[sl], precision, channels_last, loss_sum, correct)
+                step(xs[sl], ys[sl], loss_sum, correct)
         torch.cuda.current_stream().wait_stream(side)
         opt.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            _step(model, opt, self.x, self.y, precision, channels_last, self.loss_sum, self.correct)
+            step(self.x, self.y, self.loss_sum, self.correct)
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
         self.x.copy_(xb)
@@ -199,8 +202,11 @@ def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision:
     correct = torch.zeros((), device=device, dtype=torch.int64)
     n = len(split)
     first = 0
+    def step(xb: torch.Tensor, yb: torch.Tensor, ls: torch.Tensor, cor: torch.Tensor) -> None:
+        _step(model, opt, xb, yb, precision, channels_last, ls, cor)
+
     if device.type == "cuda" and CUDA_GRAPHS and state.graph is None and n // batch_size > GRAPH_WARMUP:
-        state.graph = GraphedStep(state, xs, ys, batch_size, precision, channels_last, loss_sum, correct)
+        state.graph = GraphedStep(model, opt, xs, ys, batch_size, step, loss_sum, correct)
         first = GRAPH_WARMUP * batch_size
         if on_batch is not None:
             on_batch(first)
@@ -213,7 +219,7 @@ def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision:
             state.graph(xb, yb)
         else:
             opt.zero_grad(set_to_none=True)
-            _step(model, opt, xb, yb, precision, channels_last, loss_sum, correct)
+            step(xb, yb, loss_sum, correct)
         if on_batch is not None:
             on_batch(start + yb.shape[0])
     if state.graph is not None:

@@ -15,26 +15,31 @@ from convstudy.train.loop import EpochResult, TrainState
 
 def state_to_tensors(state: TrainState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) capturing weights, optimiser state, every RNG and the epoch counter."""
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous()
-                                        for k, v in state.model.state_dict().items()}
-    opt = state.optimizer.state_dict()
+    return pack_state(state.model.state_dict(), state.optimizer.state_dict(), state.shuffle, state.epoch,
+                      state.history)
+
+
+def pack_state(model_sd: dict[str, torch.Tensor], opt_sd: dict, shuffle: torch.Generator, epoch: int,
+               history: list[EpochResult]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """state_to_tensors from the parts, with the process's global RNG states."""
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_sd.items()}
     scalars: dict[str, dict[str, Any]] = {}
-    for idx, slots in opt["state"].items():
+    for idx, slots in opt_sd["state"].items():
         for key, val in slots.items():
             if torch.is_tensor(val):
                 tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = val
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.shuffle"] = state.shuffle.get_state()
+    tensors["rng.shuffle"] = shuffle.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     np_state = np.random.get_state()
     tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     meta = {
-        "epoch": str(state.epoch),
-        "history": json.dumps([asdict(h) for h in state.history]),
-        "optim.param_groups": json.dumps(opt["param_groups"]),
+        "epoch": str(epoch),
+        "history": json.dumps([asdict(h) for h in history]),
+        "optim.param_groups": json.dumps(opt_sd["param_groups"]),
         "optim.scalars": json.dumps(scalars),
         "rng.python": json.dumps(random.getstate()),
         "rng.numpy.pos": json.dumps([int(np_state[2]), int(np_state[3]), float(np_state[4])]),
