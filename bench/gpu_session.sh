@@ -23,4 +23,11 @@ case "$1" in
     timeout 100 python3 bench/seed_study.py --device cuda --seeds 1 --workers 3 --out /tmp/s1w3 -- --data-dir $D | tee $OUT/seed1_w3.json
     timeout 200 python3 bench/seed_study.py --device cuda --seeds 5 --workers 3 --out /tmp/s5 -- --data-dir $D | tee $OUT/seed5_w3.json
     ;;
+  3)  # seeds trained together (run --stack-seeds; auto = up to 8 on CUDA): first a short correctness run
+    timeout 90 python3 -m convstudy run seed --models k3-2,k7-3 --seeds 3 --epochs 2 --device cuda --data-dir $D \
+      --out /tmp/stk --quiet | tail -8 | tee $OUT/stack_check.txt
+    timeout 150 python3 bench/seed_study.py --device cuda --seeds 5 --workers 1 --out /tmp/s5s -- --data-dir $D | tee $OUT/seed5_stacked_w1.json
+    timeout 150 python3 bench/seed_study.py --device cuda --seeds 5 --workers 3 --out /tmp/s5s3 -- --data-dir $D | tee $OUT/seed5_stacked_w3.json
+    timeout 100 python3 bench/seed_study.py --device cuda --seeds 1 --workers 3 --out /tmp/s1w3 -- --data-dir $D | tee $OUT/seed1_w3.json
+    ;;
 esac

@@ -77,7 +77,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
             raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
-    stack = resolve_stack(opts.stack_seeds, device)
+    stack = resolve_stack(opts.stack_seeds, device) if opts.executor == "local" else 1  # Ray: one trial a task
     store = StudyStore.create_or_open(opts.out, study)
     position = {n: i for i, n in enumerate(names)}
     store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])
