@@ -205,3 +205,42 @@ def test_stack_seeds_rejects_bad_values_in_one_line(run_cli, tiny_study_file, tm
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "--stack-seeds: only the local executor" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+class _MemorySink:
+    """A TrialSink that keeps everything in memory."""
+
+    def __init__(self, checkpoints=None) -> None:
+        self.checkpoints = dict(checkpoints or {})
+        self.epochs: list[tuple[int, int]] = []
+        self.done: dict[int, float] = {}
+
+    def load_checkpoint(self, job):
+        return self.checkpoints.get(job.seed)
+
+    def epoch_done(self, job, result, tensors, meta) -> None:
+        self.checkpoints[job.seed] = (tensors, meta)
+        self.epochs.append((job.seed, result.epoch))
+
+    def finished(self, job, weights, probs, labels, test_loss, test_accuracy) -> None:
+        self.done[job.seed] = test_accuracy
+
+    def diverged(self, job, epoch) -> None:  # pragma: no cover - not expected here
+        raise AssertionError("diverged")
+
+
+def test_members_checkpointed_at_different_epochs_train_alone(tiny_mnist):
+    from convstudy.executors.trial import TrialJob, run_cohort
+    from convstudy.train import state_to_tensors
+
+    settings = TrainSettings(epochs=2, batch_size=32, validation="holdout")
+    data = _data(tiny_mnist, settings)
+    jobs = [TrialJob(trial_id=i, model=NO_DROPOUT, settings=settings, seed=s, input_shape=(28, 28, 1))
+            for i, s in enumerate(SEEDS[:2])]
+    ahead = fit(init_state(NO_DROPOUT, settings, (28, 28, 1), SEEDS[0], CPU), TrainSettings(
+        epochs=1, batch_size=32, validation="holdout"), data)
+    sink = _MemorySink({SEEDS[0]: state_to_tensors(ahead)})
+    ends = run_cohort(jobs, data, sink)
+    assert ends == {0: "complete", 1: "complete"}
+    assert sink.epochs == [(SEEDS[0], 2), (SEEDS[1], 1), (SEEDS[1], 2)]  # the first resumed after its epoch 1
+    assert set(sink.done) == set(SEEDS[:2])
