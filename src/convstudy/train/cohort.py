@@ -28,14 +28,14 @@ from convstudy.model.conv import Conv2d
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.spec.layers import Shape
 from convstudy.train.loop import (
-    CUDA_GRAPHS, GRAPH_WARMUP, EpochResult, GraphedStep, Split, TrainState, TrialData, _to_input, autocast,
-    init_state, make_optimizer,
+    EpochResult, GraphedStep, Split, TrainState, TrialData, _to_input, autocast, init_state, make_optimizer,
+    run_batches,
 )
 from convstudy.train.device import configure_backends
 from convstudy.train import loop as _loop
 from convstudy.train.state import pack_state
 
-SHARED = "num_batches_tracked"  # a buffer every member has the same value of: kept once, not stacked
+SHARED = "num_batches_tracked"  # a buffer every member has the same value of
 
 
 class StackedFlatten(nn.Module):
@@ -106,17 +106,20 @@ def _stack_modules(members: list[nn.Sequential]) -> nn.Sequential:
     return stacked
 
 
+def _shared(key: str, t: torch.Tensor) -> bool:
+    """A value every member has alike (a batch-norm counter, an optimiser step count): kept once."""
+    return key.endswith(SHARED) or t.dim() == 0
+
+
 def stack_tensors(members: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Members' same-keyed tensors concatenated along dim 0 (shared counters kept once)."""
-    out = {}
-    for key, first in members[0].items():
-        out[key] = first.clone() if key.endswith(SHARED) or first.dim() == 0 else torch.cat([m[key] for m in members])
-    return out
+    """Members' same-keyed tensors concatenated along dim 0 (shared values kept once)."""
+    return {key: first.clone() if _shared(key, first) else torch.cat([m[key] for m in members])
+            for key, first in members[0].items()}
 
 
-def member_tensors(stacked: dict[str, torch.Tensor], index: int, members: int) -> dict[str, torch.Tensor]:
-    """Member `index`'s slice of `stack_tensors` output."""
-    return {key: (t if key.endswith(SHARED) or t.dim() == 0 else t.chunk(members)[index])
+def member_tensors(stacked: dict, index: int, members: int) -> dict:
+    """Member `index`'s slice of `stack_tensors` output (non-tensor values pass through)."""
+    return {key: t if not torch.is_tensor(t) or _shared(key, t) else t.chunk(members)[index]
             for key, t in stacked.items()}
 
 
@@ -166,8 +169,7 @@ def stack_optimizer_states(members: list[dict]) -> dict:
 def member_optimizer_state(cohort: Cohort, index: int) -> dict:
     """Member `index`'s optimiser state_dict, shaped as a lone trial's."""
     sd = cohort.optimizer.state_dict()
-    state = {idx: {k: (member_tensors({k: v}, index, cohort.size)[k] if torch.is_tensor(v) else v)
-                   for k, v in slots.items()} for idx, slots in sd["state"].items()}
+    state = {idx: member_tensors(slots, index, cohort.size) for idx, slots in sd["state"].items()}
     return {"state": state, "param_groups": sd["param_groups"]}
 
 
@@ -198,40 +200,18 @@ def train_cohort_epoch(cohort: Cohort, split: Split, batch_size: int, precision:
                        channels_last: bool = False, on_batch: Callable[[int], None] | None = None
                        ) -> tuple[list[float], list[float]]:
     """One pass in training mode for every member; returns per-member (mean losses, accuracies)."""
-    model, opt = cohort.model, cohort.optimizer
     device = split.x.device
-    model.train()
+    cohort.model.train()
     perms = torch.stack([torch.randperm(len(split), generator=g) for g in cohort.shuffles], 1).to(device)
     xs, ys = split.x[perms], split.y[perms]  # (n, S, C, H, W), (n, S)
-    s = cohort.size
-    loss_sum = torch.zeros(s, device=device)
-    correct = torch.zeros(s, device=device, dtype=torch.int64)
-    n = len(split)
-    first = 0
+    loss_sum = torch.zeros(cohort.size, device=device)
+    correct = torch.zeros(cohort.size, device=device, dtype=torch.int64)
 
-    def step(xb, yb, ls, cor):
+    def step(xb: torch.Tensor, yb: torch.Tensor, ls: torch.Tensor, cor: torch.Tensor) -> None:
         _cohort_step(cohort, xb, yb, precision, channels_last, ls, cor)
 
-    if device.type == "cuda" and CUDA_GRAPHS and cohort.graph is None and n // batch_size > GRAPH_WARMUP:
-        cohort.graph = GraphedStep(model, opt, xs, ys, batch_size, step, loss_sum, correct)
-        first = GRAPH_WARMUP * batch_size
-        if on_batch is not None:
-            on_batch(first)
-    if cohort.graph is not None:
-        cohort.graph.loss_sum.zero_()
-        cohort.graph.correct.zero_()
-    for start in range(first, n, batch_size):
-        xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
-        if cohort.graph is not None and yb.shape[0] == batch_size:
-            cohort.graph(xb, yb)
-        else:
-            opt.zero_grad(set_to_none=True)
-            step(xb, yb, loss_sum, correct)
-        if on_batch is not None:
-            on_batch(start + yb.shape[0])
-    if cohort.graph is not None:
-        loss_sum += cohort.graph.loss_sum
-        correct += cohort.graph.correct
+    run_batches(cohort, xs, ys, batch_size, step, loss_sum, correct, on_batch)
+    n = len(split)
     return (loss_sum / n).tolist(), (correct.double() / n).tolist()
 
 

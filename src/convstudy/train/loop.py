@@ -200,12 +200,26 @@ def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision:
     xs, ys = split.x.index_select(0, perm), split.y.index_select(0, perm)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    n = len(split)
-    first = 0
+
     def step(xb: torch.Tensor, yb: torch.Tensor, ls: torch.Tensor, cor: torch.Tensor) -> None:
         _step(model, opt, xb, yb, precision, channels_last, ls, cor)
 
-    if device.type == "cuda" and CUDA_GRAPHS and state.graph is None and n // batch_size > GRAPH_WARMUP:
+    run_batches(state, xs, ys, batch_size, step, loss_sum, correct, on_batch)
+    n = len(split)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def run_batches(state, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, step: Callable[..., None],
+                loss_sum: torch.Tensor, correct: torch.Tensor, on_batch: Callable[[int], None] | None = None) -> None:
+    """One epoch's optimiser steps over the shuffled `xs`/`ys`, adding the metrics into `loss_sum`/`correct`.
+
+    `state` has `.model`, `.optimizer` and `.graph` (a TrainState or a cohort). On CUDA the full-batch
+    step is captured once as `state.graph` and replayed; the last partial batch runs eagerly.
+    """
+    model, opt = state.model, state.optimizer
+    n = ys.shape[0]
+    first = 0
+    if xs.device.type == "cuda" and CUDA_GRAPHS and state.graph is None and n // batch_size > GRAPH_WARMUP:
         state.graph = GraphedStep(model, opt, xs, ys, batch_size, step, loss_sum, correct)
         first = GRAPH_WARMUP * batch_size
         if on_batch is not None:
@@ -225,7 +239,6 @@ def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision:
     if state.graph is not None:
         loss_sum += state.graph.loss_sum
         correct += state.graph.correct
-    return loss_sum.item() / n, correct.item() / n
 
 
 @torch.inference_mode()
