@@ -11,8 +11,9 @@ import torch
 from convstudy.errors import UserError
 from convstudy.train.device import cpu_has_native_bf16, resolve_device, resolve_precision
 
-# Page faults of re-allocating and filling a 64 MiB tensor 5 times, once past a warm-up (as a training
-# loop is after its first steps), with the allocator tuned or not.
+# Page faults of re-allocating and filling a 64 MiB tensor 20 times, once past a warm-up (as a training
+# loop is after its first steps), with the allocator tuned or not. Tuned, the block is now and then
+# faulted in once more (about 1 run in 3 showed one 16,384-fault refill), so the bar is a share.
 FAULTS = textwrap.dedent("""
     import resource, sys, torch
     from convstudy.train.device import keep_freed_memory
@@ -21,7 +22,7 @@ FAULTS = textwrap.dedent("""
     for _ in range(5):  # warm-up: the heap grows to its working size
         torch.empty(16 << 20).fill_(1.0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
+    for _ in range(20):
         torch.empty(16 << 20).fill_(1.0)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """)
@@ -34,9 +35,9 @@ def _faults(mode: str) -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's mallopt")
 def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
-    pages = 5 * (64 << 20) // 4096
+    pages = 20 * (64 << 20) // 4096
     assert _faults("default") > pages // 2  # each fresh 64 MiB mapping faults in page by page
-    assert _faults("tuned") < pages // 20
+    assert _faults("tuned") < pages // 10  # at most a refill or two of the block, not one per allocation
 
 
 def test_precision_names_and_cuda_default():
