@@ -30,4 +30,22 @@ case "$1" in
     timeout 150 python3 bench/seed_study.py --device cuda --seeds 5 --workers 3 --out /tmp/s5s3 -- --data-dir $D | tee $OUT/seed5_stacked_w3.json
     timeout 100 python3 bench/seed_study.py --device cuda --seeds 1 --workers 3 --out /tmp/s1w3 -- --data-dir $D | tee $OUT/seed1_w3.json
     ;;
+  4)  # trials side by side on CUDA streams (run --streams; auto = 4 on CUDA): same numbers first, then the study
+    for s in 1 4; do
+      timeout 90 python3 -m convstudy run seed --models k3-2,k5-2,k7-4 --epochs 2 --device cuda --data-dir $D \
+        --streams $s --out /tmp/lanes$s --quiet > /dev/null
+    done
+    python3 - <<'PY' | tee $OUT/streams_check.txt
+import sqlite3
+q = "SELECT t.model, e.epoch, e.loss, e.val_loss FROM epochs e JOIN trials t ON t.id = e.trial_id ORDER BY 1, 2"
+a, b = (sqlite3.connect(f"/tmp/lanes{s}/study.db").execute(q).fetchall() for s in (1, 4))
+print("streams 4 == streams 1:", a == b, len(a), "epoch rows")
+PY
+    for s in 4 8; do
+      timeout 100 python3 bench/seed_study.py --device cuda --seeds 1 --workers 1 --out /tmp/s1l$s -- --data-dir $D \
+        --streams $s | tee $OUT/seed1_streams$s.json
+    done
+    timeout 150 python3 bench/seed_study.py --device cuda --seeds 5 --workers 1 --out /tmp/s5l -- --data-dir $D \
+      --streams 4 | tee $OUT/seed5_stacked_streams4.json
+    ;;
 esac

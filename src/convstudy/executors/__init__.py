@@ -42,6 +42,7 @@ class RunOptions:
     storage: str | None = None
     quiet: bool = False
     stack_seeds: int | None = None  # None: auto (resolve_stack)
+    streams: int | None = None  # None: auto (resolve_streams)
 
 
 STACK_AUTO_CUDA = 8  # seeds of one model trained as one stacked network on a GPU, at most
@@ -57,6 +58,21 @@ def resolve_stack(value: int | None, device: torch.device) -> int:
     if value is not None:
         return value
     return STACK_AUTO_CUDA if device.type == "cuda" else 1
+
+
+STREAMS_AUTO_CUDA = 4  # lanes of trials side by side on one GPU (executors.lanes); not yet timed on a GPU
+
+
+def resolve_streams(value: int | None, device: torch.device) -> int:
+    """How many trials train side by side in one process: `value`, or for auto 4 on CUDA, 1 elsewhere.
+
+    Lanes pay where a device runs kernels concurrently while the host launches more: a GPU whose
+    small-model kernels leave most of it idle. A CPU runs each op to completion on all its cores, so
+    lanes there only take turns (same numbers, no gain) and auto keeps one.
+    """
+    if value is not None:
+        return value
+    return STREAMS_AUTO_CUDA if device.type == "cuda" else 1
 
 
 def run_study(study: Study, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, bool]:
@@ -77,7 +93,9 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
             raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
-    stack = resolve_stack(opts.stack_seeds, device) if opts.executor == "local" else 1  # Ray: one trial a task
+    local = opts.executor == "local"  # Ray: one trial a task
+    stack = resolve_stack(opts.stack_seeds, device) if local else 1
+    streams = resolve_streams(opts.streams, device) if local else 1
     store = StudyStore.create_or_open(opts.out, study)
     position = {n: i for i, n in enumerate(names)}
     store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])
@@ -93,7 +111,8 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     ds = load_dataset(study.dataset, opts.data_dir)
     data = make_trial_data(ds, study.train, device)
     run_id = store.db.add_run(provenance(describe(device), {
-        "executor": opts.executor, "precision": precision, "stack_seeds": stack, "n_train": len(data.train), "n_val": len(data.val),
+        "executor": opts.executor, "precision": precision, "stack_seeds": stack, "streams": streams,
+        "n_train": len(data.train), "n_val": len(data.val),
         "n_test": len(data.test), "data_dir": str(ds.source_dir)}))
     # (model, seed) -> a TrialJob factory taking the trial id the executor claims.
     jobs = {
@@ -112,7 +131,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
             from convstudy.executors.local import run_local
 
             finished = run_local(store, jobs, data, run_id, describe(device), view, lambda: write_reports(store),
-                                 stack=stack)
+                                 stack=stack, streams=streams)
     finally:
         view.close()
     write_reports(store)

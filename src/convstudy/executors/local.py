@@ -1,4 +1,4 @@
-"""The local executor: trials in this process, one after another, claimed from study.db."""
+"""The local executor: trials in this process, claimed from study.db, one after another or in lanes."""
 
 from __future__ import annotations
 
@@ -79,15 +79,17 @@ class Interrupt:
 
 
 def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
-              run_id: int, device: str, view: ProgressView, after_trial: Callable[[], None], stack: int = 1) -> bool:
+              run_id: int, device: str, view: ProgressView, after_trial: Callable[[], None], stack: int = 1,
+              streams: int = 1) -> bool:
     """Claim and train wanted trials until none is left; returns False when interrupted.
 
     With `stack` > 1, up to that many pending seeds of one model are claimed together and trained as
-    one stacked network (train.cohort).
+    one stacked network (train.cohort). With `streams` > 1, that many lanes train side by side in
+    this process, each on its own CUDA stream (executors.lanes), with the same numbers as one lane.
     """
     owner = this_owner()
     sink = LocalSink(store, view, device)
-    current: list[int] = []
+    current: set[int] = set()
     stop_beat = threading.Event()
 
     def beat() -> None:  # keeps our claims fresh for other processes during long epochs
@@ -103,40 +105,61 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
     beater.start()
     try:
         with Interrupt() as interrupt:
-            while not interrupt.requested:
-                rec = store.db.claim(owner, set(jobs), run_id)
-                if rec is None:
-                    return True
-                group = [rec]
-                same_model = {key for key in jobs if key[0] == rec.model}
-                while len(group) < stack and (more := store.db.claim(owner, same_model, run_id)) is not None:
-                    group.append(more)
-                members = [jobs[(r.model, r.seed)](r.id) for r in group]
-                current[:] = [r.id for r in group]
-                for job, r in zip(members, group):
-                    view.start(job, r)
-                try:
-                    ends = run_cohort(members, data, sink, should_stop=lambda: interrupt.requested,
-                                      on_batch=view.batch)
-                except KeyboardInterrupt:
-                    ends = {r.id: "interrupted" for r in group}
-                    interrupt.requested = True
-                except StoreError:  # a damaged study file is the user's to fix, not a failed trial
-                    for r in group:
-                        store.db.mark(r.id, "pending", error="damaged checkpoint")
-                    raise
-                except Exception as exc:  # a bug or resource failure in one trial must not sink the study
-                    for job in members:
-                        store.db.mark(job.trial_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
-                        view.failed(job, exc)
-                    ends = {r.id: "failed" for r in group}
-                current.clear()
-                interrupted = [tid for tid, end in ends.items() if end == "interrupted"]
-                for tid in interrupted:
-                    store.db.mark(tid, "pending", error="interrupted")
-                if interrupted:
-                    return False
-                after_trial()
-            return False
+            def serve(turn: Callable[[], None] | None) -> bool:
+                return _serve(store, owner, jobs, data, run_id, stack, sink, view, after_trial, interrupt, current, turn)
+
+            if streams <= 1:
+                return serve(None)
+            from convstudy.executors.lanes import run_lanes
+
+            view.live = False  # epoch lines only: one bar cannot follow several trials
+            return run_lanes(streams, lambda lane: serve(lane.turn), data.train.x.device)
     finally:
         stop_beat.set()
+
+
+def _serve(store: StudyStore, owner: str, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
+           run_id: int, stack: int, sink: LocalSink, view: ProgressView, after_trial: Callable[[], None], interrupt: Interrupt,
+           current: set[int], turn: Callable[[], None] | None) -> bool:
+    """One lane of run_local: claim a trial (or seeds to stack), train it, repeat; False when interrupted."""
+
+    def on_batch(done: int) -> None:
+        view.batch(done)
+        if turn is not None:
+            turn()
+
+    while not interrupt.requested:
+        rec = store.db.claim(owner, set(jobs), run_id)
+        if rec is None:
+            return True
+        group = [rec]
+        same_model = {key for key in jobs if key[0] == rec.model}
+        while len(group) < stack and (more := store.db.claim(owner, same_model, run_id)) is not None:
+            group.append(more)
+        members = [jobs[(r.model, r.seed)](r.id) for r in group]
+        current.update(r.id for r in group)
+        for job, r in zip(members, group):
+            view.start(job, r)
+        try:
+            ends = run_cohort(members, data, sink, should_stop=lambda: interrupt.requested,
+                              on_batch=on_batch)
+        except KeyboardInterrupt:
+            ends = {r.id: "interrupted" for r in group}
+            interrupt.requested = True
+        except StoreError:  # a damaged study file is the user's to fix, not a failed trial
+            for r in group:
+                store.db.mark(r.id, "pending", error="damaged checkpoint")
+            raise
+        except Exception as exc:  # a bug or resource failure in one trial must not sink the study
+            for job in members:
+                store.db.mark(job.trial_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                view.failed(job, exc)
+            ends = {r.id: "failed" for r in group}
+        current.difference_update(r.id for r in group)
+        interrupted = [tid for tid, end in ends.items() if end == "interrupted"]
+        for tid in interrupted:
+            store.db.mark(tid, "pending", error="interrupted")
+        if interrupted:
+            return False
+        after_trial()
+    return False
