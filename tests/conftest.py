@@ -14,11 +14,13 @@ import gzip
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import struct
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +175,28 @@ def run_cli(tiny_mnist):
         return subprocess.run(convstudy_cmd(*args), env=tiny_mnist.env, capture_output=True, text=True,
                               timeout=timeout)
     return run
+
+
+def start_run(study: Path, out: Path, tiny: TinyMnist, *extra: str) -> subprocess.Popen:
+    """`convstudy run STUDY --out OUT --quiet EXTRA` on the tiny MNIST, in the background."""
+    return subprocess.Popen(convstudy_cmd("run", study, "--out", out, "--data-dir", tiny.dir, "--quiet", *extra),
+                            env=tiny.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait for a background run; fail with its stderr unless it exited 0."""
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 180) -> None:
+    """SIGKILL a background run as soon as `ready()` holds; fail if it finished before."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
 def db_rows(db_path: Path, sql: str, args: tuple = ()) -> list[tuple]:

@@ -5,16 +5,13 @@ lone trial's checkpoint."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import convstudy_cmd, db_rows, epoch_metrics, trial_results, write_tiny_study
+from conftest import db_rows, epoch_metrics, finish, kill_when, start_run, trial_results, write_tiny_study
 from convstudy.data import load_dataset
 from convstudy.errors import StoreError
 from convstudy.spec import ModelSpec, TrainSettings
@@ -147,11 +144,6 @@ def test_a_diverging_member_is_reported_and_the_others_train_on(tiny_mnist):
 
 # ---- end to end: `convstudy run --stack-seeds` -------------------------------------------------
 
-def _run(study, out, env, *extra) -> subprocess.Popen:
-    return subprocess.Popen(convstudy_cmd("run", study, "--out", out, "--data-dir", env["TINY_DATA_DIR"], "--quiet",
-                                          *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _checkpointed(out) -> int:
     """Epochs checkpointed over all unfinished trials (a checkpoint appears by atomic rename)."""
     total = 0
@@ -163,16 +155,9 @@ def _checkpointed(out) -> int:
     return total
 
 
-@pytest.fixture(scope="module")
-def stacked_env(tiny_mnist_session):
-    return {**tiny_mnist_session.env, "TINY_DATA_DIR": str(tiny_mnist_session.dir)}
-
-
-def test_a_stacked_run_is_killed_and_resumes_to_the_uninterrupted_runs_numbers(stacked_env, tmp_path):
+def test_a_stacked_run_is_killed_and_resumes_to_the_uninterrupted_runs_numbers(tiny_mnist_session, tmp_path):
     study = write_tiny_study(tmp_path / "tiny.toml", epochs=4, seeds=[0, 1, 2])
-    straight = _run(study, tmp_path / "straight", stacked_env, "--stack-seeds", "3")
-    _, err = straight.communicate(timeout=240)
-    assert straight.returncode == 0, err
+    finish(start_run(study, tmp_path / "straight", tiny_mnist_session, "--stack-seeds", "3"))
     want = trial_results(tmp_path / "straight" / "study.db")
     assert len(want) == 6 and all(state == "complete" for state, _, _ in want.values())
     assert len({loss for (model, _), (_, _, loss) in want.items() if model == "small-a"}) == 3  # seeds differ
@@ -180,16 +165,8 @@ def test_a_stacked_run_is_killed_and_resumes_to_the_uninterrupted_runs_numbers(s
     assert json.loads(runs[0][0])["stack_seeds"] == 3
 
     out = tmp_path / "killed"
-    proc = _run(study, out, stacked_env, "--stack-seeds", "3")
-    deadline = time.monotonic() + 180
-    while _checkpointed(out) < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = _run(study, out, stacked_env, "--stack-seeds", "3")
-    _, err = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, err
+    kill_when(start_run(study, out, tiny_mnist_session, "--stack-seeds", "3"), lambda: _checkpointed(out) >= 3)
+    finish(start_run(study, out, tiny_mnist_session, "--stack-seeds", "3"))
     assert trial_results(out / "study.db") == want
     assert epoch_metrics(out / "study.db") == epoch_metrics(tmp_path / "straight" / "study.db")
     # Every member left a lone trial's files: weights that load into the plain model, and predictions.

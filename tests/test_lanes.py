@@ -11,7 +11,6 @@ import hashlib
 import json
 import random
 import signal
-import subprocess
 import threading
 import time
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import convstudy_cmd, db_rows, epoch_metrics, trial_results, write_tiny_study
+from conftest import db_rows, epoch_metrics, finish, kill_when, start_run, trial_results, write_tiny_study
 from convstudy.executors import lanes
 from convstudy.executors.lanes import Lane, run_lanes
 
@@ -100,11 +99,6 @@ def test_ctrl_c_in_the_main_thread_stops_every_lane_at_its_next_turn():
 
 # ---- end to end: `convstudy run --streams` ---------------------------------------------------------
 
-def _run(study, out, env, *extra) -> subprocess.Popen:
-    return subprocess.Popen(convstudy_cmd("run", study, "--out", out, "--data-dir", env["TINY_DATA_DIR"], "--quiet",
-                                          *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _files(out) -> dict[str, str]:
     """Digest of every weights and predictions file of a study directory, by relative path."""
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -112,26 +106,17 @@ def _files(out) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def lanes_env(tiny_mnist_session):
-    return {**tiny_mnist_session.env, "TINY_DATA_DIR": str(tiny_mnist_session.dir)}
-
-
-@pytest.fixture(scope="module")
-def sequential(lanes_env, tmp_path_factory):
+def sequential(tiny_mnist_session, tmp_path_factory):
     """The tiny study (2 models x 3 seeds, 4 epochs) trained one trial after another."""
     root = tmp_path_factory.mktemp("lanes")
     study = write_tiny_study(root / "tiny.toml", epochs=4, seeds=[0, 1, 2])
-    proc = _run(study, root / "one", lanes_env, "--streams", "1")
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err
+    finish(start_run(study, root / "one", tiny_mnist_session, "--streams", "1"))
     return study, root / "one"
 
 
-def test_trials_in_lanes_give_the_sequential_runs_numbers_and_files(sequential, lanes_env, tmp_path):
+def test_trials_in_lanes_give_the_sequential_runs_numbers_and_files(sequential, tiny_mnist_session, tmp_path):
     study, one = sequential
-    proc = _run(study, tmp_path / "three", lanes_env, "--streams", "3")
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err
+    finish(start_run(study, tmp_path / "three", tiny_mnist_session, "--streams", "3"))
     db = tmp_path / "three" / "study.db"
     assert trial_results(db) == trial_results(one / "study.db")
     assert epoch_metrics(db) == epoch_metrics(one / "study.db")
@@ -142,21 +127,13 @@ def test_trials_in_lanes_give_the_sequential_runs_numbers_and_files(sequential, 
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
 
 
-def test_a_run_in_lanes_killed_with_sigkill_resumes_to_the_sequential_runs_numbers(sequential, lanes_env,
+def test_a_run_in_lanes_killed_with_sigkill_resumes_to_the_sequential_runs_numbers(sequential, tiny_mnist_session,
                                                                                      tmp_path):
     study, one = sequential
     out = tmp_path / "killed"
-    proc = _run(study, out, lanes_env, "--streams", "2")
-    deadline = time.monotonic() + 180
-    while len(list(out.glob("trials/*/seed-*/checkpoint.safetensors"))) < 2 and time.monotonic() < deadline \
-            and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    resumed = _run(study, out, lanes_env, "--streams", "2")
-    _, err = resumed.communicate(timeout=240)
-    assert resumed.returncode == 0, err
+    kill_when(start_run(study, out, tiny_mnist_session, "--streams", "2"),
+              lambda: len(list(out.glob("trials/*/seed-*/checkpoint.safetensors"))) >= 2)
+    finish(start_run(study, out, tiny_mnist_session, "--streams", "2"))
     assert trial_results(out / "study.db") == trial_results(one / "study.db")
     assert epoch_metrics(out / "study.db") == epoch_metrics(one / "study.db")
     assert _files(out) == _files(one)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from pathlib import Path
 from typing import Callable
 
 import torch
