@@ -147,3 +147,13 @@ def test_streams_rejects_bad_values_in_one_line(run_cli, tiny_study_file, tmp_pa
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "--streams: only the local executor" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_stacked_seeds_in_lanes_give_the_numbers_of_stacked_seeds_one_model_after_another(tiny_mnist_session,
+                                                                                          tmp_path):
+    study = write_tiny_study(tmp_path / "tiny.toml", epochs=3, seeds=[0, 1, 2])
+    for streams in ("1", "2"):
+        finish(start_run(study, tmp_path / streams, tiny_mnist_session, "--stack-seeds", "3", "--streams", streams))
+    assert trial_results(tmp_path / "2" / "study.db") == trial_results(tmp_path / "1" / "study.db")
+    assert epoch_metrics(tmp_path / "2" / "study.db") == epoch_metrics(tmp_path / "1" / "study.db")
+    assert _files(tmp_path / "2") == _files(tmp_path / "1")
