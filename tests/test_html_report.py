@@ -364,3 +364,36 @@ def test_cli_report_html_default_and_output_file(study_dir, tmp_path):
     target = tmp_path / "elsewhere.html"
     assert main(["report", str(study_dir), "--format", "html", "-o", str(target)]) == 0
     assert 'id="best-model"' in target.read_text()
+
+
+def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_path, monkeypatch):
+    from convstudy.report import figures, plots, render, write_plots
+
+    report = json.loads((study_dir / "report.json").read_text())
+    names = [m["name"] for m in report["models"]]
+    drawn: list[str] = []
+    draw = plots.draw_loss
+
+    def counting(ax, model, *args, **kwargs):
+        drawn.append(model["name"])
+        return draw(ax, model, *args, **kwargs)
+
+    for module in (plots, figures):  # the PNG (plots) and the HTML's SVG (figures)
+        monkeypatch.setattr(module, "draw_loss", counting)
+    monkeypatch.setattr(plots, "_RENDERED", type(plots._RENDERED)())  # a cold cache
+
+    def refresh(out):
+        write_plots(report, out)
+        html = render(report, "html")
+        return {p.name: p.read_bytes() for p in sorted((out / "plots").glob("*.png"))}, html
+
+    fresh, html = refresh(tmp_path / "a")
+    assert sorted(drawn) == sorted(names * 2)  # cold: each model's PNG and SVG
+    again, html_again = refresh(tmp_path / "b")
+    assert len(drawn) == 2 * len(names) and again == fresh and html_again == html  # nothing changed, nothing drawn
+
+    report["models"][0]["epochs"][-1]["val_loss"] += 0.25
+    changed, html_changed = refresh(tmp_path / "c")
+    assert drawn[2 * len(names):] == [names[0], names[0]]  # only the model whose curve moved
+    assert changed[f"{names[0]}.png"] != fresh[f"{names[0]}.png"] and html_changed != html
+    assert all(changed[f"{n}.png"] == fresh[f"{n}.png"] for n in names[1:])

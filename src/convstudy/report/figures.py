@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from convstudy.report.plots import PALETTE, draw_loss, plt
+from convstudy.report.plots import PALETTE, draw_loss, memo_figure, plt
 
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -44,10 +44,14 @@ def loss_svg(model: dict[str, Any], validation_label: str) -> str | None:
     """The notebook's figure for one model: epoch vs train/validation loss, mean ± std over seeds."""
     if not model["epochs"]:
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
-    draw_loss(ax, model, validation_label, title=model["name"])
-    fig.tight_layout()
-    return to_svg(fig)
+
+    def render() -> str:
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        draw_loss(ax, model, validation_label, title=model["name"])
+        fig.tight_layout()
+        return to_svg(fig)
+
+    return memo_figure(["loss.svg", model["name"], model["epochs"], validation_label], render)
 
 
 def overlay_svg(models: list[dict[str, Any]], validation_label: str) -> str | None:
