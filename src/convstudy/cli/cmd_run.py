@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--storage", help="checkpoint storage every Ray worker can reach (path or pyarrow URI)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="local executor: N processes training trials at once (fills a GPU with small models)")
+                   help="local executor: N processes training trials at once, each with 1/N of the CPU cores "
+                        "(on a GPU they time-slice it; --streams overlaps trials there)")
     p.add_argument("--stack-seeds", type=count_or_auto, default=None, metavar="N|auto",
                    help="local executor: train up to N seeds of a model together as one stacked network "
                         "(1: each alone; auto: up to 8 on CUDA, 1 on the CPU)")
