@@ -157,3 +157,23 @@ def test_stacked_seeds_in_lanes_give_the_numbers_of_stacked_seeds_one_model_afte
     assert trial_results(tmp_path / "2" / "study.db") == trial_results(tmp_path / "1" / "study.db")
     assert epoch_metrics(tmp_path / "2" / "study.db") == epoch_metrics(tmp_path / "1" / "study.db")
     assert _files(tmp_path / "2") == _files(tmp_path / "1")
+
+
+def test_ctrl_c_stops_every_lane_after_its_epoch_and_the_rerun_gives_the_sequential_numbers(sequential,
+                                                                                           tiny_mnist_session,
+                                                                                           tmp_path):
+    study, one = sequential
+    out = tmp_path / "stopped"
+    proc = start_run(study, out, tiny_mnist_session, "--streams", "2")
+    deadline = time.monotonic() + 180
+    while len(list(out.glob("trials/*/seed-*/checkpoint.safetensors"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Resume with the same command" in " ".join((stdout + err).split()) and "Traceback" not in err
+    states = db_rows(out / "study.db", "SELECT state, error FROM trials WHERE state != 'complete'")
+    assert ("pending", "interrupted") in states and all(s == "pending" for s, _ in states)
+    finish(start_run(study, out, tiny_mnist_session, "--streams", "2"))
+    assert epoch_metrics(out / "study.db") == epoch_metrics(one / "study.db")
+    assert _files(out) == _files(one)
