@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -87,7 +88,6 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
     this process, each on its own CUDA stream (executors.lanes), with the same numbers as one lane.
     """
     owner = this_owner()
-    sink = LocalSink(store, view, device)
     current: set[int] = set()
     stop_beat = threading.Event()
 
@@ -104,61 +104,75 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
     beater.start()
     try:
         with Interrupt() as interrupt:
-            def serve(turn: Callable[[], None] | None) -> bool:
-                return _serve(store, owner, jobs, data, run_id, stack, sink, view, after_trial, interrupt, current, turn)
-
+            trainer = _Trainer(store, owner, jobs, data, run_id, stack, LocalSink(store, view, device), view,
+                               after_trial, interrupt, current)
             if streams <= 1:
-                return serve(None)
+                return trainer.serve()
             from convstudy.executors.lanes import run_lanes
 
             view.live = False  # epoch lines only: one bar cannot follow several trials
-            return run_lanes(streams, lambda lane: serve(lane.turn), data.train.x.device)
+            return run_lanes(streams, lambda lane: trainer.serve(lane.turn), data.train.x.device)
     finally:
         stop_beat.set()
 
 
-def _serve(store: StudyStore, owner: str, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
-           run_id: int, stack: int, sink: LocalSink, view: ProgressView, after_trial: Callable[[], None], interrupt: Interrupt,
-           current: set[int], turn: Callable[[], None] | None) -> bool:
-    """One lane of run_local: claim a trial (or seeds to stack), train it, repeat; False when interrupted."""
+@dataclass
+class _Trainer:
+    """What every lane of run_local shares: where trials come from, where results go, when to stop."""
 
-    def on_batch(done: int) -> None:
-        view.batch(done)
-        if turn is not None:
-            turn()
+    store: StudyStore
+    owner: str
+    jobs: dict[tuple[str, int], Callable[[int], TrialJob]]
+    data: TrialData
+    run_id: int
+    stack: int
+    sink: LocalSink
+    view: ProgressView
+    after_trial: Callable[[], None]
+    interrupt: Interrupt
+    current: set[int]  # trial ids being trained, for the heartbeat
 
-    while not interrupt.requested:
-        rec = store.db.claim(owner, set(jobs), run_id)
-        if rec is None:
-            return True
-        group = [rec]
-        same_model = {key for key in jobs if key[0] == rec.model}
-        while len(group) < stack and (more := store.db.claim(owner, same_model, run_id)) is not None:
-            group.append(more)
-        members = [jobs[(r.model, r.seed)](r.id) for r in group]
-        current.update(r.id for r in group)
-        for job, r in zip(members, group):
-            view.start(job, r)
-        try:
-            ends = run_cohort(members, data, sink, should_stop=lambda: interrupt.requested,
-                              on_batch=on_batch)
-        except KeyboardInterrupt:
-            ends = {r.id: "interrupted" for r in group}
-            interrupt.requested = True
-        except StoreError:  # a damaged study file is the user's to fix, not a failed trial
-            for r in group:
-                store.db.mark(r.id, "pending", error="damaged checkpoint")
-            raise
-        except Exception as exc:  # a bug or resource failure in one trial must not sink the study
-            for job in members:
-                store.db.mark(job.trial_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
-                view.failed(job, exc)
-            ends = {r.id: "failed" for r in group}
-        current.difference_update(r.id for r in group)
-        interrupted = [tid for tid, end in ends.items() if end == "interrupted"]
-        for tid in interrupted:
-            store.db.mark(tid, "pending", error="interrupted")
-        if interrupted:
-            return False
-        after_trial()
-    return False
+    def serve(self, turn: Callable[[], None] | None = None) -> bool:
+        """Claim a trial (or seeds to stack), train it, repeat; False when interrupted. `turn` runs after each batch."""
+        store, interrupt, view = self.store, self.interrupt, self.view
+
+        def on_batch(done: int) -> None:
+            view.batch(done)
+            if turn is not None:
+                turn()
+
+        while not interrupt.requested:
+            rec = store.db.claim(self.owner, set(self.jobs), self.run_id)
+            if rec is None:
+                return True
+            group = [rec]
+            same_model = {key for key in self.jobs if key[0] == rec.model}
+            while len(group) < self.stack and (more := store.db.claim(self.owner, same_model, self.run_id)) is not None:
+                group.append(more)
+            members = [self.jobs[(r.model, r.seed)](r.id) for r in group]
+            self.current.update(r.id for r in group)
+            for job, r in zip(members, group):
+                view.start(job, r)
+            try:
+                ends = run_cohort(members, self.data, self.sink, should_stop=lambda: interrupt.requested,
+                                  on_batch=on_batch)
+            except KeyboardInterrupt:
+                ends = {r.id: "interrupted" for r in group}
+                interrupt.requested = True
+            except StoreError:  # a damaged study file is the user's to fix, not a failed trial
+                for r in group:
+                    store.db.mark(r.id, "pending", error="damaged checkpoint")
+                raise
+            except Exception as exc:  # a bug or resource failure in one trial must not sink the study
+                for job in members:
+                    store.db.mark(job.trial_id, "failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                    view.failed(job, exc)
+                ends = {r.id: "failed" for r in group}
+            self.current.difference_update(r.id for r in group)
+            interrupted = [tid for tid, end in ends.items() if end == "interrupted"]
+            for tid in interrupted:
+                store.db.mark(tid, "pending", error="interrupted")
+            if interrupted:
+                return False
+            self.after_trial()
+        return False
