@@ -41,38 +41,25 @@ class RunOptions:
     gpus_per_trial: float = 0.0
     storage: str | None = None
     quiet: bool = False
-    stack_seeds: int | None = None  # None: auto (resolve_stack)
-    streams: int | None = None  # None: auto (resolve_streams)
+    stack_seeds: int | None = None  # None: auto (resolve_auto)
+    streams: int | None = None  # None: auto (resolve_auto)
 
 
-STACK_AUTO_CUDA = 8  # seeds of one model trained as one stacked network on a GPU, at most
+# What `auto` means for --stack-seeds and --streams: on CUDA, up to 8 seeds of a model stacked into one
+# network and 4 lanes of trials side by side, because small models leave a GPU idle between kernel
+# launches (neither is timed on a GPU yet). On the CPU both stay 1: stacking measured no faster on this
+# project's 2-core machine (3 seeds, one epoch: k3-2 16.7 s stacked vs 17.1 s alone, k3-4 22.9 vs 19.5),
+# and lanes only take turns there (each op already uses every core), so lone trials keep their
+# bit-exact numbers.
+STACK_AUTO_CUDA = 8
+STREAMS_AUTO_CUDA = 4
 
 
-def resolve_stack(value: int | None, device: torch.device) -> int:
-    """How many seeds of one model train together: `value`, or for auto all (up to 8) on CUDA, 1 elsewhere.
-
-    Stacking is for a GPU that small models leave idle between kernel launches. On this project's
-    2-core CPU it measured no faster (3 seeds, one epoch: k3-2 16.7 s stacked vs 17.1 s alone, k3-4
-    22.9 vs 19.5), so the CPU keeps lone trials and their bit-exact numbers.
-    """
+def resolve_auto(value: int | None, device: torch.device, on_cuda: int) -> int:
+    """`value`, or for auto (None) `on_cuda` on a CUDA device and 1 elsewhere."""
     if value is not None:
         return value
-    return STACK_AUTO_CUDA if device.type == "cuda" else 1
-
-
-STREAMS_AUTO_CUDA = 4  # lanes of trials side by side on one GPU (executors.lanes); not yet timed on a GPU
-
-
-def resolve_streams(value: int | None, device: torch.device) -> int:
-    """How many trials train side by side in one process: `value`, or for auto 4 on CUDA, 1 elsewhere.
-
-    Lanes pay where a device runs kernels concurrently while the host launches more: a GPU whose
-    small-model kernels leave most of it idle. A CPU runs each op to completion on all its cores, so
-    lanes there only take turns (same numbers, no gain) and auto keeps one.
-    """
-    if value is not None:
-        return value
-    return STREAMS_AUTO_CUDA if device.type == "cuda" else 1
+    return on_cuda if device.type == "cuda" else 1
 
 
 def run_study(study: Study, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, bool]:
@@ -94,8 +81,8 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     device = resolve_device(opts.device)
     precision = resolve_precision(opts.precision, device)
     local = opts.executor == "local"  # Ray: one trial a task
-    stack = resolve_stack(opts.stack_seeds, device) if local else 1
-    streams = resolve_streams(opts.streams, device) if local else 1
+    stack = resolve_auto(opts.stack_seeds, device, STACK_AUTO_CUDA) if local else 1
+    streams = resolve_auto(opts.streams, device, STREAMS_AUTO_CUDA) if local else 1
     store = StudyStore.create_or_open(opts.out, study)
     position = {n: i for i, n in enumerate(names)}
     store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])

@@ -143,7 +143,7 @@ def run_lanes(n: int, serve: Callable[[Lane], bool], device: torch.device) -> bo
             results[lane.index] = False
         except BaseException as exc:  # handed to the main thread, which re-raises it
             errors.append(exc)
-            baton.abort = True
+            baton.stop_all()
         finally:
             baton.leave(lane.index)
 

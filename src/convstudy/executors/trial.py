@@ -12,7 +12,9 @@ from typing import Any, Callable, Protocol
 import torch
 
 from convstudy.spec import ModelSpec, TrainSettings
-from convstudy.train import Diverged, EpochResult, TrialData, evaluate, fit, init_state, load_state_tensors, state_to_tensors
+from convstudy.train import (
+    Diverged, EpochResult, TrialData, evaluate, fit, init_state, load_state_tensors, state_to_tensors,
+)
 from convstudy.train.cohort import (
     evaluate_cohort, fit_cohort, init_cohort, member_checkpoint, member_model_state,
 )
@@ -66,10 +68,13 @@ def run_trial(job: TrialJob, data: TrialData, sink: TrialSink, should_stop: Call
     if state.epoch < job.settings.epochs:
         return "interrupted"
     test_loss, test_acc, probs = evaluate(state.model, data.test, job.precision, job.channels_last, with_probs=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in state.model.state_dict().items()}
-    sink.finished(job, weights, probs, data.test.y.cpu(), test_loss, test_acc)
+    sink.finished(job, cpu_weights(state.model.state_dict()), probs, data.test.y.cpu(), test_loss, test_acc)
     return "complete"
 
+
+def cpu_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A finished model's weights and buffers as contiguous CPU tensors, ready for safetensors."""
+    return {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
 
 
 def run_cohort(jobs: list[TrialJob], data: TrialData, sink: TrialSink,
@@ -81,11 +86,10 @@ def run_cohort(jobs: list[TrialJob], data: TrialData, sink: TrialSink,
     resume either way. Members checkpointed at different epochs cannot share steps: they train alone.
     """
     first = jobs[0]
-    if len(jobs) == 1 or any((j.model, j.settings, j.precision, j.channels_last) !=
-                             (first.model, first.settings, first.precision, first.channels_last) for j in jobs):
-        return {j.trial_id: run_trial(j, data, sink, should_stop, on_batch=on_batch) for j in jobs}
-    saved = [sink.load_checkpoint(j) for j in jobs]
-    if len({int(s[1]["epoch"]) if s else 0 for s in saved}) > 1:
+    alike = len(jobs) > 1 and all((j.model, j.settings, j.precision, j.channels_last) ==
+                                  (first.model, first.settings, first.precision, first.channels_last) for j in jobs)
+    saved = [sink.load_checkpoint(j) for j in jobs] if alike else []
+    if not alike or len({int(s[1]["epoch"]) if s else 0 for s in saved}) > 1:
         return {j.trial_id: run_trial(j, data, sink, should_stop, on_batch=on_batch) for j in jobs}
     device = data.train.x.device
     states = []
@@ -105,7 +109,6 @@ def run_cohort(jobs: list[TrialJob], data: TrialData, sink: TrialSink,
     for i, job in enumerate(jobs):
         if job.trial_id in ends:
             continue
-        weights = {k: v.detach().cpu().contiguous() for k, v in member_model_state(cohort, i).items()}
-        sink.finished(job, weights, probs[i], data.test.y.cpu(), losses[i], accs[i])
+        sink.finished(job, cpu_weights(member_model_state(cohort, i)), probs[i], data.test.y.cpu(), losses[i], accs[i])
         ends[job.trial_id] = "complete"
     return ends
