@@ -12,8 +12,10 @@ from convstudy.errors import UserError
 from convstudy.train.device import cpu_has_native_bf16, resolve_device, resolve_precision
 
 # Page faults of re-allocating and filling a 64 MiB tensor 20 times, once past a warm-up (as a training
-# loop is after its first steps), with the allocator tuned or not. Tuned, the block is now and then
-# faulted in once more (about 1 run in 3 showed one 16,384-fault refill), so the bar is a share.
+# loop is after its first steps), with the allocator tuned or not. The project's claim is relative:
+# tuned, freed memory is reused instead of faulted in again. The absolute counts are the kernel's
+# (transparent huge pages in `madvise` or `always` mode fault 2 MiB at a time), so only the ratio is
+# asserted; tuned, the block is now and then faulted in once more, hence a share and not zero.
 FAULTS = textwrap.dedent("""
     import resource, sys, torch
     from convstudy.train.device import keep_freed_memory
@@ -35,9 +37,9 @@ def _faults(mode: str) -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's mallopt")
 def test_tuned_allocator_reuses_freed_memory_instead_of_faulting_it_in_again():
-    pages = 20 * (64 << 20) // 4096
-    assert _faults("default") > pages // 2  # each fresh 64 MiB mapping faults in page by page
-    assert _faults("tuned") < pages // 10  # at most a refill or two of the block, not one per allocation
+    untuned, tuned = _faults("default"), _faults("tuned")
+    assert untuned > 0
+    assert tuned * 4 <= untuned, (tuned, untuned)
 
 
 def test_precision_names_and_cuda_default():
