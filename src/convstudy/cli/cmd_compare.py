@@ -24,10 +24,13 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convstudy.cli.outputs import check_output, write_output
     from convstudy.report.compare import (compare_studies, render_compare_html, render_compare_markdown,
                                           render_compare_terminal)
     from convstudy.store import StudyStore
 
+    if args.output is not None:
+        check_output(args.output)  # before the work, so a typo in -o costs nothing
     cmp = compare_studies(StudyStore.open_existing(args.a), StudyStore.open_existing(args.b))
     if args.format == "table" and args.output is None:
         render_compare_terminal(cmp, Console(highlight=False, width=max(Console().width, 160)))
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         text = render_compare_html(cmp)
     if args.output:
-        args.output.write_text(text)
+        write_output(args.output, text)
     else:
         sys.stdout.write(text)
     return 0

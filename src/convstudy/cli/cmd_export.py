@@ -25,15 +25,16 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convstudy.cli.outputs import check_output
     from convstudy.errors import UserError
-    from convstudy.interop.card import write_card
+    from convstudy.interop.card import card_path, write_card
     from convstudy.interop.export import ExportCheckFailed, check_inputs, export_onnx, export_safetensors
     from convstudy.interop.predict import load_trained
     from convstudy.report import collect
     from convstudy.store import StudyStore
 
-    if args.output.is_dir():
-        raise UserError(f"-o {args.output}: is a directory; give a file name")
+    check_output(args.output)
+    check_output(card_path(args.output), "model card")
     store = StudyStore.open_existing(args.out)
     try:
         trained = load_trained(store, args.model, args.seed)
@@ -48,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"convstudy: export check failed, nothing written: {exc}", file=sys.stderr)
             return 1
         except OSError as exc:
-            raise UserError(f"{args.output}: cannot write ({exc.strerror or exc})") from None
-        card = write_card(trained, collect(store), args.output, "ONNX" if args.format == "onnx" else "safetensors",
-                          check)
+            raise UserError(f"-o {args.output}: cannot write ({exc.strerror or exc})") from None
+        try:
+            card = write_card(trained, collect(store), args.output, "ONNX" if args.format == "onnx" else "safetensors",
+                              check)
+        except OSError as exc:
+            raise UserError(f"model card {card_path(args.output)}: cannot write ({exc.strerror or exc})") from None
     finally:
         store.close()
     size = args.output.stat().st_size / 1e6

@@ -19,9 +19,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from convstudy.cli.outputs import check_output, write_output
     from convstudy.report import collect, render, write_plots
     from convstudy.store import StudyStore
 
+    if args.output is not None:
+        check_output(args.output)  # before the work, so a typo in -o costs nothing
     store = StudyStore.open_existing(args.out)
     report = collect(store)
     write_plots(report, store.out)
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "html" and args.output is None:
         args.output = store.out / "report.html"
     if args.output:
-        args.output.write_text(text)
+        write_output(args.output, text)
         if args.format == "html":
             print(f"wrote {args.output}", file=sys.stderr)
     else:
