@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -42,6 +43,30 @@ def test_welch_matches_scipy_and_handles_constants():
     assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
     assert welch_p([0.5, 0.5], [0.5, 0.5]) == 1.0
     assert welch_p([0.5, 0.5], [0.4, 0.4]) == 0.0
+
+
+TIED = ([0.1, 0.1, 0.1], [0.9871] * 5, [0.9913, 0.9913])  # np.std of the first two is 1e-17, not 0
+
+
+@pytest.mark.parametrize("tied", TIED)
+def test_tied_seeds_warn_nothing_and_give_a_point_interval(tied):
+    varied = [tied[0] - d for d in (0.001, 0.004, 0.002, 0.003)]  # below the tie, so the tie is the best
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = describe(tied)
+        assert (d["mean"], d["std"], d["ci95"]) == (tied[0], 0.0, [tied[0], tied[0]])
+        assert welch_p(tied, list(tied)) == 1.0 and welch_p(list(tied), tied + [tied[0]]) == 1.0
+        assert welch_p(tied, [tied[0] + 1e-4] * 3) == 0.0  # no noise on either side: any difference is real
+        # One side constant: Welch's t with that side's variance 0, i.e. t on the other side's n - 1 df.
+        sem = np.std(varied, ddof=1) / math.sqrt(len(varied))
+        t = (tied[0] - np.mean(varied)) / sem
+        expected = 2 * stats.t.sf(abs(t), len(varied) - 1)
+        assert welch_p(tied, varied) == pytest.approx(expected, rel=1e-9)
+        assert welch_p(varied, tied) == pytest.approx(expected, rel=1e-9)
+        models = [_model("a", tied), _model("b", list(tied)), _model("c", varied)]
+        best_group(models)
+    assert models[0]["same_as_best"] and models[1]["same_as_best"] and models[1]["p_value"] == 1.0
+    assert models[2]["p_value"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs():
@@ -157,3 +182,4 @@ def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_
         cell = f"{100 * m['test_accuracy']['mean']:.2f} ± {100 * m['test_accuracy']['std']:.2f}"
         assert cell in md
     assert "★" in md
+
