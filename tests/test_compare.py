@@ -88,3 +88,34 @@ def test_compare_rejects_a_non_study_directory(studies, tmp_path, capsys):
     assert main(["compare", str(studies["a"]), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a study directory" in err and "Traceback" not in err
+
+
+def test_seeds_that_all_tie_compare_and_report_without_a_warning(studies, tmp_path, capsys):
+    """Seeds at one accuracy (std 0): no scipy RuntimeWarning, a point CI, ties p = 1, one tied side is Welch."""
+    import sqlite3
+    import warnings
+
+    from scipy import stats
+
+    accuracies = {"a": {"small": (0.9, 0.9), "wide": (0.1, 0.1)}, "b": {"small": (0.9, 0.9), "wide": (0.2, 0.25)}}
+    tied = {}
+    for side, models in accuracies.items():
+        tied[side] = tmp_path / side
+        shutil.copytree(studies["a"], tied[side])
+        conn = sqlite3.connect(tied[side] / "study.db")
+        with conn:
+            for model, per_seed in models.items():
+                for seed, acc in enumerate(per_seed):
+                    conn.execute("UPDATE trials SET test_accuracy = ? WHERE model = ? AND seed = ?", (acc, model, seed))
+        conn.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would become an exception, so exit 1 with a traceback
+        cmp = compare_json(capsys, tied["a"], tied["b"])
+        assert main(["report", str(tied["b"]), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in cmp["models"]}
+    assert rows["small"]["test"] == "welch" and rows["small"]["p_value"] == 1.0 and not rows["small"]["significant"]
+    # A constant at 0.1 against 0.2, 0.25: t = -0.125 / sqrt(0.00125 / 2) = -5 on 1 degree of freedom.
+    assert rows["wide"]["p_value"] == pytest.approx(2 * stats.t.sf(5, 1))
+    small = next(m for m in report["models"] if m["name"] == "small")
+    assert small["test_accuracy"]["std"] == 0.0 and small["test_accuracy"]["ci95"] == [0.9, 0.9]
