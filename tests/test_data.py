@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import re
 import socket
 import struct
 import threading
 import time
+import tracemalloc
+import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +33,7 @@ from convstudy.data import (
     stratified_indices,
     stratified_split,
 )
+from convstudy.data import idx
 from convstudy.errors import UserError
 
 KEYS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -40,6 +44,9 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+REAL_SIZES = {"train_images": 47040016, "train_labels": 60008, "test_images": 7840016,
+              "test_labels": 10008}
 
 
 # ---------------------------------------------------------------- synthetic IDX files
@@ -61,8 +68,16 @@ TINY = {
 }
 
 
+TINY_SIZES = {key: len(data) for key, data in TINY.items()}
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def recompress(data: bytes) -> bytes:
+    """The same data as another gzip would write it: other level, other mtime, other bytes."""
+    return gzip.compress(data, compresslevel=1, mtime=1_234_567)
 
 
 def tiny_info(mirrors: tuple[str, ...] = (), **changes) -> DatasetInfo:
@@ -164,6 +179,13 @@ def test_registry_entry_is_complete(name):
     for key in KEYS:
         digest = info.sha256.get(key) or info.gz_sha256.get(key)
         assert digest and re.fullmatch(r"[0-9a-f]{64}", digest), f"{name}/{key} has no checksum"
+    assert info.sizes == REAL_SIZES
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_registry_pins_decompressed_digests(name):
+    info = get_info(name)
+    assert set(info.sha256) == set(KEYS) and not info.gz_sha256
 
 
 def test_get_info_unknown_name_suggests_close_one():
@@ -271,11 +293,13 @@ def corrupt(tmp_path: Path, key: str, data: bytes, compress: bool = True) -> Pat
     return path
 
 
-def load_error(name: str, directory: Path) -> str:
+def load_error(name: str, directory: Path, download: bool = True) -> str:
     with pytest.raises(UserError) as err:
-        load_dataset(name, directory)
-    assert "\n" not in str(err.value)
-    return str(err.value)
+        load_dataset(name, directory, download=download)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "delete" not in message  # the file may not be ours to delete, nor re-downloadable
+    return message
 
 
 def test_truncated_gzip_names_the_file(tmp_path, register):
@@ -305,18 +329,230 @@ def test_checksum_mismatch_on_disk_names_the_file(tmp_path, register):
     path = corrupt(tmp_path, "train_images", idx_images(50, seed=7))
     message = load_error("tiny", tmp_path)
     expected = sha(TINY["train_images"])[:12]
-    assert message.startswith(f"{path}: SHA-256 mismatch (expected {expected}")
-    assert message.endswith("delete it to re-download")
+    assert message.startswith(
+        f"{path}: content is not the real tiny (SHA-256 mismatch of the decompressed bytes: "
+        f"expected {expected}"
+    )
 
 
-def test_gz_checksum_is_verified_when_only_that_is_known(tmp_path, register):
+def test_gz_checksum_verifies_only_the_published_archive(tmp_path, register, caplog):
     write_files(tmp_path)
     gz_digests = {key: sha((tmp_path / FILES[key]).read_bytes()) for key in KEYS}
-    register(tiny_info((dead_mirror(),), sha256={}, gz_sha256=gz_digests))
+    register(tiny_info((dead_mirror(),), sha256={}, gz_sha256=gz_digests, sizes=TINY_SIZES))
     assert_tiny(load_dataset("tiny", tmp_path))
+    assert not caplog.records
     wrong = {**gz_digests, "test_labels": "0" * 64}
-    register(tiny_info((dead_mirror(),), sha256={}, gz_sha256=wrong))
-    assert "SHA-256 of the .gz mismatch" in load_error("tiny", tmp_path)
+    register(tiny_info((dead_mirror(),), sha256={}, gz_sha256=wrong, sizes=TINY_SIZES))
+    assert_tiny(load_dataset("tiny", tmp_path))
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "UNVERIFIED" in record.getMessage()
+    assert FILES["test_labels"] in record.getMessage()
+    assert FILES["train_images"] not in record.getMessage()
+
+
+# ---------------------------------------------------------------- issue 14.5: the right bytes
+
+def test_recompressed_copy_verifies_by_decompressed_bytes(tmp_path, register, caplog):
+    # Digests of both kinds: the decompressed ones decide, so another gzip's output verifies.
+    published = {key: sha(gzip.compress(data, mtime=0)) for key, data in TINY.items()}
+    register(tiny_info((dead_mirror(),), gz_sha256=published))
+    for key, data in TINY.items():
+        packed = recompress(data)
+        assert sha(packed) != published[key]
+        (tmp_path / FILES[key]).write_bytes(packed)
+    assert_tiny(load_dataset("tiny", tmp_path, download=False))
+    assert not caplog.records  # verified: no "unverified" warning
+
+
+def test_noise_shaped_like_uncompressed_fashion_mnist_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    for key, size in REAL_SIZES.items():
+        images = key.endswith("_images")
+        count = (size - 16) // 784 if images else size - 8
+        header = (struct.pack(">IIII", 0x803, count, 28, 28) if images
+                  else struct.pack(">II", 0x801, count))
+        body = rng.integers(0, 256 if images else 10, size - len(header), dtype=np.uint8)
+        (tmp_path / FILES[key][: -len(".gz")]).write_bytes(header + body.tobytes())
+    message = load_error("fashion-mnist", tmp_path, download=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    assert message.startswith(f"{path}: content is not the real fashion-mnist (SHA-256 mismatch")
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no offline MNIST copy beside the repo")
+@pytest.mark.parametrize("compressed", [True, False], ids=["gz", "uncompressed"])
+def test_mnist_placed_as_fashion_mnist_is_refused(tmp_path, compressed):
+    for key in KEYS:
+        raw = (SHARED_MNIST / FILES[key]).read_bytes()
+        name = FILES[key] if compressed else FILES[key][: -len(".gz")]
+        (tmp_path / name).write_bytes(raw if compressed else gzip.decompress(raw))
+    message = load_error("fashion-mnist", tmp_path, download=False)
+    path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if compressed else ""))
+    assert message.startswith(f"{path}: content is not the real fashion-mnist (SHA-256 mismatch")
+
+
+def gzip_bomb(header: bytes, megabytes: int, members: int) -> bytes:
+    """A valid IDX header then `megabytes` MB of zeros, as one gzip member or many concatenated."""
+    if members == 1:
+        packer = zlib.compressobj(9, wbits=31)
+        chunks = [packer.compress(header)]
+        chunks += [packer.compress(bytes(1 << 20)) for _ in range(megabytes)]
+        return b"".join(chunks) + packer.flush()
+    zeros = gzip.compress(bytes((megabytes // members) << 20), mtime=0)
+    return gzip.compress(header, mtime=0) + zeros * members
+
+
+@pytest.mark.parametrize("members", [1, 20])
+def test_gzip_bomb_is_refused_without_decompressing_it(tmp_path, register, members):
+    register(tiny_info((dead_mirror(),), sizes=TINY_SIZES))
+    write_files(tmp_path)
+    bomb = gzip_bomb(TINY["train_images"][:16], megabytes=200, members=members)
+    assert len(bomb) < 1 << 20  # under 1 MB on disk, 200 MB decompressed
+    path = tmp_path / FILES["train_images"]
+    path.write_bytes(bomb)
+    tracemalloc.start()
+    try:
+        message = load_error("tiny", tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    limit = TINY_SIZES["train_images"]
+    assert message == (
+        f"{path}: gzip stream decompresses to more than {limit} bytes, the most a tiny file has"
+    )
+    assert peak < 4 << 20, f"{peak} bytes allocated: the bomb was decompressed past its limit"
+
+
+def test_gzip_bomb_as_fashion_mnist_stops_at_the_real_size(tmp_path):
+    bomb = gzip_bomb(struct.pack(">IIII", 0x803, 60000, 28, 28), megabytes=400, members=40)
+    path = tmp_path / FILES["train_images"]
+    path.write_bytes(bomb)
+    for key in KEYS[1:]:
+        (tmp_path / FILES[key]).write_bytes(b"")
+    tracemalloc.start()
+    try:
+        message = load_error("fashion-mnist", tmp_path, download=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert message == (
+        f"{path}: gzip stream decompresses to more than {REAL_SIZES['train_images']} bytes, "
+        "the most a fashion-mnist file has"
+    )
+    assert peak < 1.5 * REAL_SIZES["train_images"]  # the bomb is 400 MB
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    parts=st.lists(st.binary(max_size=3000) | st.integers(0, 20000).map(bytes), min_size=1,
+                   max_size=3),
+    chunk=st.integers(1, 700),
+    out_chunk=st.integers(1, 900),
+)
+def test_streamed_gunzip_matches_gzip(parts, chunk, out_chunk):
+    # Tiny input and output pieces exercise every boundary: members, padding, output left in zlib.
+    raw = b"".join(gzip.compress(part, compresslevel=9, mtime=0) + b"\x00" * (i % 2)
+                   for i, part in enumerate(parts))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idx, "CHUNK", chunk)
+        patch.setattr(idx, "OUT_CHUNK", out_chunk)
+        data, gz_digest = idx.read_capped(io.BytesIO(raw), 1 << 20, "tiny")
+        assert bytes(data) == gzip.decompress(raw) and gz_digest == sha(raw)
+        if data:
+            with pytest.raises(idx.IdxError, match="decompresses to more than"):
+                idx.read_capped(io.BytesIO(raw), len(data) - 1, "tiny")
+
+
+def test_oversized_uncompressed_file_is_refused(tmp_path, register):
+    register(tiny_info((dead_mirror(),), sizes=TINY_SIZES))
+    write_files(tmp_path, {key: data for key, data in TINY.items() if key != "test_labels"})
+    path = tmp_path / FILES["test_labels"][: -len(".gz")]
+    path.write_bytes(TINY["test_labels"] + bytes(100))
+    limit = TINY_SIZES["test_labels"]
+    message = load_error("tiny", tmp_path)
+    assert message == f"{path}: more than {limit} bytes, the most a tiny file has"
+
+
+def kmnist_like(register) -> DatasetInfo:
+    """The real kmnist entry, its published-.gz digests and sizes those of the tiny files."""
+    published = {key: sha(gzip.compress(data, mtime=0)) for key, data in TINY.items()}
+    return register(dataclasses.replace(
+        REGISTRY["kmnist"], gz_sha256=published, sizes=TINY_SIZES, mirrors=(dead_mirror(),)))
+
+
+@pytest.mark.parametrize("copy", ["recompressed", "uncompressed"])
+def test_kmnist_other_copy_loads_with_one_line_warning(tmp_path, register, caplog, copy):
+    # Full-size files (blank images: quick to compress) so the real entry's sizes apply.
+    payloads = {
+        key: (struct.pack(">IIII", 0x803, (size - 16) // 784, 28, 28) + bytes(size - 16)
+              if key.endswith("_images") else
+              struct.pack(">II", 0x801, size - 8) + bytes(i % 10 for i in range(size - 8)))
+        for key, size in REAL_SIZES.items()
+    }
+    published = {key: sha(gzip.compress(data, mtime=0)) for key, data in payloads.items()}
+    register(dataclasses.replace(REGISTRY["kmnist"], gz_sha256=published, mirrors=(dead_mirror(),)))
+    for key, data in payloads.items():
+        if copy == "recompressed":
+            (tmp_path / FILES[key]).write_bytes(recompress(data))
+        else:
+            (tmp_path / FILES[key][: -len(".gz")]).write_bytes(data)
+    data = load_dataset("kmnist", tmp_path, download=False)
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.y_test[:12].tolist() == [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1
+    ]
+    [record] = caplog.records
+    message = record.getMessage()
+    assert record.levelname == "WARNING" and "\n" not in message
+    assert message.startswith("convstudy: warning: kmnist: ") and "UNVERIFIED" in message
+    assert str(tmp_path) in message
+    assert all(FILES[key].removesuffix(".gz") in message for key in KEYS)
+
+
+def test_kmnist_published_archive_loads_without_warning(tmp_path, register, caplog):
+    kmnist_like(register)
+    write_files(tmp_path)
+    assert_tiny(load_dataset("kmnist", tmp_path, download=False))
+    assert not caplog.records
+
+
+def test_kmnist_copy_of_the_wrong_size_is_refused(tmp_path, register):
+    kmnist_like(register)
+    write_files(tmp_path)
+    path = tmp_path / FILES["test_images"]
+    path.write_bytes(recompress(idx_images(19, seed=2)))
+    assert load_error("kmnist", tmp_path, download=False) == (
+        f"{path}: content is not the real kmnist "
+        f"({16 + 19 * 784} bytes decompressed, the real file has {16 + 20 * 784})"
+    )
+
+
+def test_mirror_must_serve_a_verified_copy(tmp_path, server, register):
+    # The served .gz is not the published one: fine on disk with a warning, never downloaded.
+    wrong = {key: "0" * 64 for key in KEYS}
+    register(tiny_info((server.good,), sha256={}, gz_sha256=wrong, sizes=TINY_SIZES))
+    target = tmp_path / "d"
+    message = load_error("tiny", target)
+    assert "no mirror served a valid copy" in message
+    assert "not the published tiny .gz archive" in message
+    assert list(target.iterdir()) == []
+
+
+def test_bad_file_in_convstudys_cache_is_replaced_from_a_mirror(tmp_path, server, register):
+    register(tiny_info((server.good,)))
+    cached = load_dataset("tiny").source_dir / FILES["train_images"]
+    fetched = len(server.hits)
+    cached.write_bytes(gzip.compress(idx_images(50, seed=7)))
+    assert_tiny(load_dataset("tiny"))
+    assert len(server.hits) == fetched + 1
+    assert cached.read_bytes() == (tmp_path / "www" / "good" / FILES["train_images"]).read_bytes()
+
+
+def test_bad_file_in_users_dir_is_left_alone(tmp_path, server, register):
+    register(tiny_info((server.good,)))
+    path = corrupt(tmp_path / "mine", "train_images", idx_images(50, seed=7))
+    before = path.read_bytes()
+    message = load_error("tiny", tmp_path / "mine")
+    assert message.startswith(f"{path}: content is not the real tiny (SHA-256 mismatch")
+    assert server.hits == [] and path.read_bytes() == before
 
 
 def test_image_and_label_counts_must_match(tmp_path, register):
@@ -443,3 +679,14 @@ def test_real_mnist_loads_verified_and_fast():
     start = time.perf_counter()
     load_dataset("mnist", SHARED_MNIST, download=False)
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="no Debian dataset-fashion-mnist")
+def test_debian_fashion_mnist_loads_verified(caplog):
+    # Debian recompressed the archives: their .gz digests differ from the published ones.
+    data = load_dataset("fashion-mnist", DEBIAN_FASHION_MNIST, download=False)
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(data.y_train).tolist() == [6000] * 10
+    assert torch.bincount(data.y_test).tolist() == [1000] * 10
+    assert (data.x_train.float() / 255).mean().item() == pytest.approx(0.2860, abs=1e-4)
+    assert not caplog.records

@@ -5,13 +5,12 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from convstudy.data.idx import IdxError, read_dataset_file
+from convstudy.data.idx import IdxError, read_dataset_file, size_limit
 from convstudy.data.registry import DatasetInfo
 from convstudy.errors import UserError
 
@@ -38,6 +37,13 @@ def download_missing(info: DatasetInfo, directory: Path, keys: list[str]) -> Non
             )
 
 
+def replace_file(info: DatasetInfo, directory: Path, key: str, why: str) -> None:
+    """Replace a bad file in convstudy's own cache with a verified copy; `why` says what was bad."""
+    failure = _fetch(info, key, directory)
+    if failure:
+        raise UserError(f"{why}; replacing convstudy's downloaded copy failed: {failure}")
+
+
 def _fetch(info: DatasetInfo, key: str, directory: Path) -> str | None:
     """Download one file, trying mirrors in order; None on success, else why every mirror failed."""
     name = info.files[key]
@@ -48,15 +54,19 @@ def _fetch(info: DatasetInfo, key: str, directory: Path) -> str | None:
         part = _temp_path(info, directory, name)
         try:
             try:
-                _copy_url(url, part)
+                _copy_url(url, part, _max_download(info, key))
             except urllib.error.HTTPError as exc:
                 reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
+                continue
+            except IdxError as exc:
+                reachable, last = True, f"{url}: {exc}"
                 continue
             except _NETWORK_ERRORS as exc:
                 last = f"{url}: {_reason(exc)}"
                 continue
             try:
-                read_dataset_file(part.read_bytes(), info, key)
+                # strict: a mirror must serve a copy a digest vouches for, never "the right shape".
+                read_dataset_file(part, info, key, strict=True)
             except IdxError as exc:
                 reachable, last = True, f"{url}: {exc}"
                 continue
@@ -68,10 +78,21 @@ def _fetch(info: DatasetInfo, key: str, directory: Path) -> str | None:
     return f"{verdict} (last: {last})"
 
 
-def _copy_url(url: str, dest: Path) -> None:
+def _max_download(info: DatasetInfo, key: str) -> int:
+    """The most bytes a served copy may have: gzip stores incompressible data with <1% overhead."""
+    limit = size_limit(info, key)
+    return limit + limit // 100 + 4096
+
+
+def _copy_url(url: str, dest: Path, max_bytes: int) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "convstudy"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
+        written = 0
+        while chunk := response.read(1 << 20):
+            written += len(chunk)
+            if written > max_bytes:
+                raise IdxError(f"served more than {max_bytes} bytes, more than any copy has")
+            out.write(chunk)
 
 
 def _temp_path(info: DatasetInfo, directory: Path, name: str) -> Path:

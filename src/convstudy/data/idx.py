@@ -1,11 +1,13 @@
-"""The IDX file format (MNIST's): gunzip, checksum and parse into numpy arrays without copies."""
+"""The IDX file format (MNIST's): gunzip as a stream under a size cap, checksum, parse to numpy."""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -14,44 +16,134 @@ from convstudy.data.registry import DatasetInfo
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims (N, H, W)
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim (N,)
 GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 1 << 20
+OUT_CHUNK = 4 << 20
+# The cap for an entry that names no expected size: far above any MNIST-like file, far below a bomb.
+MAX_IDX_BYTES = 1 << 30
 
 
 class IdxError(ValueError):
     """A file that is not what it should be; the message says how, without naming the file."""
 
 
-def read_dataset_file(raw: bytes, info: DatasetInfo, key: str) -> np.ndarray:
-    """Parse one of a dataset's four files and check it against the registry's digests."""
+@dataclass(frozen=True)
+class IdxFile:
+    """One parsed file: its array, and why no digest vouches for it (None: verified)."""
+
+    array: np.ndarray
+    unverified: str | None = None
+
+
+def size_limit(info: DatasetInfo, key: str) -> int:
+    """The most decompressed bytes `key`'s file may have: its expected size, where known."""
+    return info.sizes.get(key) or MAX_IDX_BYTES
+
+
+def read_dataset_file(path: Path, info: DatasetInfo, key: str, strict: bool = False) -> IdxFile:
+    """Read, parse and verify one of a dataset's four files; `strict` refuses unverifiable ones."""
+    # The digests of the decompressed bytes decide where the registry has them, so any
+    # recompression of the real data verifies. Otherwise only a byte-identical copy of the published
+    # .gz verifies; any other copy of the right structure and size comes back marked unverified.
     magic = IMAGES_MAGIC if key.endswith("_images") else LABELS_MAGIC
-    return read_idx(raw, magic, info.sha256.get(key), info.gz_sha256.get(key))
-
-
-def read_idx(
-    raw: bytes, magic: int, sha256: str | None = None, gz_sha256: str | None = None
-) -> np.ndarray:
-    """Parse an IDX file, gzipped or not, checking its structure first and then the digests."""
-    # Sniff rather than trust the name: a browser may save a decompressed file as ".gz".
-    gzipped = raw[:2] == GZIP_MAGIC
-    data = gunzip(raw) if gzipped else raw
+    limit = size_limit(info, key)
+    with path.open("rb") as stream:
+        data, gz_digest = read_capped(stream, limit, info.name)
     array = parse_idx(data, magic)
-    if gzipped and gz_sha256:
-        _check_digest(raw, gz_sha256, "SHA-256 of the .gz")
-    if sha256:
-        _check_digest(data, sha256, "SHA-256")
-    return array
+    expected = info.sha256.get(key)
+    if expected:
+        got = hashlib.sha256(data).hexdigest()
+        if got != expected:
+            raise IdxError(
+                f"content is not the real {info.name} (SHA-256 mismatch of the decompressed bytes: "
+                f"expected {expected[:12]}…, got {got[:12]}…)"
+            )
+        return IdxFile(array)
+    published = info.gz_sha256.get(key)
+    if published and gz_digest == published:
+        return IdxFile(array)
+    size = info.sizes.get(key)
+    if size is not None and len(data) != size:
+        raise IdxError(
+            f"content is not the real {info.name} ({len(data)} bytes decompressed, "
+            f"the real file has {size})"
+        )
+    if published is None:
+        why = f"the registry has no digest for {info.name}"
+    elif gz_digest is None:
+        why = f"uncompressed, and only the published {info.name} .gz archives have known digests"
+    else:
+        why = (
+            f"not the published {info.name} .gz archive (SHA-256 of the .gz mismatch: "
+            f"expected {published[:12]}…, got {gz_digest[:12]}…)"
+        )
+    if strict:
+        raise IdxError(why)
+    return IdxFile(array, unverified=why)
 
 
-def gunzip(raw: bytes) -> bytes:
-    """Decompress a gzip stream; a truncated or damaged one is an IdxError."""
-    try:
-        return gzip.decompress(raw)
-    except EOFError:
-        raise IdxError("corrupt IDX file (truncated gzip stream)") from None
-    except (gzip.BadGzipFile, zlib.error) as exc:
-        raise IdxError(f"corrupt IDX file (bad gzip stream: {exc})") from None
+def read_capped(stream: BinaryIO, limit: int, name: str) -> tuple[bytearray, str | None]:
+    """The IDX bytes of a file, gunzipped if gzipped, and the SHA-256 of the .gz (None if not one).
+
+    Never holds more than `limit` decompressed bytes: a larger file is an IdxError as soon as it
+    passes the limit, so a gzip bomb costs one chunk of work, not its full size.
+    """
+    # Sniff rather than trust the name: a browser may save a decompressed file as ".gz".
+    head = stream.read(2)
+    if head != GZIP_MAGIC:
+        data = bytearray(head)
+        while len(data) <= limit:
+            chunk = stream.read(min(CHUNK, limit + 1 - len(data)))
+            if not chunk:
+                return data, None
+            data += chunk
+        raise IdxError(f"more than {limit} bytes, the most a {name} file has")
+    return _gunzip_capped(head, stream, limit, name)
 
 
-def parse_idx(data: bytes, magic: int) -> np.ndarray:
+def _gunzip_capped(
+    head: bytes, stream: BinaryIO, limit: int, name: str
+) -> tuple[bytearray, str]:
+    data = bytearray()
+    gz_hash = hashlib.sha256(head)
+    inflater: zlib._Decompress | None = None
+    pending, flushing = head, False
+    while True:
+        if not pending and not flushing:
+            pending = stream.read(CHUNK)
+            if not pending:
+                break
+            gz_hash.update(pending)
+        if inflater is None:
+            # Members may be concatenated, zero padding between them, as gzip itself allows.
+            pending = pending.lstrip(b"\x00")
+            if not pending:
+                continue
+            inflater = zlib.decompressobj(wbits=31)
+        # One byte past the room left is enough to know the file is too large; smaller pieces
+        # keep the peak near the file's own size.
+        most = min(limit - len(data) + 1, OUT_CHUNK)
+        try:
+            piece = inflater.decompress(pending, most)
+        except zlib.error as exc:
+            raise IdxError(f"corrupt IDX file (bad gzip stream: {exc})") from None
+        data += piece
+        if len(data) > limit:
+            raise IdxError(
+                f"gzip stream decompresses to more than {limit} bytes, "
+                f"the most a {name} file has"
+            )
+        # A full piece may leave output inside zlib even once all input is taken: ask again.
+        flushing = len(piece) == most and not inflater.eof
+        if inflater.eof:
+            pending, inflater = inflater.unused_data, None
+        else:
+            pending = inflater.unconsumed_tail
+    if inflater is not None:
+        raise IdxError("corrupt IDX file (truncated gzip stream)")
+    return data, gz_hash.hexdigest()
+
+
+def parse_idx(data: bytes | bytearray, magic: int) -> np.ndarray:
     """A read-only uint8 view of an IDX payload whose header must carry `magic`."""
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
@@ -66,10 +158,6 @@ def parse_idx(data: bytes, magic: int) -> np.ndarray:
         raise IdxError(
             f"corrupt IDX file ({len(data)} bytes, header dims {dims} need {size})"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _check_digest(data: bytes, expected: str, what: str) -> None:
-    got = hashlib.sha256(data).hexdigest()
-    if got != expected:
-        raise IdxError(f"{what} mismatch (expected {expected[:12]}…, got {got[:12]}…)")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    array.flags.writeable = False
+    return array

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from convstudy.data.download import download_missing
-from convstudy.data.idx import IdxError, read_dataset_file
+from convstudy.data.download import download_missing, replace_file
+from convstudy.data.idx import IdxError, IdxFile, read_dataset_file
 from convstudy.data.registry import FILE_KEYS, REGISTRY, DatasetInfo, get_info
 from convstudy.errors import UserError
 
 ENV_VAR = "CONVSTUDY_DATA_DIR"
+
+log = logging.getLogger(__name__)
+# (dataset, file paths) already warned about: a run loads its dataset more than once.
+_warned: set[tuple[str, tuple[Path, ...]]] = set()
 
 
 # eq=False: comparing datasets field by field would compare tensors, which has no single answer.
@@ -38,9 +43,14 @@ def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
     """
     given = data_dir or os.environ.get(ENV_VAR)
     if not given:
-        return Path.home() / ".cache" / "convstudy" / name
+        return cache_dir(name)
     root = Path(given).expanduser().absolute()
     return root / name if (root / name).is_dir() else root
+
+
+def cache_dir(name: str) -> Path:
+    """convstudy's own download cache for `name`: the one folder whose files it may replace."""
+    return Path.home() / ".cache" / "convstudy" / name
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
@@ -58,8 +68,18 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
         )
     if missing:
         download_missing(info, directory, missing)
-    x_train, y_train = _load_split(info, directory, "train")
-    x_test, y_test = _load_split(info, directory, "test")
+    # Only convstudy's own cache holds files it may replace; anywhere else they are the user's.
+    reader = _Reader(info, directory, replace=download and directory == cache_dir(name))
+    x_train, y_train = _load_split(reader, "train")
+    x_test, y_test = _load_split(reader, "test")
+    if reader.unverified and (name, tuple(reader.unverified)) not in _warned:
+        _warned.add((name, tuple(reader.unverified)))
+        names = ", ".join(path.name for path in reader.unverified)
+        log.warning(
+            "convstudy: warning: %s: %s in %s accepted UNVERIFIED: no known digest covers a copy "
+            "other than the published .gz (only IDX structure and sizes were checked)",
+            name, names, directory,
+        )
     return Dataset(info, x_train, y_train, x_test, y_test, directory)
 
 
@@ -88,12 +108,48 @@ def _locate(directory: Path, file_name: str) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def _load_split(
-    info: DatasetInfo, directory: Path, split: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class _Reader:
+    """Reads one dataset's files from `directory`, noting those no digest could vouch for."""
+
+    info: DatasetInfo
+    directory: Path
+    replace: bool  # a bad file may be replaced by a fresh download (convstudy's own cache)
+    unverified: list[Path] = field(default_factory=list)
+
+    def read(self, key: str) -> tuple[Path, np.ndarray]:
+        """The path and parsed array of `key`'s file, verified or noted as unverified."""
+        path = _locate(self.directory, self.info.files[key])
+        if path is None:  # vanished between the download and now
+            name = self.info.files[key]
+            raise UserError(f"{self.info.name}: {name} not found in {self.directory}")
+        try:
+            parsed = _parse(path, self.info, key)
+        except UserError as exc:
+            if not self.replace:
+                raise
+            replace_file(self.info, self.directory, key, str(exc))
+            path = self.directory / self.info.files[key]
+            parsed = _parse(path, self.info, key)
+        if parsed.unverified:
+            self.unverified.append(path)
+        return path, parsed.array
+
+
+def _parse(path: Path, info: DatasetInfo, key: str) -> IdxFile:
+    try:
+        return read_dataset_file(path, info, key)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except IdxError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _load_split(reader: _Reader, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N, C, H, W] uint8 and labels [N] int64 of one split, cross-checked."""
-    images_path, images = _read(info, directory, f"{split}_images")
-    labels_path, labels = _read(info, directory, f"{split}_labels")
+    info = reader.info
+    images_path, images = reader.read(f"{split}_images")
+    labels_path, labels = reader.read(f"{split}_labels")
     height, width, channels = info.input_shape
     if images.shape[1:] != (height, width):
         raise UserError(
@@ -113,17 +169,3 @@ def _load_split(
     x = torch.from_numpy(images.copy()).reshape(len(images), channels, height, width)
     y = torch.from_numpy(labels.astype(np.int64))
     return x, y
-
-
-def _read(info: DatasetInfo, directory: Path, key: str) -> tuple[Path, np.ndarray]:
-    path = _locate(directory, info.files[key])
-    if path is None:  # vanished between the download and now
-        raise UserError(f"{info.name}: {info.files[key]} not found in {directory}")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    try:
-        return path, read_dataset_file(raw, info, key)
-    except IdxError as exc:
-        raise UserError(f"{path}: {exc}; delete it to re-download") from None
