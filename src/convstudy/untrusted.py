@@ -1,0 +1,237 @@
+"""The one reader for files a user hands in (study files, Keras JSON): bounded, non-blocking, plain data only.
+
+`load_untrusted(path, fmt, what=...)` reads, parses and checks a TOML, YAML or JSON file. Whatever the file
+holds (a FIFO, a 5,000-digit integer, arrays nested 5,000 deep, YAML tags or an alias bomb), the result is
+plain data (dicts with string keys, lists, str, int, float, bool, None) within fixed bounds, or one
+UserError line. Like `convstudy.errors`, any stage may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from convstudy.errors import UserError
+
+Format = Literal["toml", "yaml", "json"]
+MAX_BYTES = 4 << 20
+MAX_DEPTH = 32
+MAX_NODES = 200_000
+MAX_INT = 2**53  # beyond this, JSON readers and floats stop being exact; no setting needs more
+_MAX_INT_DIGITS = 20  # parsers are stopped before int() of more digits than any in-range integer has
+
+
+def read_untrusted_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES,
+                        missing_hint: str = "") -> str:
+    """The UTF-8 text of a regular file of at most `max_bytes`; FIFOs, devices and directories are refused."""
+    path = Path(path)
+    name = path.name or str(path)
+    try:
+        # stat first so that a device is refused without opening it (opening some has side effects)
+        _require_regular(os.stat(path).st_mode, path, what)
+        # O_NONBLOCK: if the path became a FIFO since the stat, open() returns instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}{missing_hint}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        _require_regular(os.fstat(fd).st_mode, path, what)
+        chunks, size = [], 0
+        while size <= max_bytes:  # read to EOF rather than trust st_size (/proc files report 0)
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise UserError(f"{name}: larger than {_fmt_size(max_bytes)}; not a {what}")
+    raw = b"".join(chunks)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{name}: not a text file (invalid UTF-8 at byte {exc.start})") from None
+    if "\x00" in text:
+        raise UserError(f"{name}: not a text file (contains NUL bytes)")
+    return text
+
+
+def _require_regular(mode: int, path: Path, what: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{path}: is a directory, not a {what}")
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+    raise UserError(f"{path}: not a regular file ({kind}); a {what} must be a regular file")
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def parse_untrusted(text: str, fmt: Format, source: str) -> Any:
+    """Parse TOML, YAML or JSON text and `check_structure` the result; every failure is one UserError line."""
+    try:
+        if fmt == "toml":
+            data = _parse_toml(text, source)
+        elif fmt == "yaml":
+            data = _parse_yaml(text, source)
+        elif fmt == "json":
+            data = _parse_json(text, source)
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+    except RecursionError:
+        raise UserError(f"{source}: nested too deeply (more than {MAX_DEPTH} levels)") from None
+    check_structure(data, source)
+    return data
+
+
+def load_untrusted(path: str | Path, fmt: Format, what: str = "file", max_bytes: int = MAX_BYTES,
+                   missing_hint: str = "") -> Any:
+    """`read_untrusted_text` then `parse_untrusted`, errors naming the file."""
+    text = read_untrusted_text(path, what=what, max_bytes=max_bytes, missing_hint=missing_hint)
+    return parse_untrusted(text, fmt, Path(path).name)
+
+
+def _value_error(source: str, fmt: str, exc: Exception) -> UserError:
+    # Python refuses int() of more than 4,300 digits with a ValueError raised from inside the parsers.
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        return UserError(f"{source}: an integer has more than 4300 digits (at most {MAX_INT} allowed)")
+    return UserError(f"{source}: {fmt} value error: {_one_line(exc)}")
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    return " ".join(str(exc).split())[:limit]
+
+
+def _parse_toml(text: str, source: str) -> Any:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: TOML syntax error: {_one_line(exc)}") from None
+    except (ValueError, OverflowError) as exc:  # int() limits, out-of-range dates
+        raise _value_error(source, "TOML", exc) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, which PyYAML would otherwise resolve silently to the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'duplicate key "{_clip(key_node.value)}"', key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        kind = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise UserError(f"{source}: {kind}{where}: {_one_line(exc.problem or 'invalid YAML')}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source}: YAML error: {_one_line(exc)}") from None
+    except (ValueError, OverflowError) as exc:  # int() limits, out-of-range timestamps
+        raise _value_error(source, "YAML", exc) from None
+
+
+def _parse_json(text: str, source: str) -> Any:
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > _MAX_INT_DIGITS:
+            raise UserError(f"{source}: integer with {len(digits.lstrip('-'))} digits is too large "
+                            f"(at most {MAX_INT})")
+        return int(digits)
+
+    def parse_constant(name: str) -> Any:
+        raise UserError(f"{source}: {name} is not JSON (only finite numbers)")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise UserError(f'{source}: duplicate key "{_clip(key)}"')
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, parse_int=parse_int, parse_constant=parse_constant, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{source}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except ValueError as exc:
+        raise _value_error(source, "JSON", exc) from None
+
+
+_KINDS = {bytes: "binary (!!binary)", set: "set (!!set)", tuple: "key-value pairs (!!omap, !!pairs)"}
+
+
+def check_structure(obj: Any, source: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES,
+                    max_int: int = MAX_INT) -> None:
+    """Refuse what no settings file holds: deep nesting, many values (alias bombs), huge integers, non-plain types."""
+    count = 0
+
+    def where(path: tuple[Any, ...]) -> str:
+        out = ""
+        for part in path:
+            out += f"[{part}]" if isinstance(part, int) else f".{_clip(str(part), 24)}" if out else _clip(str(part), 24)
+        return _clip(out, 60) or "top level"
+
+    def walk(value: Any, path: tuple[Any, ...]) -> None:
+        nonlocal count
+        count += 1
+        if count > max_nodes:  # counted per visit, so YAML aliases count every time they are expanded
+            raise UserError(f"{source}: more than {max_nodes:,} values (YAML aliases expanding to too much data?)")
+        if value is None or isinstance(value, (bool, str)):
+            return
+        if isinstance(value, int):
+            if abs(value) > max_int:
+                digits = int(value.bit_length() * math.log10(2)) + 1
+                shown = str(value) if digits <= 30 else f"with about {digits} digits"
+                raise UserError(f"{source}: {where(path)}: integer {shown} is too large (at most {max_int})")
+            return
+        if isinstance(value, float):
+            return
+        if isinstance(value, (dict, list)):
+            if len(path) >= max_depth:
+                raise UserError(f"{source}: nested more than {max_depth} levels deep (at {where(path)})")
+            if isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, (*path, i))
+                return
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise UserError(f"{source}: {where(path)}: key {_clip(repr(key))} is not a string (quote it)")
+                walk(item, (*path, key))
+            return
+        kind = next((k for t, k in _KINDS.items() if isinstance(value, t)), None)
+        if kind is None:
+            import datetime
+
+            kind = "date/time" if isinstance(value, (datetime.date, datetime.time)) else type(value).__name__
+        raise UserError(f"{source}: {where(path)}: {kind} values are not supported "
+                        "(only strings, numbers, booleans, lists and tables)")
+
+    walk(obj, ())
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
