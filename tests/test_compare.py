@@ -119,3 +119,11 @@ def test_seeds_that_all_tie_compare_and_report_without_a_warning(studies, tmp_pa
     assert rows["wide"]["p_value"] == pytest.approx(2 * stats.t.sf(5, 1))
     small = next(m for m in report["models"] if m["name"] == "small")
     assert small["test_accuracy"]["std"] == 0.0 and small["test_accuracy"]["ci95"] == [0.9, 0.9]
+
+
+def test_markdown_of_a_study_shows_its_html_description_as_text(studies, capsys):
+    """B's description is "<b>v2</b>": report.md, `report --format markdown` and compare keep it literal."""
+    assert main(["report", str(studies["b"]), "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "<b>" not in md and "&lt;b&gt;v2&lt;/b&gt;" in md
+    assert (studies["b"] / "report.md").read_text() == md

@@ -183,3 +183,64 @@ def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_
         assert cell in md
     assert "★" in md
 
+
+# ---------------------------------------------------------------- Markdown: user text cannot inject markup
+
+HOSTILE = "x\n# Owned\n<script>alert(1)</script> | [link](http://evil) ![img](x) *b* `c` ~~s~~ $m$ &lt;i&gt;"
+
+
+def _md_html(md: str) -> str:
+    """The Markdown as a GitHub-like renderer (CommonMark + tables + strikethrough) turns it into HTML."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(md)
+
+
+def _hostile_report() -> dict:
+    def model(name, acc):
+        return {"name": name, "kernel": "3x3", "description": "a | b\n## c", "params": 10, "mflops": 0.5,
+                "test_accuracy": describe(acc), "test_loss": describe([0.1]), "seconds_per_epoch": 1.0,
+                "states": {"complete": 1, "failed|x": 1}, "same_as_best": False}
+    return {"study": {"name": "s|<b>t</b>", "description": HOSTILE, "dataset": "d*a*ta|x", "epochs": 1,
+                      "batch_size": 32, "validation": "holdout", "trials": 2, "validation_note": None},
+            "models": [model("m|1", [0.9, 0.91]), model("[m2](http://evil)", [0.5])]}
+
+
+def test_markdown_report_escapes_user_text():
+    from convstudy.report.tables import render_markdown
+
+    md = render_markdown(_hostile_report())
+    html = _md_html(md)
+    assert html.count("<h1>") == 1 and "<h2>" not in html  # only the report's own heading
+    for tag in ("<script", "<b>", "<a ", "<code>", "<s>", "<del>", "&lt;i&gt;"):
+        assert tag not in html, tag
+    assert html.count("<em>") == 1 and html.count("<strong>") == 1  # the report's own footnote and dataset
+    assert "<strong>d*a*ta|x</strong>" in html
+    assert html.count("<img") == 2  # just the two plots
+    assert "# Owned &lt;script&gt;alert(1)&lt;/script&gt; | [link](http://evil) ![img](x) *b*" in html
+    assert "x # Owned" in md.replace("\\", "")  # newlines collapsed, text otherwise kept
+    table = html.split("<table>")[1].split("</table>")[0]
+    rows = table.split("<tr>")[1:]
+    assert len(rows) == 3 and all(r.count("<td") + r.count("<th") == 10 for r in rows)
+    assert "m|1" in table and "[m2](http://evil)" in table and "a | b ## c" in table
+    assert "](plots/m%7C1.png)" in md  # the plot path of a strange name stays one URL
+
+
+def test_compare_markdown_escapes_user_text():
+    from convstudy.report.compare import render_compare_markdown
+
+    acc = describe([0.9, 0.91])
+    side = {"path": "/tmp/a|b/[x](http://evil)", "name": "a|<i>n</i>", "dataset": "d", "epochs": 1, "seeds": [0],
+            "trials": 1, "device": "cpu\n# dev", "git_commit": None}
+    row = {"name": "m|1", "test_accuracy_a": acc, "test_accuracy_b": acc, "difference": 0.0, "p_value": 1.0,
+           "test": "welch", "significant": False, "seconds_per_epoch_a": 1.0, "seconds_per_epoch_b": 1.0,
+           "speedup": 1.0}
+    cmp = {"a": side, "b": dict(side, name="*b*"), "same_spec": True, "same_test_set": True, "alpha": 0.05,
+           "models": [row], "only_a": ["[o](http://evil)"], "only_b": []}
+    html = _md_html(render_compare_markdown(cmp))
+    assert html.count("<h1>") == 1 and "<h2>" not in html
+    for tag in ("<i>", "<a ", "<em>", "<img"):
+        assert tag not in html, tag
+    rows = html.split("<table>")[1].split("</table>")[0].split("<tr>")[1:]
+    assert len(rows) == 2 and all(r.count("<td") + r.count("<th") == 10 for r in rows)
+    assert "cpu # dev" in html and "/tmp/a|b/[x](http://evil)" in html

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from convstudy.report.collect import collect
 from convstudy.report.stats import ALPHA, mcnemar_p, welch_p
-from convstudy.report.tables import acc_cell
+from convstudy.report.tables import acc_cell, md_text
 from convstudy.store import StudyStore
 
 
@@ -154,16 +154,12 @@ def render_compare_terminal(cmp: dict[str, Any], console: Console) -> None:
 def render_compare_markdown(cmp: dict[str, Any]) -> str:
     """A Markdown table (for a README or a pull request) with the notes as a list."""
     cols = _columns(cmp)
-    out = [f"# {_md(cmp['a']['name'])} vs {_md(cmp['b']['name'])}", "",
-           "| " + " | ".join(_md(c) for c in cols) + " |",
+    out = [f"# {md_text(cmp['a']['name'])} vs {md_text(cmp['b']['name'])}", "",
+           "| " + " | ".join(md_text(c) for c in cols) + " |",
            "|" + "|".join("---" if c in ("model", "test") else "---:" for c in cols) + "|"]
-    out += ["| " + " | ".join(_md(c) for c in _cells(row)) + " |" for row in cmp["models"]]
-    out += [""] + [f"- {_md(n)}" for n in notes(cmp)]
+    out += ["| " + " | ".join(md_text(c) for c in _cells(row)) + " |" for row in cmp["models"]]
+    out += [""] + [f"- {md_text(n)}" for n in notes(cmp)]
     return "\n".join(out) + "\n"
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_compare_html(cmp: dict[str, Any]) -> str:

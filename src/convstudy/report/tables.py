@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any
+from urllib.parse import quote
 
 from rich.console import Console
 from rich.table import Table
@@ -68,18 +70,19 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     """A Markdown table (pasteable into a README or a pull request) with the loss plots below it."""
     s = report["study"]
     rows = _rows(report)
-    out = [f"# {s['name']}", "", s["description"] or "", "",
-           f"Dataset **{s['dataset']}**, {s['epochs']} epochs, batch {s['batch_size']}, validation: "
+    out = [f"# {md_text(s['name'])}", "", md_text(s["description"] or ""), "",
+           f"Dataset **{md_text(s['dataset'])}**, {s['epochs']} epochs, batch {s['batch_size']}, validation: "
            f"{s['validation']}, {s['trials']} trials.", ""]
     if rows:
         cols = list(rows[0])
         out.append("| " + " | ".join(cols) + " |")
         out.append("|" + "|".join("---:" if c in ("params", "MFLOPs", "n", "s/epoch") else "---" for c in cols) + "|")
         for r in rows:
-            out.append("| " + " | ".join(_md(v) for v in r.values()) + " |")
+            out.append("| " + " | ".join(md_text(v) for v in r.values()) + " |")
     out += [""] + [f"_{n}_" for n in _footnotes(report)]
     if plots_dir:
-        out += [""] + [f"![{m['name']} loss]({plots_dir}/{m['name']}.png)" for m in report["models"]]
+        out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
+                       for m in report["models"]]
     return "\n".join(out) + "\n"
 
 
@@ -97,5 +100,21 @@ def render_csv(report: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+# Backslash-escaped wherever they appear: each can open inline markup (emphasis, code, links, strikethrough,
+# GitHub math), end a table cell (|) or close a heading (#); ( ) and ! mean nothing once [ ] are escaped.
+_MD_INLINE = re.compile(r"([\\`*_\[\]#|~$])")
+# At the start of a line they would open a list, a setext underline or a thematic break.
+_MD_LINE_START = re.compile(r"^([-+=])|^(\d{1,9})([.)])(?=\s|$)")
+
+
+def md_text(text: Any) -> str:
+    """User text as literal Markdown on one line: metacharacters backslash-escaped, & < > as entities.
+
+    Whitespace runs (newlines included) become one space, so the text can neither start a block (heading,
+    list, quote, fence) nor leave a table row. Bare URLs stay text that GitHub-like renderers may still
+    autolink, but they show their real target: no link text or image can be made from user text.
+    """
+    one_line = " ".join(str(text).split())
+    escaped = one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = _MD_INLINE.sub(r"\\\1", escaped)
+    return _MD_LINE_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", escaped)
