@@ -5,6 +5,7 @@ from convstudy.spec.files import load_study_file, resolve_study
 from convstudy.spec.layers import (
     LAYERS, Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, Pool, fmt_shape, parse_layer,
 )
+from convstudy.spec.memory import check_memory, machine_memory, training_bytes
 from convstudy.spec.study import (
     OPTIMIZERS, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study, summarize,
     with_overrides,
@@ -14,5 +15,5 @@ __all__ = [
     "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
     "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
-    "summarize", "with_overrides",
+    "summarize", "with_overrides", "check_memory", "machine_memory", "training_bytes",
 ]

@@ -2,52 +2,30 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
-import yaml
-
 from convstudy.errors import UserError
+from convstudy.spec.memory import check_memory
 from convstudy.spec.study import Study, build_study
+from convstudy.untrusted import load_untrusted
+
+_FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml"}
+MAX_STUDY_BYTES = 4 << 20  # the seed study is 2 KB; a study file a thousand times that is no study file
 
 
 def load_study_file(path: str | Path) -> Study:
-    """Parse and validate a `.toml`, `.yaml` or `.yml` study file."""
+    """Parse and validate a `.toml`, `.yaml` or `.yml` study file, refusing models this machine cannot train."""
     path = Path(path)
-    name = path.name
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such study file (built-in studies: {', '.join(builtin_names())})") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a study file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{name}: not a text file (invalid UTF-8 at byte {exc.start})") from None
-    if "\x00" in text:
-        raise UserError(f"{name}: not a text file (contains NUL bytes)")
+    hint = f" (built-in studies: {', '.join(builtin_names())})"
     suffix = path.suffix.lower()
-    if suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"{name}: TOML syntax error: {' '.join(str(exc).split())}") from None
-    elif suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise UserError(f"{name}: YAML syntax error{where}: {problem}") from None
-        except (ValueError, OverflowError, RecursionError) as exc:  # e.g. out-of-range timestamps
-            raise UserError(f"{name}: YAML value error: {' '.join(str(exc).split())[:200]}") from None
-    else:
-        raise UserError(f"{name}: unknown study file type {suffix or '(none)'}; use .toml, .yaml or .yml")
-    return build_study(data, source=name)
+    if suffix not in _FORMATS:
+        if not path.exists():
+            raise UserError(f"{path}: no such study file{hint}")
+        raise UserError(f"{path.name}: unknown study file type {suffix or '(none)'}; use .toml, .yaml or .yml")
+    data = load_untrusted(path, _FORMATS[suffix], what="study file", max_bytes=MAX_STUDY_BYTES, missing_hint=hint)
+    study = build_study(data, source=path.name)
+    check_memory(study, path.name)
+    return study
 
 
 def builtin_names() -> list[str]:
@@ -61,7 +39,9 @@ def resolve_study(ref: str) -> Study:
     from convstudy.spec.builtin import BUILTIN
 
     if ref in BUILTIN:
-        return BUILTIN[ref]()
+        study = BUILTIN[ref]()
+        check_memory(study, ref)
+        return study
     if not Path(ref).suffix and not Path(ref).exists():
         raise UserError(f'unknown study "{ref}": not a built-in ({", ".join(builtin_names())}) and no such file')
     return load_study_file(ref)
