@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -182,3 +183,165 @@ def test_bad_flag_is_one_line(capsys):
     assert main(["run", "seed", "--epochs", "zero"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--epochs" in err
+
+
+# Issue 14 item 6: a layer string either means one thing or is refused; nothing is overwritten silently.
+@pytest.mark.parametrize("text, reason", [
+    ("conv(filters=16,kernel=5,8)", "positional argument 8 after keyword arguments"),
+    ("conv(8,kernel=5,same)", "positional argument same after keyword arguments"),
+    ("dropout(rate=0.5,0.2)", "positional argument 0.2 after keyword arguments"),
+    ("conv(8,3,same,valid)", 'padding given twice ("same", then "valid")'),
+    ("conv(8,3,same,same)", "padding given twice"),
+    ("dense(10,relu,tanh)", 'activation given twice ("relu", then "tanh")'),
+    ("conv(8,3,relu,activation=tanh)", 'argument "activation" given twice'),
+    ("conv(8,3,filters=4)", 'argument "filters" given twice'),
+    ("conv(8,3,kernel=3)", 'argument "kernel" given twice'),
+    ("conv(8,3,stride=1,stride=2)", 'argument "stride" given twice'),
+    ("conv(type=dense,units=10)", '"type" is not an argument'),
+    ("conv(8,=3)", "argument name missing"),
+    ("conv(" + "9" * 5000 + ",3)", "too many digits"),
+    ("conv(true,3)", "filters: Input should be a valid integer"),
+    ("conv(8,3,stride=true)", "stride: Input should be a valid integer"),
+    ("dropout(true)", "rate: Input should be a valid number"),
+    ("conv(8.0,3)", "filters: Input should be a valid integer"),
+])
+def test_ambiguous_or_repeated_layer_arguments_are_refused(text, reason):
+    with pytest.raises(LayerError) as exc:
+        parse_layer(text)
+    assert reason in str(exc.value), str(exc.value)
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 300
+
+
+@pytest.mark.parametrize("text", ["conv(8,same,3)", "conv(8,3,same,stride=2)", "dense(10,activation=tanh)",
+                                  "pool(size=3,stride=2)", "conv(filters=8,kernel=3)"])
+def test_unambiguous_layer_arguments_still_parse(text):
+    parse_layer(text)
+
+
+def test_strict_layer_error_names_file_model_and_layer(tmp_path, capsys):
+    path = _write(tmp_path, "s.toml", GOOD.replace("conv(8,3)", "conv(filters=16,kernel=5,8)"))
+    assert main(["models", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert 's.toml: model "m", layer 1 conv(filters=16,kernel=5,8): positional argument 8 after keyword' in err
+
+
+# Issue 14 item 7: hostile study files are one line and exit 2, never a traceback or a hang.
+def _with(line: str, table: str = "") -> str:
+    return f'name = "s"\n{line}\n{table}' + GOOD.replace('name = "s"\n', "")
+
+
+HOSTILE_STUDIES = {
+    "deep_arrays": ("s.toml", "x = " + "[" * 5000 + "]" * 5000 + "\n" + GOOD, "s.toml: nested"),
+    "deep_inline_tables": ("s.toml", "x = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n" + GOOD, "s.toml: nested"),
+    "deep_arrays_below_recursion_limit": ("s.toml", "x = " + "[" * 200 + "]" * 200 + "\n" + GOOD, "s.toml: nested"),
+    "huge_int": ("s.toml", _with("seeds = " + "9" * 5000), "s.toml: "),
+    "long_int": ("s.toml", _with("seeds = " + "9" * 4000), "s.toml: seeds: integer"),
+    "yaml_deep": ("s.yaml", "x: " + "[" * 5000 + "]" * 5000, "s.yaml: nested"),
+    "yaml_huge_int": ("s.yaml", "name: s\nseeds: " + "9" * 5000, "s.yaml: "),
+    "yaml_binary": ("s.yaml", "name: !!binary aGVsbG8=\nmodels: [{name: m, layers: [flatten, dense(10)]}]",
+                    "s.yaml: name: binary"),
+    "yaml_set": ("s.yaml", "name: s\nseeds: !!set {1, 2}\nmodels: [{name: m, layers: [flatten, dense(10)]}]",
+                 "s.yaml: seeds: set"),
+    "yaml_timestamp": ("s.yaml", "name: 2001-12-14\nmodels: [{name: m, layers: [flatten, dense(10)]}]",
+                       "s.yaml: name: date"),
+    "yaml_python_tag": ("s.yaml", "name: !!python/object/apply:os.system [echo hi]", "s.yaml: YAML error"),
+    "yaml_duplicate_key": ("s.yaml", "name: a\nname: b\nmodels: [{name: m, layers: [flatten, dense(10)]}]",
+                           'duplicate key "name"'),
+    "yaml_laughs": ("s.yaml", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "\n".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 10) + "]" for i in range(8)),
+        "s.yaml: more than"),
+    "bool_filters": ("s.toml", GOOD.replace('"conv(8,3)"', '{type = "conv", filters = true, kernel = 3}'),
+                     "filters: Input should be a valid integer"),
+    "bool_epochs": ("s.toml", _with("", "[train]\nepochs = true\n"), "train.epochs: Input should be a valid integer"),
+    "bool_seeds": ("s.toml", _with("seeds = [true]"), "seeds.0: Input should be a valid integer"),
+    "bool_lr": ("s.toml", _with("", '[train]\noptimizer = {name = "sgd", lr = true}\n'), "Input should be a valid number"),
+    "float_batch": ("s.toml", _with("", "[train]\nbatch_size = 32.0\n"), "train.batch_size: Input should be a valid integer"),
+    "string_epochs": ("s.toml", _with("", '[train]\nepochs = "3"\n'), "train.epochs: Input should be a valid integer"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_STUDIES))
+def test_hostile_study_files_exit_2_with_one_line(case, tmp_path, capsys):
+    name, content, expected = HOSTILE_STUDIES[case]
+    path = _write(tmp_path, name, content)
+    code = main(["models", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err[-500:]
+    assert err.count("\n") == 1 and "Traceback" not in err and len(err) < 400, err[-500:]
+    assert expected in err, err
+
+
+def test_fifo_study_file_is_refused_fast(tmp_path):
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "study.toml"
+    os.mkfifo(fifo)
+    try:
+        done = subprocess.run([sys.executable, "-m", "convstudy", "models", str(fifo)], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("convstudy models blocked on a FIFO")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a regular file" in done.stderr
+
+
+# Issue 14 item 8: what training would refuse (or die of) is refused when the file is read.
+@pytest.mark.parametrize("optimizer, reason", [
+    ('{name = "sgd", weight_decay = -5}', "sgd weight_decay must be"),
+    ('{name = "sgd", momentum = 999999}', "sgd momentum must be in [0, 1)"),
+    ('{name = "sgd", momentum = -0.1}', "sgd momentum must be in [0, 1)"),
+    ('{name = "sgd", momentum = 1.0}', "sgd momentum must be in [0, 1)"),
+    ('{name = "sgd", lr = 0}', "sgd lr must be"),
+    ('{name = "sgd", lr = -1}', "sgd lr must be"),
+    ('{name = "sgd", lr = nan}', "sgd lr must be"),
+    ('{name = "sgd", lr = inf}', "sgd lr must be"),
+    ('{name = "adam", beta1 = 1.0}', "adam beta1 must be in [0, 1)"),
+    ('{name = "adam", beta2 = 1.5}', "adam beta2 must be in [0, 1)"),
+    ('{name = "adam", eps = 0}', "adam eps must be"),
+    ('{name = "adamw", weight_decay = inf}', "adamw weight_decay must be"),
+    ('{name = "adadelta", rho = 1}', "adadelta rho must be in [0, 1)"),
+    ('{name = "rmsprop", rho = -0.5}', "rmsprop rho must be in [0, 1)"),
+    ('{name = "rmsprop", momentum = 2}', "rmsprop momentum must be in [0, 1)"),
+])
+def test_optimizer_settings_out_of_range_exit_2(optimizer, reason, tmp_path, capsys):
+    path = _write(tmp_path, "s.toml", _with("", f"[train]\noptimizer = {optimizer}\n"))
+    assert main(["models", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and reason in err, err
+
+
+def test_optimizer_settings_in_range_are_accepted():
+    for args in ({"momentum": 0.0, "weight_decay": 0.0}, {"momentum": 0.99, "weight_decay": 5e-4, "lr": 0.5}):
+        build_study({"name": "s", "train": {"optimizer": {"name": "sgd", **args}},
+                     "models": [{"name": "m", "layers": ["flatten", "dense(10)"]}]})
+    build_study({"name": "s", "train": {"optimizer": {"name": "adam", "beta1": 0.0, "beta2": 0.0, "eps": 1e-12}},
+                 "models": [{"name": "m", "layers": ["flatten", "dense(10)"]}]})
+
+
+BIG = GOOD.replace('"conv(8,3)", "flatten"', '"conv(65536,1,same)", "flatten", "dense(1048576)"')
+
+
+def test_a_model_beyond_the_machines_memory_is_refused_when_read(tmp_path, capsys):
+    path = _write(tmp_path, "big.toml", BIG)
+    assert main(["models", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert 'big.toml: model "m" needs about 784 TiB to train (parameters, gradients, optimiser state' in err, err
+    assert "this machine has" in err
+
+
+def test_memory_estimate_counts_parameters_gradients_state_and_activations():
+    from convstudy.spec import check_memory, training_bytes
+
+    study = build_study({"name": "s", "train": {"batch_size": 10, "optimizer": "sgd"},
+                         "models": [{"name": "m", "layers": ["flatten", "dense(10)"]},
+                                    {"name": "a", "layers": ["flatten", "dense(10)"], "train": {"optimizer": "adam"}}]})
+    sgd, adam = study.models
+    params, acts = 784 * 10 + 10, 10 * (784 + 10)
+    assert training_bytes(sgd, sgd.settings(study.train), (28, 28, 1)) == 4 * (2 * params + acts)
+    assert training_bytes(adam, adam.settings(study.train), (28, 28, 1)) == 4 * (4 * params + acts)
+    check_memory(study, "s", available=4 * (4 * params + acts))
+    with pytest.raises(UserError, match=r'^s: model "a" needs about 154 KiB to train .*; this machine has 154 KiB$'):
+        check_memory(study, "s", available=4 * (4 * params + acts) - 1)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "softmax", "linear")
 Act = Literal["relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "softmax", "linear"]
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (units,) once flat
+# Strict: `true` is not the integer 1 nor "8" the integer 8; a float field takes ints but not bools or strings.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+_MAX_DIGITS = 18  # longer integer literals are out of every field's range; int() of 4,300+ digits raises
 
 
 class LayerError(ValueError):
@@ -57,10 +61,10 @@ class Conv(_Layer):
     """Keras Conv2D: square kernel, 'valid' or 'same' padding, ReLU unless told otherwise."""
 
     type: Literal["conv"] = "conv"
-    filters: int = Field(ge=1, le=65536)
-    kernel: int = Field(ge=1, le=1024)
+    filters: Int = Field(ge=1, le=65536)
+    kernel: Int = Field(ge=1, le=1024)
     padding: Literal["valid", "same"] = "valid"
-    stride: int = Field(default=1, ge=1, le=1024)
+    stride: Int = Field(default=1, ge=1, le=1024)
     activation: Act = "relu"
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel", "padding")
 
@@ -85,8 +89,8 @@ class Pool(_Layer):
     """Keras MaxPooling2D (or average pooling with mode=avg), 'valid' padding, stride defaults to size."""
 
     type: Literal["pool"] = "pool"
-    size: int = Field(default=2, ge=1, le=1024)
-    stride: int | None = Field(default=None, ge=1, le=1024)
+    size: Int = Field(default=2, ge=1, le=1024)
+    stride: Int | None = Field(default=None, ge=1, le=1024)
     mode: Literal["max", "avg"] = "max"
     positional: ClassVar[tuple[str, ...]] = ("size", "stride")
 
@@ -100,7 +104,7 @@ class Pool(_Layer):
 
 class Dropout(_Layer):
     type: Literal["dropout"] = "dropout"
-    rate: float = Field(ge=0.0, lt=1.0)
+    rate: Float = Field(ge=0.0, lt=1.0)
     positional: ClassVar[tuple[str, ...]] = ("rate",)
 
 
@@ -118,7 +122,7 @@ class Dense(_Layer):
     """Keras Dense on a flat input; the model's last dense layer is the softmax classifier."""
 
     type: Literal["dense"] = "dense"
-    units: int = Field(ge=1, le=1 << 20)
+    units: Int = Field(ge=1, le=1 << 20)
     activation: Act = "relu"
     positional: ClassVar[tuple[str, ...]] = ("units", "activation")
 
@@ -139,8 +143,8 @@ class BatchNorm(_Layer):
     """Keras BatchNormalization: momentum 0.99 and epsilon 1e-3 (PyTorch's own defaults differ)."""
 
     type: Literal["bn"] = "bn"
-    momentum: float = Field(default=0.99, gt=0.0, lt=1.0)
-    epsilon: float = Field(default=1e-3, gt=0.0, lt=1.0)
+    momentum: Float = Field(default=0.99, gt=0.0, lt=1.0)
+    epsilon: Float = Field(default=1e-3, gt=0.0, lt=1.0)
 
     def params(self, shape: Shape) -> tuple[int, int]:
         # Keras counts moving mean/variance in Total but not in Trainable.
@@ -182,7 +186,7 @@ def parse_layer(value: Any) -> _Layer:
     if kind in ACTIVATIONS and not fields:
         kind, fields = "activation", {"fn": kind}
     if kind not in LAYERS:
-        raise LayerError(f'unknown layer "{kind}"; valid: {", ".join(sorted(LAYERS))} or an activation')
+        raise LayerError(f'unknown layer "{_clip(kind)}"; valid: {", ".join(sorted(LAYERS))} or an activation')
     try:
         return _LAYER_ADAPTER.validate_python({"type": kind, **fields})
     except ValidationError as exc:
@@ -192,36 +196,48 @@ def parse_layer(value: Any) -> _Layer:
 def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
     match = _CALL.match(text)
     if not match:
-        raise LayerError(f"cannot parse layer {text!r}; write it like conv(32,3) or dropout(0.25)")
+        raise LayerError(f"cannot parse layer {_clip(text)!r}; write it like conv(32,3) or dropout(0.25)")
     kind, argtext = match.group(1).lower(), match.group(2)
     kind = ALIASES.get(kind, kind)
     if kind in ACTIVATIONS and not argtext:
         return kind, {}
     cls = LAYERS.get(kind)
     if cls is None:
-        raise LayerError(f'unknown layer "{kind}"; valid: {", ".join(sorted(LAYERS))} or an activation')
+        raise LayerError(f'unknown layer "{_clip(kind)}"; valid: {", ".join(sorted(LAYERS))} or an activation')
     fields: dict[str, Any] = {}
     if argtext is None or not argtext.strip():
         return kind, fields
+    shown = _clip(text.strip())
     positional = list(cls.positional)
+    keywords = False
     for raw in argtext.split(","):
         raw = raw.strip()
         if not raw:
-            raise LayerError(f"empty argument in {text.strip()!r}")
+            raise LayerError(f"empty argument in {shown!r}")
         if "=" in raw:
             key, _, val = raw.partition("=")
             key = key.strip()
+            if not key:
+                raise LayerError(f"argument name missing before '=' in {shown!r}")
+            if key == "type":
+                raise LayerError('"type" is not an argument; the layer kind is the name before the parentheses')
             if key in fields:
-                raise LayerError(f'argument "{key}" given twice in {text.strip()!r}')
+                raise LayerError(f'argument "{key}" given twice in {shown!r}')
             fields[key] = _literal(val.strip())
+            keywords = True
             continue
+        # As in Python: once a keyword is given, a positional value could only be guessed at.
+        if keywords:
+            raise LayerError(f"positional argument {_clip(raw, 20)} after keyword arguments in {shown!r}")
         val = _literal(raw)
-        if cls is Conv and val in ("same", "valid"):
-            fields["padding"] = val
-        elif cls in (Conv, Dense) and val in ACTIVATIONS:
-            fields["activation"] = val
+        option = ("padding" if cls is Conv and val in ("same", "valid")
+                  else "activation" if cls in (Conv, Dense) and val in ACTIVATIONS else None)
+        if option is not None:
+            if option in fields:
+                raise LayerError(f'{option} given twice ("{fields[option]}", then "{val}") in {shown!r}')
+            fields[option] = val
         elif not positional:
-            raise LayerError(f"too many arguments in {text.strip()!r}")
+            raise LayerError(f"too many arguments in {shown!r}")
         else:
             fields[positional.pop(0)] = val
         positional = [p for p in positional if p not in fields]
@@ -230,6 +246,8 @@ def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
 
 def _literal(text: str) -> Any:
     if re.fullmatch(r"[+-]?\d+", text):
+        if len(text.lstrip("+-")) > _MAX_DIGITS:
+            raise LayerError(f"integer {_clip(text, 20)} has too many digits")
         return int(text)
     try:
         return float(text)
@@ -240,6 +258,11 @@ def _literal(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text.strip("'\"")
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """A user's text shortened for an error message, so a hostile megabyte stays one short line."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fmt(value: Any) -> str:
@@ -265,7 +288,8 @@ def pydantic_reason(exc: ValidationError) -> str:
         msg = "unknown argument"
     elif err["type"] == "missing":
         msg = "missing"
-    got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(err["input"], dict) else ""
+    shown = err["input"] if isinstance(err["input"], (str, int, float, bool, type(None))) else type(err["input"]).__name__
+    got = f" (got {_clip(repr(shown))})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
     return f"{loc}: {msg}{got}" if loc else f"{msg}{got}"
 
 

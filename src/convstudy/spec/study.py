@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from convstudy.errors import UserError
-from convstudy.spec.layers import Activation, Dense, Dropout, LayerError, Shape, _Layer, parse_layer, pydantic_reason
+from convstudy.spec.layers import (
+    Activation, Dense, Dropout, Float, Int, LayerError, Shape, _clip, _Layer, parse_layer, pydantic_reason,
+)
 
 # Keras 2's defaults, which the seed notebook ran with (tf.keras later changed Adadelta's lr to 0.001,
 # which would silently ruin the Adadelta model). Keys are the argument names a study file may set.
@@ -23,6 +26,17 @@ OPTIMIZERS: dict[str, dict[str, float]] = {
     "adamw": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-7, "weight_decay": 0.01},
     "sgd": {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0},
     "rmsprop": {"lr": 1e-3, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "weight_decay": 0.0},
+}
+# Where each optimiser argument makes sense (low, high, low included, high included); PyTorch would accept
+# some values outside (a negative weight decay, momentum 5) and train a diverging or meaningless model.
+ARG_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "lr": (0.0, 1e6, False, False),
+    "rho": (0.0, 1.0, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "momentum": (0.0, 1.0, True, False),
+    "eps": (0.0, 1.0, False, False),
+    "weight_decay": (0.0, 1e6, True, False),
 }
 OPTIMIZER_NAMES = {"adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
 
@@ -35,14 +49,14 @@ class OptimizerSpec(_Frozen):
     """An optimiser by registry name with its arguments; missing arguments take Keras 2's defaults."""
 
     name: str
-    args: dict[str, float] = Field(default_factory=dict)
+    args: dict[str, Float] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
         v = v.lower()
         if v not in OPTIMIZERS:
-            raise ValueError(f'unknown optimizer "{v}"; valid: {", ".join(sorted(OPTIMIZERS))}')
+            raise ValueError(f'unknown optimizer "{_clip(v)}"; valid: {", ".join(sorted(OPTIMIZERS))}')
         return v
 
     def resolved(self) -> dict[str, float]:
@@ -50,10 +64,14 @@ class OptimizerSpec(_Frozen):
         defaults = OPTIMIZERS[self.name]
         unknown = sorted(set(self.args) - set(defaults))
         if unknown:
-            raise ValueError(f'{self.name} has no argument "{unknown[0]}"; valid: {", ".join(defaults)}')
+            raise ValueError(f'{self.name} has no argument "{_clip(unknown[0])}"; valid: {", ".join(defaults)}')
         for key, val in self.args.items():
-            if not (val == val and abs(val) < 1e6) or (key != "weight_decay" and key != "momentum" and val <= 0):
-                raise ValueError(f"{self.name} {key} must be a positive finite number (got {val})")
+            low, high, low_in, high_in = ARG_RANGES[key]
+            above = low <= val if low_in else low < val
+            below = val <= high if high_in else val < high
+            if not (math.isfinite(val) and above and below):
+                interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+                raise ValueError(f"{self.name} {key} must be in {interval} (got {val})")
         return {**defaults, **self.args}
 
     @classmethod
@@ -70,14 +88,14 @@ class OptimizerSpec(_Frozen):
 class TrainSettings(_Frozen):
     """How a model is trained; Keras fit() semantics (see docs/semantics.md)."""
 
-    epochs: int = Field(default=12, ge=1, le=100_000)
-    batch_size: int = Field(default=128, ge=1, le=1 << 20)
+    epochs: Int = Field(default=12, ge=1, le=100_000)
+    batch_size: Int = Field(default=128, ge=1, le=1 << 20)
     optimizer: OptimizerSpec = OptimizerSpec(name="adam")
     loss: Literal["categorical_crossentropy"] = "categorical_crossentropy"
     validation: Literal["holdout", "test"] = "holdout"
-    holdout_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
-    split_seed: int = Field(default=0, ge=0)
-    train_limit: int | None = Field(default=None, ge=10)
+    holdout_fraction: Float = Field(default=0.1, gt=0.0, lt=1.0)
+    split_seed: Int = Field(default=0, ge=0, le=2**63 - 1)  # torch.Generator.manual_seed's range
+    train_limit: Int | None = Field(default=None, ge=10)
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -94,8 +112,8 @@ class TrainSettings(_Frozen):
 class TrainOverrides(_Frozen):
     """Per-model overrides of the study's training settings; unset fields inherit."""
 
-    epochs: int | None = Field(default=None, ge=1, le=100_000)
-    batch_size: int | None = Field(default=None, ge=1, le=1 << 20)
+    epochs: Int | None = Field(default=None, ge=1, le=100_000)
+    batch_size: Int | None = Field(default=None, ge=1, le=1 << 20)
     optimizer: OptimizerSpec | None = None
 
     @field_validator("optimizer", mode="before")
@@ -173,7 +191,7 @@ class Study(_Frozen):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
     description: str = ""
     dataset: str = "mnist"
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[Int, ...] = (0,)
     train: TrainSettings = TrainSettings()
     models: tuple[ModelSpec, ...]
 
@@ -237,13 +255,13 @@ def build_study(data: Any, source: str = "<study>") -> Study:
     known = set(Study.model_fields)
     for key in data:
         if key not in known:
-            raise UserError(f'{source}: unknown key "{key}"; valid: {", ".join(sorted(known))}')
+            raise UserError(f'{source}: unknown key "{_clip(str(key))}"; valid: {", ".join(sorted(known))}')
     raw_models = data.get("models")
     if not isinstance(raw_models, list) or not raw_models:
         raise UserError(f"{source}: a study needs at least one model under [[models]]")
     models, seen = [], set()
     for i, raw in enumerate(raw_models, 1):
-        label = f'model "{raw.get("name")}"' if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"model {i}"
+        label = f'model "{_clip(raw["name"])}"' if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"model {i}"
         if not isinstance(raw, dict):
             raise UserError(f"{source}: {label}: a model is a table with name and layers")
         models.append(_build_model(raw, source, label))
@@ -275,7 +293,7 @@ def _build_model(raw: dict[str, Any], source: str, label: str) -> ModelSpec:
                 parsed.append(parse_layer(item))
             except LayerError as exc:
                 text = item if isinstance(item, str) else item.get("type", "?") if isinstance(item, dict) else "?"
-                raise UserError(f"{source}: {label}, layer {j} {str(text).strip()}: {exc}") from None
+                raise UserError(f"{source}: {label}, layer {j} {_clip(str(text).strip())}: {exc}") from None
         raw = {**raw, "layers": parsed}
     try:
         return ModelSpec.model_validate(raw)
@@ -312,7 +330,7 @@ def summarize(model: ModelSpec, settings: TrainSettings) -> str:
 
 def with_overrides(study: Study, *, epochs: int | None = None, seeds: int | list[int] | None = None,
                    dataset: str | None = None, train_limit: int | None = None, source: str = "flags") -> Study:
-    """The study with command-line overrides applied and re-validated (a new dataset re-checks shapes)."""
+    """The study with command-line overrides applied and re-validated (a new dataset re-checks shapes and memory)."""
     data = study.to_dict()
     if epochs is not None:
         data["train"]["epochs"] = epochs
@@ -324,4 +342,8 @@ def with_overrides(study: Study, *, epochs: int | None = None, seeds: int | list
         data["dataset"] = dataset
     if train_limit is not None:
         data["train"]["train_limit"] = train_limit
-    return build_study(data, source=source)
+    from convstudy.spec.memory import check_memory  # memory builds on this module
+
+    new = build_study(data, source=source)
+    check_memory(new, source)
+    return new
