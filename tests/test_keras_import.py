@@ -154,3 +154,114 @@ def test_keras3_input_layer_shape_is_checked(tmp_path, capsys):
     assert main(["import-keras", str(path)]) == 2
     err = capsys.readouterr().err
     assert "input_layer" in err and "28x28x3" in err
+
+
+def _deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+def _opt(class_name, **config):
+    def mutate(doc: dict) -> None:
+        doc["compile_config"] = {"optimizer": {"class_name": class_name, "config": config}}
+    return mutate
+
+
+
+
+# Issue 14 item 7: hostile model JSON files (text, words the one error line must contain).
+HOSTILE_TEXT = {
+    "deep arrays": ('{"class_name": "Sequential", "config": {"layers": ' + _deep(5000) + "}}", ["nested"]),
+    "deep objects": ('{"class_name": "Sequential", "config": ' + '{"a": ' * 5000 + "1" + "}" * 5001, ["nested"]),
+    "deep below recursion limit": ('{"class_name": "Sequential", "config": {"layers": ' + _deep(100) + "}}",
+                                   ["nested"]),
+    "huge int": ('{"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {"units": '
+                 + "9" * 5000 + "}}]}}", ["digits"]),
+    "NaN": ('{"class_name": "Sequential", "config": {"layers": [{"class_name": "Dropout", "config": {"rate": NaN}}]}}',
+            ["NaN"]),
+    "duplicate key": ('{"class_name": "Sequential", "class_name": "Functional", "config": {}}', ["duplicate"]),
+}
+# (mutation of keras_k3-1_keras2.json, words the one error line must contain)
+HOSTILE = {
+    "long int": (_set(5, units=10**30), ["integer"]),
+    "class_name list": (_replace(3, {"class_name": ["Dropout"], "config": {"rate": 0.25}}), ["layer 4"]),
+    "config list": (_replace(3, {"class_name": "Dropout", "config": [0.25]}), ["layer 4"]),
+    "initializer list": (_set(0, kernel_initializer=["GlorotUniform"]), ["kernel_initializer"]),
+    "initializer config list": (_set(0, kernel_initializer={"class_name": "GlorotUniform", "config": [1]}),
+                                ["kernel_initializer"]),
+    "optimizer list": (_top(compile_config={"optimizer": ["SGD"]}), ["optimizer"]),
+    "optimizer config list": (_top(compile_config={"optimizer": {"class_name": "SGD", "config": [0.9]}}),
+                              ["optimizer"]),
+    "compile_config list": (_top(compile_config=[1]), ["compile_config"]),
+    "kernel_size bools": (_set(0, kernel_size=[True, True]), ["conv2d_1", "kernel_size"]),
+    "strides bools": (_set(0, strides=[True, True]), ["conv2d_1", "strides"]),
+    "pool_size bool": (_set(2, pool_size=True), ["max_pooling2d_1", "pool_size"]),
+    "filters bool": (_set(0, filters=True), ["conv2d_1", "filters"]),
+    "units bool": (_set(5, units=True), ["dense_1", "units"]),
+    "rate bool": (_set(3, rate=False), ["dropout_1", "rate"]),
+    "use_bias 1": (_set(5, use_bias=1), ["dense_1", "use_bias"]),
+    "sgd momentum -5": (_opt("SGD", learning_rate=0.01, momentum=-5), ["momentum", "[0, 1)"]),
+    "sgd momentum 1": (_opt("SGD", learning_rate=0.01, momentum=1.0), ["momentum", "[0, 1)"]),
+    "adam lr 0": (_opt("Adam", learning_rate=0), ["lr"]),
+    "adam beta bool": (_opt("Adam", beta_1=True), ["beta_1"]),
+    "lr schedule": (_opt("SGD", learning_rate={"class_name": "ExponentialDecay", "config": {}}), ["learning_rate"]),
+}
+
+
+def _import_one_line(path, capsys) -> str:
+    assert main(["import-keras", str(path)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err[-600:]
+    assert captured.out == "" and len(lines[0]) < 400
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_TEXT))
+def test_hostile_json_text_is_one_line(case, tmp_path, capsys):
+    text, words = HOSTILE_TEXT[case]
+    path = tmp_path / "model.json"
+    path.write_text(text)
+    line = _import_one_line(path, capsys)
+    assert line.startswith("convstudy: error: model.json")
+    for word in words:
+        assert word in line, line
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_json_values_are_one_line(case, tmp_path, capsys):
+    mutate, words = HOSTILE[case]
+    doc = copy.deepcopy(load("keras_k3-1_keras2.json"))
+    mutate(doc)
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(doc))
+    line = _import_one_line(path, capsys)
+    assert line.startswith("convstudy: error: model.json")
+    for word in words:
+        assert word in line, line
+
+
+def test_a_fifo_is_refused_fast(tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "model.json"
+    os.mkfifo(fifo)
+    assert "not a regular file" in _import_one_line(fifo, capsys)
+
+
+def test_names_that_are_not_strings_do_not_crash(tmp_path, capsys):
+    doc = copy.deepcopy(load("keras_k3-1_keras2.json"))
+    doc["config"]["name"] = ["k3-1"]
+    doc["keras_version"] = {"x": 1}
+    layer_entries(doc)[0]["config"]["name"] = {"a": 1}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    assert main(["import-keras", str(path)]) == 0
+    assert tomllib.loads(capsys.readouterr().out)["models"][0]["name"] == "m"
+
+
+def test_valid_sgd_momentum_is_carried_over(tmp_path):
+    doc = copy.deepcopy(load("keras_k3-1_keras2.json"))
+    _opt("SGD", learning_rate=0.05, momentum=0.9)(doc)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(doc))
+    assert import_keras(path).train.optimizer.resolved() == {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0}

@@ -13,16 +13,32 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from convstudy.data import get_info
 from convstudy.errors import UserError
-from convstudy.spec import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, ModelSpec, Pool, Study
-from convstudy.spec import OPTIMIZERS, build_study, fmt_shape
-from convstudy.spec.layers import ACTIVATIONS, Shape, _Layer
+from convstudy.spec import (
+    Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, ModelSpec, OptimizerSpec, Pool, Study,
+)
+from convstudy.spec import OPTIMIZERS, build_study, check_memory, fmt_shape
+from convstudy.spec.layers import ACTIVATIONS, Shape, _Layer, pydantic_reason
+from convstudy.untrusted import load_untrusted
 
 # Keys that never change what the network computes (names, dtype policies, RNG seeds, input hints).
 _IGNORED = {"name", "dtype", "seed", "batch_input_shape", "batch_shape", "input_shape", "batch_size", "input_dim",
             "autocast", "renorm_momentum", "fused"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+MAX_JSON_BYTES = 16 << 20  # a Sequential model.to_json() is kilobytes; weights are never in it
+
+
+def _int(value: Any) -> bool:
+    """A JSON integer; `true` is not 1 here (Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _same(value: Any, allowed: Any) -> bool:
+    """Equal and of the same kind, so `1` is not `true` and `false` is not `0`."""
+    return value == allowed and isinstance(value, bool) == isinstance(allowed, bool)
 
 
 class _Options:
@@ -41,16 +57,17 @@ class _Options:
     def pair(self, key: str, default: int | None = None) -> int | None:
         """A Keras int-or-(a, a) option as one int; non-square values are not supported."""
         value = self.get(key, default)
-        if value is None or isinstance(value, int) and not isinstance(value, bool):
+        if value is None or _int(value):
             return value
-        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        if isinstance(value, list) and len(value) == 2 and all(_int(v) for v in value):
             if value[0] != value[1]:
                 raise self.fail(key, "only square values")
             return value[0]
         raise self.fail(key, "expected an integer or a pair")
 
     def must_be(self, key: str, allowed: tuple[Any, ...], why: str) -> None:
-        if self.get(key, allowed[0]) not in allowed:
+        value = self.get(key, allowed[0])
+        if not any(_same(value, a) for a in allowed):
             raise self.fail(key, why)
 
     def finish(self) -> None:
@@ -81,7 +98,11 @@ def _initializer(opts: _Options, key: str, wanted: str) -> None:
     value = opts.get(key)
     if value is None:
         return
+    if not isinstance(value, (str, dict)):
+        raise opts.fail(key, "expected an initialiser name or {class_name, config}")
     name, cfg = (value, {}) if isinstance(value, str) else (value.get("class_name"), value.get("config") or {})
+    if not isinstance(cfg, dict):
+        raise opts.fail(key, "its config is not an object")
     canon = str(name).replace("_", "").lower()
     if canon == "variancescaling" and (cfg.get("scale"), cfg.get("mode"), cfg.get("distribution")) == (1.0, "fan_avg", "uniform"):
         canon = "glorotuniform"
@@ -147,7 +168,7 @@ def _dense(opts: _Options, shape: Shape) -> _Layer:
 def _batchnorm(opts: _Options, shape: Shape) -> _Layer:
     axis = opts.get("axis", -1)
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if axis not in (-1, len(shape)):  # len(shape) is the channel axis once the batch axis is counted
+    if not (_same(axis, -1) or _same(axis, len(shape))):  # len(shape): the channel axis, batch axis counted
         raise opts.fail("axis", "only the last (channel) axis")
     opts.must_be("center", (True,), "only center=true")
     opts.must_be("scale", (True,), "only scale=true")
@@ -169,7 +190,8 @@ def _act_layer(opts: _Options, shape: Shape) -> _Layer:
 
 def _relu_layer(opts: _Options, shape: Shape) -> _Layer:
     for key in ("max_value", "negative_slope", "threshold"):
-        if opts.get(key) not in (None, 0, 0.0):
+        value = opts.get(key)
+        if value is not None and not (_same(value, 0) or _same(value, 0.0)):
             raise opts.fail(key, "only a plain ReLU")
     return Activation(fn="relu")
 
@@ -188,18 +210,9 @@ CONVERTERS = {
 
 
 def read_keras_json(path: str | Path) -> dict[str, Any]:
-    """The parsed `model.to_json()` file; unreadable or non-JSON files are one UserError line."""
+    """The parsed `model.to_json()` file; unreadable, hostile or non-JSON files are one UserError line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path.name}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    doc = load_untrusted(path, "json", what="Keras model JSON file", max_bytes=MAX_JSON_BYTES)
     if not isinstance(doc, dict):
         raise UserError(f"{path.name}: not a Keras model JSON (expected an object with class_name and config)")
     return doc
@@ -226,10 +239,13 @@ def keras_to_model(doc: dict[str, Any], source: str, name: str, input_shape: Sha
     shape = tuple(input_shape)
     for i, entry in enumerate(entries, 1):
         if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
-            raise UserError(f"{source}: layer {i}: not a Keras layer entry")
+            raise UserError(f"{source}: layer {i}: not a Keras layer entry (an object with class_name and config)")
         kind = entry.get("class_name")
+        if not isinstance(kind, str):
+            raise UserError(f"{source}: layer {i}: class_name {_show(kind)} is not a layer type name")
         cfg = entry.get("config") or {}
-        where = f'{source}: layer {i} "{cfg.get("name", "?")}" ({kind})'
+        label = cfg.get("name", "?")
+        where = f'{source}: layer {i} "{label if isinstance(label, str) else "?"}" ({_show(kind)[1:-1]})'
         _check_input(entry, cfg, where, input_shape, first=not layers)
         if kind == "InputLayer":
             continue
@@ -245,7 +261,9 @@ def keras_to_model(doc: dict[str, Any], source: str, name: str, input_shape: Sha
             shape = layer.output_shape(shape)
         except LayerError as exc:
             raise UserError(f"{where}: {exc}") from None
-        except (ValueError, TypeError) as exc:  # a pydantic field out of range or of the wrong type
+        except ValidationError as exc:  # a convstudy field out of range or of the wrong type
+            raise UserError(f"{where}: invalid option ({pydantic_reason(exc)})") from None
+        except (ValueError, TypeError) as exc:
             reason = " ".join(str(exc).split())[:160]
             raise UserError(f"{where}: invalid option ({reason})") from None
         layers.append(layer)
@@ -308,16 +326,20 @@ def import_keras(path: str | Path, name: str | None = None, dataset: str = "mnis
     doc = read_keras_json(path)
     info = get_info(dataset)
     model = keras_to_model(doc, path.name, model_name(doc, path, name), info.input_shape)
-    version = doc.get("keras_version") or ("3" if "module" in doc else "2")
+    version = doc.get("keras_version")
+    if not (isinstance(version, str) and re.fullmatch(r"[A-Za-z0-9_.+-]{1,32}", version)):
+        version = "3" if "module" in doc else "2"
     data = {
         "name": study_name or model.name,
         "description": f"Imported from {path.name} (Keras {version}).",
         "dataset": dataset,
         "seeds": 1,
-        "train": {"epochs": 12, "batch_size": 128, "optimizer": keras_optimizer(doc) or "adam"},
+        "train": {"epochs": 12, "batch_size": 128, "optimizer": keras_optimizer(doc, path.name) or "adam"},
         "models": [model.to_dict()],
     }
-    return build_study(data, source=path.name)
+    study = build_study(data, source=path.name)
+    check_memory(study, path.name)
+    return study
 
 
 # Keras optimiser argument -> convstudy's name for it (see convstudy.spec.OPTIMIZERS).
@@ -325,16 +347,44 @@ _OPT_ARGS = {"learning_rate": "lr", "rho": "rho", "epsilon": "eps", "beta_1": "b
              "momentum": "momentum", "weight_decay": "weight_decay"}
 
 
-def keras_optimizer(doc: dict[str, Any]) -> dict[str, Any] | None:
+def keras_optimizer(doc: dict[str, Any], source: str = "model.json") -> dict[str, Any] | None:
     """The optimiser of a compiled Keras 3 model (its `compile_config`), if convstudy has it; else None."""
-    opt = (doc.get("compile_config") or {}).get("optimizer") if isinstance(doc.get("compile_config"), dict) else None
-    name, cfg = (opt, {}) if isinstance(opt, str) else ((opt or {}).get("class_name"), (opt or {}).get("config") or {})
+    compile_config = doc.get("compile_config")
+    if compile_config is None:
+        return None
+    if not isinstance(compile_config, dict):
+        raise UserError(f"{source}: compile_config {_show(compile_config)} is not an object")
+    opt = compile_config.get("optimizer")
+    if opt is None:
+        return None
+    if isinstance(opt, str):
+        name, cfg = opt, {}
+    elif isinstance(opt, dict):
+        name, cfg = opt.get("class_name"), opt.get("config") or {}
+        if not isinstance(cfg, dict):
+            raise UserError(f"{source}: compile_config optimizer config {_show(cfg)} is not an object")
+    else:
+        raise UserError(f"{source}: compile_config optimizer {_show(opt)} is not a name or a class_name/config object")
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
         return None
-    known = OPTIMIZERS[name.lower()]
-    args = {_OPT_ARGS[k]: float(v) for k, v in cfg.items()
-            if k in _OPT_ARGS and _OPT_ARGS[k] in known and isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {"name": name.lower(), **{k: v for k, v in args.items() if v != known[k]}}
+    name = name.lower()
+    known = OPTIMIZERS[name]
+    args: dict[str, float] = {}
+    for key, value in cfg.items():
+        ours = _OPT_ARGS.get(key)
+        if ours is None or ours not in known or value is None:
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            why = "learning-rate schedules are not supported" if isinstance(value, dict) else "expected a number"
+            raise UserError(f"{source}: compile_config optimizer {name} {key} {_show(value)} is not supported ({why})")
+        args[ours] = float(value)
+    try:  # a Keras value convstudy would refuse in a study file is refused here, naming the Keras option
+        OptimizerSpec(name=name, args=args).resolved()
+    except ValidationError as exc:
+        raise UserError(f"{source}: compile_config optimizer {name}: {pydantic_reason(exc)}") from None
+    except ValueError as exc:
+        raise UserError(f"{source}: compile_config optimizer {name}: {exc}") from None
+    return {"name": name, **{k: v for k, v in args.items() if v != known[k]}}
 
 
 def study_toml(study: Study) -> str:
