@@ -92,7 +92,7 @@ def parse_untrusted(text: str, fmt: Format, source: str) -> Any:
             data = _parse_json(text, source)
         else:
             raise ValueError(f"unknown format {fmt!r}")
-    except RecursionError:
+    except (RecursionError, _TooDeep):
         raise UserError(f"{source}: nested too deeply (more than {MAX_DEPTH} levels)") from None
     check_structure(data, source)
     return data
@@ -125,8 +125,24 @@ def _parse_toml(text: str, source: str) -> Any:
         raise _value_error(source, "TOML", exc) from None
 
 
+class _TooDeep(Exception):
+    pass
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys, which PyYAML would otherwise resolve silently to the last."""
+    """SafeLoader that stops at MAX_DEPTH and refuses duplicate keys (PyYAML would silently keep the last)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # Stop while composing: letting PyYAML recurse into a RecursionError takes half a second per file.
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[tuple[str, str]] = set()

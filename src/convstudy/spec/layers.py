@@ -288,9 +288,17 @@ def pydantic_reason(exc: ValidationError) -> str:
         msg = "unknown argument"
     elif err["type"] == "missing":
         msg = "missing"
-    shown = err["input"] if isinstance(err["input"], (str, int, float, bool, type(None))) else type(err["input"]).__name__
-    got = f" (got {_clip(repr(shown))})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+    got = f" (got {show_value(err['input'])})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
     return f"{loc}: {msg}{got}" if loc else f"{msg}{got}"
+
+
+def show_value(value: Any) -> str:
+    """A user's value for an error message: short repr of a scalar, else its type's name."""
+    if isinstance(value, int) and value.bit_length() > 200:  # repr() of 4,300+ digits raises
+        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return _clip(repr(value))
+    return type(value).__name__
 
 
 def fmt_shape(shape: Shape) -> str:

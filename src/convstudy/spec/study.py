@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import (
-    Activation, Dense, Dropout, Float, Int, LayerError, Shape, _clip, _Layer, parse_layer, pydantic_reason,
+    Activation, Dense, Dropout, Float, Int, LayerError, Shape, _clip, _Layer, parse_layer, pydantic_reason, show_value,
 )
 
 # Keras 2's defaults, which the seed notebook ran with (tf.keras later changed Adadelta's lr to 0.001,
@@ -255,7 +255,8 @@ def build_study(data: Any, source: str = "<study>") -> Study:
     known = set(Study.model_fields)
     for key in data:
         if key not in known:
-            raise UserError(f'{source}: unknown key "{_clip(str(key))}"; valid: {", ".join(sorted(known))}')
+            shown = f'"{_clip(key)}"' if isinstance(key, str) else show_value(key)
+            raise UserError(f'{source}: unknown key {shown}; valid: {", ".join(sorted(known))}')
     raw_models = data.get("models")
     if not isinstance(raw_models, list) or not raw_models:
         raise UserError(f"{source}: a study needs at least one model under [[models]]")
