@@ -155,8 +155,8 @@ def test_ctrl_c_checkpoints_says_how_to_resume_and_resume_completes(study, env, 
 
 def test_divergence_marks_the_trial_and_the_study_goes_on(env, tmp_path):
     study = write_tiny_study(tmp_path / "tiny.toml", epochs=3, seeds=1)
-    # momentum > 1 makes every step larger than the last: the weights overflow within a few epochs
-    sgd = 'train = { optimizer = { name = "sgd", lr = 1000.0, momentum = 5.0 } }'
+    # weight decay of 10 at lr 10 multiplies every weight by -99 a step: they overflow within an epoch
+    sgd = 'train = { optimizer = { name = "sgd", lr = 10.0, weight_decay = 10.0 } }'
     text = study.read_text().replace('name = "small-b"', f'name = "small-b"\n{sgd}')
     study.write_text(text)
     out = tmp_path / "out"

@@ -14,3 +14,9 @@ class UserError(Exception):
 
 class StoreError(UserError):
     """A study directory that cannot be used (corrupt db, different spec): also the user's to fix."""
+
+
+class DiskFull(UserError):
+    """The study's disk or quota is full: one line, exit 1 (not the user's input, but theirs to free)."""
+
+    exit_code = 1

@@ -20,14 +20,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convstudy.cli.outputs import check_output, write_output
-    from convstudy.report import collect, render, write_plots
+    from convstudy.report import collect, render
     from convstudy.store import StudyStore
 
     if args.output is not None:
         check_output(args.output)  # before the work, so a typo in -o costs nothing
     store = StudyStore.open_existing(args.out)
-    report = collect(store)
-    write_plots(report, store.out)
+    report = collect(store)  # reads only: the run wrote the plots, and the directory may be read-only
     if args.format == "table" and args.output is None:
         render(report, "table", Console(highlight=False))
         return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -84,4 +85,11 @@ def run(args: argparse.Namespace) -> int:
         store, finished = run_study(study, opts, console)
     render(collect(store), "table", console)
     console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
+    wanted = set(opts.models or [m.name for m in study.models])
+    failed = [r for r in store.db.trials() if r.state == "failed" and r.model in wanted and r.seed in study.seeds]
+    if failed:
+        names = ", ".join(f"{r.model} seed {r.seed}" for r in failed)
+        print(f"convstudy: {len(failed)} trial{'s' * (len(failed) > 1)} failed: {names} (errors in the report); "
+              "fix the cause and rerun the same command to retry them from their last checkpoint", file=sys.stderr)
+        return 1
     return 0 if finished else 130

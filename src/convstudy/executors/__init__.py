@@ -13,15 +13,19 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from convstudy.data import load_dataset
-from convstudy.errors import UserError
+from convstudy.data import get_info, load_dataset
+from convstudy.errors import DiskFull, UserError
+from convstudy.executors.local import disk_full
 from convstudy.executors.progress import ProgressView
 from convstudy.executors.trial import TrialJob, run_trial
-from convstudy.spec import Study
-from convstudy.store import StudyStore
+from convstudy.model import build_model
+from convstudy.spec import ModelSpec, Study
+from convstudy.store import StudyStore, TrialRecord
 from convstudy.store.provenance import provenance
 from convstudy.train.data import make_trial_data
-from convstudy.train.device import default_channels_last, describe, resolve_device, resolve_precision
+from convstudy.train.device import (
+    default_channels_last, describe, resolve_device, resolve_precision, trial_numerics,
+)
 
 EXECUTORS = ("local", "ray")
 
@@ -62,6 +66,34 @@ def resolve_auto(value: int | None, device: torch.device, on_cuda: int) -> int:
     return on_cuda if device.type == "cuda" else 1
 
 
+# The flag a user changes to change each recorded setting, for the message that refuses a mixed resume.
+_FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device",
+          "conv_dft": "--precision", "threads": "--workers (or OMP_NUM_THREADS; --cpus-per-trial with Ray)"}
+
+
+def numerics_of(model: ModelSpec, input_shape: tuple[int, int, int], device: torch.device, precision: str,
+                threads: int) -> dict[str, object]:
+    """The settings that change a trial's numbers, for `model` trained by this run (train.device)."""
+    with torch.device("meta"):  # the conv-algorithm rule reads layer geometry only: allocate nothing
+        module = build_model(model, input_shape)
+    return trial_numerics(module, device, precision, threads, default_channels_last(device))
+
+
+def check_resume_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, object]], local: bool) -> None:
+    """Refuse, in one line naming the flag, to continue a trial with settings that change its numbers."""
+    for rec in todo:
+        have, now = rec.settings, numerics[rec.model]
+        if not have or rec.epochs_done == 0:
+            continue
+        for key, value in now.items():
+            if key in have and have[key] != value:
+                flag = _FLAGS.get(key, key) if local or key != "threads" else "--cpus-per-trial"
+                raise UserError(
+                    f"{flag}: {rec.model} seed {rec.seed} trained {rec.epochs_done} epochs with {key} "
+                    f"{have[key]}, this run would continue it with {value}; resume with the settings it started "
+                    f"with, or use another --out")
+
+
 def run_study(study: Study, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, bool]:
     """Run (or resume) `study` into `opts.out`; returns the store and whether every wanted trial ended."""
     from convstudy.report import write_reports
@@ -78,16 +110,24 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     for name in wanted_models:
         if name not in names:
             raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
-    device = resolve_device(opts.device)
-    precision = resolve_precision(opts.precision, device)
     local = opts.executor == "local"  # Ray: one trial a task
+    device = resolve_device(opts.device) if local else torch.device("cpu")  # the Ray driver trains nothing
+    # Where trials train, and with how many threads: here, or on Ray's workers.
+    trial_device = device if local else torch.device("cuda" if opts.gpus_per_trial > 0 and opts.device != "cpu"
+                                                     else "cpu")
+    precision = resolve_precision(opts.precision, trial_device)
+    threads = torch.get_num_threads() if local else max(1, int(opts.cpus_per_trial))
     stack = resolve_auto(opts.stack_seeds, device, STACK_AUTO_CUDA) if local else 1
     streams = resolve_auto(opts.streams, device, STREAMS_AUTO_CUDA) if local else 1
+    input_shape = get_info(study.dataset).input_shape
+    numerics = {m.name: numerics_of(m, input_shape, trial_device, precision, threads) for m in study.models
+                if m.name in wanted_models}
     store = StudyStore.create_or_open(opts.out, study)
     position = {n: i for i, n in enumerate(names)}
     store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])
     wanted = {(m, s) for m in wanted_models for s in study.seeds}
     todo = [r for r in store.db.trials() if (r.model, r.seed) in wanted and r.state not in ("complete", "diverged")]
+    check_resume_numerics(todo, numerics, local)
     done = len(wanted) - len(todo)
     if not todo:
         console.print(f"all {len(wanted)} trials of {study.name} are finished in {store.out}; nothing to run")
@@ -95,6 +135,10 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
         return store, True
     if done:
         console.print(f"resuming {study.name} in {store.out}: {done} of {len(wanted)} trials already finished")
+    for r in todo:
+        if r.state == "failed":
+            console.print(f"retrying {r.model} seed {r.seed} from its last checkpoint; it failed with: {r.error}",
+                          soft_wrap=True, markup=False)
     ds = load_dataset(study.dataset, opts.data_dir)
     data = make_trial_data(ds, study.train, device)
     run_id = store.db.add_run(provenance(describe(device), {
@@ -105,24 +149,37 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     jobs = {
         (m.name, s): partial(TrialJob, model=m, settings=m.settings(study.train), seed=s,
                              input_shape=ds.info.input_shape, precision=precision,
-                             channels_last=default_channels_last(device))
+                             channels_last=default_channels_last(device), owner=store.owner(m.name, s))
         for m in study.models for s in study.seeds if (m.name, s) in wanted
     }
     view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
     try:
-        if opts.executor == "ray":
-            from convstudy.executors.ray_executor import run_ray
-
-            finished = run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store))
-        else:
-            from convstudy.executors.local import run_local
-
-            finished = run_local(store, jobs, data, run_id, describe(device), view, lambda: write_reports(store),
-                                 stack=stack, streams=streams)
+        finished = _execute(store, jobs, ds, data, study, run_id, opts, device, view, numerics, stack, streams)
+        view.close()
+        write_reports(store)
+    except Exception as exc:
+        if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports
+            raise DiskFull(f"{store.out}: no space left on the device ({' '.join(str(exc).split())[:200]}); "
+                           "free space and rerun the same command") from None
+        raise
     finally:
         view.close()
-    write_reports(store)
     if not finished:
         console.print(f"stopped; every finished epoch is checkpointed. Resume with the same command "
                       f"(output directory {store.out}).")
     return store, finished
+
+
+def _execute(store: StudyStore, jobs: dict, ds, data, study: Study, run_id: int, opts: RunOptions,
+             device: torch.device, view: ProgressView, numerics: dict, stack: int, streams: int) -> bool:
+    """Hand the wanted trials to the chosen executor; True when every one of them ended."""
+    from convstudy.report import write_reports
+
+    if opts.executor == "ray":
+        from convstudy.executors.ray_executor import run_ray
+
+        return run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store), numerics)
+    from convstudy.executors.local import run_local
+
+    return run_local(store, jobs, data, run_id, describe(device), view, lambda: write_reports(store),
+                     numerics, stack=stack, streams=streams)

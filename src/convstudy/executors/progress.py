@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -78,6 +79,11 @@ class ProgressView:
     def _print(self, text: str) -> None:
         if not self.quiet:
             (self.progress.console if self.progress else self.console).print(text, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """One line on stderr, shown even with --quiet: something the user must know (a damaged file)."""
+    print(f"convstudy: warning: {' '.join(text.split())}", file=sys.stderr, flush=True)
 
 
 def _tag(job: "TrialJob") -> str:

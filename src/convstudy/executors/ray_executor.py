@@ -9,6 +9,7 @@ Ray is imported only here, inside functions, so convstudy works without it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from contextlib import contextmanager
@@ -17,14 +18,14 @@ from typing import Any, Callable, Iterator
 
 from convstudy.data import Dataset
 from convstudy.errors import StoreError, UserError
-from convstudy.executors.local import Interrupt
-from convstudy.executors.progress import ProgressView
+from convstudy.executors.local import Interrupt, resume_from
+from convstudy.executors.progress import ProgressView, warn
 from convstudy.executors.ray_progress import RayView
 from convstudy.executors.ray_storage import CheckpointStorage, storage_for
 from convstudy.executors.ray_worker import dataset_arrays, train_on_worker
 from convstudy.executors.trial import TrialJob
 from convstudy.spec import Study
-from convstudy.store import StudyDB, StudyStore, save_tensors, this_owner
+from convstudy.store import StudyDB, StudyStore, this_owner
 from convstudy.train import EpochResult
 
 MAX_RETRIES = 3
@@ -101,7 +102,8 @@ def lost_reason(exc: BaseException) -> str:
 
 
 def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], ds: Dataset, study: Study,
-            run_id: int, opts, view: ProgressView, after_trial: Callable[[], None]) -> bool:
+            run_id: int, opts, view: ProgressView, after_trial: Callable[[], None],
+            numerics: dict[str, dict] | None = None) -> bool:
     """Train the wanted trials as Ray tasks until none is left; returns False when interrupted."""
     ray = require_ray()
     if opts.device == "cuda" and opts.gpus_per_trial <= 0:
@@ -112,7 +114,7 @@ def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Trial
     started = connect(ray, opts.address)
     rview = RayView(view.console, view.quiet)
     try:
-        return _drive(ray, store, jobs, ds, study, run_id, opts, device, storage, rview, after_trial)
+        return _drive(ray, store, jobs, ds, study, run_id, opts, device, storage, rview, after_trial, numerics)
     finally:
         rview.close()
         if started:
@@ -120,7 +122,8 @@ def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Trial
 
 
 def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int, opts, device: str,
-           storage: CheckpointStorage, view: RayView, after_trial: Callable[[], None]) -> bool:
+           storage: CheckpointStorage, view: RayView, after_trial: Callable[[], None],
+           numerics: dict[str, dict] | None) -> bool:
     from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError,
                                 RayTaskError, WorkerCrashedError)
     from ray.util.queue import Queue
@@ -136,6 +139,7 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
     by_id: dict[int, TrialJob] = {}
 
     def submit(job: TrialJob, number: int) -> None:
+        job = dataclasses.replace(job, digests=tuple(store.db.checkpoint_digests(job.trial_id).items()))
         # max_retries=0: a lost worker comes back to us, so every retry is counted and recorded.
         ref = task.options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial, max_retries=0).remote(
             job, data_ref, study.train, storage, queue, threads, device, opts.precision)
@@ -148,14 +152,15 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
         if job is None:
             return
         if msg["kind"] == "start":
-            for h in msg["history"]:
-                store.db.record_epoch(job.trial_id, h["epoch"], h)
+            resume_from(store.db, job.trial_id, msg["history"], msg.get("note"))
+            if msg.get("note"):
+                warn(msg["note"])
             resumed = f"resuming after epoch {msg['epoch']}" if msg["epoch"] else "from scratch"
             store.db.add_event(job.trial_id, "worker", f"{msg['where']}, {resumed}")
             view.started(job, msg["where"], msg["epoch"])
         elif msg["kind"] == "epoch":
             result = EpochResult(**msg["result"])
-            store.db.record_epoch(job.trial_id, result.epoch, msg["result"])
+            store.db.record_epoch(job.trial_id, result.epoch, msg["result"], msg["digest"])
             view.epoch(job, result)
 
     def drain() -> None:
@@ -190,10 +195,9 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
             view.failed(job, reason)
         else:
             if out["state"] == "complete":
-                save_tensors(store.weights_path(job.model.name, job.seed), out["weights"])
-                save_tensors(store.predictions_path(job.model.name, job.seed),
-                             {"probs": out["probs"], "labels": out["labels"]})
-                store.db.finish(tid, out["test_loss"], out["test_accuracy"], out["device"])
+                digests = store.save_results(tid, job.model.name, job.seed, out["weights"], out["probs"],
+                                             out["labels"])
+                store.db.finish(tid, out["test_loss"], out["test_accuracy"], out["device"], *digests)
                 storage.delete(storage.key(job.model.name, job.seed))
                 view.finished(job, out["test_loss"], out["test_accuracy"])
             elif out["state"] == "diverged":
@@ -207,7 +211,7 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
                 Interrupt() as interrupt:
             while not interrupt.requested:
                 while len(inflight) < slots:
-                    rec = store.db.claim(owner, set(jobs), run_id)
+                    rec = store.db.claim(owner, set(jobs), run_id, numerics)
                     if rec is None:
                         break
                     submit(jobs[(rec.model, rec.seed)](rec.id), 1)

@@ -7,14 +7,13 @@ either executor resumes under either. `--storage PATH` or `--storage s3://bucket
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from convstudy.errors import UserError
-from convstudy.store import load_tensors, save_tensors
+from convstudy.store import decode_tensors, encode_tensors, load_tensors, quarantine, save_tensors
 
 
 @dataclass(frozen=True)
@@ -53,39 +52,43 @@ class CheckpointStorage:
         except OSError as exc:
             raise UserError(f"--storage {self.root}: cannot be written ({exc})") from None
 
-    def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
-        """Write a safetensors file atomically (a directory) or as one object (object stores)."""
+    def save(self, key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str], owner: str) -> str:
+        """Write a safetensors file atomically (a directory) or as one object (object stores); its digest."""
         if not self.is_uri:
-            save_tensors(Path(self.root) / key, tensors, meta)
-            return
+            return save_tensors(Path(self.root) / key, tensors, meta, owner)
         fs, base = self._fs()
         path = f"{base}/{key}"
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "checkpoint.safetensors"
-            save_tensors(local, tensors, meta)
-            # Object stores make a finished upload visible at once or not at all; for file:// URIs
-            # the upload goes to a side name first and is moved over the old checkpoint.
-            staging = f"{path}.partial"
-            with fs.open_output_stream(staging) as out:
-                out.write(local.read_bytes())
-            fs.move(staging, path)
+        data, digest = encode_tensors(tensors, meta, owner)
+        # Object stores make a finished upload visible at once or not at all; for file:// URIs
+        # the upload goes to a side name first and is moved over the old checkpoint.
+        staging = f"{path}.partial"
+        with fs.open_output_stream(staging) as out:
+            out.write(data)
+        fs.move(staging, path)
+        return digest
 
-    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
-        """(tensors, metadata) of the checkpoint at `key`, or None when there is none."""
+    def load(self, key: str, owner: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """(tensors, metadata) of the checkpoint at `key`, checked to be `owner`'s, or None when there is none."""
         if not self.is_uri:
             path = Path(self.root) / key
-            return load_tensors(path) if path.exists() else None
+            return load_tensors(path, owner) if path.exists() else None
         from pyarrow import fs as pafs
 
         fs, base = self._fs()
         path = f"{base}/{key}"
         if fs.get_file_info(path).type == pafs.FileType.NotFound:
             return None
-        with tempfile.TemporaryDirectory() as tmp, fs.open_input_stream(path) as src:
-            local = Path(tmp) / "checkpoint.safetensors"
-            local.write_bytes(src.readall())
-            return load_tensors(local)
+        with fs.open_input_stream(path) as src:
+            return decode_tensors(src.readall(), f"{self.root}/{key}", owner)
+
+    def quarantine(self, key: str) -> str:
+        """Move a damaged checkpoint aside, never to be used again; returns where it went."""
+        if not self.is_uri:
+            return str(quarantine(Path(self.root) / key))
+        fs, base = self._fs()
+        fs.move(f"{base}/{key}", f"{base}/{key}.damaged")
+        return f"{self.root}/{key}.damaged"
 
     def delete(self, key: str) -> None:
         """Remove the checkpoint at `key` if it is there."""

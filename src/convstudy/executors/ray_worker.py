@@ -19,7 +19,7 @@ import torch
 from convstudy.data import Dataset
 from convstudy.executors.local import meta_history
 from convstudy.executors.ray_storage import CheckpointStorage
-from convstudy.executors.trial import TrialJob, run_trial
+from convstudy.executors.trial import TrialJob, run_trial, trusted_checkpoint
 from convstudy.spec import TrainSettings
 from convstudy.train import EpochResult
 from convstudy.train.data import make_trial_data
@@ -51,17 +51,20 @@ class RaySink:
         return self.storage.key(job.model.name, job.seed)
 
     def load_checkpoint(self, job: TrialJob):
-        saved = self.storage.load(self._key(job))
+        key = self._key(job)
+        saved, note = trusted_checkpoint(job, lambda: self.storage.load(key, job.owner),
+                                         lambda: self.storage.quarantine(key))
         meta = saved[1] if saved else {}
         # The driver replays the checkpoint's history: a worker lost between its checkpoint and its
         # message leaves epoch rows only the checkpoint knows.
         self.queue.put({"kind": "start", "trial": job.trial_id, "where": f"{socket.gethostname()}:{os.getpid()}",
-                        "epoch": int(meta.get("epoch", 0)), "history": meta_history(meta)})
+                        "epoch": int(meta.get("epoch", 0)), "history": meta_history(meta), "note": note})
         return saved
 
     def epoch_done(self, job: TrialJob, result: EpochResult, tensors, meta) -> None:
-        self.storage.save(self._key(job), tensors, meta)
-        self.queue.put({"kind": "epoch", "trial": job.trial_id, "result": dataclasses.asdict(result)})
+        digest = self.storage.save(self._key(job), tensors, meta, job.owner)
+        self.queue.put({"kind": "epoch", "trial": job.trial_id, "result": dataclasses.asdict(result),
+                        "digest": digest})
 
     def finished(self, job: TrialJob, weights, probs, labels, test_loss: float, test_accuracy: float) -> None:
         self.outcome = {"state": "complete", "weights": weights, "probs": probs.to(torch.float16),

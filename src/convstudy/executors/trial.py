@@ -12,6 +12,8 @@ from typing import Any, Callable, Protocol
 import torch
 
 from convstudy.spec import ModelSpec, TrainSettings
+from convstudy.store import DamagedFile
+from convstudy.store.files import DIGEST_KEY
 from convstudy.train import (
     Diverged, EpochResult, TrialData, evaluate, fit, init_state, load_state_tensors, state_to_tensors,
 )
@@ -32,6 +34,28 @@ class TrialJob:
     input_shape: tuple[int, int, int]
     precision: str = "fp32"
     channels_last: bool = False
+    owner: str = ""  # the identity its files carry (store.identity): study fingerprint, model, seed
+    digests: tuple[tuple[int, str], ...] = ()  # (epoch, checkpoint digest) as study.db recorded them
+
+
+def trusted_checkpoint(job: TrialJob, load: Callable[[], tuple[dict, dict] | None],
+                       move_aside: Callable[[], str]) -> tuple[tuple[dict, dict] | None, str | None]:
+    """The trial's checkpoint if it can be trusted, else None and a one-line note of why.
+
+    Damaged, another trial's, or not the file study.db recorded for its epoch: it is moved aside,
+    never used, and the trial restarts from scratch.
+    """
+    try:
+        saved = load()
+        if saved is not None:
+            epoch = int(saved[1].get("epoch", 0))
+            recorded = dict(job.digests).get(epoch)
+            if recorded is not None and saved[1].get(DIGEST_KEY) != recorded:
+                raise DamagedFile(f"checkpoint of epoch {epoch} is not the one study.db recorded")
+    except DamagedFile as exc:
+        where = move_aside()
+        return None, f"{job.model.name} seed {job.seed}: {exc}; moved to {where}, training it again from scratch"
+    return saved, None
 
 
 class TrialSink(Protocol):

@@ -9,6 +9,7 @@ from typing import Any
 
 from convstudy.interop.predict import Trained
 from convstudy.model import summarize_model
+from convstudy.report.tables import md_text, mixed_note
 
 
 def card_path(export_path: Path) -> Path:
@@ -47,12 +48,12 @@ def model_card(trained: Trained, report: dict[str, Any], export_path: Path, expo
     out = [
         f"# {trained.spec.name} (study {study['name']}, seed {trained.seed})",
         "",
-        f"`{export_path.name}`: {export_format}, sha256 `{digest[:16]}…`, exported "
+        f"{md_text(export_path.name)}: {export_format}, sha256 `{digest[:16]}…`, exported "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by convstudy.",
         "",
         "## Architecture",
         "",
-        entry.get("description") or trained.spec.name,
+        md_text(entry.get("description") or trained.spec.name),  # user text: never Markdown or HTML
         "",
         "| # | layer | output shape | params |",
         "|---:|---|---|---:|",
@@ -74,6 +75,7 @@ def model_card(trained: Trained, report: dict[str, Any], export_path: Path, expo
         f"images, {prov.get('n_test', '?')} test images; validation: {study['validation']}"
         + (f", train limit {study['train_limit']}" if study.get("train_limit") else ""),
         *([f"- Note: {study['validation_note']}"] if study.get("validation_note") else []),
+        *(f"- Note: {mixed_note(study, key)}" for key in study.get("mixed", [])),
         "",
         "## Accuracy",
         "",

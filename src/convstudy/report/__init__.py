@@ -54,11 +54,11 @@ def write_reports(store: StudyStore) -> dict[str, Any]:
     """Refresh what a study directory shows: report.json, report.md, report.html and the plots."""
     report = collect(store)
     write_plots(report, store.out)
-    (store.out / "report.json").write_text(render(report, "json"))
-    (store.out / "report.md").write_text(render_markdown(report))
-    # Atomic, so a browser reloading during a run never sees half a page; readable like the other files.
-    atomic_write(store.out / "report.html", render(report, "html").encode())
-    (store.out / "report.html").chmod(0o644)
+    # Atomic, so a reader (or a browser reloading during a run) never sees half a file.
+    for name, text in (("report.json", render(report, "json")), ("report.md", render_markdown(report)),
+                       ("report.html", render(report, "html"))):
+        atomic_write(store.out / name, text.encode())
+        (store.out / name).chmod(0o644)
     return report
 
 

@@ -13,7 +13,7 @@ from convstudy.model import summarize_model
 from convstudy.report.html_best import best_model_summary
 from convstudy.report.stats import best_group, describe
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
-from convstudy.store import StudyStore
+from convstudy.store import DamagedFile, StudyStore
 
 VALIDATION_NOTE = ("The test set was also the validation data (the notebook's semantics): per-epoch validation "
                    "numbers and the final test accuracy come from the same 10,000 images, so model selection "
@@ -29,7 +29,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
     by_model: dict[str, list] = {}
     for rec in trials:
         by_model.setdefault(rec.model, []).append(rec)
-    models, correct = [], {}
+    models, correct, warnings = [], {}, []
     for spec in study.models:
         recs = by_model.get(spec.name)
         if not recs:
@@ -43,7 +43,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             per_seed.append({"seed": r.seed, "state": r.state, "test_accuracy": r.test_accuracy,
                              "test_loss": r.test_loss, "diverged_epoch": r.diverged_epoch, "error": r.error,
                              "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
-                             "epochs": [_epoch_dict(e) for e in rows]})
+                             "settings": r.settings, "epochs": [_epoch_dict(e) for e in rows]})
         epoch_secs = [e["seconds"] for s in per_seed for e in s["epochs"]]
         n_train = _n_train(runs)
         entry = {
@@ -70,7 +70,11 @@ def collect(store: StudyStore) -> dict[str, Any]:
         }
         models.append(entry)
         if done:
-            preds = store.load_predictions(spec.name, done[0].seed)
+            try:
+                preds = store.load_predictions(spec.name, done[0].seed)
+            except DamagedFile as exc:  # shown, and left out of McNemar's test, never used
+                warnings.append(str(exc))
+                preds = None
             if preds is not None:
                 probs, labels = preds
                 correct[spec.name] = (probs.argmax(1) == labels.long()).numpy()
@@ -91,11 +95,24 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "states": dict(Counter(r.state for r in trials)),
             "total_train_seconds": sum(r.train_seconds for r in trials),
             "provenance": runs[-1] if runs else None,
+            **numerics_summary(trials),
+            "warnings": warnings,
             "spec": json.loads(store.db.get_meta("study") or "{}"),
         },
         "models": models,
         "best_model": best_model_summary(store, models),
     }
+
+
+def numerics_summary(trials: list) -> dict[str, Any]:
+    """What the trials trained with (device, precision, threads, ...): each setting's values with the
+    trials that used them, and which settings are mixed, so a study mixing them is shown as such."""
+    uses: dict[str, dict[str, list[str]]] = {}
+    for rec in trials:
+        for key, value in (rec.settings or {}).items():
+            shown = ", ".join(value) or "none" if isinstance(value, list) else str(value)
+            uses.setdefault(key, {}).setdefault(shown, []).append(f"{rec.model} seed {rec.seed}")
+    return {"numerics": uses, "mixed": sorted(k for k, v in uses.items() if len(v) > 1)}
 
 
 def _epoch_dict(e) -> dict[str, float]:

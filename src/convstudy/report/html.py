@@ -14,6 +14,7 @@ from convstudy import __version__
 from convstudy.report.figures import loss_svg, overlay_svg, tradeoff_points, tradeoff_svg
 from convstudy.report.html_best import render_best
 from convstudy.report.html_style import CSS, SORT_JS
+from convstudy.report.tables import mixed_note
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 BEST_MARK = "★"
@@ -71,7 +72,8 @@ def _header(s: dict[str, Any]) -> str:
                  if k not in ("epochs", "batch_size", "validation", "optimizer", "train_limit")]
     run = [("trials", f"{s['trials']} ({states})" if states else s["trials"]),
            ("total training time", _duration(s["total_train_seconds"])),
-           ("device", prov.get("device")), ("precision", prov.get("precision")), ("executor", prov.get("executor")),
+           ("device", prov.get("device")), ("precision", _setting(s, "precision", prov.get("precision"))),
+           ("threads", _setting(s, "threads", prov.get("threads"))), ("executor", prov.get("executor")),
            ("train / val / test images", "/".join(f"{prov[k]:,}" for k in ("n_train", "n_val", "n_test"))
             if all(isinstance(prov.get(k), int) for k in ("n_train", "n_val", "n_test")) else None)]
     versions = [("convstudy", prov.get("convstudy")), ("git commit", prov.get("git_commit")),
@@ -80,9 +82,19 @@ def _header(s: dict[str, Any]) -> str:
                 ("command", " ".join(map(str, prov["argv"])) if prov.get("argv") else None)]
     note = (f'<p class="note warn" id="validation-note"><b>Test set = validation set.</b> '
             f"{escape(s['validation_note'])}</p>") if s.get("validation_note") else ""
+    note += "".join(f'<p class="note warn mixed">{escape(mixed_note(s, key))}</p>' for key in s.get("mixed", []))
+    note += "".join(f'<p class="note warn">{escape(w)}</p>' for w in s.get("warnings", []))
     desc = f'<p class="desc">{escape(s["description"])}</p>' if s["description"] else ""
     return (f'<header id="header"><h1>{escape(s["name"])}</h1>{desc}{note}<div class="facts">'
             f"{_dl('Settings', settings)}{_dl('Run', run)}{_dl('Provenance', versions)}</div></header>")
+
+
+def _setting(s: dict[str, Any], key: str, fallback: Any) -> Any:
+    """A setting as the trials recorded it ("mixed: ..." when they differ), else the last run's."""
+    uses = (s.get("numerics") or {}).get(key)
+    if not uses:
+        return fallback
+    return next(iter(uses)) if len(uses) == 1 else "mixed: " + ", ".join(sorted(uses))
 
 
 def _dl(title: str, items: list[tuple[str, Any]]) -> str:

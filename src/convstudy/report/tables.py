@@ -27,6 +27,8 @@ def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
     rows = []
     for m in report["models"]:
         status = ", ".join(f"{n} {s}" for s, n in sorted(m["states"].items()) if s != "complete")
+        retried = [f"seed {t['seed']}: {t['attempts']} attempts" for t in m.get("trials", []) if t.get("attempts", 1) > 1]
+        status = ", ".join(filter(None, [status, *retried]))
         rows.append({
             "kernel": m["kernel"],
             "model": m["name"],
@@ -47,7 +49,17 @@ def _footnotes(report: dict[str, Any]) -> list[str]:
              "McNemar's test on paired test predictions with one seed; α = 0.05)."]
     if report["study"]["validation_note"]:
         notes.append(report["study"]["validation_note"])
+    notes += [mixed_note(report["study"], key) for key in report["study"].get("mixed", [])]
+    notes += [f"Warning: {w}" for w in report["study"].get("warnings", [])]
     return notes
+
+
+def mixed_note(study: dict[str, Any], key: str) -> str:
+    """One line saying that trials trained with different `key` (precision, say), and which did."""
+    uses = study["numerics"][key]
+    parts = "; ".join(f"{value} ({len(who)}: {', '.join(who[:4])}{', …' if len(who) > 4 else ''})"
+                      for value, who in sorted(uses.items()))
+    return f"Mixed {key.replace('_', ' ')}: {parts}. Trials that differ in it are not strictly comparable."
 
 
 def render_terminal(report: dict[str, Any], console: Console) -> None:

@@ -10,6 +10,7 @@ Layout:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -17,10 +18,13 @@ import torch
 from convstudy.errors import StoreError
 from convstudy.spec import Study, build_study
 from convstudy.store.db import STATES, EpochRow, StudyDB, TrialRecord, owner_alive, this_owner
-from convstudy.store.files import atomic_write, load_tensors, save_tensors
+from convstudy.store.files import (
+    DamagedFile, atomic_write, decode_tensors, encode_tensors, identity, load_tensors, save_tensors,
+)
 
-__all__ = ["StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "this_owner", "owner_alive",
-           "atomic_write", "load_tensors", "save_tensors"]
+__all__ = ["StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "DamagedFile", "this_owner",
+           "owner_alive", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
+           "save_tensors", "quarantine"]
 
 
 class StudyStore:
@@ -34,8 +38,14 @@ class StudyStore:
         """Open `out` for `study`, creating it; a different spec already there is refused, never merged."""
         out = Path(out)
         if out.exists() and not out.is_dir():
-            raise StoreError(f"{out}: exists and is not a directory")
-        out.mkdir(parents=True, exist_ok=True)
+            raise StoreError(f"--out {out}: exists and is not a directory")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / f".convstudy-write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"--out {out}: cannot be used as a study directory ({exc.strerror or exc})") from None
         db = StudyDB(out / "study.db")
         try:
             # Everything is checked before anything is written, so a refusal leaves the directory as it was.
@@ -45,7 +55,6 @@ class StudyStore:
                 raise StoreError(f'{out}: holds a different study ("{old}", spec {have}; this one is '
                                  f"{study.fingerprint()}); use another --out or the same study file and flags")
             store = cls(out, db, study)
-            store.check_checkpoints()
             described = json.dumps(study.to_dict())
             if have is None or db.get_meta("study") != described:  # same study: keep the newest description/seeds
                 with db.transaction():
@@ -60,26 +69,29 @@ class StudyStore:
 
     @classmethod
     def open_existing(cls, out: str | Path) -> "StudyStore":
-        """Open a finished or running study directory for reading (reports, predict, export)."""
+        """Open a finished or running study directory read-only (reports, predict, compare, export)."""
         out = Path(out)
         path = out / "study.db"
         if not path.is_file():
             raise StoreError(f"{out}: not a study directory (no study.db)")
-        db = StudyDB(path)
-        raw = db.get_meta("study")
-        if raw is None:
-            raise StoreError(f"{path}: has no study spec")
-        return cls(out, db, build_study(json.loads(raw), source=str(path)))
+        if path.stat().st_size == 0:
+            raise StoreError(f"{path}: empty file, not a study database; nothing was changed")
+        db = StudyDB(path, readonly=True)
+        try:
+            raw = db.get_meta("study")
+            if raw is None:
+                raise StoreError(f"{path}: has no study spec")
+            return cls(out, db, build_study(json.loads(raw), source=str(path)))
+        except BaseException:
+            db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
 
-    def check_checkpoints(self) -> None:
-        """Read every checkpoint a resumed trial would load; a damaged one is a StoreError naming it."""
-        for rec in self.db.trials():
-            path = self.checkpoint_path(rec.model, rec.seed)
-            if rec.state not in ("complete", "diverged") and path.exists():
-                load_tensors(path)
+    def owner(self, model: str, seed: int) -> str:
+        """The identity this study's files of trial (model, seed) carry."""
+        return identity(self.study.fingerprint(), model, seed)
 
     def trial_dir(self, model: str, seed: int) -> Path:
         return self.out / "trials" / model / f"seed-{seed}"
@@ -93,13 +105,36 @@ class StudyStore:
     def predictions_path(self, model: str, seed: int) -> Path:
         return self.trial_dir(model, seed) / "predictions.safetensors"
 
+    def save_results(self, trial_id: int, model: str, seed: int, weights: dict[str, torch.Tensor],
+                     probs: torch.Tensor, labels: torch.Tensor) -> tuple[str, str]:
+        """Write a finished trial's weights and test predictions; returns their digests for `db.finish`."""
+        owner = self.owner(model, seed)
+        w = save_tensors(self.weights_path(model, seed), weights, owner=owner)
+        p = save_tensors(self.predictions_path(model, seed),
+                         {"probs": probs.to(torch.float16), "labels": labels.to(torch.uint8)}, owner=owner)
+        return w, p
+
+    def _record(self, model: str, seed: int) -> TrialRecord | None:
+        return next((r for r in self.db.trials() if (r.model, r.seed) == (model, seed)), None)
+
     def load_predictions(self, model: str, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(probabilities [N, classes] float32, labels [N]) of a complete trial, or None."""
+        """(probabilities [N, classes] float32, labels [N]) of a complete trial, or None; damage is a DamagedFile."""
         path = self.predictions_path(model, seed)
         if not path.exists():
             return None
-        tensors, _ = load_tensors(path)
+        rec = self._record(model, seed)
+        tensors, _ = load_tensors(path, self.owner(model, seed), rec.predictions_digest if rec else None)
         return tensors["probs"].float(), tensors["labels"]
 
     def load_weights(self, model: str, seed: int) -> dict[str, torch.Tensor]:
-        return load_tensors(self.weights_path(model, seed))[0]
+        """A complete trial's final weights, checked against its identity and recorded digest."""
+        rec = self._record(model, seed)
+        return load_tensors(self.weights_path(model, seed), self.owner(model, seed),
+                            rec.weights_digest if rec else None)[0]
+
+
+def quarantine(path: Path) -> Path:
+    """Move a damaged file aside (never used again, kept for inspection); returns where it went."""
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    return aside

@@ -14,11 +14,12 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from urllib.parse import quote
 
 from convstudy.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STALE_S = 90.0
 STATES = ("pending", "running", "complete", "failed", "diverged")
 _SCHEMA = """
@@ -31,14 +32,18 @@ CREATE TABLE IF NOT EXISTS trials (
     owner TEXT, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0, epochs_done INTEGER NOT NULL DEFAULT 0,
     started_at REAL, finished_at REAL, train_seconds REAL NOT NULL DEFAULT 0,
     test_loss REAL, test_accuracy REAL, diverged_epoch INTEGER, error TEXT, device TEXT, run_id INTEGER,
+    numerics TEXT, weights_digest TEXT, predictions_digest TEXT,
     UNIQUE (model, seed));
 CREATE TABLE IF NOT EXISTS epochs (
     trial_id INTEGER NOT NULL REFERENCES trials(id), epoch INTEGER NOT NULL,
-    loss REAL, accuracy REAL, val_loss REAL, val_accuracy REAL, seconds REAL,
+    loss REAL, accuracy REAL, val_loss REAL, val_accuracy REAL, seconds REAL, checkpoint_digest TEXT,
     PRIMARY KEY (trial_id, epoch));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id INTEGER, at REAL NOT NULL, kind TEXT NOT NULL, detail TEXT);
 """
+# Columns added since schema 1: created when an older database is opened for writing, None when read.
+_ADDED = {"trials": ("numerics TEXT", "weights_digest TEXT", "predictions_digest TEXT"),
+          "epochs": ("checkpoint_digest TEXT",)}
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,14 @@ class TrialRecord:
     error: str | None
     device: str | None
     run_id: int | None
+    numerics: str | None = None  # JSON: what the trial trains with that changes its numbers
+    weights_digest: str | None = None
+    predictions_digest: str | None = None
+
+    @property
+    def settings(self) -> dict[str, Any] | None:
+        """The recorded device, precision, threads, memory format and conv algorithms, or None."""
+        return json.loads(self.numerics) if self.numerics else None
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,7 @@ class EpochRow:
     val_loss: float
     val_accuracy: float
     seconds: float
+    checkpoint_digest: str | None = None
 
 
 def this_owner() -> str:
@@ -104,6 +118,23 @@ def check_sqlite_file(path: Path) -> None:
                 raise StoreError(f"{path}: not a convstudy database (corrupt or foreign file); nothing was changed")
 
 
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode; a read-only one never creates or changes a file.
+
+    With no -wal file beside the database no writer is active and every commit is in the main file,
+    which SQLite's `immutable=1` reads without the -shm/-wal files `mode=ro` would create (they stay
+    behind: a read would leave files in a colleague's directory, and cannot on a read-only volume).
+    With a -wal file, a writer may be running: `mode=ro` reads its commits through the existing files.
+    """
+    opts = dict(timeout=60, isolation_level=None, check_same_thread=False)
+    if not readonly:
+        return sqlite3.connect(path, **opts)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    if not path.with_name(path.name + "-wal").exists():
+        uri += "&immutable=1"
+    return sqlite3.connect(uri, uri=True, **opts)
+
+
 # Databases this process has open, with a count. Opening and closing any other descriptor on a
 # database file drops every POSIX lock the process holds on it (SQLite's documented pitfall): a later
 # close then believes it is the last connection and deletes the WAL from under a live writer.
@@ -111,35 +142,39 @@ _OPEN: dict[Path, int] = {}
 
 
 class StudyDB:
-    """Narrow access to study.db: meta, runs, trials, epochs, events."""
+    """Narrow access to study.db: meta, runs, trials, epochs, events.
 
-    def __init__(self, path: Path) -> None:
+    `readonly=True` (report, predict, compare, export) opens with SQLite's `mode=ro`, so reading a
+    colleague's study or a read-only volume never writes a byte, not even a schema or a WAL file.
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         self._key = self.path.resolve()
         if not _OPEN.get(self._key):
             check_sqlite_file(self.path)
         # sqlite adds -wal/-shm files beside a database it opens; a refused one must leave none behind.
         sidecars = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")]
         fresh = [p for p in sidecars if not p.exists()]
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
+            self.conn = _connect(self.path, readonly)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open database ({' '.join(str(exc).split())[:160]})") from None
         try:
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             problem = self.conn.execute("PRAGMA quick_check").fetchone()[0]
             if problem != "ok":
                 raise StoreError(f"{self.path}: damaged database ({' '.join(str(problem).split())[:160]}); "
                                  "nothing was changed")
-            with self.transaction():
-                for stmt in _SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        self.conn.execute(stmt)
-                version = self.get_meta("schema_version")
-                if version is None:
-                    self.set_meta("schema_version", str(SCHEMA_VERSION))
-                elif version != str(SCHEMA_VERSION):
-                    raise StoreError(f"{self.path}: schema version {version}, this convstudy reads {SCHEMA_VERSION}")
+            if readonly:
+                self._check_readable()
+            else:
+                self._create_or_migrate()
         except (sqlite3.DatabaseError, StoreError) as exc:
             self.conn.close()
             if _OPEN.get(self._key):  # sidecars belong to the connection already open here
@@ -151,6 +186,32 @@ class StudyDB:
             raise StoreError(f"{self.path}: unreadable database ({exc}); nothing was changed") from None
 
         _OPEN[self._key] = _OPEN.get(self._key, 0) + 1
+
+    def _create_or_migrate(self) -> None:
+        with self.transaction():
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            version = self.get_meta("schema_version")
+            if version == "1":
+                for table, columns in _ADDED.items():
+                    have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+                    for column in columns:
+                        if column.split()[0] not in have:
+                            self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+            elif version is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+            elif version != str(SCHEMA_VERSION):
+                raise StoreError(f"{self.path}: schema version {version}, this convstudy reads {SCHEMA_VERSION}")
+
+    def _check_readable(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "trials", "epochs", "runs", "events"} <= tables:
+            raise StoreError(f"{self.path}: not a convstudy database (no study tables); nothing was changed")
+        version = self.get_meta("schema_version")
+        if version not in ("1", str(SCHEMA_VERSION)):
+            raise StoreError(f"{self.path}: schema version {version}, this convstudy reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
         if self.conn is not None:
@@ -212,20 +273,34 @@ class StudyDB:
         return TrialRecord(**dict(self.conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()))
 
     def claim(self, owner: str, wanted: set[tuple[str, int]], run_id: int | None = None,
-              retry_failed: bool = False) -> TrialRecord | None:
-        """Atomically take the first wanted trial that is pending or orphaned; None when none is left."""
+              numerics: dict[str, dict[str, Any]] | None = None) -> TrialRecord | None:
+        """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id`.
+
+        A rerun retries what failed in earlier runs (from its last checkpoint), once per run: what
+        fails again in this run stays failed until the next. `numerics` maps a model to the settings
+        this run trains it with; a trial keeps its record once it has trained an epoch (run_study
+        refuses a resume that would change them).
+        """
         now = time.time()
+        row = self.conn.execute("SELECT started_at FROM runs WHERE id=?", (run_id,)).fetchone() if run_id else None
+        run_started = row[0] if row else None
         with self.transaction():
             for rec in self.trials():
                 if (rec.model, rec.seed) not in wanted:
                     continue
                 orphaned = rec.state == "running" and not owner_alive(rec.owner, rec.heartbeat, now)
-                if rec.state == "pending" or orphaned or (retry_failed and rec.state == "failed"):
+                retry = (rec.state == "failed" and run_started is not None
+                         and (rec.finished_at or 0.0) < run_started)
+                if rec.state == "pending" or orphaned or retry:
+                    record = rec.numerics
+                    if numerics is not None and (record is None or rec.epochs_done == 0):
+                        record = json.dumps(numerics[rec.model], sort_keys=True)
                     self.conn.execute(
                         "UPDATE trials SET state='running', owner=?, heartbeat=?, attempts=attempts+1, "
-                        "started_at=COALESCE(started_at, ?), run_id=?, error=NULL WHERE id=?",
-                        (owner, now, now, run_id, rec.id))
-                    detail = f"previous owner {rec.owner} gone" if orphaned else ""
+                        "started_at=COALESCE(started_at, ?), run_id=?, error=NULL, finished_at=NULL, "
+                        "numerics=? WHERE id=?", (owner, now, now, run_id, record, rec.id))
+                    detail = f"previous owner {rec.owner} gone" if orphaned else (
+                        f"retrying after: {rec.error}" if rec.state == "failed" else "")
                     self._event(rec.id, "restart" if rec.attempts else "start", detail)
                     return self.trial(rec.id)
         return None
@@ -242,32 +317,53 @@ class StudyDB:
             self.conn.executemany("UPDATE trials SET heartbeat=? WHERE id=? AND owner=?",
                                   [(time.time(), t, owner) for t in trial_ids])
 
-    def record_epoch(self, trial_id: int, epoch: int, metrics: dict[str, float], owner: str | None = None) -> None:
-        """Upsert one epoch's metrics and advance the trial's counters, in one transaction."""
+    def record_epoch(self, trial_id: int, epoch: int, metrics: dict[str, float],
+                     checkpoint_digest: str | None = None) -> None:
+        """Upsert one epoch's metrics (and its checkpoint's digest) and advance the trial, in one transaction."""
         with self.transaction():
-            self._upsert_epoch(trial_id, epoch, metrics)
+            self._upsert_epoch(trial_id, epoch, metrics, checkpoint_digest)
             self.conn.execute(
                 "UPDATE trials SET epochs_done=MAX(epochs_done, ?), heartbeat=?, "
                 "train_seconds=(SELECT COALESCE(SUM(seconds), 0) FROM epochs WHERE trial_id=?) WHERE id=?",
                 (epoch, time.time(), trial_id, trial_id))
 
-    def _upsert_epoch(self, trial_id: int, epoch: int, m: dict[str, float]) -> None:
+    def rewind(self, trial_id: int, epoch: int, reason: str = "") -> None:
+        """The trial goes on from `epoch` (0: from scratch): rows of later epochs, which it will train
+        again, are dropped; a reason or a dropped row is recorded as a `rewind` event."""
+        with self.transaction():
+            dropped = self.conn.execute("DELETE FROM epochs WHERE trial_id=? AND epoch>?", (trial_id, epoch)).rowcount
+            self.conn.execute(
+                "UPDATE trials SET epochs_done=?, train_seconds=(SELECT COALESCE(SUM(seconds), 0) FROM epochs "
+                "WHERE trial_id=?) WHERE id=?", (epoch, trial_id, trial_id))
+            if reason or dropped:
+                self._event(trial_id, "rewind", reason or f"resuming after epoch {epoch}; {dropped} later rows dropped")
+
+    def checkpoint_digests(self, trial_id: int) -> dict[int, str]:
+        """epoch -> digest of the checkpoint written after it, as recorded."""
+        rows = self.conn.execute("SELECT epoch, checkpoint_digest FROM epochs WHERE trial_id=? AND "
+                                 "checkpoint_digest IS NOT NULL", (trial_id,)).fetchall()
+        return {int(e): d for e, d in rows}
+
+    def _upsert_epoch(self, trial_id: int, epoch: int, m: dict[str, float], digest: str | None) -> None:
         self.conn.execute(
-            "INSERT INTO epochs(trial_id, epoch, loss, accuracy, val_loss, val_accuracy, seconds) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id, epoch) DO UPDATE SET loss=excluded.loss, "
+            "INSERT INTO epochs(trial_id, epoch, loss, accuracy, val_loss, val_accuracy, seconds, checkpoint_digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id, epoch) DO UPDATE SET loss=excluded.loss, "
             "accuracy=excluded.accuracy, val_loss=excluded.val_loss, val_accuracy=excluded.val_accuracy, "
-            "seconds=excluded.seconds",
-            (trial_id, epoch, m["loss"], m["accuracy"], m["val_loss"], m["val_accuracy"], m["seconds"]))
+            "seconds=excluded.seconds, checkpoint_digest=COALESCE(excluded.checkpoint_digest, checkpoint_digest)",
+            (trial_id, epoch, m["loss"], m["accuracy"], m["val_loss"], m["val_accuracy"], m["seconds"], digest))
 
     def epochs(self, trial_id: int) -> list[EpochRow]:
         rows = self.conn.execute("SELECT * FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,)).fetchall()
         return [EpochRow(**dict(r)) for r in rows]
 
-    def finish(self, trial_id: int, test_loss: float, test_accuracy: float, device: str) -> None:
+    def finish(self, trial_id: int, test_loss: float, test_accuracy: float, device: str,
+               weights_digest: str | None = None, predictions_digest: str | None = None) -> None:
+        """Mark a trial complete with its test results and the digests of its weights and predictions."""
         with self.transaction():
             self.conn.execute("UPDATE trials SET state='complete', owner=NULL, finished_at=?, test_loss=?, "
-                              "test_accuracy=?, device=? WHERE id=?",
-                              (time.time(), test_loss, test_accuracy, device, trial_id))
+                              "test_accuracy=?, device=?, weights_digest=?, predictions_digest=? WHERE id=?",
+                              (time.time(), test_loss, test_accuracy, device, weights_digest,
+                               predictions_digest, trial_id))
             self._event(trial_id, "complete")
 
     def mark(self, trial_id: int, state: str, error: str | None = None, diverged_epoch: int | None = None) -> None:
@@ -294,9 +390,3 @@ class _Tx:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.depth:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def iter_rows(db: StudyDB) -> Iterator[tuple[TrialRecord, list[EpochRow]]]:
-    """Every trial with its epoch rows, in study order."""
-    for rec in db.trials():
-        yield rec, db.epochs(rec.id)

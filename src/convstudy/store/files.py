@@ -1,7 +1,15 @@
-"""Tensor files of a study directory: atomic safetensors writes and checked reads (never pickle)."""
+"""Tensor files of a study directory: atomic safetensors writes and checked reads (never pickle).
+
+Every file convstudy writes carries, in its safetensors metadata, a SHA-256 content digest (over the
+header without the digest, and every tensor byte) and, for a trial's files, the trial's identity
+(study fingerprint, model, seed). safetensors itself has no checksum, so without the digest a flipped
+bit in a weight would load silently; without the identity, so would a checkpoint copied from another
+seed or model. `load_tensors` checks both.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -14,6 +22,15 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from convstudy.errors import StoreError
+
+# One metadata key holds {"sha256": digest, "trial": identity}: safetensors writes metadata keys in
+# hash order, so a file with only this key is byte-identical between processes.
+INTEGRITY_KEY = "convstudy.integrity"
+DIGEST_KEY = "convstudy.sha256"  # the digest, as `decode_tensors` hands it back in the metadata
+
+
+class DamagedFile(StoreError):
+    """A tensor file that cannot be trusted: unreadable, its digest wrong, or another trial's."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -36,22 +53,80 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomically write a safetensors file."""
-    atomic_write(path, st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+def identity(study: str, model: str, seed: int) -> str:
+    """The identity string a trial's files carry: which study (fingerprint), model and seed made them."""
+    return json.dumps({"study": study, "model": model, "seed": seed}, sort_keys=True)
 
 
-def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of a safetensors file; a damaged file is a one-line StoreError naming it."""
+def _digest(header: dict, body: memoryview | bytes, trial: str | None) -> str:
+    head = {k: v for k, v in header.items() if k != "__metadata__"}
+    meta = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != INTEGRITY_KEY}
+    h = hashlib.sha256(json.dumps({"tensors": head, "meta": meta, "trial": trial}, sort_keys=True).encode())
+    h.update(body)
+    return h.hexdigest()
+
+
+def _split(data: bytes) -> tuple[dict, memoryview]:
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise ValueError("header runs past the end of the file")
+    return json.loads(data[8:8 + size]), memoryview(data)[8 + size:]
+
+
+def encode_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                   owner: str | None = None) -> tuple[bytes, str]:
+    """(safetensors bytes, content digest), the digest and `owner`'s identity in the metadata."""
+    meta = dict(metadata or {})
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    header, body = _split(st_save(tensors, metadata=meta or None))
+    digest = _digest(header, body, owner)
+    integrity = json.dumps({"sha256": digest, "trial": owner}, sort_keys=True)
+    return st_save(tensors, metadata={**meta, INTEGRITY_KEY: integrity}), digest
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 owner: str | None = None) -> str:
+    """Atomically write a safetensors file carrying its digest (and `owner`); returns the digest."""
+    data, digest = encode_tensors(tensors, metadata, owner)
+    atomic_write(path, data)
+    return digest
+
+
+def decode_tensors(data: bytes, where: str, owner: str | None = None,
+                   digest: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of safetensors bytes, checked: own digest, `owner` and the `digest` on record.
+
+    The metadata hands back the file's digest under DIGEST_KEY, so a caller can compare it with a record.
+    Files written before digests existed (no integrity record) load unchecked, unless a recorded digest is given.
+    """
+    try:
+        tensors = st_load(data)
+        header, body = _split(data)
+        metadata = dict(header.get("__metadata__") or {})
+        integrity = json.loads(metadata.pop(INTEGRITY_KEY, "{}"))
+        stored, trial = integrity.get("sha256"), integrity.get("trial")
+    except (SafetensorError, ValueError, RuntimeError, struct.error, AttributeError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise DamagedFile(f"{where}: corrupt tensor file ({reason})") from None
+    if stored is not None and stored != _digest(header, body, trial):
+        raise DamagedFile(f"{where}: damaged tensor file (content digest mismatch: bits changed since it was written)")
+    if owner is not None and stored is not None and trial != owner:
+        raise DamagedFile(f"{where}: belongs to another trial ({trial or 'no identity'}; expected {owner})")
+    if digest is not None and stored != digest:
+        raise DamagedFile(f"{where}: not the file this study recorded (digest {str(stored)[:12]}, "
+                          f"recorded {digest[:12]})")
+    if stored is not None:
+        metadata[DIGEST_KEY] = stored
+    return tensors, metadata
+
+
+def load_tensors(path: Path, owner: str | None = None,
+                 digest: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; a damaged or foreign file is a one-line DamagedFile."""
     try:
         data = Path(path).read_bytes()
-        tensors = st_load(data)
-        # The header is a little-endian u64 length then JSON; its __metadata__ holds our string map.
-        (size,) = struct.unpack("<Q", data[:8])
-        metadata = json.loads(data[8:8 + size]).get("__metadata__") or {}
     except FileNotFoundError:
         raise StoreError(f"{path}: missing") from None
-    except (SafetensorError, ValueError, OSError, RuntimeError, struct.error) as exc:
-        reason = " ".join(str(exc).split())[:160]
-        raise StoreError(f"{path}: corrupt tensor file ({reason}); nothing was changed") from None
-    return tensors, metadata
+    except OSError as exc:
+        raise DamagedFile(f"{path}: unreadable ({exc.strerror})") from None
+    return decode_tensors(data, str(path), owner, digest)

@@ -121,3 +121,14 @@ def default_channels_last(device: torch.device) -> bool:
     noise for the 12th (docs/benchmarks.md).
     """
     return device.type in ("cuda", "cpu")
+
+
+def trial_numerics(model: nn.Module, device: torch.device, precision: str, threads: int,
+                   channels_last: bool) -> dict[str, object]:
+    """What a trial trains with that changes its numbers, recorded per trial so a resume cannot mix them.
+
+    Conv algorithms follow from the model, device and precision (choose_conv_algorithms); `model` is
+    a throwaway CPU build of the trial's network, switched here and not trained.
+    """
+    return {"device": device.type, "precision": precision, "threads": threads,
+            "channels_last": channels_last, "conv_dft": choose_conv_algorithms(model, device, precision)}
