@@ -2,7 +2,7 @@
 
     python bench/cpu_paths.py --models k7-3,k3-2 --threads 1 [--compile]
 
-Variants of convstudy's trainer (`train_one_epoch` on synthetic uint8 images, bf16 autocast,
+Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast,
 channels_last): `direct` (every conv direct), `dft` (the train stage's DFT choice), and with
 --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
 them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
@@ -21,9 +21,11 @@ import time
 def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, batches: int) -> dict:
     import torch
 
+    from dataclasses import replace
+
     from convstudy.spec.builtin import seed_study
+    from convstudy.train import Lone, Split, init_state, plan
     from convstudy.train.device import keep_freed_memory
-    from convstudy.train.loop import Split, init_state, train_one_epoch
 
     torch.set_num_threads(threads)
     if tuned:
@@ -31,25 +33,32 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     study = seed_study()
     spec = study.model(model)
     settings = spec.settings(study.train)
-    cpu = torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
     n = batches * settings.batch_size
     split = Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
                   torch.randint(0, 10, (n,), generator=gen))
-    states = {"direct": init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32")}
-    dft = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "bf16")  # the train stage's algorithm choice
-    if any(getattr(m, "algorithm", "direct") == "dft" for m in dft.model.modules()):
-        states["dft"] = dft
+    chosen = plan(spec, (28, 28, 1), torch.device("cpu"), "bf16", threads)  # the train stage's algorithm choice
+    plans = {"direct": replace(chosen, dft=())}
+    if chosen.dft:
+        plans["dft"] = chosen
+    nets = {key: Lone(init_state(spec, settings, (28, 28, 1), 0, how), settings, how) for key, how in plans.items()}
     if compile_:
-        states["compiled"] = init_state(spec, settings, (28, 28, 1), 0, cpu, True, "fp32")
-        states["compiled"].model = torch.compile(states["compiled"].model)
-    seconds = dict.fromkeys(states, 0.0)
-    for state in states.values():  # warm-up: compilation, allocator growth
-        train_one_epoch(state, split, settings.batch_size, "bf16", True)
+        nets["compiled"] = Lone(init_state(spec, settings, (28, 28, 1), 0, plans["direct"]), settings, plans["direct"])
+        nets["compiled"].model = torch.compile(nets["compiled"].model)
+
+    def epoch(net) -> None:  # run_trial's batch loop
+        xs, ys, loss_sum, correct = net.shuffled(split)
+        for start in range(0, n, settings.batch_size):
+            net.step(xs[start:start + settings.batch_size], ys[start:start + settings.batch_size], loss_sum, correct)
+        loss_sum.item()
+
+    seconds = dict.fromkeys(nets, 0.0)
+    for net in nets.values():  # warm-up: compilation, allocator growth
+        epoch(net)
     for _ in range(rounds):
-        for key, state in states.items():
+        for key, net in nets.items():
             t0 = time.perf_counter()
-            train_one_epoch(state, split, settings.batch_size, "bf16", True)
+            epoch(net)
             seconds[key] += time.perf_counter() - t0
     return {"model": model, "threads": threads, "allocator": "kept" if tuned else "glibc default",
             **{f"{k}_samples_per_s": round(rounds * n / s, 1) for k, s in seconds.items()}}

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from dataclasses import replace
 
 import torch
 
 from convstudy.data import load_dataset
+from convstudy.executors.storage import CheckpointStorage
+from convstudy.executors.trial import EpochDone, Finished, TrialJob, run_trial
 from convstudy.spec import resolve_study, with_overrides
-from convstudy.train import evaluate, loop
-from convstudy.train.data import make_trial_data
+from convstudy.train import make_trial_data, plan
 
 VARIANTS = {  # name: (graphs, precision, channels_last)
     "eager fp32": (False, "fp32", False),
@@ -37,27 +40,22 @@ def main() -> None:
     device = torch.device("cuda")
     ds = load_dataset("mnist", args.data_dir)
     data = make_trial_data(ds, study.train, device)
-    rows = []
     for spec in study.models:
         if spec.name not in args.models.split(","):
             continue
-        settings = spec.settings(study.train)
         for name, (graphs, precision, cl) in VARIANTS.items():
-            loop.CUDA_GRAPHS = graphs
-            state = loop.init_state(spec, settings, ds.info.input_shape, 0, device, cl)
-            times = []
-
-            def on_epoch(result, st, times=times):
-                torch.cuda.synchronize()
-                times.append(time.perf_counter())
-
-            t0 = time.perf_counter()
-            loop.fit(state, settings, data, precision=precision, channels_last=cl, on_epoch=on_epoch)
-            acc = evaluate(state.model, data.test, precision, cl)[1]
-            rows.append({"model": spec.name, "variant": name, "epoch1_s": round(times[0] - t0, 3),
-                         "epoch2_s": round(times[1] - times[0], 3), "test_acc_2ep": round(acc, 4)})
-            print(json.dumps(rows[-1]), flush=True)
-    loop.CUDA_GRAPHS = True
+            how = replace(plan(spec, ds.info.input_shape, device, precision, 1, cuda_graphs=graphs), channels_last=cl)
+            job = TrialJob(0, spec, spec.settings(study.train), 0, ds.info.input_shape, how)
+            times, acc = [time.perf_counter()], None
+            with tempfile.TemporaryDirectory() as tmp:
+                for event in run_trial([job], data, CheckpointStorage(tmp)):
+                    if isinstance(event, EpochDone):
+                        torch.cuda.synchronize()
+                        times.append(time.perf_counter())
+                    elif isinstance(event, Finished):
+                        acc = event.test_accuracy
+            print(json.dumps({"model": spec.name, "variant": name, "epoch1_s": round(times[1] - times[0], 3),
+                              "epoch2_s": round(times[2] - times[1], 3), "test_acc_2ep": round(acc, 4)}), flush=True)
 
 
 if __name__ == "__main__":

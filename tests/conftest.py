@@ -29,6 +29,18 @@ import pytest
 
 from convstudy.data import REGISTRY
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `cuda` run where a GPU exists (`pytest -m cuda`) and are skipped cleanly elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -221,6 +233,17 @@ def trial_results(db_path: Path) -> dict[tuple[str, int], tuple[str, float | Non
     return {(m, s): (st, acc, loss) for m, s, st, acc, loss in rows}
 
 
+
+
+def trial_events(spec, settings, data, root: Path, seeds=(3,), plan=None, saved=None) -> list:
+    """run_trial's events (no progress) for `spec`'s `seeds` trained together, checkpointing under `root`."""
+    from convstudy.executors.storage import CheckpointStorage
+    from convstudy.executors.trial import Progress, TrialJob, run_trial
+    from convstudy.train import Plan
+
+    jobs = [TrialJob(i, spec, settings, s, (28, 28, 1), plan or Plan(), owner=f"trial {s}")
+            for i, s in enumerate(seeds)]
+    return [e for e in run_trial(jobs, data, CheckpointStorage(str(root)), saved) if not isinstance(e, Progress)]
 
 
 def dedent(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Seeds trained together (train.cohort): the stacked network is each member's network side by side,
+"""Seeds trained together (train.stack): the stacked network is each member's network side by side,
 so its outputs, gradients and optimiser steps are the members' own, and a member's checkpoint is a
 lone trial's checkpoint."""
 
@@ -14,16 +14,15 @@ from torch import nn
 from conftest import db_rows, epoch_metrics, finish, kill_when, start_run, trial_results, write_tiny_study
 from convstudy.data import load_dataset
 from convstudy.errors import StoreError
+from convstudy.executors.storage import CheckpointStorage
+from convstudy.executors.trial import Diverged, EpochDone, Finished, Progress, TrialJob, run_trial
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.spec.builtin import seed_study
-from convstudy.train import fit, init_state, load_state_tensors
-from convstudy.train.cohort import (
-    evaluate_cohort, fit_cohort, init_cohort, member_checkpoint, member_model_state, stack_modules,
-)
 from convstudy.store import load_tensors
-from convstudy.train.data import make_trial_data
+from convstudy.train import Plan, Stacked, init_state, make_trial_data, state_to_tensors
+from convstudy.train.stack import stack_modules
 
-CPU = torch.device("cpu")
+PLAN = Plan()  # the CPU, fp32
 SEEDS = [3, 4, 5]
 # Every stackable kind: valid/same/strided convs, both batch norms, avg and max pooling, dropout.
 MIXED = ModelSpec(name="mixed", layers=["conv(6,3)", "bn", "pool(2)", "conv(5,5,same)", "conv(4,3,same,stride=2)",
@@ -35,7 +34,7 @@ NO_DROPOUT = ModelSpec(name="nodrop", layers=["conv(8,3)", "pool(2)", "conv(8,3,
 
 def _members(spec: ModelSpec, settings: TrainSettings | None = None) -> list:
     settings = settings or TrainSettings(epochs=1, batch_size=32)
-    return [init_state(spec, settings, (28, 28, 1), seed, CPU) for seed in SEEDS]
+    return [init_state(spec, settings, (28, 28, 1), seed, PLAN) for seed in SEEDS]
 
 
 def _no_dropout(model: nn.Module) -> None:
@@ -72,74 +71,91 @@ def test_stacked_network_computes_each_members_outputs_and_gradients(spec):
 
 def test_stacking_keeps_each_members_initial_weights_and_keys():
     states = _members(MIXED)
-    cohort = init_cohort(MIXED, TrainSettings(), (28, 28, 1), SEEDS, CPU)
+    stacked = Stacked(_members(MIXED), TrainSettings(), PLAN)
     for i, st in enumerate(states):
-        member = member_model_state(cohort, i)
+        member = stacked.weights(i)
         assert member.keys() == st.model.state_dict().keys()
         for key, value in st.model.state_dict().items():
             assert torch.equal(member[key], value), key
 
 
 def _data(tiny_mnist, settings):
-    return make_trial_data(load_dataset("mnist", tiny_mnist.dir), settings, CPU)
+    return make_trial_data(load_dataset("mnist", tiny_mnist.dir), settings, torch.device("cpu"))
 
 
-def test_a_cohort_trains_each_member_as_its_lone_trial_would(tiny_mnist):
+def _jobs(spec, settings, seeds=SEEDS) -> list[TrialJob]:
+    return [TrialJob(i, spec, settings, s, (28, 28, 1), PLAN, owner=f"trial {s}") for i, s in enumerate(seeds)]
+
+
+def _train(jobs, data, root, saved=None) -> list:
+    """run_trial's events for `jobs` trained together, checkpointing under `root`; no progress events."""
+    return [e for e in run_trial(jobs, data, CheckpointStorage(str(root)), saved) if not isinstance(e, Progress)]
+
+
+def _histories(events, seeds=SEEDS) -> list[list]:
+    return [[e.result for e in events if isinstance(e, EpochDone) and e.job.seed == s] for s in seeds]
+
+
+def _finished(events) -> dict:
+    return {e.job.seed: e for e in events if isinstance(e, Finished)}
+
+
+def test_a_cohort_trains_each_member_as_its_lone_trial_would(tiny_mnist, tmp_path):
     # Without dropout nothing random is shared, so the members follow their lone trials to rounding. SGD,
     # because Adam's g / sqrt(v) turns rounding-level gradients of dead units into full-size steps.
     settings = TrainSettings(epochs=2, batch_size=32, validation="holdout", optimizer="sgd")
     data = _data(tiny_mnist, settings)
-    lone = [fit(st, settings, data) for st in _members(NO_DROPOUT, settings)]
-    cohort = fit_cohort(init_cohort(NO_DROPOUT, settings, (28, 28, 1), SEEDS, CPU), settings, data)
-    for i, st in enumerate(lone):
-        for key, value in st.model.state_dict().items():
-            torch.testing.assert_close(member_model_state(cohort, i)[key], value, rtol=1e-4, atol=1e-5)
-        for mine, theirs in zip(cohort.histories[i], st.history):
-            assert mine.loss == pytest.approx(theirs.loss, rel=1e-4)
-            assert mine.val_accuracy == pytest.approx(theirs.val_accuracy, abs=2 / len(data.val))
-    assert len({h[-1].loss for h in cohort.histories}) == len(SEEDS)  # members differ: own seeds, own batches
-    losses, accs, probs = evaluate_cohort(cohort, data.test, with_probs=True)
-    assert probs.shape == (len(SEEDS), len(data.test), 10)
-    torch.testing.assert_close(probs.sum(2), torch.ones(len(SEEDS), len(data.test)))
+    lone = [e for job in _jobs(NO_DROPOUT, settings) for e in _train([job], data, tmp_path / "lone")]
+    stacked = _train(_jobs(NO_DROPOUT, settings), data, tmp_path / "stacked")
+    for seed, mine, theirs in zip(SEEDS, _histories(stacked), _histories(lone)):
+        want = _finished(lone)[seed].weights
+        for key, value in _finished(stacked)[seed].weights.items():
+            torch.testing.assert_close(value, want[key], rtol=1e-4, atol=1e-5)
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.loss == pytest.approx(b.loss, rel=1e-4)
+            assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=2 / len(data.val))
+    assert len({h[-1].loss for h in _histories(stacked)}) == len(SEEDS)  # members differ: own seeds, own batches
+    for done in _finished(stacked).values():
+        assert done.probs.shape == (len(data.test), 10)
+        torch.testing.assert_close(done.probs.sum(1), torch.ones(len(data.test)))
 
 
-def test_a_members_checkpoint_resumes_as_a_lone_trial_and_a_cohort_resumes_exactly(tiny_mnist):
+def test_a_members_checkpoint_resumes_as_a_lone_trial_and_a_cohort_resumes_exactly(tiny_mnist, tmp_path):
+    import shutil
+
     settings = TrainSettings(epochs=2, batch_size=32, validation="holdout")
     data = _data(tiny_mnist, settings)
-    straight = fit_cohort(init_cohort(MIXED, settings, (28, 28, 1), SEEDS, CPU), settings, data)
-
+    straight = _train(_jobs(MIXED, settings), data, tmp_path / "straight")
     first = TrainSettings(epochs=1, batch_size=32, validation="holdout")
-    part = fit_cohort(init_cohort(MIXED, first, (28, 28, 1), SEEDS, CPU), first, data)
-    saved = [member_checkpoint(part, i) for i in range(len(SEEDS))]
+    part = _train(_jobs(MIXED, first), data, tmp_path / "part")  # leaves each member's epoch-1 checkpoint
+    shutil.copytree(tmp_path / "part", tmp_path / "lone")
     # The cohort rebuilt from its members' checkpoints continues bit for bit (dropout included).
-    states = [load_state_tensors(init_state(MIXED, settings, (28, 28, 1), s, CPU), *saved[i])
-              for i, s in enumerate(SEEDS)]
-    resumed = fit_cohort(init_cohort(MIXED, settings, (28, 28, 1), SEEDS, CPU, states=states), settings, data)
-    assert _metrics(resumed.histories) == _metrics(straight.histories)
-    for key, value in straight.model.state_dict().items():
-        assert torch.equal(resumed.model.state_dict()[key], value), key
+    resumed = _train(_jobs(MIXED, settings), data, tmp_path / "part")
+    assert _metrics(_histories(part)) == [m[:1] for m in _metrics(_histories(straight))]
+    assert _metrics(_histories(resumed)) == [m[1:] for m in _metrics(_histories(straight))]
+    for seed, done in _finished(straight).items():
+        for key, value in done.weights.items():
+            assert torch.equal(_finished(resumed)[seed].weights[key], value), key
     # A lone trial takes a member's checkpoint as its own.
-    lone = load_state_tensors(init_state(MIXED, settings, (28, 28, 1), SEEDS[1], CPU), *saved[1])
-    assert lone.epoch == 1 and lone.history == part.histories[1]
-    fit(lone, settings, data)
-    assert lone.epoch == 2 and len(lone.optimizer.state) == len(list(lone.model.parameters()))
+    lone = _train(_jobs(MIXED, settings)[1:2], data, tmp_path / "lone")
+    assert [e.result.epoch for e in lone if isinstance(e, EpochDone)] == [2] and SEEDS[1] in _finished(lone)
 
 
 def _metrics(histories):
     return [[(r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy) for r in h] for h in histories]
 
 
-def test_a_diverging_member_is_reported_and_the_others_train_on(tiny_mnist):
+def test_a_diverging_member_is_reported_and_the_others_train_on(tiny_mnist, tmp_path):
     settings = TrainSettings(epochs=2, batch_size=32, validation="holdout")
     data = _data(tiny_mnist, settings)
-    cohort = init_cohort(NO_DROPOUT, settings, (28, 28, 1), SEEDS, CPU)
+    states = _members(NO_DROPOUT, settings)
     with torch.no_grad():
-        cohort.model[0].weight.chunk(len(SEEDS))[1].fill_(float("nan"))
-    reported: list[tuple[int, int]] = []
-    fit_cohort(cohort, settings, data, on_diverged=lambda i, epoch: reported.append((i, epoch)))
-    assert reported == [(1, 1)]
-    assert [len(h) for h in cohort.histories] == [2, 0, 2]
-    assert all(r.val_accuracy > 0.3 for i in (0, 2) for r in cohort.histories[i][-1:])
+        states[1].model[0].weight.fill_(float("nan"))
+    events = _train(_jobs(NO_DROPOUT, settings), data, tmp_path, saved=[(state_to_tensors(st), None) for st in states])
+    assert [(e.job.seed, e.epoch) for e in events if isinstance(e, Diverged)] == [(SEEDS[1], 1)]
+    assert [len(h) for h in _histories(events)] == [2, 0, 2]
+    assert all(h[-1].val_accuracy > 0.3 for i, h in enumerate(_histories(events)) if i != 1)
+    assert set(_finished(events)) == {SEEDS[0], SEEDS[2]}
 
 
 # ---- end to end: `convstudy run --stack-seeds` -------------------------------------------------
@@ -184,40 +200,13 @@ def test_stack_seeds_rejects_bad_values_in_one_line(run_cli, tiny_study_file, tm
     assert not (tmp_path / "o").exists()
 
 
-class _MemorySink:
-    """A TrialSink that keeps everything in memory."""
-
-    def __init__(self, checkpoints=None) -> None:
-        self.checkpoints = dict(checkpoints or {})
-        self.epochs: list[tuple[int, int]] = []
-        self.done: dict[int, float] = {}
-
-    def load_checkpoint(self, job):
-        return self.checkpoints.get(job.seed)
-
-    def epoch_done(self, job, result, tensors, meta) -> None:
-        self.checkpoints[job.seed] = (tensors, meta)
-        self.epochs.append((job.seed, result.epoch))
-
-    def finished(self, job, weights, probs, labels, test_loss, test_accuracy) -> None:
-        self.done[job.seed] = test_accuracy
-
-    def diverged(self, job, epoch) -> None:  # pragma: no cover - not expected here
-        raise AssertionError("diverged")
-
-
-def test_members_checkpointed_at_different_epochs_train_alone(tiny_mnist):
-    from convstudy.executors.trial import TrialJob, run_cohort
-    from convstudy.train import state_to_tensors
-
+def test_members_checkpointed_at_different_epochs_train_alone(tiny_mnist, tmp_path):
     settings = TrainSettings(epochs=2, batch_size=32, validation="holdout")
     data = _data(tiny_mnist, settings)
-    jobs = [TrialJob(trial_id=i, model=NO_DROPOUT, settings=settings, seed=s, input_shape=(28, 28, 1))
-            for i, s in enumerate(SEEDS[:2])]
-    ahead = fit(init_state(NO_DROPOUT, settings, (28, 28, 1), SEEDS[0], CPU), TrainSettings(
-        epochs=1, batch_size=32, validation="holdout"), data)
-    sink = _MemorySink({SEEDS[0]: state_to_tensors(ahead)})
-    ends = run_cohort(jobs, data, sink)
-    assert ends == {0: "complete", 1: "complete"}
-    assert sink.epochs == [(SEEDS[0], 2), (SEEDS[1], 1), (SEEDS[1], 2)]  # the first resumed after its epoch 1
-    assert set(sink.done) == set(SEEDS[:2])
+    jobs = _jobs(NO_DROPOUT, settings, SEEDS[:2])
+    _train([TrialJob(0, NO_DROPOUT, TrainSettings(epochs=1, batch_size=32, validation="holdout"), SEEDS[0],
+                     (28, 28, 1), PLAN, owner=jobs[0].owner)], data, tmp_path)  # seed 0 is one epoch ahead
+    events = _train(jobs, data, tmp_path)
+    assert [(e.job.seed, e.result.epoch) for e in events if isinstance(e, EpochDone)] == \
+        [(SEEDS[0], 2), (SEEDS[1], 1), (SEEDS[1], 2)]  # the first resumed after its epoch 1
+    assert set(_finished(events)) == set(SEEDS[:2])

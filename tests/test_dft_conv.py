@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from convstudy.model import build_model
 from convstudy.model.conv import Conv2d
 from convstudy.spec.builtin import seed_study
-from convstudy.train.device import choose_conv_algorithms
+from convstudy.train import plan
 
 GEOMETRIES = [  # (cin, cout, h, w, kernel, padding)
     (3, 4, 14, 14, 7, "same"),
@@ -22,9 +22,8 @@ GEOMETRIES = [  # (cin, cout, h, w, kernel, padding)
 def _pair(cin, cout, kernel, padding, dtype=torch.float64):
     torch.manual_seed(0)
     conv = Conv2d(cin, cout, kernel, padding=padding).to(dtype)
-    dft = Conv2d(cin, cout, kernel, padding=padding).to(dtype)
+    dft = Conv2d(cin, cout, kernel, padding=padding, algorithm="dft").to(dtype)
     dft.load_state_dict(conv.state_dict())
-    dft.algorithm = "dft"
     return conv, dft
 
 
@@ -68,8 +67,7 @@ def test_dft_in_bf16_is_about_as_accurate_as_direct_bf16():
 
 
 def test_strided_or_grouped_convs_stay_direct():
-    conv = Conv2d(4, 4, 3, stride=2, groups=2)
-    conv.algorithm = "dft"
+    conv = Conv2d(4, 4, 3, stride=2, groups=2, algorithm="dft")
     assert not conv.dft_supported()
     x = torch.randn(1, 4, 9, 9)
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, stride=2, groups=2))
@@ -79,8 +77,7 @@ def test_rule_picks_the_large_5x5_and_7x7_convs_on_the_cpu_in_bf16_only():
     study = seed_study()
 
     def chosen(name, device="cpu", precision="bf16"):
-        model = build_model(study.model(name), (28, 28, 1))
-        return choose_conv_algorithms(model, torch.device(device), precision)
+        return list(plan(study.model(name), (28, 28, 1), torch.device(device), precision, 1).dft)
 
     assert chosen("k7-3") == ["3"]  # conv(64,7,same) over 256 channels; not the 1- or 64-channel ones
     assert chosen("k7-1") == ["2"]
@@ -89,7 +86,7 @@ def test_rule_picks_the_large_5x5_and_7x7_convs_on_the_cpu_in_bf16_only():
     assert chosen("k5-1") == ["2"]  # conv(64,5) over 128 channels; not conv(32,5) over 64
     assert chosen("k5-3") == ["3"]
     assert chosen("k5-2") == [] and chosen("k3-1") == []
-    model = build_model(study.model("k7-3"), (28, 28, 1))
-    before = set(model.state_dict())
-    choose_conv_algorithms(model, torch.device("cpu"), "bf16")
-    assert set(model.state_dict()) == before  # checkpoints and exports are unchanged
+    direct = build_model(study.model("k7-3"), (28, 28, 1))
+    dft = build_model(study.model("k7-3"), (28, 28, 1), dft=("3",))
+    assert dft[3].algorithm == "dft" and direct[3].algorithm == "direct"
+    assert set(dft.state_dict()) == set(direct.state_dict())  # checkpoints and exports are unchanged

@@ -87,17 +87,13 @@ def flip_a_weight_bit(path: Path) -> None:
 
 
 def foreign_checkpoint(path: Path, out: Path, model: str, seed: int) -> None:
-    """A valid checkpoint of another trial (model, seed) of the same study, written at `path`."""
-    import torch
-
-    from convstudy.store import StudyStore
-    from convstudy.train import init_state, state_to_tensors
+    """The checkpoint at `path` relabelled as trial (model, seed) of the same study, with made-up epoch rows:
+    what a checkpoint copied from another trial looks like to the loader."""
+    from convstudy.store import StudyStore, load_tensors
 
     store = StudyStore.open_existing(out)
-    spec = store.study.model(model)
-    state = init_state(spec, spec.settings(store.study.train), (28, 28, 1), seed, torch.device("cpu"))
-    state.epoch = 1
-    tensors, meta = state_to_tensors(state)
+    tensors, meta = load_tensors(path)
+    meta = {k: v for k, v in meta.items() if k != store_files.DIGEST_KEY}
     meta["history"] = json.dumps([{"epoch": 1, "loss": 9.0, "accuracy": 0.1, "val_loss": 9.0,
                                    "val_accuracy": 0.1, "seconds": 1.0}])
     store_files.save_tensors(path, tensors, meta, owner=store.owner(model, seed))
@@ -399,7 +395,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_worker_processes_stop_when_their_parent_is_killed(tiny_mnist_session, tmp_path):
-    study = write_tiny_study(tmp_path / "tiny.toml", epochs=30, seeds=[0, 1, 2])
+    study = write_tiny_study(tmp_path / "tiny.toml", epochs=1000, seeds=[0, 1, 2])  # minutes of work left
     out = tmp_path / "out"
     proc = start_run(study, out, tiny_mnist_session, "--workers", "2")
     deadline = time.monotonic() + 120
@@ -415,7 +411,7 @@ def test_worker_processes_stop_when_their_parent_is_killed(tiny_mnist_session, t
     assert workers, "no worker process seen"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 30  # an epoch of the tiny study takes well under a second
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     alive = [w for w in workers if _alive(w)]

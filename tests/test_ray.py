@@ -157,15 +157,16 @@ def test_live_view_lists_running_trials():
 
     from convstudy.executors.ray_progress import RayView
     from convstudy.executors.trial import TrialJob
-    from convstudy.train import EpochResult
+    from convstudy.train import EpochResult, Plan
 
     study = slow_study(epochs=3)
     model = study.models[0]
-    job = TrialJob(trial_id=7, model=model, settings=model.settings(study.train), seed=5, input_shape=(28, 28, 1))
+    job = TrialJob(trial_id=7, model=model, settings=model.settings(study.train), seed=5, input_shape=(28, 28, 1),
+                   plan=Plan())
     console = Console(record=True, width=120, force_terminal=False)
     view = RayView(console)
     view.submitted(job, 2)
-    view.started(job, "node-a:4242", 1)
+    view.started(job, 1, "node-a:4242")
     view.epoch(job, EpochResult(2, 0.51, 0.81, 0.42, 0.86, 3.0))
     console.print(view._table())
     text = console.export_text()

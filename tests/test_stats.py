@@ -127,10 +127,11 @@ def test_holdout_validation_comes_from_train_and_test_is_separate(tiny_mnist, ti
     assert as_test.val is as_test.test and len(as_test.train) == 600
 
 
-def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monkeypatch):
+def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monkeypatch, tmp_path):
     from convstudy.data import load_dataset
-    from convstudy.executors import trial as trial_mod
-    from convstudy.train import loop
+    from convstudy.executors.storage import CheckpointStorage
+    from convstudy.executors.trial import Finished, TrialJob, run_trial
+    from convstudy.train import Plan, loop
 
     study = load_study_file(tiny_study_file(epochs=2))
     data = make_trial_data(load_dataset("mnist", tiny_mnist.dir), study.train, torch.device("cpu"))
@@ -142,17 +143,10 @@ def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monk
         return real(model, split, *args, **kwargs)
 
     monkeypatch.setattr(loop, "evaluate", spy)
-    monkeypatch.setattr(trial_mod, "evaluate", spy)
-
-    class Sink:
-        def load_checkpoint(self, job): return None
-        def epoch_done(self, *a): pass
-        def finished(self, *a): pass
-        def diverged(self, *a): pass
-
     m = study.models[0]
-    job = trial_mod.TrialJob(1, m, m.settings(study.train), 0, (28, 28, 1))
-    assert trial_mod.run_trial(job, data, Sink()) == "complete"
+    job = TrialJob(1, m, m.settings(study.train), 0, (28, 28, 1), Plan())
+    events = list(run_trial([job], data, CheckpointStorage(str(tmp_path))))
+    assert isinstance(events[-1], Finished)
     assert seen.count("test") == 1 and seen[-1] == "test" and seen.count("val") == 2
 
 

@@ -5,24 +5,25 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import trial_events
 from convstudy.data import load_dataset
+from convstudy.executors.trial import Diverged, EpochDone, Finished
 from convstudy.spec import ModelSpec, TrainSettings, OptimizerSpec
-from convstudy.train import Diverged, fit, init_state, make_optimizer
-from convstudy.train.data import make_trial_data
+from convstudy.train import make_optimizer, make_trial_data
 
 SMALL = ModelSpec(name="small", layers=["conv(8,3)", "pool(2)", "flatten", "dense(32)", "dense(10)"])
 
 
-def test_trainer_learns_synthetic_digits(tiny_mnist):
+def test_trainer_learns_synthetic_digits(tiny_mnist, tmp_path):
     ds = load_dataset("mnist", tiny_mnist.dir)
     settings = TrainSettings(epochs=3, batch_size=32, validation="holdout")
     data = make_trial_data(ds, settings, torch.device("cpu"))
-    state = init_state(SMALL, settings, (28, 28, 1), seed=0, device=torch.device("cpu"))
-    fit(state, settings, data)
-    first, last = state.history[0], state.history[-1]
-    assert len(state.history) == 3 and state.epoch == 3
-    assert last.loss < first.loss
-    assert last.val_accuracy > 0.5  # chance is 0.1
+    events = trial_events(SMALL, settings, data, tmp_path, seeds=(0,))
+    history = [e.result for e in events if isinstance(e, EpochDone)]
+    assert [r.epoch for r in history] == [1, 2, 3] and isinstance(events[-1], Finished)
+    assert history[-1].loss < history[0].loss
+    assert history[-1].val_accuracy > 0.5  # chance is 0.1
+    assert events[-1].probs.shape == (tiny_mnist.n_test, 10)
 
 
 def test_holdout_validation_comes_from_training_set(tiny_mnist):
@@ -42,27 +43,28 @@ def test_train_limit_keeps_a_stratified_subset(tiny_mnist):
     assert torch.bincount(data.train.y, minlength=10).tolist() == [10] * 10
 
 
-def test_last_partial_batch_is_kept(tiny_mnist):
+def test_last_partial_batch_is_kept(tiny_mnist, tmp_path, monkeypatch):
+    from convstudy.executors.storage import CheckpointStorage
+    from convstudy.executors.trial import Progress, TrialJob, run_trial
+    from convstudy.train import Plan
+
     ds = load_dataset("mnist", tiny_mnist.dir)
     settings = TrainSettings(epochs=1, batch_size=256, validation="test")  # 600 = 2*256 + 88
     data = make_trial_data(ds, settings, torch.device("cpu"))
-    state = init_state(SMALL, settings, (28, 28, 1), seed=0, device=torch.device("cpu"))
-    steps = []
-    state.optimizer.register_step_post_hook(lambda *a: steps.append(1))
-    fit(state, settings, data)
-    assert len(steps) == 3
+    job = TrialJob(0, SMALL, settings, 0, (28, 28, 1), Plan())
+    done = [e.done for e in run_trial([job], data, CheckpointStorage(str(tmp_path))) if isinstance(e, Progress)]
+    assert done == [256, 512, 600]
 
 
-def test_divergence_raises_with_epoch(tiny_mnist):
+def test_divergence_is_an_event_with_its_epoch(tiny_mnist, tmp_path):
     ds = load_dataset("mnist", tiny_mnist.dir)
     settings = TrainSettings(epochs=3, batch_size=64, validation="test",
                              optimizer=OptimizerSpec(name="sgd", args={"lr": 1e5}))
     data = make_trial_data(ds, settings, torch.device("cpu"))
     linear = ModelSpec(name="linear", layers=["conv(8,3,activation=linear)", "flatten", "dense(32,linear)", "dense(10)"])
-    state = init_state(linear, settings, (28, 28, 1), seed=0, device=torch.device("cpu"))
-    with pytest.raises(Diverged) as exc:
-        fit(state, settings, data)
-    assert 1 <= exc.value.epoch <= 3
+    events = trial_events(linear, settings, data, tmp_path, seeds=(0,))
+    assert isinstance(events[-1], Diverged) and 1 <= events[-1].epoch <= 3
+    assert not any(isinstance(e, Finished) for e in events)
 
 
 @pytest.mark.parametrize("name", ["adadelta", "adam", "adamw", "sgd", "rmsprop"])

@@ -9,7 +9,7 @@ are set against a matrix product timed here, in the trainer's precision.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from convstudy.model import build_model, summarize_model
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.spec.layers import Shape
-from convstudy.train.device import configure_backends
-from convstudy.train.loop import Split, init_state, make_optimizer, seed_everything, train_one_epoch
+from convstudy.train import Lone, Split, configure_backends, init_state, make_optimizer, plan, seed_everything
 
 BASELINE_BATCH = 128
 ROUNDS = 4  # timed chunks per loop and model, alternating trainer and baseline
@@ -93,13 +92,17 @@ def plain_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x: 
 
 def trainer_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x: torch.Tensor, y: torch.Tensor,
                  device: torch.device, precision: str, channels_last: bool) -> Callable[[int], int]:
-    """convstudy's own epoch function over device-resident uint8 data, `n_batches` per call."""
-    state = init_state(spec, settings, input_shape, 0, device, channels_last, precision)
+    """convstudy's own steps (run_trial's batch loop) over device-resident uint8 data, `n_batches` per call."""
+    how = replace(plan(spec, input_shape, device, precision, torch.get_num_threads()), channels_last=channels_last)
+    net = Lone(init_state(spec, settings, input_shape, 0, how), settings, how)
     xd, yd = x.to(device), y.to(device)
 
     def run(n_batches: int) -> int:
-        n = min(n_batches * settings.batch_size, len(yd))
-        train_one_epoch(state, Split(xd[:n], yd[:n]), settings.batch_size, precision, channels_last)
+        n, batch = min(n_batches * settings.batch_size, len(yd)), settings.batch_size
+        xs, ys, loss_sum, correct = net.shuffled(Split(xd[:n], yd[:n]))
+        for start in range(0, n, batch):
+            net.step(xs[start:start + batch], ys[start:start + batch], loss_sum, correct)
+        loss_sum.item()  # the epoch's one host sync, as run_trial's
         return n
 
     return run

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from convstudy.data import get_info
     from convstudy.errors import UserError
     from convstudy.spec import resolve_study
-    from convstudy.train.device import default_channels_last, resolve_device, resolve_precision
+    from convstudy.train import default_channels_last, resolve_device, resolve_precision
 
     study = resolve_study(args.study)
     names = [m.name for m in study.models]

@@ -34,18 +34,18 @@ def register(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="local executor: N processes training trials at once, each with 1/N of the CPU cores "
-                        "(on a GPU they time-slice it; --streams overlaps trials there)")
+                        "(on a GPU they time-slice it)")
     p.add_argument("--stack-seeds", type=count_or_auto, default=None, metavar="N|auto",
                    help="local executor: train up to N seeds of a model together as one stacked network "
-                        "(1: each alone; auto: up to 8 on CUDA, 1 on the CPU)")
-    p.add_argument("--streams", type=count_or_auto, default=None, metavar="N|auto",
-                   help="local executor: train N trials side by side in this process, each on its own CUDA "
-                        "stream (auto: 4 on CUDA, 1 on the CPU, where lanes only take turns)")
+                        "(auto: 1, each alone, until a benchmark shows stacking faster on a device)")
+    p.add_argument("--streams", type=count_or_auto, default=None, metavar="1|auto",
+                   help="kept for old command lines: trials side by side in one process were removed "
+                        "(never measured faster); only 1 or auto is accepted")
     p.set_defaults(func=run)
 
 
 def count_or_auto(value: str) -> int | None:
-    """`--stack-seeds`, `--streams`: a positive count or `auto` (None)."""
+    """`--stack-seeds`: a positive count or `auto` (None)."""
     if value == "auto":
         return None
     try:
@@ -68,15 +68,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.stack_seeds is not None and args.stack_seeds > 1 and args.executor != "local":
         raise UserError("--stack-seeds: only the local executor trains seeds together; leave it out with --executor ray")
-    if args.streams is not None and args.streams > 1 and args.executor != "local":
-        raise UserError("--streams: only the local executor trains trials side by side; leave it out with "
-                        "--executor ray (Ray shares a GPU through --gpus-per-trial)")
+    if args.streams is not None and args.streams > 1:
+        raise UserError(f"--streams {args.streams}: trials side by side in one process were removed; use "
+                        "--workers N for several trial processes, or --executor ray with --gpus-per-trial")
     console = Console(highlight=False)
     opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(args.models) if args.models else None,
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds,
-                      streams=args.streams)
+                      storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)
     if args.workers > 1 and args.executor == "local":
         from convstudy.executors.pool import run_with_workers
 

@@ -17,19 +17,15 @@ from convstudy.data import get_info, load_dataset
 from convstudy.errors import DiskFull, UserError
 from convstudy.executors.local import disk_full
 from convstudy.executors.progress import ProgressView
-from convstudy.executors.trial import TrialJob, run_trial
-from convstudy.model import build_model
-from convstudy.spec import ModelSpec, Study
-from convstudy.store import StudyStore, TrialRecord
+from convstudy.executors.trial import Event, TrialJob, run_trial
+from convstudy.spec import Study
+from convstudy.store import State, StudyStore, TrialRecord
 from convstudy.store.provenance import provenance
-from convstudy.train.data import make_trial_data
-from convstudy.train.device import (
-    default_channels_last, describe, resolve_device, resolve_precision, trial_numerics,
-)
+from convstudy.train import describe, make_trial_data, plan, resolve_device, resolve_precision
 
 EXECUTORS = ("local", "ray")
 
-__all__ = ["EXECUTORS", "RunOptions", "TrialJob", "run_study", "run_trial"]
+__all__ = ["EXECUTORS", "Event", "RunOptions", "TrialJob", "run_study", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -45,38 +41,17 @@ class RunOptions:
     gpus_per_trial: float = 0.0
     storage: str | None = None
     quiet: bool = False
-    stack_seeds: int | None = None  # None: auto (resolve_auto)
-    streams: int | None = None  # None: auto (resolve_auto)
+    stack_seeds: int | None = None  # None: auto, which is 1 (each seed alone) on every device for now
 
 
-# What `auto` means for --stack-seeds and --streams: on CUDA, up to 8 seeds of a model stacked into one
-# network and 4 lanes of trials side by side, because small models leave a GPU idle between kernel
-# launches (neither is timed on a GPU yet). On the CPU both stay 1: stacking measured no faster on this
-# project's 2-core machine (3 seeds, one epoch: k3-2 16.7 s stacked vs 17.1 s alone, k3-4 22.9 vs 19.5),
-# and lanes only take turns there (each op already uses every core), so lone trials keep their
-# bit-exact numbers.
-STACK_AUTO_CUDA = 8
-STREAMS_AUTO_CUDA = 4
-
-
-def resolve_auto(value: int | None, device: torch.device, on_cuda: int) -> int:
-    """`value`, or for auto (None) `on_cuda` on a CUDA device and 1 elsewhere."""
-    if value is not None:
-        return value
-    return on_cuda if device.type == "cuda" else 1
-
+# `--stack-seeds auto` is 1 everywhere: stacking measured no faster on this project's 2-core CPU (3 seeds,
+# one epoch: k3-2 16.7 s stacked vs 17.1 s alone, k3-4 22.9 vs 19.5) and is not timed on a GPU yet;
+# a speed path is on by default only where docs/benchmarks.md shows it faster.
+STACK_AUTO = 1
 
 # The flag a user changes to change each recorded setting, for the message that refuses a mixed resume.
 _FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device",
           "conv_dft": "--precision", "threads": "--workers (or OMP_NUM_THREADS; --cpus-per-trial with Ray)"}
-
-
-def numerics_of(model: ModelSpec, input_shape: tuple[int, int, int], device: torch.device, precision: str,
-                threads: int) -> dict[str, object]:
-    """The settings that change a trial's numbers, for `model` trained by this run (train.device)."""
-    with torch.device("meta"):  # the conv-algorithm rule reads layer geometry only: allocate nothing
-        module = build_model(model, input_shape)
-    return trial_numerics(module, device, precision, threads, default_channels_last(device))
 
 
 def check_resume_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, object]], local: bool) -> None:
@@ -112,21 +87,22 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
             raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
     local = opts.executor == "local"  # Ray: one trial a task
     device = resolve_device(opts.device) if local else torch.device("cpu")  # the Ray driver trains nothing
-    # Where trials train, and with how many threads: here, or on Ray's workers.
+    # Where trials train, and with how many threads: here, or on Ray's workers. Decided once, here.
     trial_device = device if local else torch.device("cuda" if opts.gpus_per_trial > 0 and opts.device != "cpu"
                                                      else "cpu")
     precision = resolve_precision(opts.precision, trial_device)
     threads = torch.get_num_threads() if local else max(1, int(opts.cpus_per_trial))
-    stack = resolve_auto(opts.stack_seeds, device, STACK_AUTO_CUDA) if local else 1
-    streams = resolve_auto(opts.streams, device, STREAMS_AUTO_CUDA) if local else 1
+    stack = (opts.stack_seeds or STACK_AUTO) if local else 1
     input_shape = get_info(study.dataset).input_shape
-    numerics = {m.name: numerics_of(m, input_shape, trial_device, precision, threads) for m in study.models
-                if m.name in wanted_models}
+    plans = {m.name: plan(m, input_shape, trial_device, precision, threads) for m in study.models
+             if m.name in wanted_models}
+    numerics = {name: p.numerics() for name, p in plans.items()}
     store = StudyStore.create_or_open(opts.out, study)
     position = {n: i for i, n in enumerate(names)}
     store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])
     wanted = {(m, s) for m in wanted_models for s in study.seeds}
-    todo = [r for r in store.db.trials() if (r.model, r.seed) in wanted and r.state not in ("complete", "diverged")]
+    todo = [r for r in store.db.trials()
+            if (r.model, r.seed) in wanted and r.state not in (State.COMPLETE, State.DIVERGED)]
     check_resume_numerics(todo, numerics, local)
     done = len(wanted) - len(todo)
     if not todo:
@@ -136,25 +112,24 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     if done:
         console.print(f"resuming {study.name} in {store.out}: {done} of {len(wanted)} trials already finished")
     for r in todo:
-        if r.state == "failed":
+        if r.state == State.FAILED:
             console.print(f"retrying {r.model} seed {r.seed} from its last checkpoint; it failed with: {r.error}",
                           soft_wrap=True, markup=False)
     ds = load_dataset(study.dataset, opts.data_dir)
     data = make_trial_data(ds, study.train, device)
-    run_id = store.db.add_run(provenance(describe(device), {
-        "executor": opts.executor, "precision": precision, "stack_seeds": stack, "streams": streams,
+    run_id = store.db.add_run(provenance(describe(trial_device) if local else f"ray: {trial_device.type}", {
+        "executor": opts.executor, "precision": precision, "stack_seeds": stack,
         "n_train": len(data.train), "n_val": len(data.val),
         "n_test": len(data.test), "data_dir": str(ds.source_dir)}))
     # (model, seed) -> a TrialJob factory taking the trial id the executor claims.
     jobs = {
         (m.name, s): partial(TrialJob, model=m, settings=m.settings(study.train), seed=s,
-                             input_shape=ds.info.input_shape, precision=precision,
-                             channels_last=default_channels_last(device), owner=store.owner(m.name, s))
+                             input_shape=ds.info.input_shape, plan=plans[m.name], owner=store.owner(m.name, s))
         for m in study.models for s in study.seeds if (m.name, s) in wanted
     }
     view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
     try:
-        finished = _execute(store, jobs, ds, data, study, run_id, opts, device, view, numerics, stack, streams)
+        finished = _execute(store, jobs, ds, data, study, run_id, opts, view, numerics, stack)
         view.close()
         write_reports(store)
     except Exception as exc:
@@ -171,7 +146,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
 
 
 def _execute(store: StudyStore, jobs: dict, ds, data, study: Study, run_id: int, opts: RunOptions,
-             device: torch.device, view: ProgressView, numerics: dict, stack: int, streams: int) -> bool:
+             view: ProgressView, numerics: dict, stack: int) -> bool:
     """Hand the wanted trials to the chosen executor; True when every one of them ended."""
     from convstudy.report import write_reports
 
@@ -181,5 +156,4 @@ def _execute(store: StudyStore, jobs: dict, ds, data, study: Study, run_id: int,
         return run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store), numerics)
     from convstudy.executors.local import run_local
 
-    return run_local(store, jobs, data, run_id, describe(device), view, lambda: write_reports(store),
-                     numerics, stack=stack, streams=streams)
+    return run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack=stack)

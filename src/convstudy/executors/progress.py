@@ -12,7 +12,6 @@ from convstudy.train import EpochResult
 
 if TYPE_CHECKING:
     from convstudy.executors.trial import TrialJob
-    from convstudy.store import TrialRecord
 
 
 class ProgressView:
@@ -26,14 +25,14 @@ class ProgressView:
         self.task = None
         self._tag = ""
 
-    def start(self, job: "TrialJob", rec: "TrialRecord") -> None:
-        """A trial starts; for seeds trained together, called once per member (the bar shows the last)."""
+    def started(self, job: "TrialJob", epoch: int, where: str = "") -> None:
+        """A trial starts after `epoch`; for seeds trained together, once per member (the bar shows the last)."""
         self._tag = _tag(job)
-        resumed = f" (resuming after epoch {rec.epochs_done})" if rec.epochs_done else ""
+        resumed = f" (resuming after epoch {epoch})" if epoch else ""
         self._print(f"[bold]{self._tag}[/bold]: {job.settings.epochs} epochs, batch {job.settings.batch_size}, "
                     f"{job.settings.optimizer.name}{resumed}")
         self._epochs = job.settings.epochs
-        self._new_bar(rec.epochs_done + 1)
+        self._new_bar(epoch + 1)
 
     def _new_bar(self, epoch: int) -> None:
         if not self.live:

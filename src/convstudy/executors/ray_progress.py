@@ -50,13 +50,19 @@ class RayView:
     def submitted(self, job: TrialJob, attempt: int) -> None:
         self.rows[job.trial_id] = _Row(job, attempt)
 
-    def started(self, job: TrialJob, where: str, resumed_epoch: int) -> None:
+    def started(self, job: TrialJob, resumed_epoch: int, where: str = "") -> None:
         row = self.rows.get(job.trial_id)
         if row is not None:
+            if row.where != _Row.where:  # a second start of one claim: Ray retried a lost worker's task
+                row.attempt += 1
+                self.restarted(job, f"worker {row.where} lost", row.attempt)
             row.where = where
         resumed = f" (resuming after epoch {resumed_epoch})" if resumed_epoch else ""
         self._print(f"[bold]{self._tag(job)}[/bold]: {job.settings.epochs} epochs, batch {job.settings.batch_size}, "
                     f"{job.settings.optimizer.name} on {where}{resumed}")
+
+    def batch(self, done: int) -> None:
+        """Per-batch progress stays on the workers; the table shows epochs."""
 
     def epoch(self, job: TrialJob, r: EpochResult) -> None:
         row = self.rows.get(job.trial_id)

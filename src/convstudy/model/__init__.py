@@ -35,8 +35,12 @@ class SamePad(nn.Module):
         return nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
 
 
-def build_model(spec: ModelSpec, input_shape: Shape) -> nn.Sequential:
-    """The torch module for `spec` on (H, W, C) inputs; the classifier's softmax is left to the loss."""
+def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = ()) -> nn.Sequential:
+    """The torch module for `spec` on (H, W, C) inputs; the classifier's softmax is left to the loss.
+
+    `dft` names the convolution modules (their index in the Sequential) that compute as DFT matrix
+    products (model.conv); the train stage chooses them, everything else reads a plain convolution.
+    """
     shapes = spec.shapes(input_shape)
     mods: list[nn.Module] = []
     shape = tuple(input_shape)
@@ -48,7 +52,8 @@ def build_model(spec: ModelSpec, input_shape: Shape) -> nn.Sequential:
                 pad: str | int = 0
             else:
                 pad = layer.padding
-            mods.append(Conv2d(shape[-1], layer.filters, layer.kernel, stride=layer.stride, padding=pad))
+            mods.append(Conv2d(shape[-1], layer.filters, layer.kernel, stride=layer.stride, padding=pad,
+                               algorithm="dft" if str(len(mods)) in dft else "direct"))
             mods.append(_ACT[layer.activation]())
         elif isinstance(layer, Pool):
             cls = nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d

@@ -81,16 +81,17 @@ def dft_plan(h: int, w: int, kh: int, kw: int, pads: tuple[int, int, int, int]) 
 
 
 class Conv2d(nn.Conv2d):
-    """torch's Conv2d plus an `algorithm` switch ("direct" or "dft") that the train stage sets.
+    """torch's Conv2d computed by `algorithm`: "direct" (torch's own) or "dft", which the train stage chooses.
 
     "dft" applies to stride 1, dilation 1, groups 1, zero padding; anything else runs direct.
-    Export, import and prediction never change it, so they see a plain convolution.
+    Export, import and prediction build models without it, so they see a plain convolution.
     """
 
-    algorithm: str = "direct"
-
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, algorithm: str = "direct", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if algorithm not in ("direct", "dft"):
+            raise ValueError(f"unknown convolution algorithm {algorithm!r}")
+        self.algorithm = algorithm
         self._dft_cache: dict[tuple, tuple] = {}
 
     def dft_supported(self) -> bool:

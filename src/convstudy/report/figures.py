@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from convstudy.report.plots import PALETTE, draw_loss, memo_figure, plt
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
+
+from convstudy.report.plots import PALETTE, draw_loss, memo_figure
 
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -17,9 +21,8 @@ _LINESTYLES = ("-", "--", ":", "-.")
 def to_svg(fig: Any) -> str:
     """The figure as an `<svg>` element for inlining: text stays text, no XML prolog, no metadata."""
     buf = io.StringIO()
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "convstudy"}):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "convstudy"}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
-    plt.close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
@@ -31,7 +34,7 @@ def png_data_uri(image: np.ndarray) -> str:
     """A small image (H×W grey or H×W×3 uint8) as a `data:image/png;base64,` URI."""
     buf = io.BytesIO()
     cmap = "gray" if image.ndim == 2 else None
-    plt.imsave(buf, image, cmap=cmap, vmin=0, vmax=255, format="png")
+    imsave(buf, image, cmap=cmap, vmin=0, vmax=255, format="png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -46,7 +49,8 @@ def loss_svg(model: dict[str, Any], validation_label: str) -> str | None:
         return None
 
     def render() -> str:
-        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        fig = Figure(figsize=(5.2, 3.4))
+        ax = fig.subplots()
         draw_loss(ax, model, validation_label, title=model["name"])
         fig.tight_layout()
         return to_svg(fig)
@@ -59,7 +63,8 @@ def overlay_svg(models: list[dict[str, Any]], validation_label: str) -> str | No
     models = [m for m in models if m["epochs"]]
     if not models:
         return None
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for i, m in enumerate(models):
         x = [c["epoch"] for c in m["epochs"]]
         ax_loss.plot(x, [c["val_loss"] for c in m["epochs"]], marker="o", ms=2.5, label=m["name"], **style(i))
@@ -105,7 +110,8 @@ def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
     """Accuracy vs parameters and vs training time (log x), ±1 std error bars, Pareto front drawn as a step line."""
     if not points:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "seconds", "training time per trial (s)")):
         for i, p in enumerate(points):
             ax.errorbar(p[key], p["acc"], yerr=p["std"], fmt="o", ms=5, capsize=3, color=style(i)["color"])

@@ -8,10 +8,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+from matplotlib.figure import Figure  # figures without pyplot: no backend to choose, no global state
 
 T = TypeVar("T")
 _RENDERED: OrderedDict[str, Any] = OrderedDict()
@@ -45,12 +42,12 @@ def loss_figure(model: dict[str, Any], path: Path, validation_label: str = "vali
     title = f"{model['name']}: {model['description']}"
 
     def render() -> bytes:
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        fig = Figure(figsize=(6, 4), dpi=100)
+        ax = fig.subplots()
         draw_loss(ax, model, validation_label, title=title)
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
-        plt.close(fig)
         return buf.getvalue()
 
     png = memo_figure(["loss.png", title, model["epochs"], validation_label], render)

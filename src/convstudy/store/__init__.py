@@ -17,12 +17,12 @@ import torch
 
 from convstudy.errors import StoreError
 from convstudy.spec import Study, build_study
-from convstudy.store.db import STATES, EpochRow, StudyDB, TrialRecord, owner_alive, this_owner
+from convstudy.store.db import STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
 from convstudy.store.files import (
     DamagedFile, atomic_write, decode_tensors, encode_tensors, identity, load_tensors, save_tensors,
 )
 
-__all__ = ["StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "DamagedFile", "this_owner",
+__all__ = ["StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
            "owner_alive", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
            "save_tensors", "quarantine"]
 

@@ -13,6 +13,7 @@ import socket
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +22,20 @@ from convstudy.errors import StoreError
 
 SCHEMA_VERSION = 2
 STALE_S = 90.0
-STATES = ("pending", "running", "complete", "failed", "diverged")
+class State(str, Enum):
+    """A trial's state; study.db's CHECK constraint holds the same five, and there is no other."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+STATES = tuple(s.value for s in State)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -54,7 +68,7 @@ class TrialRecord:
     model: str
     seed: int
     position: int
-    state: str
+    state: State
     owner: str | None
     heartbeat: float | None
     attempts: int
@@ -71,6 +85,9 @@ class TrialRecord:
     numerics: str | None = None  # JSON: what the trial trains with that changes its numbers
     weights_digest: str | None = None
     predictions_digest: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", State(self.state))
 
     @property
     def settings(self) -> dict[str, Any] | None:
@@ -366,14 +383,16 @@ class StudyDB:
                                predictions_digest, trial_id))
             self._event(trial_id, "complete")
 
-    def mark(self, trial_id: int, state: str, error: str | None = None, diverged_epoch: int | None = None) -> None:
+    def mark(self, trial_id: int, state: State, error: str | None = None, diverged_epoch: int | None = None) -> None:
         """Move a trial to `failed`, `diverged` or back to `pending` (released by an interrupted owner)."""
-        assert state in STATES
+        state = State(state)
+        if state not in (State.FAILED, State.DIVERGED, State.PENDING):
+            raise ValueError(f"mark: a trial is moved to {state.value} by claim or finish, not mark")
         with self.transaction():
             self.conn.execute("UPDATE trials SET state=?, owner=NULL, error=?, diverged_epoch=?, "
                               "finished_at=CASE WHEN ? IN ('failed','diverged') THEN ? END WHERE id=?",
-                              (state, error, diverged_epoch, state, time.time(), trial_id))
-            self._event(trial_id, state, error or "")
+                              (state.value, error, diverged_epoch, state.value, time.time(), trial_id))
+            self._event(trial_id, state.value, error or "")
 
 
 class _Tx:

@@ -1,11 +1,21 @@
-"""Train stage: the fit loop, optimisers, evaluation and resumable training state."""
+"""Train stage: what a trial trains with (device plan, optimiser, seeded start, the step) and its state.
 
-from convstudy.train.loop import (
-    Diverged, EpochResult, Split, TrainState, TrialData, evaluate, fit, init_state, make_optimizer, seed_everything,
+The loop that runs a trial is `convstudy.executors.run_trial`; its pieces live here.
+"""
+
+from convstudy.train.data import make_trial_data
+from convstudy.train.device import (
+    Plan, configure_backends, default_channels_last, describe, plan, resolve_device, resolve_precision,
 )
-from convstudy.train.state import load_state_tensors, state_to_tensors
+from convstudy.train.loop import (
+    Lone, Split, Stepper, TrialData, cpu_weights, epoch_means, evaluate, init_state, make_optimizer, seed_everything,
+)
+from convstudy.train.stack import Stacked
+from convstudy.train.state import EpochResult, TrainState, load_state_tensors, state_to_tensors
 
 __all__ = [
-    "Diverged", "EpochResult", "Split", "TrainState", "TrialData", "evaluate", "fit", "init_state",
-    "make_optimizer", "seed_everything", "load_state_tensors", "state_to_tensors",
+    "EpochResult", "Lone", "Plan", "Split", "Stacked", "Stepper", "TrainState", "TrialData", "configure_backends",
+    "default_channels_last",
+    "cpu_weights", "describe", "epoch_means", "evaluate", "init_state", "load_state_tensors", "make_optimizer",
+    "make_trial_data", "plan", "resolve_device", "resolve_precision", "seed_everything", "state_to_tensors",
 ]

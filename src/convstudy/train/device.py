@@ -5,12 +5,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from convstudy.errors import UserError
+from convstudy.model import build_model
 from convstudy.model.conv import Conv2d
+from convstudy.spec import ModelSpec
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -98,20 +100,45 @@ DFT_MIN_KERNEL = 5
 DFT_MIN_CHANNELS = 128
 
 
-def choose_conv_algorithms(model: nn.Module, device: torch.device, precision: str) -> list[str]:
-    """Switch the convolutions that measured faster to the DFT algorithm; returns their module names.
+@dataclass(frozen=True)
+class Plan:
+    """How a trial computes, decided once (train.device.plan) and recorded with the trial.
 
-    A static rule on layer geometry, device and precision, so a resumed trial makes the same choice.
+    `dft` names the convolutions that run as DFT matrix products; `cuda_graphs` and `foreach` exist
+    so a benchmark can time the other paths (they do not change the arithmetic's result class).
     """
-    if device.type != "cpu" or precision != "bf16":
-        return []
-    chosen = []
-    for name, mod in model.named_modules():
-        if (isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
-                and mod.in_channels >= DFT_MIN_CHANNELS):
-            mod.algorithm = "dft"
-            chosen.append(name)
-    return chosen
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+    threads: int = 1
+    dft: tuple[str, ...] = ()
+    cuda_graphs: bool = True
+    foreach: bool | None = None  # None: torch's default per device (multi-tensor on CUDA)
+
+    def numerics(self) -> dict[str, object]:
+        """What changes a trial's numbers, as study.db records it per trial."""
+        return {"device": torch.device(self.device).type, "precision": self.precision, "threads": self.threads,
+                "channels_last": self.channels_last, "conv_dft": list(self.dft)}
+
+
+def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.device, precision: str,
+         threads: int, cuda_graphs: bool = True, foreach: bool | None = None) -> Plan:
+    """Everything about how `spec` trains on `device`, decided once per trial, here.
+
+    The convolutions that measured faster as DFT matrix products (CPU, bf16, stride-1 kernels of
+    DFT_MIN_KERNEL or more over DFT_MIN_CHANNELS+ inputs) are read off a model built on the meta
+    device, so nothing is allocated and a resumed trial makes the same choice.
+    """
+    dft: list[str] = []
+    if device.type == "cpu" and precision == "bf16":
+        with torch.device("meta"):
+            model = build_model(spec, input_shape)
+        dft = [name for name, mod in model.named_modules()
+               if isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
+               and mod.in_channels >= DFT_MIN_CHANNELS]
+    return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
+                threads=threads, dft=tuple(dft), cuda_graphs=cuda_graphs, foreach=foreach)
 
 
 def default_channels_last(device: torch.device) -> bool:
@@ -121,14 +148,3 @@ def default_channels_last(device: torch.device) -> bool:
     noise for the 12th (docs/benchmarks.md).
     """
     return device.type in ("cuda", "cpu")
-
-
-def trial_numerics(model: nn.Module, device: torch.device, precision: str, threads: int,
-                   channels_last: bool) -> dict[str, object]:
-    """What a trial trains with that changes its numbers, recorded per trial so a resume cannot mix them.
-
-    Conv algorithms follow from the model, device and precision (choose_conv_algorithms); `model` is
-    a throwaway CPU build of the trial's network, switched here and not trained.
-    """
-    return {"device": device.type, "precision": precision, "threads": threads,
-            "channels_last": channels_last, "conv_dft": choose_conv_algorithms(model, device, precision)}

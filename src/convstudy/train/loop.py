@@ -1,20 +1,20 @@
-"""The training loop, with Keras 2 fit() semantics and a data path that stays on the device.
+"""What one trial trains with: the optimiser, the seeded start, the step (eager or a CUDA graph), evaluation.
 
-Semantics (see docs/semantics.md): reshuffle every epoch, keep the last partial batch, report the
-epoch's training loss/accuracy as the per-sample mean over its batches in training mode, validate
-after each epoch in inference mode. Speed: the dataset sits on the device as uint8; shuffling is one
-permutation per epoch, batches are slices, and metrics stay tensors until the epoch ends. On CUDA the
-full-batch step (forward, backward, optimiser, metric sums) is one captured CUDA graph, because these
-small models are bound by kernel-launch overhead, not arithmetic (docs/benchmarks.md).
+The loop itself is `executors.trial.run_trial`; this module holds its pieces, for a lone trial (`Lone`)
+and, in `train.stack`, for seeds trained together. Semantics (docs/semantics.md): Keras 2 fit() —
+reshuffle every epoch, keep the last partial batch, report the epoch's training loss/accuracy as the
+per-sample mean over its batches in training mode, validate after each epoch in inference mode.
+Speed: the dataset sits on the device as uint8; shuffling is one permutation per epoch, batches are
+slices, and metrics stay tensors until the epoch ends. On CUDA the full-batch step (forward, backward,
+optimiser, metric sums) is one captured CUDA graph, because these small models are bound by
+kernel-launch overhead, not arithmetic (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -25,11 +25,10 @@ from torch import nn
 from convstudy.model import build_model
 from convstudy.spec import ModelSpec, OptimizerSpec, TrainSettings
 from convstudy.spec.layers import Shape
-from convstudy.train.device import choose_conv_algorithms, configure_backends
+from convstudy.train.device import Plan
+from convstudy.train.state import TrainState, state_to_tensors
 
 EVAL_BATCH = 2048
-CUDA_GRAPHS = True  # module switch so a benchmark can time the eager CUDA path too
-FOREACH: bool | None = None  # None: torch's default per device (multi-tensor on CUDA)
 GRAPH_WARMUP = 3  # eager steps on a side stream before capture, as torch.cuda.graph requires
 
 
@@ -49,37 +48,6 @@ class TrialData:
     train: Split
     val: Split
     test: Split
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-
-
-class Diverged(Exception):
-    """Training produced a NaN or infinite loss at `epoch`."""
-
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"non-finite loss in epoch {epoch}")
-        self.epoch = epoch
-
-
-@dataclass
-class TrainState:
-    """Everything a trial needs to continue bit-identically: module, optimiser, RNGs, epochs done."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    shuffle: torch.Generator
-    epoch: int = 0
-    history: list[EpochResult] = field(default_factory=list)
-    # A cache, not state: rebuilt on demand, so checkpoints need not (and do not) hold it.
-    graph: "GraphedStep | None" = field(default=None, repr=False, compare=False)
 
 
 def make_optimizer(spec: OptimizerSpec, params, *, capturable: bool = False,
@@ -115,19 +83,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, seed: int,
-               device: torch.device, channels_last: bool = False, precision: str = "fp32") -> TrainState:
-    """A fresh trial: seeded weights on `device`, its optimiser, and its own shuffling generator.
-
-    `precision` only picks the convolution algorithms (choose_conv_algorithms); weights stay fp32.
-    """
+def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, seed: int, plan: Plan) -> TrainState:
+    """A fresh trial: seeded weights on the plan's device, its optimiser, and its own shuffling generator."""
     seed_everything(seed)
-    model = build_model(spec, input_shape).to(device)
-    choose_conv_algorithms(model, device, precision)
-    if channels_last:
+    device = torch.device(plan.device)
+    model = build_model(spec, input_shape, dft=plan.dft).to(device)
+    if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), capturable=device.type == "cuda",
-                               foreach=FOREACH)
+                               foreach=plan.foreach)
     shuffle = torch.Generator().manual_seed(seed)
     return TrainState(model, optimizer, shuffle)
 
@@ -145,100 +109,119 @@ def _to_input(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _step(model: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor, precision: str,
-          channels_last: bool, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-    """One optimiser step on a batch whose gradients were already cleared; adds its metrics in place."""
-    with autocast(xb.device, precision):
-        logits = model(_to_input(xb, channels_last))
-    loss = F.cross_entropy(logits.float(), yb)
-    loss.backward()
-    opt.step()
-    loss_sum += loss.detach() * yb.shape[0]
-    correct += (logits.detach().argmax(1) == yb).sum()
+class Stepper:
+    """Runs optimiser steps: eagerly, or on CUDA as one captured graph replayed for every full batch.
 
-
-class GraphedStep:
-    """A full-batch training step captured once as a CUDA graph and replayed on copied-in batches.
-
-    `step(xb, yb, loss_sum, correct)` runs one optimiser step of `opt` (gradients already cleared) and
-    adds its metrics in place; the graph replays it on this object's own batch and metric tensors.
+    `step(xb, yb, loss_sum, correct)` is one optimiser step (gradients already cleared) that adds its
+    metrics in place. The first GRAPH_WARMUP full batches run eagerly on a side stream, as
+    torch.cuda.graph requires; the next is captured and every later full batch replays it.
     """
 
-    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, xs: torch.Tensor, ys: torch.Tensor,
-                 batch_size: int, step: Callable[..., None], loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-        """Runs the first GRAPH_WARMUP batches of `xs`/`ys` as real (eager) steps, then captures."""
-        self.x = torch.empty_like(xs[:batch_size])
-        self.y = torch.empty_like(ys[:batch_size])
-        self.loss_sum = torch.zeros_like(loss_sum)
-        self.correct = torch.zeros_like(correct)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for i in range(GRAPH_WARMUP):
-                sl = slice(i * batch_size, (i + 1) * batch_size)
-                opt.zero_grad(set_to_none=True)
-                step(xs[sl], ys[sl], loss_sum, correct)
-        torch.cuda.current_stream().wait_stream(side)
-        opt.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            step(self.x, self.y, self.loss_sum, self.correct)
+    def __init__(self, opt: torch.optim.Optimizer, step: Callable[..., None], batch_size: int, graphs: bool) -> None:
+        self.opt, self.fn, self.batch_size, self.graphs = opt, step, batch_size, graphs
+        self.warm = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.side = None
 
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        self.x.copy_(xb)
-        self.y.copy_(yb)
-        self.graph.replay()
-
-
-def train_one_epoch(state: TrainState, split: Split, batch_size: int, precision: str = "fp32",
-                    channels_last: bool = False, on_batch: Callable[[int], None] | None = None) -> tuple[float, float]:
-    """One pass in training mode; returns (mean loss, accuracy) over the epoch's samples."""
-    model, opt = state.model, state.optimizer
-    device = split.x.device
-    model.train()
-    perm = torch.randperm(len(split), generator=state.shuffle).to(device)
-    xs, ys = split.x.index_select(0, perm), split.y.index_select(0, perm)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-
-    def step(xb: torch.Tensor, yb: torch.Tensor, ls: torch.Tensor, cor: torch.Tensor) -> None:
-        _step(model, opt, xb, yb, precision, channels_last, ls, cor)
-
-    run_batches(state, xs, ys, batch_size, step, loss_sum, correct, on_batch)
-    n = len(split)
-    return loss_sum.item() / n, correct.item() / n
-
-
-def run_batches(state, xs: torch.Tensor, ys: torch.Tensor, batch_size: int, step: Callable[..., None],
-                loss_sum: torch.Tensor, correct: torch.Tensor, on_batch: Callable[[int], None] | None = None) -> None:
-    """One epoch's optimiser steps over the shuffled `xs`/`ys`, adding the metrics into `loss_sum`/`correct`.
-
-    `state` has `.model`, `.optimizer` and `.graph` (a TrainState or a cohort). On CUDA the full-batch
-    step is captured once as `state.graph` and replayed; the last partial batch runs eagerly.
-    """
-    model, opt = state.model, state.optimizer
-    n = ys.shape[0]
-    first = 0
-    if xs.device.type == "cuda" and CUDA_GRAPHS and state.graph is None and n // batch_size > GRAPH_WARMUP:
-        state.graph = GraphedStep(model, opt, xs, ys, batch_size, step, loss_sum, correct)
-        first = GRAPH_WARMUP * batch_size
-        if on_batch is not None:
-            on_batch(first)
-    if state.graph is not None:
-        state.graph.loss_sum.zero_()
-        state.graph.correct.zero_()
-    for start in range(first, n, batch_size):
-        xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
-        if state.graph is not None and yb.shape[0] == batch_size:
-            state.graph(xb, yb)
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        if not (self.graphs and xb.device.type == "cuda" and yb.shape[0] == self.batch_size):
+            self.opt.zero_grad(set_to_none=True)
+            self.fn(xb, yb, loss_sum, correct)
+        elif self.graph is None and self.warm < GRAPH_WARMUP:
+            self.side = self.side or torch.cuda.Stream()
+            self.side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side):
+                self.opt.zero_grad(set_to_none=True)
+                self.fn(xb, yb, loss_sum, correct)
+            torch.cuda.current_stream().wait_stream(self.side)
+            self.warm += 1
         else:
-            opt.zero_grad(set_to_none=True)
-            step(xb, yb, loss_sum, correct)
-        if on_batch is not None:
-            on_batch(start + yb.shape[0])
-    if state.graph is not None:
-        loss_sum += state.graph.loss_sum
-        correct += state.graph.correct
+            if self.graph is None:
+                self.x, self.y = torch.empty_like(xb), torch.empty_like(yb)
+                self.sums = (torch.zeros_like(loss_sum), torch.zeros_like(correct))
+                self.opt.zero_grad(set_to_none=True)
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.fn(self.x, self.y, *self.sums)
+            self.x.copy_(xb)
+            self.y.copy_(yb)
+            self.sums[0].zero_()
+            self.sums[1].zero_()
+            self.graph.replay()
+            loss_sum += self.sums[0]
+            correct += self.sums[1]
+
+
+class Lone:
+    """One trial's network: what run_trial does with it each batch and each epoch."""
+
+    size = 1
+
+    def __init__(self, state: TrainState, settings: TrainSettings, plan: Plan) -> None:
+        self.state, self.plan = state, plan
+        self.model, self.optimizer = state.model, state.optimizer
+        self.histories = [state.history]
+        self.step = Stepper(self.optimizer, self._step, settings.batch_size, plan.cuda_graphs)
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.state.epoch = value
+
+    def shuffled(self, split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This epoch's shuffled images and labels, and zeroed (loss sum, correct count) accumulators."""
+        self.model.train()
+        device = split.x.device
+        perm = torch.randperm(len(split), generator=self.state.shuffle).to(device)
+        return (split.x.index_select(0, perm), split.y.index_select(0, perm), torch.zeros((), device=device),
+                torch.zeros((), device=device, dtype=torch.int64))
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        with autocast(xb.device, self.plan.precision):
+            logits = self.model(to_input(xb, self.plan.channels_last))
+        loss = F.cross_entropy(logits.float(), yb)
+        loss.backward()
+        self.optimizer.step()
+        loss_sum += loss.detach() * yb.shape[0]
+        correct += (logits.detach().argmax(1) == yb).sum()
+
+    def evaluate(self, split: Split, with_probs: bool = False) -> tuple[list[float], list[float], list | None]:
+        loss, acc, probs = evaluate(self.model, split, self.plan.precision, self.plan.channels_last, with_probs)
+        return [loss], [acc], [probs] if with_probs else None
+
+    def checkpoint(self, index: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        return state_to_tensors(self.state)
+
+    def weights(self, index: int) -> dict[str, torch.Tensor]:
+        return cpu_weights(self.model.state_dict())
+
+
+def epoch_means(loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> tuple[list[float], list[float]]:
+    """Per-member (mean loss, accuracy) over an epoch's `n` samples, in Python floats."""
+    losses, counts = loss_sum.reshape(-1).tolist(), correct.reshape(-1).tolist()
+    return [v / n for v in losses], [c / n for c in counts]
+
+
+def cpu_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A finished model's weights and buffers as contiguous CPU tensors, ready for safetensors."""
+    return {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for `precision == "bf16"`, nothing otherwise."""
+    if precision == "bf16":
+        # No weight-cast cache: each weight is cast once per forward anyway, and CUDA graph capture forbids it.
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return nullcontext()
+
+
+def to_input(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 images to the network's float input: the notebook's preprocessing, /255 and no mean/std."""
+    x = xb.to(torch.float32).mul_(1.0 / 255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.inference_mode()
@@ -251,7 +234,7 @@ def evaluate(model: nn.Module, split: Split, precision: str = "fp32", channels_l
     correct = torch.zeros((), device=device, dtype=torch.int64)
     probs = []
     for start in range(0, len(split), EVAL_BATCH):
-        xb = _to_input(split.x[start:start + EVAL_BATCH], channels_last)
+        xb = to_input(split.x[start:start + EVAL_BATCH], channels_last)
         yb = split.y[start:start + EVAL_BATCH]
         with autocast(device, precision):
             logits = model(xb).float()
@@ -261,29 +244,3 @@ def evaluate(model: nn.Module, split: Split, precision: str = "fp32", channels_l
             probs.append(torch.softmax(logits, dim=1).cpu())
     n = len(split)
     return loss_sum.item() / n, correct.item() / n, (torch.cat(probs) if with_probs else None)
-
-
-def fit(state: TrainState, settings: TrainSettings, data: TrialData, *, precision: str = "fp32",
-        channels_last: bool = False, on_epoch: Callable[[EpochResult, TrainState], None] | None = None,
-        should_stop: Callable[[], bool] = lambda: False, on_batch: Callable[[int], None] | None = None) -> TrainState:
-    """Train from `state.epoch` to `settings.epochs`; `on_epoch` runs after each (checkpoint, log).
-
-    Raises Diverged on a non-finite loss; returns early (state intact) when `should_stop()` says so.
-    """
-    configure_backends(data.train.x.device)
-    for epoch in range(state.epoch + 1, settings.epochs + 1):
-        t0 = time.perf_counter()
-        loss, acc = train_one_epoch(state, data.train, settings.batch_size, precision, channels_last, on_batch)
-        if not math.isfinite(loss):
-            raise Diverged(epoch)
-        val_loss, val_acc, _ = evaluate(state.model, data.val, precision, channels_last)
-        if not math.isfinite(val_loss):
-            raise Diverged(epoch)
-        result = EpochResult(epoch, loss, acc, val_loss, val_acc, time.perf_counter() - t0)
-        state.epoch = epoch
-        state.history.append(result)
-        if on_epoch is not None:
-            on_epoch(result, state)
-        if should_stop():
-            break
-    return state

@@ -1,16 +1,37 @@
-"""A TrainState as flat tensors plus JSON metadata, so checkpoints can be safetensors files (no pickle)."""
+"""A trial's state (TrainState) and its checkpoint format: flat tensors plus JSON metadata, so
+checkpoints can be safetensors files (no pickle)."""
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from convstudy.train.loop import EpochResult, TrainState
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything a trial needs to continue bit-identically: module, optimiser, RNGs, epochs done."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator
+    epoch: int = 0
+    history: list[EpochResult] = field(default_factory=list)
 
 
 def state_to_tensors(state: TrainState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

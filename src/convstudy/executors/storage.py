@@ -1,4 +1,4 @@
-"""Where Ray workers keep trial checkpoints: a directory every worker can reach, or a pyarrow URI.
+"""Where trials keep their checkpoints: the study directory, another directory, or a pyarrow URI.
 
 The default is the study directory itself, at the local executor's paths, so a study stopped under
 either executor resumes under either. `--storage PATH` or `--storage s3://bucket/prefix` (any URI

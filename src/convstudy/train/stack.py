@@ -1,0 +1,197 @@
+"""Training the seeds of one model together: S copies stacked into one wider network.
+
+Small CNNs leave a GPU (and, less so, a CPU) idle between kernel launches. Stacking S seeds makes
+every layer one S-times-wider layer whose members never mix: convolutions become grouped (group s is
+seed s's channels), dense layers batched matmuls, batch norms per-member channels. Each member sees
+its own shuffling and its own batches, starts from its own seeded weights, and its loss is a separate
+term, so its gradients and its (element-wise) optimiser updates are those of a lone trial. What is
+shared: dropout masks come from one RNG stream and the arithmetic of grouped ops rounds differently,
+so a member's numbers match a lone trial's statistically, not bit for bit (docs/semantics.md).
+
+Every parameter, buffer and optimiser slot of the stack is the members' tensors concatenated along
+dim 0, so a member's checkpoint is a slice and loads into a lone trial's model unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convstudy.model.conv import Conv2d
+from convstudy.spec import TrainSettings
+from convstudy.train.device import Plan
+from convstudy.train.loop import EVAL_BATCH, Split, Stepper, autocast, cpu_weights, make_optimizer, to_input
+from convstudy.train.state import TrainState, pack_state
+
+SHARED = "num_batches_tracked"  # a buffer every member has the same value of
+
+
+class StackedFlatten(nn.Module):
+    """(N, S*C, H, W) -> (N, S, C*H*W): each member's features flattened in its own (C, H, W) order."""
+
+    def __init__(self, members: int) -> None:
+        super().__init__()
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], self.members, -1)
+
+
+class StackedLinear(nn.Linear):
+    """S independent Linear layers on (N, S, in); weight is (S*out, in), the members' weights stacked."""
+
+    def __init__(self, members: int, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, members * out_features)
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.members
+        w = self.weight.view(s, -1, self.in_features)
+        y = torch.bmm(x.transpose(0, 1), w.transpose(1, 2))  # (S, N, out)
+        return y.transpose(0, 1) + self.bias.view(s, -1)
+
+
+class StackedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over (N, S, F) as S*F channels, so each member keeps its own statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(x.shape[0], -1)).view_as(x)
+
+
+def stack_modules(members: list[nn.Sequential]) -> nn.Sequential:
+    """One Sequential computing all `members` side by side; module names match a member's."""
+    with torch.random.fork_rng(devices=[]):  # new modules draw init weights we overwrite: keep dropout's RNG
+        return _stack_modules(members)
+
+
+def _stack_modules(members: list[nn.Sequential]) -> nn.Sequential:
+    s = len(members)
+    mods: list[nn.Module] = []
+    for layers in zip(*members):
+        first = layers[0]
+        if isinstance(first, nn.Conv2d):
+            if first.groups != 1:
+                raise ValueError("stacking grouped convolutions is not supported")
+            mod: nn.Module = Conv2d(s * first.in_channels, s * first.out_channels, first.kernel_size,
+                                    stride=first.stride, padding=first.padding, dilation=first.dilation,
+                                    groups=s, bias=first.bias is not None)
+        elif isinstance(first, nn.Linear):
+            mod = StackedLinear(s, first.in_features, first.out_features)
+        elif isinstance(first, nn.BatchNorm2d):
+            mod = nn.BatchNorm2d(s * first.num_features, eps=first.eps, momentum=first.momentum)
+        elif isinstance(first, nn.BatchNorm1d):
+            mod = StackedBatchNorm1d(s * first.num_features, eps=first.eps, momentum=first.momentum)
+        elif isinstance(first, nn.Flatten):
+            mod = StackedFlatten(s)
+        elif next(first.parameters(), None) is None and next(first.buffers(), None) is None:
+            mod = copy.deepcopy(first)  # element-wise or per-channel: pooling, activations, dropout, padding
+        else:
+            raise ValueError(f"cannot stack a {type(first).__name__}")
+        mods.append(mod)
+    like = next(members[0].parameters())
+    stacked = nn.Sequential(*mods).to(like.device, like.dtype)
+    stacked.load_state_dict(stack_tensors([m.state_dict() for m in members]))
+    return stacked
+
+
+def _shared(key: str, t: torch.Tensor) -> bool:
+    """A value every member has alike (a batch-norm counter, an optimiser step count): kept once."""
+    return key.endswith(SHARED) or t.dim() == 0
+
+
+def stack_tensors(members: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Members' same-keyed tensors concatenated along dim 0 (shared values kept once)."""
+    return {key: first.clone() if _shared(key, first) else torch.cat([m[key] for m in members])
+            for key, first in members[0].items()}
+
+
+def member_tensors(stacked: dict, index: int, members: int) -> dict:
+    """Member `index`'s slice of `stack_tensors` output (non-tensor values pass through)."""
+    return {key: t if not torch.is_tensor(t) or _shared(key, t) else t.chunk(members)[index]
+            for key, t in stacked.items()}
+
+
+class Stacked:
+    """Seeds of one model as one stacked network, with the interface of train.loop.Lone, so that
+    run_trial trains it with the same loop. Member i keeps its own shuffling and history."""
+
+    def __init__(self, states: list[TrainState], settings: TrainSettings, plan: Plan) -> None:
+        device = torch.device(plan.device)
+        self.plan, self.size = plan, len(states)
+        self.model = stack_modules([st.model for st in states])
+        if plan.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(settings.optimizer, self.model.parameters(),
+                                        capturable=device.type == "cuda", foreach=plan.foreach)
+        if any(st.optimizer.state for st in states):
+            self.optimizer.load_state_dict(stack_optimizer_states([st.optimizer.state_dict() for st in states]))
+        self.shuffles = [st.shuffle for st in states]
+        self.epoch = states[0].epoch
+        self.histories = [list(st.history) for st in states]
+        self.step = Stepper(self.optimizer, self._step, settings.batch_size, plan.cuda_graphs)
+
+    def shuffled(self, split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each member's own shuffle of the epoch, (n, S, C, H, W) and (n, S), and per-member accumulators."""
+        device = split.x.device
+        self.model.train()
+        perms = torch.stack([torch.randperm(len(split), generator=g) for g in self.shuffles], 1).to(device)
+        return (split.x[perms], split.y[perms], torch.zeros(self.size, device=device),
+                torch.zeros(self.size, device=device, dtype=torch.int64))
+
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        """One optimiser step for every member; each member's loss is its own batch mean."""
+        with autocast(xb.device, self.plan.precision):
+            logits = self.model(_stacked_input(xb, self.plan.channels_last))  # (N, S, K)
+        losses = F.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none").mean(0)  # (S,)
+        losses.sum().backward()
+        self.optimizer.step()
+        loss_sum += losses.detach() * yb.shape[0]
+        correct += (logits.detach().argmax(2) == yb).sum(0)
+
+    @torch.inference_mode()
+    def evaluate(self, split: Split, with_probs: bool = False) -> tuple[list[float], list[float], list | None]:
+        """Per-member (mean losses, accuracies, probabilities (N, K) each or None) on one shared split."""
+        self.model.eval()
+        device, s = split.x.device, self.size
+        loss_sum = torch.zeros(s, device=device)
+        correct = torch.zeros(s, device=device, dtype=torch.int64)
+        probs = []
+        for start in range(0, len(split), EVAL_BATCH):
+            xb, yb = split.x[start:start + EVAL_BATCH], split.y[start:start + EVAL_BATCH]
+            with autocast(device, self.plan.precision):
+                logits = self.model(_stacked_input(xb.unsqueeze(1).expand(-1, s, -1, -1, -1),
+                                                   self.plan.channels_last)).float()
+            yy = yb.unsqueeze(1).expand(-1, s)
+            loss_sum += F.cross_entropy(logits.transpose(1, 2), yy, reduction="none").sum(0)
+            correct += (logits.argmax(2) == yy).sum(0)
+            if with_probs:
+                probs.append(torch.softmax(logits, dim=2).transpose(0, 1).cpu())
+        n = len(split)
+        return ([v / n for v in loss_sum.tolist()], [c / n for c in correct.tolist()],
+                list(torch.cat(probs, 1)) if with_probs else None)
+
+    def checkpoint(self, index: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Member `index`'s checkpoint in a lone trial's format, so either can resume it."""
+        sd = self.optimizer.state_dict()
+        opt = {"state": {idx: member_tensors(slots, index, self.size) for idx, slots in sd["state"].items()},
+               "param_groups": sd["param_groups"]}
+        return pack_state(self.weights(index), opt, self.shuffles[index], self.epoch, self.histories[index])
+
+    def weights(self, index: int) -> dict[str, torch.Tensor]:
+        """Member `index`'s weights and buffers under a lone model's state_dict keys, on the CPU."""
+        return cpu_weights(member_tensors(self.model.state_dict(), index, self.size))
+
+
+def stack_optimizer_states(members: list[dict]) -> dict:
+    """Members' optimiser state_dicts (same spec, same parameter order) as the stack's."""
+    state = {idx: stack_tensors([m["state"][idx] for m in members]) for idx in members[0]["state"]}
+    return {"state": state, "param_groups": members[0]["param_groups"]}
+
+
+def _stacked_input(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(N, S, C, H, W) uint8 -> (N, S*C, H, W) float, each member's images in its own channel group."""
+    n, s, c, h, w = xb.shape
+    return to_input(xb.reshape(n, s * c, h, w), channels_last)
