@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 
 from convstudy.data import load_dataset
-from convstudy.executors.storage import CheckpointStorage
+from convstudy.store import CheckpointStorage
 from convstudy.executors.trial import EpochDone, Finished, TrialJob, run_trial
 from convstudy.spec import resolve_study, with_overrides
 from convstudy.train import make_trial_data, plan

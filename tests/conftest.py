@@ -237,7 +237,7 @@ def trial_results(db_path: Path) -> dict[tuple[str, int], tuple[str, float | Non
 
 def trial_events(spec, settings, data, root: Path, seeds=(3,), plan=None, saved=None) -> list:
     """run_trial's events (no progress) for `spec`'s `seeds` trained together, checkpointing under `root`."""
-    from convstudy.executors.storage import CheckpointStorage
+    from convstudy.store import CheckpointStorage
     from convstudy.executors.trial import Progress, TrialJob, run_trial
     from convstudy.train import Plan
 

@@ -14,13 +14,13 @@ from torch import nn
 from conftest import db_rows, epoch_metrics, finish, kill_when, start_run, trial_results, write_tiny_study
 from convstudy.data import load_dataset
 from convstudy.errors import StoreError
-from convstudy.executors.storage import CheckpointStorage
+from convstudy.store import CheckpointStorage
 from convstudy.executors.trial import Diverged, EpochDone, Finished, Progress, TrialJob, run_trial
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.spec.builtin import seed_study
 from convstudy.store import load_tensors
 from convstudy.train import Plan, Stacked, init_state, make_trial_data, state_to_tensors
-from convstudy.train.stack import stack_modules
+from convstudy.model import stack_modules
 
 PLAN = Plan()  # the CPU, fp32
 SEEDS = [3, 4, 5]

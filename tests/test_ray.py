@@ -155,7 +155,7 @@ def test_without_ray_one_line_and_exit_2(tiny_mnist, tiny_study_file, tmp_path, 
 def test_live_view_lists_running_trials():
     from rich.console import Console
 
-    from convstudy.executors.ray_progress import RayView
+    from convstudy.executors.progress import ProgressView
     from convstudy.executors.trial import TrialJob
     from convstudy.train import EpochResult, Plan
 
@@ -164,7 +164,7 @@ def test_live_view_lists_running_trials():
     job = TrialJob(trial_id=7, model=model, settings=model.settings(study.train), seed=5, input_shape=(28, 28, 1),
                    plan=Plan())
     console = Console(record=True, width=120, force_terminal=False)
-    view = RayView(console)
+    view = ProgressView(console, n_train=600)
     view.submitted(job, 2)
     view.started(job, 1, "node-a:4242")
     view.epoch(job, EpochResult(2, 0.51, 0.81, 0.42, 0.86, 3.0))
@@ -172,7 +172,7 @@ def test_live_view_lists_running_trials():
     text = console.export_text()
     assert "wide seed 5: 3 epochs" in text and "resuming after epoch 1" in text
     row = next(line for line in text.splitlines() if "node-a:4242" in line and "│" in line)
-    assert [cell.strip() for cell in row.split("│")[1:-1]] == ["wide", "5", "2", "node-a:4242", "2/3", "0.5100",
-                                                              "0.8100", "0.4200", "0.8600"]
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == ["wide", "5", "2", "node-a:4242", "2/3", "0/600",
+                                                              "0.5100", "0.8100", "0.4200", "0.8600"]
     view.finished(job, 0.4, 0.87)
     assert not view.rows

@@ -129,7 +129,7 @@ def test_holdout_validation_comes_from_train_and_test_is_separate(tiny_mnist, ti
 
 def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monkeypatch, tmp_path):
     from convstudy.data import load_dataset
-    from convstudy.executors.storage import CheckpointStorage
+    from convstudy.store import CheckpointStorage
     from convstudy.executors.trial import Finished, TrialJob, run_trial
     from convstudy.train import Plan, loop
 

@@ -44,7 +44,7 @@ def test_train_limit_keeps_a_stratified_subset(tiny_mnist):
 
 
 def test_last_partial_batch_is_kept(tiny_mnist, tmp_path, monkeypatch):
-    from convstudy.executors.storage import CheckpointStorage
+    from convstudy.store import CheckpointStorage
     from convstudy.executors.trial import Progress, TrialJob, run_trial
     from convstudy.train import Plan
 

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from convstudy.model import build_model, summarize_model
-from convstudy.spec import ModelSpec, TrainSettings
-from convstudy.spec.layers import Shape
+from convstudy.spec import ModelSpec, Shape, TrainSettings
 from convstudy.train import Lone, Split, configure_backends, init_state, make_optimizer, plan, seed_everything
 
 BASELINE_BATCH = 128

@@ -18,9 +18,8 @@ from convstudy.errors import DiskFull, UserError
 from convstudy.executors.local import disk_full
 from convstudy.executors.progress import ProgressView
 from convstudy.executors.trial import Event, TrialJob, run_trial
-from convstudy.spec import Study
-from convstudy.store import State, StudyStore, TrialRecord
-from convstudy.store.provenance import provenance
+from convstudy.spec import ModelSpec, Study
+from convstudy.store import State, StudyStore, check_numerics, provenance
 from convstudy.train import describe, make_trial_data, plan, resolve_device, resolve_precision
 
 EXECUTORS = ("local", "ray")
@@ -52,21 +51,6 @@ STACK_AUTO = 1
 # The flag a user changes to change each recorded setting, for the message that refuses a mixed resume.
 _FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device",
           "conv_dft": "--precision", "threads": "--workers (or OMP_NUM_THREADS; --cpus-per-trial with Ray)"}
-
-
-def check_resume_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, object]], local: bool) -> None:
-    """Refuse, in one line naming the flag, to continue a trial with settings that change its numbers."""
-    for rec in todo:
-        have, now = rec.settings, numerics[rec.model]
-        if not have or rec.epochs_done == 0:
-            continue
-        for key, value in now.items():
-            if key in have and have[key] != value:
-                flag = _FLAGS.get(key, key) if local or key != "threads" else "--cpus-per-trial"
-                raise UserError(
-                    f"{flag}: {rec.model} seed {rec.seed} trained {rec.epochs_done} epochs with {key} "
-                    f"{have[key]}, this run would continue it with {value}; resume with the settings it started "
-                    f"with, or use another --out")
 
 
 def run_study(study: Study, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, bool]:
@@ -103,7 +87,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     wanted = {(m, s) for m in wanted_models for s in study.seeds}
     todo = [r for r in store.db.trials()
             if (r.model, r.seed) in wanted and r.state not in (State.COMPLETE, State.DIVERGED)]
-    check_resume_numerics(todo, numerics, local)
+    check_numerics(todo, numerics, {**_FLAGS, "threads": _FLAGS["threads"] if local else "--cpus-per-trial"})
     done = len(wanted) - len(todo)
     if not todo:
         console.print(f"all {len(wanted)} trials of {study.name} are finished in {store.out}; nothing to run")
@@ -121,15 +105,23 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
         "executor": opts.executor, "precision": precision, "stack_seeds": stack,
         "n_train": len(data.train), "n_val": len(data.val),
         "n_test": len(data.test), "data_dir": str(ds.source_dir)}))
+
+    def job(model: ModelSpec, seed: int, trial_id: int) -> TrialJob:  # with study.db's record of its checkpoints
+        return TrialJob(trial_id, model, model.settings(study.train), seed, ds.info.input_shape, plans[model.name],
+                        store.owner(model.name, seed), tuple(store.db.checkpoint_digests(trial_id).items()))
+
     # (model, seed) -> a TrialJob factory taking the trial id the executor claims.
-    jobs = {
-        (m.name, s): partial(TrialJob, model=m, settings=m.settings(study.train), seed=s,
-                             input_shape=ds.info.input_shape, plan=plans[m.name], owner=store.owner(m.name, s))
-        for m in study.models for s in study.seeds if (m.name, s) in wanted
-    }
+    jobs = {(m.name, s): partial(job, m, s) for m in study.models for s in study.seeds if (m.name, s) in wanted}
     view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
     try:
-        finished = _execute(store, jobs, ds, data, study, run_id, opts, view, numerics, stack)
+        if opts.executor == "ray":
+            from convstudy.executors.ray_executor import run_ray
+
+            finished = run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store), numerics)
+        else:
+            from convstudy.executors.local import run_local
+
+            finished = run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack)
         view.close()
         write_reports(store)
     except Exception as exc:
@@ -143,17 +135,3 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
         console.print(f"stopped; every finished epoch is checkpointed. Resume with the same command "
                       f"(output directory {store.out}).")
     return store, finished
-
-
-def _execute(store: StudyStore, jobs: dict, ds, data, study: Study, run_id: int, opts: RunOptions,
-             view: ProgressView, numerics: dict, stack: int) -> bool:
-    """Hand the wanted trials to the chosen executor; True when every one of them ended."""
-    from convstudy.report import write_reports
-
-    if opts.executor == "ray":
-        from convstudy.executors.ray_executor import run_ray
-
-        return run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store), numerics)
-    from convstudy.executors.local import run_local
-
-    return run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack=stack)

@@ -10,10 +10,10 @@ from typing import Callable
 
 from convstudy.errors import DiskFull, StoreError
 from convstudy.executors.progress import ProgressView
-from convstudy.executors.record import Recorder
-from convstudy.executors.storage import CheckpointStorage
-from convstudy.executors.trial import Diverged, EpochDone, Finished, TrialJob, run_trial, with_digests
-from convstudy.store import State, StudyDB, StudyStore, this_owner
+from convstudy.executors.record import Recorder, heartbeat
+from convstudy.store import CheckpointStorage
+from convstudy.executors.trial import Diverged, EpochDone, Finished, TrialJob, run_trial
+from convstudy.store import State, StudyStore, this_owner
 from convstudy.train import TrialData
 
 
@@ -65,58 +65,44 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
     """
     owner = this_owner()
     current: set[int] = set()  # trial ids being trained, for the heartbeat
-    stop_beat = threading.Event()
-
-    def beat() -> None:  # keeps our claims fresh for other processes during long epochs
-        db = StudyDB(store.db.path)
-        while not stop_beat.wait(15.0):
-            if current:
-                db.heartbeat(list(current), owner)
-        db.close()
-
-    threading.Thread(target=beat, daemon=True).start()
     storage = CheckpointStorage(str(store.out.resolve()))
     record = Recorder(store, storage, view, owner)
-    try:
-        with Interrupt() as interrupt:
-            while not interrupt.requested:
-                rec = store.db.claim(owner, set(jobs), run_id, numerics)
-                if rec is None:
-                    return True
-                group = [rec]
-                same_model = {key for key in jobs if key[0] == rec.model}
-                while len(group) < stack and (more := store.db.claim(owner, same_model, run_id, numerics)):
-                    group.append(more)
-                members = [with_digests(jobs[(r.model, r.seed)](r.id), store.db.checkpoint_digests(r.id))
-                           for r in group]
-                unfinished = {job.trial_id for job in members}
-                current.update(unfinished)
-                events = run_trial(members, data, storage)
-                try:
-                    for event in events:
-                        record(event)
-                        if isinstance(event, (Finished, Diverged)):
-                            unfinished.discard(event.job.trial_id)
-                        if isinstance(event, EpochDone) and event.last and interrupt.requested:
-                            break  # every trial of this epoch is checkpointed: stop here
-                except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoints hold
-                    interrupt.requested = True
-                except StoreError:  # a damaged study directory is the user's to fix, not a failed trial
-                    release(store, unfinished, State.PENDING, "damaged study file")
-                    raise
-                except Exception as exc:  # a bug or resource failure in one trial must not sink the study
-                    fail(store, view, [j for j in members if j.trial_id in unfinished], exc)
-                    unfinished = set()
-                finally:
-                    events.close()
-                    current.clear()
-                release(store, unfinished, State.PENDING, "interrupted")
-                if interrupt.requested:
-                    return False
-                after_trial()
-            return False
-    finally:
-        stop_beat.set()
+    with heartbeat(store.db.path, owner, lambda: list(current)), Interrupt() as interrupt:
+        while not interrupt.requested:
+            rec = store.db.claim(owner, set(jobs), run_id, numerics)
+            if rec is None:
+                return True
+            group = [rec]
+            same_model = {key for key in jobs if key[0] == rec.model}
+            while len(group) < stack and (more := store.db.claim(owner, same_model, run_id, numerics)):
+                group.append(more)
+            members = [jobs[(r.model, r.seed)](r.id) for r in group]
+            unfinished = {job.trial_id for job in members}
+            current.update(unfinished)
+            events = run_trial(members, data, storage)
+            try:
+                for event in events:
+                    record(event)
+                    if isinstance(event, (Finished, Diverged)):
+                        unfinished.discard(event.job.trial_id)
+                    if isinstance(event, EpochDone) and event.last and interrupt.requested:
+                        break  # every trial of this epoch is checkpointed: stop here
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoints hold
+                interrupt.requested = True
+            except StoreError:  # a damaged study directory is the user's to fix, not a failed trial
+                release(store, unfinished, State.PENDING, "damaged study file")
+                raise
+            except Exception as exc:  # a bug or resource failure in one trial must not sink the study
+                fail(store, view, [j for j in members if j.trial_id in unfinished], exc)
+                unfinished = set()
+            finally:
+                events.close()
+                current.clear()
+            release(store, unfinished, State.PENDING, "interrupted")
+            if interrupt.requested:
+                return False
+            after_trial()
+        return False
 
 
 def release(store: StudyStore, trial_ids: set[int], state: State, why: str) -> None:
@@ -130,7 +116,7 @@ def fail(store: StudyStore, view: ProgressView, jobs: list[TrialJob], exc: Excep
     try:
         for job in jobs:
             store.db.mark(job.trial_id, State.FAILED, error=f"{type(exc).__name__}: {exc}"[:500])
-            view.failed(job, exc)
+            view.failed(job, f"{type(exc).__name__}: {exc}")
     except Exception:  # a full disk can refuse the database write too; the claim then goes stale
         if not disk_full(exc):
             raise

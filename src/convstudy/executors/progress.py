@@ -1,12 +1,15 @@
-"""What a run shows: Keras-like epoch lines, and a rich progress bar for the running epoch on a terminal."""
+"""What a run shows, for every executor: Keras-like lines per trial start, epoch and end, and on a
+terminal a live table of the trials in flight (worker, attempt, epoch, progress through it)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.live import Live
+from rich.table import Table
 
 from convstudy.train import EpochResult
 
@@ -14,70 +17,92 @@ if TYPE_CHECKING:
     from convstudy.executors.trial import TrialJob
 
 
+@dataclass
+class _Row:
+    job: "TrialJob"
+    attempt: int = 1
+    where: str = ""
+    done: int = 0  # training images of the running epoch
+    last: EpochResult | None = None
+
+
 class ProgressView:
-    """Prints one line per epoch; animates the running epoch only when output is a terminal."""
+    """Prints one line per event (unless quiet); animates the trials in flight only on a terminal."""
 
     def __init__(self, console: Console | None = None, n_train: int = 0, quiet: bool = False) -> None:
         self.console = console or Console(highlight=False)
         self.n_train, self.quiet = n_train, quiet
-        self.live = self.console.is_terminal and not quiet
-        self.progress: Progress | None = None
-        self.task = None
-        self._tag = ""
+        self.rows: dict[int, _Row] = {}
+        self.current: _Row | None = None  # the row per-batch progress belongs to
+        self.live: Live | None = None
+        if self.console.is_terminal and not quiet:
+            self.live = Live(console=self.console, transient=True, refresh_per_second=4, get_renderable=self._table)
+            self.live.start()
+
+    def _table(self) -> Table:
+        table = Table(title=f"{len(self.rows)} trials running", title_justify="left")
+        for col in ("model", "seed", "attempt", "worker", "epoch", "images", "loss", "acc", "val_loss", "val_acc"):
+            table.add_column(col, justify="left" if col in ("model", "worker") else "right")
+        for row in self.rows.values():
+            r, epochs = row.last, row.job.settings.epochs
+            metrics = [f"{v:.4f}" for v in (r.loss, r.accuracy, r.val_loss, r.val_accuracy)] if r else [""] * 4
+            table.add_row(row.job.model.name, str(row.job.seed), str(row.attempt), row.where or "waiting",
+                          f"{r.epoch if r else 0}/{epochs}", f"{row.done}/{self.n_train}", *metrics)
+        return table
+
+    def submitted(self, job: "TrialJob", attempt: int = 1) -> None:
+        self.rows[job.trial_id] = _Row(job, attempt)
 
     def started(self, job: "TrialJob", epoch: int, where: str = "") -> None:
-        """A trial starts after `epoch`; for seeds trained together, once per member (the bar shows the last)."""
-        self._tag = _tag(job)
+        """A trial starts after `epoch`; a second start of one submission is a retry (a lost Ray worker)."""
+        row = self.rows.get(job.trial_id)
+        if row is None:
+            row = self.rows[job.trial_id] = _Row(job)
+        elif row.where:
+            row.attempt += 1
+            self._print(f"[yellow]{_tag(job)}: worker {row.where} lost; attempt {row.attempt} resumes from the "
+                        "last checkpoint[/yellow]")
+        row.where, self.current = where, row
         resumed = f" (resuming after epoch {epoch})" if epoch else ""
-        self._print(f"[bold]{self._tag}[/bold]: {job.settings.epochs} epochs, batch {job.settings.batch_size}, "
-                    f"{job.settings.optimizer.name}{resumed}")
-        self._epochs = job.settings.epochs
-        self._new_bar(epoch + 1)
-
-    def _new_bar(self, epoch: int) -> None:
-        if not self.live:
-            return
-        if self.progress is None:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), console=self.console, transient=True)
-            self.progress.start()
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(f"{self._tag} epoch {epoch}/{self._epochs}", total=self.n_train)
+        on = f" on {where}" if where else ""
+        self._print(f"[bold]{_tag(job)}[/bold]: {job.settings.epochs} epochs, batch {job.settings.batch_size}, "
+                    f"{job.settings.optimizer.name}{on}{resumed}")
 
     def batch(self, done: int) -> None:
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=done)
+        if self.current is not None:
+            self.current.done = done
 
     def epoch(self, job: "TrialJob", r: EpochResult) -> None:
+        if (row := self.rows.get(job.trial_id)) is not None:
+            row.last, row.done = r, 0
         self._print(f"{_tag(job)} · Epoch {r.epoch}/{job.settings.epochs} - {r.seconds:.0f}s - loss: {r.loss:.4f} - "
                     f"acc: {r.accuracy:.4f} - val_loss: {r.val_loss:.4f} - val_acc: {r.val_accuracy:.4f}")
-        if r.epoch < job.settings.epochs:
-            self._new_bar(r.epoch + 1)
 
     def finished(self, job: "TrialJob", test_loss: float, test_accuracy: float) -> None:
-        self._stop_bar()
+        self.dropped(job)
         self._print(f"{_tag(job)}: test loss {test_loss:.4f}, test accuracy {test_accuracy:.4f}")
 
     def diverged(self, job: "TrialJob", epoch: int) -> None:
-        self._stop_bar()
+        self.dropped(job)
         self._print(f"[red]{_tag(job)}: diverged (non-finite loss) in epoch {epoch}[/red]")
 
-    def failed(self, job: "TrialJob", exc: BaseException) -> None:
-        self._stop_bar()
-        self._print(f"[red]{_tag(job)}: failed: {type(exc).__name__}: {exc}[/red]")
+    def failed(self, job: "TrialJob", reason: str) -> None:
+        self.dropped(job)
+        self._print(f"[red]{_tag(job)}: failed: {reason}[/red]")
+
+    def dropped(self, job: "TrialJob") -> None:
+        row = self.rows.pop(job.trial_id, None)
+        if row is self.current:
+            self.current = None
 
     def close(self) -> None:
-        self._stop_bar()
-
-    def _stop_bar(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress, self.task = None, None
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
     def _print(self, text: str) -> None:
         if not self.quiet:
-            (self.progress.console if self.progress else self.console).print(text, soft_wrap=True)
+            self.console.print(text, soft_wrap=True)
 
 
 def warn(text: str) -> None:

@@ -1,8 +1,8 @@
 """The Ray executor's driver: trials as Ray tasks, the driver the only writer of study.db.
 
-The dataset goes into Ray's object store once; each trial is one task (see ray_worker.py) that runs
+The dataset goes into Ray's object store once; each trial is one task (`train_on_worker`) that runs
 the trial's loop, checkpoints to shared storage and streams its events back through a Ray queue, where
-the local executor's Recorder writes them. A task whose worker process or node dies is retried by Ray
+the local executor's Recorder writes them; workers never touch study.db. A task whose worker process or node dies is retried by Ray
 (`max_retries`), resuming from its last checkpoint; each retry's start is counted as an attempt and
 recorded as a `restart` event. Past MAX_RETRIES the trial is `failed` with the reason.
 Ray is imported only here, inside functions, so convstudy works without it.
@@ -11,21 +11,23 @@ Ray is imported only here, inside functions, so convstudy works without it.
 from __future__ import annotations
 
 import logging
-import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+import os
+import socket
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import torch
 
 from convstudy.data import Dataset
 from convstudy.errors import StoreError, UserError
 from convstudy.executors.local import Interrupt, release
 from convstudy.executors.progress import ProgressView
-from convstudy.executors.ray_progress import RayView
-from convstudy.executors.record import Recorder
-from convstudy.executors.ray_worker import dataset_arrays, train_on_worker
-from convstudy.executors.storage import CheckpointStorage, storage_for
-from convstudy.executors.trial import Diverged, Finished, TrialJob, with_digests
-from convstudy.spec import Study
-from convstudy.store import State, StudyDB, StudyStore, this_owner
+from convstudy.executors.record import Recorder, heartbeat
+from convstudy.executors.trial import Diverged, Finished, Progress, TrialJob, run_trial
+from convstudy.spec import Study, TrainSettings
+from convstudy.store import CheckpointStorage, State, StudyStore, storage_for, this_owner
+from convstudy.train import make_trial_data
 
 MAX_RETRIES = 3
 POLL_S = 0.1
@@ -67,28 +69,6 @@ def trial_slots(ray, cpus: float, gpus: float) -> int:
     return int(slots + 1e-9)
 
 
-@contextmanager
-def heartbeat(db_path, owner: str, held: Callable[[], list[int]]) -> Iterator[None]:
-    """Keep our claims fresh for other processes while tasks run long epochs."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        db = StudyDB(db_path)
-        try:
-            while not stop.wait(15.0):
-                if ids := held():
-                    db.heartbeat(ids, owner)
-        finally:
-            db.close()
-
-    thread = threading.Thread(target=beat, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-
-
 def lost_reason(exc: BaseException) -> str:
     """The first line of Ray's (long) error, naming what died."""
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
@@ -104,17 +84,15 @@ def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Trial
     storage = storage_for(store.out, study.name, study.fingerprint(), opts.storage)
     storage.check()
     started = connect(ray, opts.address)
-    rview = RayView(view.console, view.quiet)
     try:
-        return _drive(ray, store, jobs, ds, study, run_id, opts, storage, rview, after_trial, numerics)
+        return _drive(ray, store, jobs, ds, study, run_id, opts, storage, view, after_trial, numerics)
     finally:
-        rview.close()
         if started:
             ray.shutdown()
 
 
 def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int, opts,
-           storage: CheckpointStorage, view: RayView, after_trial: Callable[[], None],
+           storage: CheckpointStorage, view: ProgressView, after_trial: Callable[[], None],
            numerics: dict[str, dict] | None) -> bool:
     from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError,
                                 RayTaskError, WorkerCrashedError)
@@ -168,7 +146,7 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
                     rec = store.db.claim(owner, set(jobs), run_id, numerics)
                     if rec is None:
                         break
-                    job = with_digests(jobs[(rec.model, rec.seed)](rec.id), store.db.checkpoint_digests(rec.id))
+                    job = jobs[(rec.model, rec.seed)](rec.id)
                     # Ray retries a task whose worker died (not one that raised): a lost worker's trial
                     # resumes from its checkpoint, and its next start counts as an attempt.
                     ref = task.options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial,
@@ -195,3 +173,28 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
             if job.trial_id not in ended:
                 release(store, {job.trial_id}, State.PENDING, "interrupted")
             view.dropped(job)
+
+
+def dataset_arrays(ds: Dataset) -> dict[str, Any]:
+    """The dataset as numpy arrays, which Ray's object store shares with workers without copying."""
+    return {"info": ds.info, "source_dir": ds.source_dir, "x_train": ds.x_train.numpy(),
+            "y_train": ds.y_train.numpy(), "x_test": ds.x_test.numpy(), "y_test": ds.y_test.numpy()}
+
+
+def dataset_from_arrays(arrays: dict[str, Any]) -> Dataset:
+    """A Dataset over the object store's read-only arrays (training only ever reads them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensors = {k: torch.from_numpy(v) for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    return Dataset(info=arrays["info"], source_dir=arrays["source_dir"], **tensors)
+
+
+def train_on_worker(job: TrialJob, arrays: dict[str, Any], settings: TrainSettings, storage: CheckpointStorage,
+                    queue) -> None:
+    """Run the trial's loop in a Ray worker (resuming from its checkpoint) and forward its events."""
+    torch.set_num_threads(job.plan.threads)
+    data = make_trial_data(dataset_from_arrays(arrays), settings, torch.device(job.plan.device))
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    for event in run_trial([job], data, storage):
+        if not isinstance(event, Progress):  # the driver's table shows epochs, not batches
+            queue.put((where, event))

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
-from convstudy.executors.progress import warn
-from convstudy.executors.storage import CheckpointStorage
-from convstudy.executors.trial import Diverged, EpochDone, Event, Finished, Progress, Started, TrialJob
+from convstudy.executors.progress import ProgressView, warn
+from convstudy.store import CheckpointStorage
+from convstudy.executors.trial import Diverged, EpochDone, Event, Finished, Progress, Started
 from convstudy.store import State, StudyDB, StudyStore
-from convstudy.train import EpochResult
-
-
-class View(Protocol):
-    """What a run shows (executors.progress for the local executor, executors.ray_progress for Ray)."""
-
-    def started(self, job: TrialJob, epoch: int, where: str = "") -> None: ...
-    def batch(self, done: int) -> None: ...
-    def epoch(self, job: TrialJob, result: EpochResult) -> None: ...
-    def finished(self, job: TrialJob, test_loss: float, test_accuracy: float) -> None: ...
-    def diverged(self, job: TrialJob, epoch: int) -> None: ...
 
 
 class Recorder:
@@ -29,7 +20,7 @@ class Recorder:
     a claim after its first is a retry (a lost Ray worker, say): counted as an attempt and recorded.
     """
 
-    def __init__(self, store: StudyStore, storage: CheckpointStorage, view: View, owner: str) -> None:
+    def __init__(self, store: StudyStore, storage: CheckpointStorage, view: ProgressView, owner: str) -> None:
         self.store, self.storage, self.view, self.owner = store, storage, view, owner
         self.started: set[int] = set()
 
@@ -69,3 +60,25 @@ def resume_from(db: StudyDB, trial_id: int, history: list[dict], note: str | Non
     for h in history:
         db.record_epoch(trial_id, h["epoch"], h)
     db.rewind(trial_id, history[-1]["epoch"] if history else 0, note or "")
+
+
+@contextmanager
+def heartbeat(db_path, owner: str, held: Callable[[], list[int]]) -> Iterator[None]:
+    """Keep our claims fresh for other processes while tasks run long epochs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        db = StudyDB(db_path)
+        try:
+            while not stop.wait(15.0):
+                if ids := held():
+                    db.heartbeat(ids, owner)
+        finally:
+            db.close()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

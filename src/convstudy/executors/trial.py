@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Iterator, Union
 
 import torch
 
-from convstudy.executors.storage import CheckpointStorage
+from convstudy.store import CheckpointStorage
 from convstudy.spec import ModelSpec, TrainSettings
-from convstudy.store import DamagedFile
-from convstudy.store.files import DIGEST_KEY
+from convstudy.store import DIGEST_KEY, DamagedFile
 from convstudy.train import (
     EpochResult, Lone, Plan, Stacked, TrialData, configure_backends, describe, epoch_means, init_state,
     load_state_tensors,
@@ -165,8 +164,3 @@ def trusted_checkpoint(job: TrialJob, storage: CheckpointStorage) -> tuple[tuple
         where = storage.quarantine(job.key)
         return None, f"{job.tag()}: {exc}; moved to {where}, training it again from scratch"
     return saved, None
-
-
-def with_digests(job: TrialJob, digests: dict[int, str]) -> TrialJob:
-    """`job` carrying study.db's record of its checkpoints, for a worker that cannot read study.db."""
-    return replace(job, digests=tuple(sorted(digests.items())))

@@ -9,7 +9,7 @@ from typing import Any
 
 from convstudy.interop.predict import Trained
 from convstudy.model import summarize_model
-from convstudy.report.tables import md_text, mixed_note
+from convstudy.report import md_text, mixed_note
 
 
 def card_path(export_path: Path) -> Path:

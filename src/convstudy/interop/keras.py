@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from convstudy.data import get_info
 from convstudy.errors import UserError
 from convstudy.spec import (
-    Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, ModelSpec, OptimizerSpec, Pool, Study,
+    ACTIVATIONS, OPTIMIZERS, Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, ModelSpec,
+    OptimizerSpec, Pool, Shape, Study, build_study, check_memory, fmt_shape, pydantic_reason,
 )
-from convstudy.spec import OPTIMIZERS, build_study, check_memory, fmt_shape
-from convstudy.spec.layers import ACTIVATIONS, Shape, _Layer, pydantic_reason
+from convstudy.spec import Layer as _Layer
 from convstudy.untrusted import load_untrusted
 
 # Keys that never change what the network computes (names, dtype policies, RNG seeds, input hints).

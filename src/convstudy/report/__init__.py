@@ -11,12 +11,13 @@ from rich.console import Console
 from convstudy.errors import UserError
 from convstudy.report.collect import VALIDATION_NOTE, collect
 from convstudy.report.plots import loss_figure
-from convstudy.report.tables import render_csv, render_markdown, render_terminal
+from convstudy.report.tables import md_text, mixed_note, render_csv, render_markdown, render_terminal
 from convstudy.store import StudyStore, atomic_write
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
 
-__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "render", "write_plots", "write_reports"]
+__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "md_text", "mixed_note", "render", "write_plots",
+           "write_reports"]
 
 
 def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> str:

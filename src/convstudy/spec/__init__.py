@@ -3,7 +3,8 @@
 from convstudy.spec.builtin import BUILTIN, NOTEBOOK_ACCURACY, seed_study
 from convstudy.spec.files import load_study_file, resolve_study
 from convstudy.spec.layers import (
-    LAYERS, Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, Pool, fmt_shape, parse_layer,
+    ACTIVATIONS, LAYERS, Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Layer, LayerError, Pool, Shape,
+    fmt_shape, parse_layer, pydantic_reason,
 )
 from convstudy.spec.memory import check_memory, machine_memory, training_bytes
 from convstudy.spec.study import (
@@ -12,7 +13,7 @@ from convstudy.spec.study import (
 )
 
 __all__ = [
-    "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
+    "ACTIVATIONS", "Layer", "Shape", "pydantic_reason", "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
     "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
     "summarize", "with_overrides", "check_memory", "machine_memory", "training_bytes",

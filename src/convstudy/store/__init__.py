@@ -12,19 +12,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from convstudy.errors import StoreError
 from convstudy.spec import Study, build_study
 from convstudy.store.db import STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
+from convstudy.store.checkpoints import CheckpointStorage, storage_for
+from convstudy.store.provenance import provenance
 from convstudy.store.files import (
-    DamagedFile, atomic_write, decode_tensors, encode_tensors, identity, load_tensors, save_tensors,
+    DIGEST_KEY, DamagedFile, atomic_write, decode_tensors, encode_tensors, identity, load_tensors, quarantine, save_tensors,
 )
 
-__all__ = ["StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
+__all__ = ["DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
            "owner_alive", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
-           "save_tensors", "quarantine"]
+           "save_tensors", "quarantine", "check_numerics"]
 
 
 class StudyStore:
@@ -133,8 +136,14 @@ class StudyStore:
                             rec.weights_digest if rec else None)[0]
 
 
-def quarantine(path: Path) -> Path:
-    """Move a damaged file aside (never used again, kept for inspection); returns where it went."""
-    aside = path.with_name(path.name + ".damaged")
-    os.replace(path, aside)
-    return aside
+def check_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, Any]], flags: dict[str, str]) -> None:
+    """Refuse, in one line naming the flag (`flags[setting]`), to continue a trial that has trained an
+    epoch with other settings that change its numbers (`numerics[model]`, as `claim` records them)."""
+    for rec in todo:
+        have = rec.settings
+        for key, value in numerics[rec.model].items():
+            if have and rec.epochs_done and key in have and have[key] != value:
+                raise StoreError(
+                    f"{flags.get(key, key)}: {rec.model} seed {rec.seed} trained {rec.epochs_done} epochs with "
+                    f"{key} {have[key]}, this run would continue it with {value}; resume with the settings it "
+                    "started with, or use another --out")

@@ -130,3 +130,10 @@ def load_tensors(path: Path, owner: str | None = None,
     except OSError as exc:
         raise DamagedFile(f"{path}: unreadable ({exc.strerror})") from None
     return decode_tensors(data, str(path), owner, digest)
+
+
+def quarantine(path: Path) -> Path:
+    """Move a damaged file aside (never used again, kept for inspection); returns where it went."""
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    return aside

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from convstudy.errors import UserError
-from convstudy.model import build_model
-from convstudy.model.conv import Conv2d
+from convstudy.model import Conv2d, build_model
 from convstudy.spec import ModelSpec
 
 

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convstudy.model import build_model
-from convstudy.spec import ModelSpec, OptimizerSpec, TrainSettings
-from convstudy.spec.layers import Shape
+from convstudy.spec import ModelSpec, OptimizerSpec, Shape, TrainSettings
 from convstudy.train.device import Plan
 from convstudy.train.state import TrainState, state_to_tensors
 
@@ -96,19 +95,6 @@ def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, see
     return TrainState(model, optimizer, shuffle)
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast for `precision == "bf16"`, nothing otherwise."""
-    if precision == "bf16":
-        # No weight-cast cache: each weight is cast once per forward anyway, and CUDA graph capture forbids it.
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
-    return nullcontext()
-
-
-def _to_input(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    x = xb.to(torch.float32).mul_(1.0 / 255.0)  # the notebook's preprocessing: /255, no mean/std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 class Stepper:
     """Runs optimiser steps: eagerly, or on CUDA as one captured graph replayed for every full batch.
 
@@ -160,16 +146,8 @@ class Lone:
     def __init__(self, state: TrainState, settings: TrainSettings, plan: Plan) -> None:
         self.state, self.plan = state, plan
         self.model, self.optimizer = state.model, state.optimizer
-        self.histories = [state.history]
+        self.histories, self.epoch = [state.history], state.epoch
         self.step = Stepper(self.optimizer, self._step, settings.batch_size, plan.cuda_graphs)
-
-    @property
-    def epoch(self) -> int:
-        return self.state.epoch
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self.state.epoch = value
 
     def shuffled(self, split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """This epoch's shuffled images and labels, and zeroed (loss sum, correct count) accumulators."""
@@ -193,6 +171,7 @@ class Lone:
         return [loss], [acc], [probs] if with_probs else None
 
     def checkpoint(self, index: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        self.state.epoch = self.epoch
         return state_to_tensors(self.state)
 
     def weights(self, index: int) -> dict[str, torch.Tensor]:

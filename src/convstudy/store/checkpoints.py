@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from convstudy.errors import UserError
-from convstudy.store import decode_tensors, encode_tensors, load_tensors, quarantine, save_tensors
+from convstudy.store.files import decode_tensors, encode_tensors, load_tensors, quarantine, save_tensors
 
 
 @dataclass(frozen=True)
