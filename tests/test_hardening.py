@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import signal
+import sqlite3
 import struct
 import subprocess
 import time
@@ -52,7 +53,7 @@ def rows_of(db: Path, model: str, seed: int) -> int:
     try:
         return db_rows(db, "SELECT count(*) FROM epochs e JOIN trials t ON t.id = e.trial_id "
                            "WHERE t.model = ? AND t.seed = ?", (model, seed))[0][0]
-    except Exception:  # the run is creating the schema
+    except sqlite3.Error:  # the run is creating the schema
         return 0
 
 
@@ -191,6 +192,7 @@ def test_a_failed_trial_makes_the_run_exit_1_and_a_rerun_retries_it(inproc_basel
     assert_same_results(out / "study.db", base)
     assert db_rows(out / "study.db", "SELECT attempts FROM trials WHERE model='small-b' AND seed=0") == [(2,)]
     assert "seed 0: 2 attempts" in (out / "report.md").read_text()  # the report shows the retry
+    assert 'title="seed 0: 2 attempts"' in (out / "report.html").read_text()
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_retries(inproc_baseline, tiny_mnist, tmp_path, capsys):
@@ -401,8 +403,10 @@ def test_worker_processes_stop_when_their_parent_is_killed(tiny_mnist_session, t
     deadline = time.monotonic() + 120
     workers: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        running = db_rows(out / "study.db", "SELECT count(*) FROM trials WHERE state='running'")[0][0] \
-            if (out / "study.db").exists() else 0
+        try:
+            running = db_rows(out / "study.db", "SELECT count(*) FROM trials WHERE state='running'")[0][0]
+        except sqlite3.Error:  # not created yet
+            running = 0
         workers = [c for c in _children(proc.pid) if "convstudy" in Path(f"/proc/{c}/cmdline").read_text()
                    or "multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
         if running >= 2 and workers:

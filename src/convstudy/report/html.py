@@ -117,7 +117,7 @@ def _duration(seconds: float) -> str:
 
 
 COLUMNS = ("model", "description", "params", "MFLOPs", "test acc % (mean ± std)", "95% CI", "best", "n",
-           "test loss", "s/epoch", "samples/s", "diverged", "failed")
+           "test loss", "s/epoch", "samples/s", "diverged", "failed", "retries")
 
 
 def _table(models: list[dict[str, Any]]) -> str:
@@ -134,6 +134,8 @@ def _table(models: list[dict[str, Any]]) -> str:
 def _row(m: dict[str, Any], notebook: bool) -> str:
     acc, loss = m["test_accuracy"], m["test_loss"]
     ci = acc["ci95"]
+    trials = m.get("trials", [])
+    retries = sum(max(0, t.get("attempts", 1) - 1) for t in trials)  # attempts past the first, e.g. a lost worker
     cells = [
         _td(m["name"], m["name"], cls="name"),
         _td(m["description"], m["description"], cls="text"),
@@ -149,6 +151,8 @@ def _row(m: dict[str, Any], notebook: bool) -> str:
         _td(f"{m['samples_per_s']:,.0f}" if m["samples_per_s"] else "–", m["samples_per_s"]),
         _td(str(m["diverged"]), m["diverged"], cls="bad" if m["diverged"] else None),
         _td(str(m["failed"]), m["failed"], cls="bad" if m["failed"] else None),
+        _td(str(retries), retries, title=", ".join(f"seed {t['seed']}: {t['attempts']} attempts" for t in trials
+                                                  if t["attempts"] > 1) or None),
     ]
     if notebook:
         nb = m.get("notebook_accuracy")
