@@ -248,3 +248,36 @@ def trial_events(spec, settings, data, root: Path, seeds=(3,), plan=None, saved=
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), per_class: int = 6,
+                       size: tuple[int, int] = (32, 32), seed: int = 0) -> list[Path]:
+    """`root/<class>/*.png|jpg`: RGB images whose class is a bright block at a class-specific place."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, size=(*size, 3), dtype=np.uint8)
+            r0, c0 = 2 + 8 * k % (size[0] - 10), 4 + 6 * k % (size[1] - 10)
+            img[r0:r0 + 8, c0:c0 + 8, k % 3] = 250
+            path = root / name / f"{i:03d}.{'jpg' if i % 3 == 2 else 'png'}"
+            Image.fromarray(img).save(path, quality=95)  # quality: JPEG only
+            paths.append(path)
+    return paths
+
+
+def cifar_archive_bytes(members: dict[str, bytes]) -> bytes:
+    """A tar.gz with `members` (name -> bytes): CIFAR's binary archive layout, in the real format."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

@@ -414,7 +414,9 @@ def test_worker_processes_stop_when_their_parent_is_killed(tiny_mnist_session, t
         time.sleep(0.05)
     assert workers, "no worker process seen"
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc.wait()  # not communicate(): an orphaned worker would hold the output pipes open
+    proc.stdout.close()
+    proc.stderr.close()
     deadline = time.monotonic() + 30  # an epoch of the tiny study takes well under a second
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -44,6 +44,9 @@ class DatasetInfo:
     # FILE_KEYS -> size in bytes of the DECOMPRESSED file: the cap when decompressing (a gzip bomb
     # stops there), and the size an unverifiable copy must have.
     sizes: dict[str, int] = field(default_factory=dict)
+    # MD5 of published archives (CIFAR's Toronto page publishes only MD5), and how the files are laid out.
+    md5: dict[str, str] = field(default_factory=dict)
+    format: str = "idx"
 
 
 # MNIST carries digests of the decompressed IDX files (from ../shared/data/mnist/SHA256SUMS),
@@ -129,11 +132,24 @@ _KMNIST = DatasetInfo(
 REGISTRY: dict[str, DatasetInfo] = {info.name: info for info in (_MNIST, _FASHION_MNIST, _KMNIST)}
 
 
-def get_info(name: str) -> DatasetInfo:
-    """The registered dataset called `name`; an unknown name is a UserError listing valid ones."""
+def get_info(name: str | dict) -> DatasetInfo:
+    """The registered dataset called `name`, or a described source's facts (shape, classes), read only if undeclared."""
+    from convstudy.data.cifar import ARCHIVES  # cifar builds on DatasetInfo
+    from convstudy.data.sources import is_source, resolve, parse_source
+
+    if is_source(name):
+        src = resolve(parse_source(name))
+        assert src.size is not None and src.channels is not None and src.classes is not None
+        return DatasetInfo(name=src.canonical(), input_shape=(*src.size, src.channels), num_classes=len(src.classes),
+                           class_names=src.classes, files={}, sha256={}, mirrors=(), homepage=src.path, license="",
+                           format=src.kind)
+    if not isinstance(name, str):
+        raise UserError(f"dataset must be a registered name or a source table, not {type(name).__name__}")
     if name in REGISTRY:
         return REGISTRY[name]
+    if name in ARCHIVES:
+        return ARCHIVES[name]
     valid = sorted(REGISTRY)
-    close = difflib.get_close_matches(name, valid, n=1)
+    close = difflib.get_close_matches(name, valid + sorted(ARCHIVES), n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     raise UserError(f'unknown dataset "{name}"; valid: {", ".join(valid)}{hint}')

@@ -77,7 +77,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     precision = resolve_precision(opts.precision, trial_device)
     threads = torch.get_num_threads() if local else max(1, int(opts.cpus_per_trial))
     stack = (opts.stack_seeds or STACK_AUTO) if local else 1
-    input_shape = get_info(study.dataset).input_shape
+    input_shape = load_dataset(study.dataset, opts.data_dir).info.input_shape  # data errors: before the store
     plans = {m.name: plan(m, input_shape, trial_device, precision, threads) for m in study.models
              if m.name in wanted_models}
     numerics = {name: p.numerics() for name, p in plans.items()}

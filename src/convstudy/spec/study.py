@@ -190,10 +190,17 @@ class Study(_Frozen):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
     description: str = ""
-    dataset: str = "mnist"
+    dataset: str = "mnist"  # a registered name, or a described source in its canonical compact spelling
     seeds: tuple[Int, ...] = (0,)
     train: TrainSettings = TrainSettings()
     models: tuple[ModelSpec, ...]
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, v: Any) -> Any:
+        from convstudy.data import canonical_dataset  # a table, JSON or compact string: one canonical string
+
+        return canonical_dataset(v)
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -269,6 +276,13 @@ def build_study(data: Any, source: str = "<study>") -> Study:
         if models[-1].name in seen:
             raise UserError(f'{source}: {label}: duplicate model name "{models[-1].name}"')
         seen.add(models[-1].name)
+    if "dataset" in data:
+        from convstudy.data import canonical_dataset
+
+        try:
+            data = {**data, "dataset": canonical_dataset(data["dataset"])}
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
     try:
         study = Study.model_validate({**data, "models": models})
     except ValidationError as exc:

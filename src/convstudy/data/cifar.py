@@ -1,0 +1,195 @@
+"""CIFAR-10 and CIFAR-100 from their BINARY archives (never the pickled python version), MD5-verified.
+
+The archive is downloaded from the first mirror whose copy has the MD5 published on the Toronto page,
+read as a tar stream (only the expected members, each under its real size) and decoded once into the
+decoded-tensor cache, keyed by the archive's path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convstudy.data import cache
+from convstudy.data.registry import DatasetInfo
+from convstudy.errors import UserError
+
+log = logging.getLogger(__name__)
+TIMEOUT_S = 30.0
+_MIRRORS = ("https://www.cs.toronto.edu/~kriz/", "http://www.cs.toronto.edu/~kriz/", "http://www.cs.utoronto.ca/~kriz/")
+_CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split()
+PIXELS = 32 * 32 * 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an archive keeps its batches and how long a record is."""
+
+    train: tuple[str, ...]
+    test: str
+    label_bytes: int  # CIFAR-100 records carry (coarse, fine); the fine label is the class
+    member_bytes: int  # the largest member of the real archive: the cap on any member
+
+
+_LAYOUTS = {
+    "cifar10": Layout(tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6)),
+                      "cifar-10-batches-bin/test_batch.bin", 1, 10000 * (1 + PIXELS)),
+    "cifar100": Layout(("cifar-100-binary/train.bin",), "cifar-100-binary/test.bin", 2, 50000 * (2 + PIXELS)),
+}
+
+CIFAR10 = DatasetInfo(
+    name="cifar10", input_shape=(32, 32, 3), num_classes=10,
+    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    files={"archive": "cifar-10-binary.tar.gz"}, sha256={}, mirrors=_MIRRORS,
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html", license="no license stated; cite Krizhevsky 2009",
+    md5={"archive": "c32a1d4ab5d03f1284b67883e8d87530"}, sizes={"archive": 170052171}, format="cifar10",
+)
+CIFAR100 = DatasetInfo(
+    name="cifar100", input_shape=(32, 32, 3), num_classes=100, class_names=tuple(_CIFAR100_FINE),
+    files={"archive": "cifar-100-binary.tar.gz"}, sha256={}, mirrors=_MIRRORS,
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html", license="no license stated; cite Krizhevsky 2009",
+    md5={"archive": "03b5dce01913d631647c71ecec9e9cb8"}, sizes={"archive": 168513733}, format="cifar100",
+)
+ARCHIVES: dict[str, DatasetInfo] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+def load_cifar(info: DatasetInfo, directory: Path, download: bool, own_cache: bool) -> tuple[dict[str, np.ndarray], str]:
+    """NCHW uint8 arrays of a CIFAR archive in `directory` (fetched if missing and allowed) and its path."""
+    archive = directory / info.files["archive"]
+    if not archive.is_file():
+        if not download:
+            raise UserError(f"{info.name}: {archive.name} not found in {directory} (downloading is off); "
+                            "download it by hand or pass --data-dir DIR")
+        fetch_archive(info, directory)
+    st = archive.stat()
+    identity = {"registered": info.name, "archive": str(archive)}
+    key = cache.fingerprint({**identity, "stat": [st.st_size, st.st_mtime_ns], "md5": info.md5["archive"]})
+    hit = cache.read(identity, key)
+    if hit is not None:
+        return hit[0], str(archive)
+    bad = _md5_problem(info, archive)
+    if bad and own_cache and download:  # only convstudy's own download may be replaced
+        fetch_archive(info, directory)
+        bad = _md5_problem(info, archive)
+    if bad:
+        raise UserError(f"{archive}: {bad}; convstudy does not replace your copy: delete it or fix --data-dir")
+    arrays = parse_archive(archive, _LAYOUTS[info.format], info.num_classes)
+    st = archive.stat()
+    cache.write(identity, cache.fingerprint({**identity, "stat": [st.st_size, st.st_mtime_ns],
+                                             "md5": info.md5["archive"]}), arrays, {})
+    return arrays, str(archive)
+
+
+def parse_archive(archive: Path, layout: Layout, num_classes: int) -> dict[str, np.ndarray]:
+    """Decode the binary batches of a CIFAR tar.gz into NCHW uint8 images and int64 labels."""
+    wanted = set(layout.train) | {layout.test}
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                if member.name not in wanted:
+                    continue
+                if not member.isfile() or member.size > layout.member_bytes:
+                    raise UserError(f"{archive}: {member.name} is not a batch of at most {layout.member_bytes} bytes")
+                stream = tar.extractfile(member)
+                assert stream is not None
+                found[member.name] = stream.read(layout.member_bytes + 1)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"{archive}: not a readable tar.gz archive ({exc})") from None
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise UserError(f"{archive}: missing {', '.join(missing)}; is this the binary version of the dataset?")
+    out = {}
+    for split, names in (("train", layout.train), ("test", (layout.test,))):
+        xs, ys = [], []
+        record = layout.label_bytes + PIXELS
+        for name in names:
+            data = found[name]
+            if not data or len(data) % record:
+                raise UserError(f"{archive}: {name} holds {len(data)} bytes, not whole {record}-byte records")
+            rows = np.frombuffer(data, np.uint8).reshape(-1, record)
+            labels = rows[:, layout.label_bytes - 1].astype(np.int64)
+            if int(labels.max()) >= num_classes:
+                raise UserError(f"{archive}: {name} holds label {int(labels.max())}, outside {num_classes} classes")
+            xs.append(rows[:, layout.label_bytes:].reshape(-1, 3, 32, 32))  # planes R, G, B: already NCHW
+            ys.append(labels)
+        out[f"x_{split}"] = np.ascontiguousarray(np.concatenate(xs))
+        out[f"y_{split}"] = np.concatenate(ys)
+    return out
+
+
+def fetch_archive(info: DatasetInfo, directory: Path) -> None:
+    """Download the archive from the first mirror serving a copy with the published MD5."""
+    name = info.files["archive"]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{info.name}: {directory} cannot be written ({exc.strerror or exc}); "
+                        "pass --data-dir DIR pointing to a writable folder") from None
+    limit = info.sizes["archive"] + (1 << 20)
+    reachable, last = False, "no mirrors listed"
+    for base in info.mirrors:
+        url = base + name
+        part = directory / f".{name}.{os.getpid()}.part"
+        log.info("downloading %s", url)
+        try:
+            digest = hashlib.md5(usedforsecurity=False)
+            request = urllib.request.Request(url, headers={"User-Agent": "convstudy"})
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, part.open("wb") as out:
+                written = 0
+                while chunk := response.read(1 << 20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise _Refused(f"served more than {limit} bytes, more than the archive has")
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != info.md5["archive"]:
+                raise _Refused(f"MD5 mismatch (expected {info.md5['archive']}, got {digest.hexdigest()})")
+            os.replace(part, directory / name)  # atomic: a reader never sees half an archive
+            return
+        except urllib.error.HTTPError as exc:
+            reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
+        except _Refused as exc:
+            reachable, last = True, f"{url}: {exc}"
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+            last = f"{url}: {reason}"
+        finally:
+            part.unlink(missing_ok=True)
+    verdict = "no mirror served a valid copy" if reachable else "no mirror reachable"
+    raise UserError(f"{info.name}: {name} not found in {directory} and {verdict} (last: {last}); "
+                    "download it by hand or pass --data-dir DIR")
+
+
+class _Refused(Exception):
+    """A mirror's copy that must not be kept."""
+
+
+def _md5_problem(info: DatasetInfo, archive: Path) -> str | None:
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with archive.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if digest.hexdigest() != info.md5["archive"]:
+        return f"not the published {info.files['archive']} (MD5 {digest.hexdigest()}, expected {info.md5['archive']})"
+    return None
+
