@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from convstudy.errors import UserError
+from convstudy.store import atomic_write
 
 
 def check_output(path: Path, label: str = "-o") -> Path:
@@ -40,19 +40,8 @@ def write_output(path: Path, data: str | bytes, label: str = "-o") -> None:
             with open(target, "wb") as fh:
                 fh.write(raw)
             return
-        mode = target.stat().st_mode & 0o7777 if target.exists() else _default_mode()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # mkstemp's 0600 would make a report others cannot read; keep the old file's mode or the umask's.
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Keep the old file's mode, or the umask's: mkstemp's 0600 would make a report others cannot read.
+        atomic_write(target, raw, target.stat().st_mode & 0o7777 if target.exists() else _default_mode())
     except OSError as exc:
         raise UserError(f"{label} {path}: cannot write ({exc.strerror or exc})") from None
 

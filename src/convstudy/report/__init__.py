@@ -58,8 +58,7 @@ def write_reports(store: StudyStore) -> dict[str, Any]:
     # Atomic, so a reader (or a browser reloading during a run) never sees half a file.
     for name, text in (("report.json", render(report, "json")), ("report.md", render_markdown(report)),
                        ("report.html", render(report, "html"))):
-        atomic_write(store.out / name, text.encode())
-        (store.out / name).chmod(0o644)
+        atomic_write(store.out / name, text.encode(), 0o644)
     return report
 
 

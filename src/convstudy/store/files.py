@@ -33,8 +33,11 @@ class DamagedFile(StoreError):
     """A tensor file that cannot be trusted: unreadable, its digest wrong, or another trial's."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync it, rename over `path`, fsync the directory."""
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write to a temp file in the same directory, fsync it, rename over `path`, fsync the directory.
+
+    `mode` replaces mkstemp's 0600 before the rename, for files others read (reports, `-o` outputs).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -42,6 +45,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
