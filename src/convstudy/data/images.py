@@ -16,7 +16,7 @@ class BadImage(ValueError):
     """A file that cannot be decoded as an image of the declared shape; the message omits the path."""
 
 
-def image_size(path: Path) -> tuple[int, int]:
+def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image from its header; BadImage if it is not one."""
     try:
         with Image.open(path) as img:
@@ -26,7 +26,7 @@ def image_size(path: Path) -> tuple[int, int]:
     return height, width
 
 
-def decode_image(path: Path, size: tuple[int, int], channels: int, resize: bool) -> tuple[np.ndarray, bool]:
+def decode_image(path: str | Path, size: tuple[int, int], channels: int, resize: bool) -> tuple[np.ndarray, bool]:
     """uint8 [H, W, C] at `size`, and whether grey/colour had to be converted to `channels`."""
     height, width = size
     try:

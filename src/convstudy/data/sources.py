@@ -206,7 +206,7 @@ def _source_files(src: Source) -> list[tuple[str, int, int]]:
     if src.kind == "folder":
         paths = [p for entries in _folder_layout(src).files.values() for _, p in entries]
     else:
-        paths = [Path(src.path)] + ([Path(src.test)] if src.test else [])
+        paths = [src.path] + ([src.test] if src.test else [])
     out = []
     for p in paths:
         try:
@@ -215,7 +215,7 @@ def _source_files(src: Source) -> list[tuple[str, int, int]]:
             raise UserError(f"{p}: no such file") from None
         except OSError as exc:
             raise UserError(f"{p}: cannot be read ({exc.strerror or exc})") from None
-        out.append((str(p), st.st_size, st.st_mtime_ns))
+        out.append((p, st.st_size, st.st_mtime_ns))
     return out
 
 
@@ -232,24 +232,23 @@ def split_stratified(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -
 
 @dataclass(frozen=True)
 class _Layout:
-    class_dirs: dict[str, Path]  # class -> folder (train folder in the split layout)
-    files: dict[str, list[tuple[str, Path]]]  # split -> (class, image path), sorted
+    class_dirs: dict[str, str]  # class -> folder (train folder in the split layout)
+    files: dict[str, list[tuple[str, str]]]  # split -> (class, image path), sorted; str: 60,000 Paths cost 1 s
     has_test: bool
 
 
 def _folder_layout(src: Source) -> _Layout:
-    root = Path(src.path)
-    if not root.is_dir():
-        raise UserError(f"{root}: {'no such folder' if not root.exists() else 'not a folder'} (dataset kind folder)")
+    root = src.path
+    if not os.path.isdir(root):
+        raise UserError(f"{root}: {'no such folder' if not os.path.exists(root) else 'not a folder'} (dataset kind folder)")
     entries = _subdirs(root)
     split_layout = "train" in entries and set(entries) <= {"train", "test"}
-    tops = {"train": root / "train", "test": root / "test"} if split_layout else {"train": root}
-    tops = {k: v for k, v in tops.items() if v.is_dir()}
+    tops = {k: os.path.join(root, k) for k in ("train", "test") if k in entries} if split_layout else {"train": root}
     class_dirs = _subdirs(tops["train"])
     if not class_dirs:
         raise UserError(f"{tops['train']}: no class folders (expected {tops['train']}/<class>/*.png|jpg|jpeg|bmp)")
     classes = src.classes or tuple(sorted(class_dirs))
-    files: dict[str, list[tuple[str, Path]]] = {}
+    files: dict[str, list[tuple[str, str]]] = {}
     for split, top in tops.items():
         dirs = class_dirs if split == "train" else _subdirs(top)
         for name in sorted(dirs):
@@ -260,22 +259,24 @@ def _folder_layout(src: Source) -> _Layout:
                 raise UserError(f"{top}: has no folder for class \"{name}\"")
         picked = []
         for name in sorted(dirs, key=classes.index):
-            images = sorted(p for p in _listdir(dirs[name])
-                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            images = sorted(e.name for e in _scandir(dirs[name])
+                            if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith("."))
             if not images:
                 raise UserError(f"{dirs[name]}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-            picked += [(name, p) for p in images]
+            folder = dirs[name]
+            picked += [(name, os.path.join(folder, image)) for image in images]
         files[split] = picked
     return _Layout(class_dirs, files, "test" in tops)
 
 
-def _subdirs(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in _listdir(folder) if not p.name.startswith(".") and p.is_dir()}
+def _subdirs(folder: str) -> dict[str, str]:
+    return {e.name: e.path for e in _scandir(folder) if not e.name.startswith(".") and e.is_dir()}
 
 
-def _listdir(folder: Path) -> list[Path]:
+def _scandir(folder: str) -> list[os.DirEntry]:
     try:
-        return [Path(e.path) for e in os.scandir(folder)]
+        with os.scandir(folder) as it:
+            return list(it)
     except OSError as exc:
         raise UserError(f"{folder}: cannot be listed ({exc.strerror or exc})") from None
 
@@ -295,7 +296,6 @@ def _decode_folder(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     layout = _folder_layout(src)
     index = {name: i for i, name in enumerate(src.classes)}
     height, width = src.size
-    root = Path(src.path)
     out: dict[str, np.ndarray] = {}
     skipped: list[tuple[str, str]] = []
     converted = 0
@@ -310,14 +310,15 @@ def _decode_folder(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             except BadImage as exc:
                 if not src.skip_bad:
                     raise UserError(f"{path}: {exc}; remove it or set skip_bad = true in the dataset") from None
-                skipped.append((str(path.relative_to(root)), str(exc)))
+                skipped.append((os.path.relpath(path, src.path), str(exc)))
                 continue
             converted += changed
             y[n] = index[name]
             kept_per_class[name] = kept_per_class.get(name, 0) + 1
             n += 1
         for name in {name for name, _ in entries} - set(kept_per_class):
-            raise UserError(f"{path.parent.parent / name}: class folder has no readable images (all skipped as bad)")
+            raise UserError(f"{os.path.join(os.path.dirname(os.path.dirname(path)), name)}: class folder has no "
+                            "readable images (all skipped as bad)")
         out[f"x_{split}"], out[f"y_{split}"] = x[:n], y[:n]
     meta: dict[str, Any] = {"skipped": skipped, "converted": converted, "n": sum(len(v) for v in out.values()) // 2}
     if layout.has_test:
