@@ -18,7 +18,10 @@ def register(sub) -> None:
     p.add_argument("--models", type=name_list, help="only these models, comma-separated")
     p.add_argument("--epochs", type=positive_int, help="override the number of epochs")
     p.add_argument("--seeds", type=positive_int, help="train every model with seeds 0..N-1")
-    p.add_argument("--dataset", help="train on another registered dataset")
+    p.add_argument("--dataset", metavar="NAME|SOURCE",
+                   help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
+                        "or a source, compact (folder:PATH,size=32x32,channels=3) or as JSON "
+                        "('{\"kind\": \"npz\", \"path\": \"x.npz\"}')")
     add_data_dir(p)
     p.add_argument("--out", type=Path, help="output directory (default: runs/<study>)")
     p.add_argument("--train-limit", type=positive_int, metavar="N",
