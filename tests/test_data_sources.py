@@ -362,3 +362,58 @@ def test_cli_trains_on_a_folder_and_reports_class_names(folder, tmp_path):
                           env=env, capture_output=True, text=True, timeout=240)
     assert flag.returncode == 0, flag.stderr
     assert "nothing to run" in flag.stdout
+
+
+def test_data_error_leaves_an_existing_study_directory_untouched(tmp_path):
+    root = tmp_path / "imgs"
+    write_image_folder(root, per_class=4)
+    env = {**os.environ, "CONVSTUDY_CACHE_DIR": str(tmp_path / "decoded"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    study = tmp_path / "pets.toml"
+    study.write_text(STUDY.format(path=root, skip="false"))
+    out = tmp_path / "out"
+    ran = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet"), env=env, capture_output=True,
+                         text=True, timeout=240)
+    assert ran.returncode == 0, ran.stderr
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    for image in (root / "dog").iterdir():
+        image.unlink()
+    again = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet", "--seeds", "2"), env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert again.returncode == 2 and "dog: class folder has no images" in again.stderr, again.stderr
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_yaml_study_spells_the_source_as_a_mapping(tmp_path, monkeypatch):
+    from convstudy.spec import load_study_file
+
+    write_image_folder(tmp_path / "imgs", per_class=3)
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndataset:\n  kind: folder\n  path: imgs\n  size: [16, 16]\n  channels: 1\n"
+                    "models:\n  - name: rgb\n    layers: [\"conv(4,3)\", flatten, \"dense(3)\"]\n")
+    study = load_study_file(path)
+    assert study.dataset == canonical_dataset("folder:imgs,size=16x16,channels=1")
+    assert get_info(study.dataset).input_shape == (16, 16, 1)
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv"])
+def test_cli_trains_on_npz_and_csv_sources(tmp_path, kind, capsys):
+    from convstudy.cli import main
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    y = np.arange(60) % 3
+    if kind == "npz":
+        np.savez(tmp_path / "d.npz", x_train=x[:45], y_train=y[:45], x_test=x[45:], y_test=y[45:])
+        source = f'{{kind = "npz", path = "{tmp_path / "d.npz"}", classes = ["a", "b", "c"]}}'
+    else:
+        csv_file(tmp_path / "d.csv", [[int(label), *img.reshape(-1).tolist()] for img, label in zip(x, y)])
+        source = f'{{kind = "csv", path = "{tmp_path / "d.csv"}", size = [8, 8], classes = ["a", "b", "c"]}}'
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.replace('{{kind = "folder", path = "{path}", size = [32, 32], channels = 3, '
+                                   'skip_bad = {skip}}}', source).replace("conv(4,3)", "conv(2,3)"))
+    assert main(["run", str(study), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out"), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["study"]["dataset"].startswith(f"{kind}:") and doc["best_model"]["class_names"] == ["a", "b", "c"]
