@@ -417,3 +417,42 @@ def test_cli_trains_on_npz_and_csv_sources(tmp_path, kind, capsys):
     assert main(["report", str(tmp_path / "out"), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["study"]["dataset"].startswith(f"{kind}:") and doc["best_model"]["class_names"] == ["a", "b", "c"]
+
+
+def test_truncated_jpeg_is_refused_naming_it(tmp_path):
+    root = tmp_path / "t"
+    write_image_folder(root, per_class=4)
+    jpeg = root / "cat" / "002.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:300])
+    with pytest.raises(UserError, match=r"cat/002\.jpg: corrupt or truncated image"):
+        load_dataset(folder_spec(root))
+
+
+def test_cifar100_binary_records_use_the_fine_label(tmp_path):
+    from convstudy.data.cifar import _LAYOUTS, parse_archive
+
+    rng = np.random.default_rng(7)
+    train = rng.integers(0, 256, (6, 3074), dtype=np.uint8)
+    train[:, 0], train[:, 1] = 19, [0, 5, 99, 42, 7, 1]  # (coarse, fine)
+    test = rng.integers(0, 256, (2, 3074), dtype=np.uint8)
+    test[:, 1] = [3, 4]
+    archive = tmp_path / "cifar-100-binary.tar.gz"
+    archive.write_bytes(cifar_archive_bytes({"cifar-100-binary/train.bin": train.tobytes(),
+                                             "cifar-100-binary/test.bin": test.tobytes()}))
+    arrays = parse_archive(archive, _LAYOUTS["cifar100"], 100)
+    assert arrays["y_train"].tolist() == [0, 5, 99, 42, 7, 1] and arrays["y_test"].tolist() == [3, 4]
+    assert arrays["x_train"].shape == (6, 3, 32, 32) and arrays["x_train"][2].reshape(-1).tolist() == train[2, 2:].tolist()
+    python_version = tmp_path / "cifar-100-python.tar.gz"
+    python_version.write_bytes(cifar_archive_bytes({"cifar-100-python/train": b"pickle"}))
+    with pytest.raises(UserError, match="missing cifar-100-binary/test.bin, cifar-100-binary/train.bin; is this the "
+                                        "binary version"):
+        parse_archive(python_version, _LAYOUTS["cifar100"], 100)
+
+
+def test_compact_spelling_escapes_commas_and_bars(tmp_path):
+    root = tmp_path / "a,b=c"
+    write_image_folder(root, classes=("x|y", "z"), per_class=3)
+    name = canonical_dataset({"kind": "folder", "path": str(root)})
+    assert "a%2Cb%3Dc" in name and "classes=x%7Cy|z" in name
+    assert get_info(name).class_names == ("x|y", "z") and get_info(name).homepage == str(root)
+    assert len(load_dataset(name).y_train) + len(load_dataset(name).y_test) == 6
