@@ -192,13 +192,13 @@ def test_get_info_unknown_name_suggests_close_one():
     with pytest.raises(UserError) as err:
         get_info("mnsit")
     assert str(err.value) == (
-        'unknown dataset "mnsit"; valid: fashion-mnist, kmnist, mnist (did you mean "mnist"?)'
+        'unknown dataset "mnsit"; valid: cifar10, cifar100, fashion-mnist, kmnist, mnist (did you mean "mnist"?)'
     )
 
 
 def test_get_info_unknown_name_without_close_one():
-    with pytest.raises(UserError, match="valid: fashion-mnist, kmnist, mnist$"):
-        get_info("cifar100")
+    with pytest.raises(UserError, match="valid: cifar10, cifar100, fashion-mnist, kmnist, mnist$"):
+        get_info("svhn")
 
 
 # ---------------------------------------------------------------- download

@@ -149,7 +149,7 @@ def get_info(name: str | dict) -> DatasetInfo:
         return REGISTRY[name]
     if name in ARCHIVES:
         return ARCHIVES[name]
-    valid = sorted(REGISTRY)
-    close = difflib.get_close_matches(name, valid + sorted(ARCHIVES), n=1)
+    valid = sorted([*REGISTRY, *ARCHIVES])
+    close = difflib.get_close_matches(name, valid, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     raise UserError(f'unknown dataset "{name}"; valid: {", ".join(valid)}{hint}')

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from convstudy.data import get_info, load_dataset
+from convstudy.data import load_dataset
 from convstudy.errors import DiskFull, UserError
 from convstudy.executors.local import disk_full
 from convstudy.executors.progress import ProgressView
@@ -104,7 +104,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     run_id = store.db.add_run(provenance(describe(trial_device) if local else f"ray: {trial_device.type}", {
         "executor": opts.executor, "precision": precision, "stack_seeds": stack,
         "n_train": len(data.train), "n_val": len(data.val),
-        "n_test": len(data.test), "data_dir": str(ds.source_dir)}))
+        "n_test": len(data.test), "data_dir": str(ds.source_dir), "dataset": ds.provenance}))
 
     def job(model: ModelSpec, seed: int, trial_id: int) -> TrialJob:  # with study.db's record of its checkpoints
         return TrialJob(trial_id, model, model.settings(study.train), seed, ds.info.input_shape, plans[model.name],
