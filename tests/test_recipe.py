@@ -328,3 +328,28 @@ def test_a_models_train_overrides_take_the_recipe(tmp_path, capsys):
     settings = good.models[0].settings(good.train)
     assert (settings.augment, settings.label_smoothing, settings.schedule) == (("flip", "crop(3)"), 0.1, "cosine")
     assert build_study(good.to_dict()) == good
+
+
+def test_stacked_seeds_with_augmentation_and_a_schedule_resume_exactly(tiny_mnist, tmp_path):
+    settings = TrainSettings(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
+                             augment=["flip", "translate(2)", "cutout(6)"], schedule="one-cycle", warmup=0.3,
+                             label_smoothing=0.1, normalize="channel")
+    data = _data(tiny_mnist, settings)
+    whole = _events(settings, data, tmp_path / "whole", seeds=(3, 4))
+    jobs = [TrialJob(i, SPEC, settings, s, (28, 28, 1), PLAN, owner=f"trial {s}") for i, s in enumerate((3, 4))]
+    events = run_trial(jobs, data, CheckpointStorage(str(tmp_path / "cut")))
+    done = next(e for e in events if isinstance(e, EpochDone) and e.last)
+    events.close()  # after the first epoch of both members
+    resumed = _events(settings, data, tmp_path / "cut", seeds=(3, 4))
+
+    def results(evs):
+        return ([(e.job.seed, e.result.epoch, e.result.loss, e.result.val_loss, e.result.val_accuracy)
+                 for e in evs if isinstance(e, EpochDone)],
+                {e.job.seed: (e.test_loss, e.test_accuracy, e.weights) for e in evs if isinstance(e, Finished)})
+
+    want_epochs, want_done = results(whole)
+    got_epochs, got_done = results(resumed)
+    assert done.result.epoch == 1 and got_epochs == [r for r in want_epochs if r[1] == 2]
+    for seed, (loss, acc, weights) in want_done.items():
+        assert got_done[seed][:2] == (loss, acc)
+        assert all(torch.equal(weights[k], got_done[seed][2][k]) for k in weights)
