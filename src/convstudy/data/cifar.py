@@ -12,18 +12,18 @@ import logging
 import os
 import tarfile
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from convstudy.data import cache
+from convstudy.data.download import copy_url
+from convstudy.data.idx import IdxError
 from convstudy.data.registry import DatasetInfo
 from convstudy.errors import UserError
 
 log = logging.getLogger(__name__)
-TIMEOUT_S = 30.0
 _MIRRORS = ("https://www.cs.toronto.edu/~kriz/", "http://www.cs.toronto.edu/~kriz/", "http://www.cs.utoronto.ca/~kriz/")
 _CIFAR100_FINE = (
     "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
@@ -149,23 +149,14 @@ def fetch_archive(info: DatasetInfo, directory: Path) -> None:
         part = directory / f".{name}.{os.getpid()}.part"
         log.info("downloading %s", url)
         try:
-            digest = hashlib.md5(usedforsecurity=False)
-            request = urllib.request.Request(url, headers={"User-Agent": "convstudy"})
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, part.open("wb") as out:
-                written = 0
-                while chunk := response.read(1 << 20):
-                    written += len(chunk)
-                    if written > limit:
-                        raise _Refused(f"served more than {limit} bytes, more than the archive has")
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != info.md5["archive"]:
-                raise _Refused(f"MD5 mismatch (expected {info.md5['archive']}, got {digest.hexdigest()})")
+            copy_url(url, part, limit)
+            if problem := _md5_problem(info, part):
+                raise _Refused(f"MD5 mismatch (expected {info.md5['archive']}; {problem})")
             os.replace(part, directory / name)  # atomic: a reader never sees half an archive
             return
         except urllib.error.HTTPError as exc:
             reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
-        except _Refused as exc:
+        except (_Refused, IdxError) as exc:
             reachable, last = True, f"{url}: {exc}"
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc

@@ -54,7 +54,7 @@ def _fetch(info: DatasetInfo, key: str, directory: Path) -> str | None:
         part = _temp_path(info, directory, name)
         try:
             try:
-                _copy_url(url, part, _max_download(info, key))
+                copy_url(url, part, _max_download(info, key))
             except urllib.error.HTTPError as exc:
                 reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
                 continue
@@ -84,7 +84,8 @@ def _max_download(info: DatasetInfo, key: str) -> int:
     return limit + limit // 100 + 4096
 
 
-def _copy_url(url: str, dest: Path, max_bytes: int) -> None:
+def copy_url(url: str, dest: Path, max_bytes: int) -> None:
+    """Stream `url` into `dest`; an IdxError as soon as it serves more than `max_bytes` (never all of it)."""
     request = urllib.request.Request(url, headers={"User-Agent": "convstudy"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response, dest.open("wb") as out:
         written = 0
