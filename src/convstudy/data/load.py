@@ -22,7 +22,6 @@ ENV_VAR = "CONVSTUDY_DATA_DIR"
 log = logging.getLogger(__name__)
 # (dataset, file paths) already warned about: a run loads its dataset more than once.
 _warned: set[tuple[str, tuple[Path, ...]]] = set()
-_last: tuple[tuple, "Dataset"] | None = None
 
 
 # eq=False: comparing datasets field by field would compare tensors, which has no single answer.
@@ -60,7 +59,6 @@ def cache_dir(name: str) -> Path:
 
 def load_dataset(name: str | dict, data_dir: str | Path | None = None, download: bool = True) -> Dataset:
     """Load a registered dataset (verified, fetching missing files if allowed) or a described source."""
-    global _last
     if is_source(name):
         arrays, prov, src = load_source(name)
         info = get_info(src.canonical())
@@ -74,9 +72,6 @@ def load_dataset(name: str | dict, data_dir: str | Path | None = None, download:
         return Dataset(info, *(torch.from_numpy(arrays[k]) for k in ("x_train", "y_train", "x_test", "y_test")),
                        source_dir=directory, provenance={"dataset": name, "archive": archive,
                                                         "md5": info.md5["archive"]})
-    memo = (info, str(directory), download, _stats(directory, info))
-    if _last is not None and _last[0] == memo:
-        return _last[1]  # the same verified files, loaded a moment ago by this process (run_study loads twice)
     if directory.exists() and not directory.is_dir():
         raise UserError(f"{name}: {directory} is not a directory; pass --data-dir DIR")
     missing = [key for key in FILE_KEYS if _locate(directory, info.files[key]) is None]
@@ -100,19 +95,7 @@ def load_dataset(name: str | dict, data_dir: str | Path | None = None, download:
             "other than the published .gz (only IDX structure and sizes were checked)",
             name, names, directory,
         )
-    ds = Dataset(info, x_train, y_train, x_test, y_test, directory, provenance={"dataset": name})
-    _last = (memo, ds)
-    return ds
-
-
-def _stats(directory: Path, info: DatasetInfo) -> tuple:
-    """(path, size, mtime) of each located file: the memo of the last load holds while these do."""
-    out = []
-    for key in FILE_KEYS:
-        path = _locate(directory, info.files[key])
-        st = path.stat() if path is not None else None
-        out.append((str(path), st.st_size, st.st_mtime_ns) if st else None)
-    return tuple(out)
+    return Dataset(info, x_train, y_train, x_test, y_test, directory, provenance={"dataset": name})
 
 
 def dataset_status(data_dir: str | Path | None = None) -> list[dict]:

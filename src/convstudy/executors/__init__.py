@@ -77,8 +77,8 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     precision = resolve_precision(opts.precision, trial_device)
     threads = torch.get_num_threads() if local else max(1, int(opts.cpus_per_trial))
     stack = (opts.stack_seeds or STACK_AUTO) if local else 1
-    input_shape = load_dataset(study.dataset, opts.data_dir).info.input_shape  # data errors: before the store
-    plans = {m.name: plan(m, input_shape, trial_device, precision, threads) for m in study.models
+    ds = load_dataset(study.dataset, opts.data_dir)  # before the store: a data error leaves it untouched
+    plans = {m.name: plan(m, ds.info.input_shape, trial_device, precision, threads) for m in study.models
              if m.name in wanted_models}
     numerics = {name: p.numerics() for name, p in plans.items()}
     store = StudyStore.create_or_open(opts.out, study)
@@ -99,7 +99,6 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
         if r.state == State.FAILED:
             console.print(f"retrying {r.model} seed {r.seed} from its last checkpoint; it failed with: {r.error}",
                           soft_wrap=True, markup=False)
-    ds = load_dataset(study.dataset, opts.data_dir)
     data = make_trial_data(ds, study.train, device)
     run_id = store.db.add_run(provenance(describe(trial_device) if local else f"ray: {trial_device.type}", {
         "executor": opts.executor, "precision": precision, "stack_seeds": stack,
@@ -122,7 +121,6 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
             from convstudy.executors.local import run_local
 
             finished = run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack)
-        view.close()
         write_reports(store)
     except Exception as exc:
         if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports
