@@ -117,21 +117,18 @@ class StudyStore:
                          {"probs": probs.to(torch.float16), "labels": labels.to(torch.uint8)}, owner=owner)
         return w, p
 
-    def _record(self, model: str, seed: int) -> TrialRecord | None:
-        return next((r for r in self.db.trials() if (r.model, r.seed) == (model, seed)), None)
-
     def load_predictions(self, model: str, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(probabilities [N, classes] float32, labels [N]) of a complete trial, or None; damage is a DamagedFile."""
         path = self.predictions_path(model, seed)
         if not path.exists():
             return None
-        rec = self._record(model, seed)
+        rec = self.db.find(model, seed)
         tensors, _ = load_tensors(path, self.owner(model, seed), rec.predictions_digest if rec else None)
         return tensors["probs"].float(), tensors["labels"]
 
     def load_weights(self, model: str, seed: int) -> dict[str, torch.Tensor]:
         """A complete trial's final weights, checked against its identity and recorded digest."""
-        rec = self._record(model, seed)
+        rec = self.db.find(model, seed)
         return load_tensors(self.weights_path(model, seed), self.owner(model, seed),
                             rec.weights_digest if rec else None)[0]
 

@@ -289,6 +289,11 @@ class StudyDB:
     def trial(self, trial_id: int) -> TrialRecord:
         return TrialRecord(**dict(self.conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()))
 
+    def find(self, model: str, seed: int) -> TrialRecord | None:
+        """The trial of (model, seed), or None (one indexed lookup: UNIQUE (model, seed))."""
+        row = self.conn.execute("SELECT * FROM trials WHERE model = ? AND seed = ?", (model, seed)).fetchone()
+        return None if row is None else TrialRecord(**dict(row))
+
     def claim(self, owner: str, wanted: set[tuple[str, int]], run_id: int | None = None,
               numerics: dict[str, dict[str, Any]] | None = None) -> TrialRecord | None:
         """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id`.
