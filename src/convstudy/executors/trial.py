@@ -19,8 +19,8 @@ from convstudy.store import CheckpointStorage
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.store import DIGEST_KEY, DamagedFile
 from convstudy.train import (
-    EpochResult, Lone, Plan, Stacked, TrialData, configure_backends, describe, epoch_means, init_state,
-    load_state_tensors,
+    EpochResult, Lone, Plan, Stacked, TrialData, channel_stats, configure_backends, describe, epoch_means,
+    init_state, load_state_tensors,
 )
 
 
@@ -115,15 +115,21 @@ def run_trial(jobs: list[TrialJob], data: TrialData, storage: CheckpointStorage,
         state = init_state(job.model, settings, job.input_shape, job.seed, plan)
         states.append(load_state_tensors(state, *ckpt) if ckpt else state)
         yield Started(job, states[-1].epoch, [asdict(h) for h in states[-1].history], note)
-    net = Lone(states[0], settings, plan) if len(jobs) == 1 else Stacked(states, settings, plan)
+    n, batch = len(data.train), settings.batch_size
+    steps = -(-n // batch)  # batches per epoch: the last partial one is kept
+    norm = channel_stats(data.train.x) if settings.normalize == "channel" else None  # the training split's
+    net = (Lone(states[0], settings, plan, steps, norm) if len(jobs) == 1
+           else Stacked(states, settings, plan, steps, norm))
     live = list(range(len(jobs)))
     configure_backends(torch.device(plan.device))
-    n, batch = len(data.train), settings.batch_size
     for epoch in range(net.epoch + 1, settings.epochs + 1):
         t0 = time.perf_counter()
         xs, ys, loss_sum, correct = net.shuffled(data.train)
         for start in range(0, n, batch):
-            net.step(xs[start:start + batch], ys[start:start + batch], loss_sum, correct)
+            # Training batches only are augmented; the schedule steps after every batch.
+            net.step(net.augment(xs[start:start + batch]), ys[start:start + batch], loss_sum, correct)
+            if net.scheduler is not None:
+                net.scheduler.step()
             yield Progress(min(start + batch, n))
         losses, accs = epoch_means(loss_sum, correct, n)
         val_losses, val_accs, _ = net.evaluate(data.val)

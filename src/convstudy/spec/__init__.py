@@ -8,13 +8,14 @@ from convstudy.spec.layers import (
 )
 from convstudy.spec.memory import check_memory, machine_memory, training_bytes
 from convstudy.spec.study import (
-    OPTIMIZERS, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study, summarize,
-    with_overrides,
+    AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study,
+    parse_augment, summarize, with_overrides,
 )
 
 __all__ = [
     "ACTIVATIONS", "Layer", "Shape", "pydantic_reason", "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
     "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
-    "summarize", "with_overrides", "check_memory", "machine_memory", "training_bytes",
+    "summarize", "with_overrides", "check_memory", "machine_memory", "training_bytes", "AUGMENTS", "SCHEDULES",
+    "parse_augment",
 ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import (
@@ -38,6 +39,9 @@ ARG_RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "eps": (0.0, 1.0, False, False),
     "weight_decay": (0.0, 1e6, True, False),
 }
+BOOL_ARGS = {"nesterov"}  # optimiser arguments that are true/false, not numbers
+# Arguments beyond Keras 2's that an optimiser also takes (absent unless given): name -> {argument: default}.
+EXTRA_ARGS: dict[str, dict[str, bool]] = {"sgd": {"nesterov": False}}
 OPTIMIZER_NAMES = {"adadelta": "Adadelta", "adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
 
 
@@ -49,7 +53,7 @@ class OptimizerSpec(_Frozen):
     """An optimiser by registry name with its arguments; missing arguments take Keras 2's defaults."""
 
     name: str
-    args: dict[str, Float] = Field(default_factory=dict)
+    args: dict[str, Float | bool] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -62,17 +66,26 @@ class OptimizerSpec(_Frozen):
     def resolved(self) -> dict[str, float]:
         """Defaults overlaid with the given arguments; unknown argument names are an error."""
         defaults = OPTIMIZERS[self.name]
-        unknown = sorted(set(self.args) - set(defaults))
+        valid = [*defaults, *EXTRA_ARGS.get(self.name, {})]
+        unknown = sorted(set(self.args) - set(valid))
         if unknown:
-            raise ValueError(f'{self.name} has no argument "{_clip(unknown[0])}"; valid: {", ".join(defaults)}')
+            raise ValueError(f'{self.name} has no argument "{_clip(unknown[0])}"; valid: {", ".join(valid)}')
         for key, val in self.args.items():
+            if (key in BOOL_ARGS) != isinstance(val, bool):
+                kind = "a valid boolean, true or false" if key in BOOL_ARGS else "a valid number"
+                raise ValueError(f"{self.name} {key}: Input should be {kind} (got {show_value(val)})")
+            if key in BOOL_ARGS:
+                continue
             low, high, low_in, high_in = ARG_RANGES[key]
             above = low <= val if low_in else low < val
             below = val <= high if high_in else val < high
             if not (math.isfinite(val) and above and below):
                 interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
                 raise ValueError(f"{self.name} {key} must be in {interval} (got {val})")
-        return {**defaults, **self.args}
+        out = {**defaults, **self.args}
+        if out.get("nesterov") and out["momentum"] <= 0:
+            raise ValueError(f"{self.name} nesterov needs a momentum above 0 (got momentum {out['momentum']:g})")
+        return out
 
     @classmethod
     def coerce(cls, value: Any) -> Any:
@@ -85,8 +98,52 @@ class OptimizerSpec(_Frozen):
         return value
 
 
+# Training-batch augmentations (train.augment): name -> (argument's meaning, lowest, highest); None: no argument.
+AUGMENTS: dict[str, tuple[str, int, int] | None] = {
+    "flip": None,                       # mirror left-right, each image with probability 1/2
+    "crop": ("padding", 1, 32),         # zero-pad by p, crop back to the size at a random place
+    "translate": ("pixels", 1, 32),     # shift by up to p pixels each way, edges reflected
+    "cutout": ("square size", 1, 256),  # zero one random s x s square (clipped to the image)
+}
+SCHEDULES = ("constant", "step", "cosine", "one-cycle")
+_AUGMENT_RE = re.compile(r"^([a-z_-]+)\s*(?:\(\s*([0-9]{1,9})\s*\))?$")
+
+
+def parse_augment(value: Any) -> tuple[str, ...]:
+    """`["flip", "crop(4)"]` validated into canonical spellings; any mistake is one ValueError line."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError('augment is a list such as ["flip", "crop(4)", "translate(2)", "cutout(8)"]')
+    out, seen = [], set()
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"augment items are strings such as \"crop(4)\", not {show_value(item)}")
+        m = _AUGMENT_RE.match(item.strip().lower())
+        if not m or m.group(1) not in AUGMENTS:
+            raise ValueError(f'unknown augmentation "{_clip(item)}"; valid: flip, crop(padding), translate(pixels), '
+                             "cutout(size)")
+        name, arg = m.group(1), m.group(2)
+        rule = AUGMENTS[name]
+        if rule is None and arg is not None:
+            raise ValueError(f'augmentation "{_clip(item)}": {name} takes no argument')
+        if rule is not None:
+            what, low, high = rule
+            if arg is None or not low <= int(arg) <= high:
+                raise ValueError(f'augmentation "{_clip(item)}": {name} needs its {what}, an integer in '
+                                 f"[{low}, {high}]")
+        if name in seen:
+            raise ValueError(f'augmentation "{_clip(item)}": {name} is listed twice')
+        seen.add(name)
+        out.append(name if arg is None else f"{name}({int(arg)})")
+    return tuple(out)
+
+
 class TrainSettings(_Frozen):
-    """How a model is trained; Keras fit() semantics (see docs/semantics.md)."""
+    """How a model is trained; Keras fit() semantics (see docs/semantics.md).
+
+    The recipe fields default to Keras 2's fit(): no augmentation, `/255`, a constant learning rate,
+    no label smoothing. `warmup` below 1 is a fraction of all batches, from 1 on a number of epochs;
+    `step` multiplies the learning rate by `step_gamma` every `step_every` epochs (default: a third of them).
+    """
 
     epochs: Int = Field(default=12, ge=1, le=100_000)
     batch_size: Int = Field(default=128, ge=1, le=1 << 20)
@@ -96,6 +153,23 @@ class TrainSettings(_Frozen):
     holdout_fraction: Float = Field(default=0.1, gt=0.0, lt=1.0)
     split_seed: Int = Field(default=0, ge=0, le=2**63 - 1)  # torch.Generator.manual_seed's range
     train_limit: Int | None = Field(default=None, ge=10)
+    augment: tuple[str, ...] = ()
+    normalize: Literal["/255", "channel"] = "/255"
+    schedule: Literal["constant", "step", "cosine", "one-cycle"] = "constant"
+    warmup: Float = Field(default=0.0, ge=0.0, le=100_000)
+    step_every: Int | None = Field(default=None, ge=1, le=100_000)
+    step_gamma: Float = Field(default=0.1, gt=0.0, lt=1.0)
+    label_smoothing: Float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        return parse_augment(v)
+
+    @model_validator(mode="after")
+    def _recipe(self) -> "TrainSettings":
+        check_recipe(self)
+        return self
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -115,6 +189,18 @@ class TrainOverrides(_Frozen):
     epochs: Int | None = Field(default=None, ge=1, le=100_000)
     batch_size: Int | None = Field(default=None, ge=1, le=1 << 20)
     optimizer: OptimizerSpec | None = None
+    augment: tuple[str, ...] | None = None
+    normalize: Literal["/255", "channel"] | None = None
+    schedule: Literal["constant", "step", "cosine", "one-cycle"] | None = None
+    warmup: Float | None = Field(default=None, ge=0.0, le=100_000)
+    step_every: Int | None = Field(default=None, ge=1, le=100_000)
+    step_gamma: Float | None = Field(default=None, gt=0.0, lt=1.0)
+    label_smoothing: Float | None = Field(default=None, ge=0.0, lt=1.0)
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        return parse_augment(v) if v is not None else v
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -127,6 +213,14 @@ class TrainOverrides(_Frozen):
         if v is not None:
             v.resolved()
         return v
+
+
+def check_recipe(settings: TrainSettings) -> None:
+    """Cross-field rules of the recipe (also for a model's settings with its overrides applied)."""
+    if settings.warmup >= 1 and settings.warmup > settings.epochs:
+        raise ValueError(f"warmup of {settings.warmup:g} epochs is longer than the {settings.epochs} epochs")
+    if settings.schedule == "one-cycle" and settings.warmup >= 1 and settings.warmup >= settings.epochs:
+        raise ValueError("one-cycle needs a warmup shorter than the training (a fraction below 1, or fewer epochs)")
 
 
 class ModelSpec(_Frozen):

@@ -12,6 +12,7 @@ kernel-launch overhead, not arithmetic (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import json
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from torch import nn
 
 from convstudy.model import build_model
 from convstudy.spec import ModelSpec, OptimizerSpec, Shape, TrainSettings
+from convstudy.train.augment import Augment, seeded_generator
 from convstudy.train.device import Plan
+from convstudy.train.schedule import make_scheduler
 from convstudy.train.state import TrainState, state_to_tensors
 
 EVAL_BATCH = 2048
@@ -68,7 +71,8 @@ def make_optimizer(spec: OptimizerSpec, params, *, capturable: bool = False,
         return cls(params, lr=a["lr"], betas=(a["beta1"], a["beta2"]), eps=a["eps"], weight_decay=a["weight_decay"],
                    **kw)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=a["lr"], momentum=a["momentum"], weight_decay=a["weight_decay"], **kw)
+        return torch.optim.SGD(params, lr=a["lr"], momentum=a["momentum"], weight_decay=a["weight_decay"],
+                               nesterov=bool(a.get("nesterov", False)), **kw)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=a["lr"], alpha=a["rho"], eps=a["eps"], momentum=a["momentum"],
                                    weight_decay=a["weight_decay"], **kw)
@@ -83,7 +87,8 @@ def seed_everything(seed: int) -> None:
 
 
 def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, seed: int, plan: Plan) -> TrainState:
-    """A fresh trial: seeded weights on the plan's device, its optimiser, and its own shuffling generator."""
+    """A fresh trial: seeded weights on the plan's device, its optimiser, its own shuffling generator and,
+    with augmentation, its own augmentation generator on the device."""
     seed_everything(seed)
     device = torch.device(plan.device)
     model = build_model(spec, input_shape, dft=plan.dft).to(device)
@@ -92,7 +97,24 @@ def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, see
     optimizer = make_optimizer(settings.optimizer, model.parameters(), capturable=device.type == "cuda",
                                foreach=plan.foreach)
     shuffle = torch.Generator().manual_seed(seed)
-    return TrainState(model, optimizer, shuffle)
+    augment = seeded_generator(seed, device) if settings.augment else None
+    return TrainState(model, optimizer, shuffle, augment=augment)
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (population) of uint8 images (N, C, H, W) scaled to [0, 1], shaped (1, C, 1, 1),
+    float32 on the images' device; summed in float64, in chunks, so large splits need little memory."""
+    c = x.shape[1]
+    s1 = torch.zeros(c, dtype=torch.float64, device=x.device)
+    s2 = torch.zeros(c, dtype=torch.float64, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        part = x[start:start + chunk].to(torch.float64).div_(255.0)
+        s1 += part.sum((0, 2, 3))
+        s2 += part.square().sum((0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = s1 / count
+    std = (s2 / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1)
 
 
 class Stepper:
@@ -139,15 +161,29 @@ class Stepper:
 
 
 class Lone:
-    """One trial's network: what run_trial does with it each batch and each epoch."""
+    """One trial's network: what run_trial does with it each batch and each epoch.
+
+    Per batch run_trial calls `augment` (the identity without augmentation), `step`, and steps
+    `scheduler` when there is one. `norm`: per-channel (mean, std) for `normalize = "channel"`, else None.
+    """
 
     size = 1
 
-    def __init__(self, state: TrainState, settings: TrainSettings, plan: Plan) -> None:
-        self.state, self.plan = state, plan
+    def __init__(self, state: TrainState, settings: TrainSettings, plan: Plan, steps_per_epoch: int = 1,
+                 norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.state, self.plan, self.norm = state, plan, norm
         self.model, self.optimizer = state.model, state.optimizer
         self.histories, self.epoch = [state.history], state.epoch
-        self.step = Stepper(self.optimizer, self._step, settings.batch_size, plan.cuda_graphs)
+        self.smoothing = settings.label_smoothing
+        self.augmenter = Augment(settings.augment)
+        self.scheduler = make_scheduler(settings, self.optimizer, steps_per_epoch, state.schedule)
+        # A captured graph would freeze the lr it was captured with: scheduled trials step eagerly.
+        self.step = Stepper(self.optimizer, self._step, settings.batch_size,
+                            plan.cuda_graphs and self.scheduler is None)
+
+    def augment(self, xb: torch.Tensor) -> torch.Tensor:
+        """The training batch, augmented with this trial's generator (unchanged without augmentation)."""
+        return self.augmenter(xb, self.state.augment) if self.augmenter else xb
 
     def shuffled(self, split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """This epoch's shuffled images and labels, and zeroed (loss sum, correct count) accumulators."""
@@ -159,20 +195,24 @@ class Lone:
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         with autocast(xb.device, self.plan.precision):
-            logits = self.model(to_input(xb, self.plan.channels_last))
-        loss = F.cross_entropy(logits.float(), yb)
+            logits = self.model(to_input(xb, self.plan.channels_last, self.norm))
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.smoothing)
         loss.backward()
         self.optimizer.step()
         loss_sum += loss.detach() * yb.shape[0]
         correct += (logits.detach().argmax(1) == yb).sum()
 
     def evaluate(self, split: Split, with_probs: bool = False) -> tuple[list[float], list[float], list | None]:
-        loss, acc, probs = evaluate(self.model, split, self.plan.precision, self.plan.channels_last, with_probs)
+        loss, acc, probs = evaluate(self.model, split, self.plan.precision, self.plan.channels_last, with_probs,
+                                    self.norm)
         return [loss], [acc], [probs] if with_probs else None
 
     def checkpoint(self, index: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         self.state.epoch = self.epoch
-        return state_to_tensors(self.state)
+        if self.scheduler is not None:
+            self.state.schedule = self.scheduler.state_dict()
+        tensors, meta = state_to_tensors(self.state)
+        return tensors, {**meta, **norm_meta(self.norm)}
 
     def weights(self, index: int) -> dict[str, torch.Tensor]:
         return cpu_weights(self.model.state_dict())
@@ -197,23 +237,36 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def to_input(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 images to the network's float input: the notebook's preprocessing, /255 and no mean/std."""
+def norm_meta(norm: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, str]:
+    """Checkpoint metadata recording per-channel normalisation (nothing for /255)."""
+    if norm is None:
+        return {}
+    return {"normalize": json.dumps({"mean": norm[0].reshape(-1).tolist(), "std": norm[1].reshape(-1).tolist()})}
+
+
+def to_input(xb: torch.Tensor, channels_last: bool,
+             norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """uint8 images to the network's float input: the notebook's preprocessing, /255 and no mean/std;
+    with `norm` (per-channel mean, std of the training split, on [0, 1]) also standardised."""
     x = xb.to(torch.float32).mul_(1.0 / 255.0)
+    if norm is not None:
+        x = x.sub_(norm[0]).div_(norm[1])
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, split: Split, precision: str = "fp32", channels_last: bool = False,
-             with_probs: bool = False) -> tuple[float, float, torch.Tensor | None]:
-    """(mean loss, accuracy, probabilities or None) in inference mode, in large batches."""
+             with_probs: bool = False, norm: tuple[torch.Tensor, torch.Tensor] | None = None,
+             ) -> tuple[float, float, torch.Tensor | None]:
+    """(mean loss, accuracy, probabilities or None) in inference mode, in large batches; never augmented,
+    and the loss is plain cross-entropy (no label smoothing), comparable across recipes."""
     model.eval()
     device = split.x.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     probs = []
     for start in range(0, len(split), EVAL_BATCH):
-        xb = to_input(split.x[start:start + EVAL_BATCH], channels_last)
+        xb = to_input(split.x[start:start + EVAL_BATCH], channels_last, norm)
         yb = split.y[start:start + EVAL_BATCH]
         with autocast(device, precision):
             logits = model(xb).float()

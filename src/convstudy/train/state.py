@@ -25,24 +25,35 @@ class EpochResult:
 
 @dataclass
 class TrainState:
-    """Everything a trial needs to continue bit-identically: module, optimiser, RNGs, epochs done."""
+    """Everything a trial needs to continue bit-identically: module, optimiser, RNGs, epochs done.
+
+    `augment`: the augmentation generator (None without augmentation); `schedule`: the lr scheduler's
+    state_dict as last saved (None without a schedule), which Lone/Stacked build their scheduler from.
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     shuffle: torch.Generator
     epoch: int = 0
     history: list[EpochResult] = field(default_factory=list)
+    augment: torch.Generator | None = None
+    schedule: dict | None = None
 
 
 def state_to_tensors(state: TrainState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) capturing weights, optimiser state, every RNG and the epoch counter."""
     return pack_state(state.model.state_dict(), state.optimizer.state_dict(), state.shuffle, state.epoch,
-                      state.history)
+                      state.history, state.augment, state.schedule)
 
 
 def pack_state(model_sd: dict[str, torch.Tensor], opt_sd: dict, shuffle: torch.Generator, epoch: int,
-               history: list[EpochResult]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """state_to_tensors from the parts, with the process's global RNG states."""
+               history: list[EpochResult], augment: torch.Generator | None = None, schedule: dict | None = None,
+               extra: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """state_to_tensors from the parts, with the process's global RNG states.
+
+    Only a trial with augmentation has `rng.augment`, only one with a schedule `schedule` metadata:
+    a Keras 2 recipe's checkpoint is what it always was. `extra`: more metadata (e.g. `normalize`).
+    """
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_sd.items()}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, slots in opt_sd["state"].items():
@@ -65,6 +76,11 @@ def pack_state(model_sd: dict[str, torch.Tensor], opt_sd: dict, shuffle: torch.G
         "rng.python": json.dumps(random.getstate()),
         "rng.numpy.pos": json.dumps([int(np_state[2]), int(np_state[3]), float(np_state[4])]),
     }
+    if augment is not None:
+        tensors["rng.augment"] = augment.get_state()
+    if schedule is not None:
+        meta["schedule"] = json.dumps(schedule)
+    meta.update(extra or {})
     return tensors, meta
 
 
@@ -84,6 +100,11 @@ def load_state_tensors(state: TrainState, tensors: dict[str, torch.Tensor], meta
     state.optimizer.load_state_dict({"state": opt_state, "param_groups": json.loads(meta["optim.param_groups"])})
     torch.set_rng_state(tensors["rng.torch"])
     state.shuffle.set_state(tensors["rng.shuffle"])
+    if state.augment is not None:
+        if "rng.augment" not in tensors:
+            raise ValueError("the checkpoint has no augmentation state")
+        state.augment.set_state(tensors["rng.augment"])
+    state.schedule = json.loads(meta["schedule"]) if "schedule" in meta else None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     version, internal, gauss = json.loads(meta["rng.python"])
