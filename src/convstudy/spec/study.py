@@ -230,6 +230,9 @@ class ModelSpec(_Frozen):
     description: str = ""
     layers: tuple[_Layer, ...]
     train: TrainOverrides = TrainOverrides()
+    # The factor levels this model was expanded or sampled with (name -> a JSON scalar), in factor order;
+    # empty for a model written out by hand. Reports, `--where` and the factor effects read them.
+    factors: dict[str, str | int | float | bool] = {}
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -273,6 +276,8 @@ class ModelSpec(_Frozen):
         if self.description:
             out["description"] = self.description
         out["layers"] = [layer.to_string() for layer in self.layers]
+        if self.factors:
+            out["factors"] = dict(self.factors)
         overrides = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
         if overrides:
             out["train"] = {k: (_opt_dict(v) if k == "optimizer" else v) for k, v in overrides.items()}
