@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from convstudy.cli.options import add_data_dir, name_list, positive_int
+
+if TYPE_CHECKING:
+    from convstudy.executors import RunOptions
+    from convstudy.spec import Study
+    from convstudy.store import StudyStore
 
 
 def register(sub) -> None:
@@ -58,12 +64,31 @@ def count_or_auto(value: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.errors import UserError
-    from convstudy.executors import RunOptions, run_study
     from convstudy.report import collect, render
-    from convstudy.spec import resolve_study, with_overrides
 
-    study = resolve_study(args.study)
+    study, opts, workers = prepare(args)
+    console = Console(highlight=False)
+    store, finished = execute(study, opts, workers, console)
+    render(collect(store), "table", console)
+    console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
+    if note := failed_note(store, study, opts):
+        print(note, file=sys.stderr)
+        return 1
+    return 0 if finished else 130
+
+
+def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
+    """The study (`args.study`: a name, a path or a `Study`) with the flags applied, its RunOptions and the
+    worker count; every bad flag is a UserError here, before anything is created."""
+    from convstudy.errors import UserError
+    from convstudy.executors import RunOptions
+    from convstudy.spec import Study, check_memory, resolve_study, with_overrides
+
+    if isinstance(args.study, Study):
+        study = args.study
+        check_memory(study, study.name)
+    else:
+        study = resolve_study(str(args.study))
     if any(v is not None for v in (args.epochs, args.seeds, args.dataset, args.train_limit)):
         study = with_overrides(study, epochs=args.epochs, seeds=args.seeds, dataset=args.dataset,
                                train_limit=args.train_limit)
@@ -74,24 +99,31 @@ def run(args: argparse.Namespace) -> int:
     if args.streams is not None and args.streams > 1:
         raise UserError(f"--streams {args.streams}: trials side by side in one process were removed; use "
                         "--workers N for several trial processes, or --executor ray with --gpus-per-trial")
-    console = Console(highlight=False)
     opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(args.models) if args.models else None,
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)
-    if args.workers > 1 and args.executor == "local":
+    return study, opts, args.workers
+
+
+def execute(study: "Study", opts: "RunOptions", workers: int, console: Console) -> tuple["StudyStore", bool]:
+    """Run (or resume) the study: `workers` local processes, else `run_study`; returns the store and whether
+    every wanted trial ended."""
+    from convstudy.executors import run_study
+
+    if workers > 1 and opts.executor == "local":
         from convstudy.executors.pool import run_with_workers
 
-        store, finished = run_with_workers(study, opts, args.workers, console)
-    else:
-        store, finished = run_study(study, opts, console)
-    render(collect(store), "table", console)
-    console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
+        return run_with_workers(study, opts, workers, console)
+    return run_study(study, opts, console)
+
+
+def failed_note(store: "StudyStore", study: "Study", opts: "RunOptions") -> str | None:
+    """The line naming the wanted trials that failed, or None."""
     wanted = set(opts.models or [m.name for m in study.models])
     failed = [r for r in store.db.trials() if r.state == "failed" and r.model in wanted and r.seed in study.seeds]
-    if failed:
-        names = ", ".join(f"{r.model} seed {r.seed}" for r in failed)
-        print(f"convstudy: {len(failed)} trial{'s' * (len(failed) > 1)} failed: {names} (errors in the report); "
-              "fix the cause and rerun the same command to retry them from their last checkpoint", file=sys.stderr)
-        return 1
-    return 0 if finished else 130
+    if not failed:
+        return None
+    names = ", ".join(f"{r.model} seed {r.seed}" for r in failed)
+    return (f"convstudy: {len(failed)} trial{'s' * (len(failed) > 1)} failed: {names} (errors in the report); "
+            "fix the cause and rerun the same command to retry them from their last checkpoint")

@@ -23,7 +23,8 @@ def acc_cell(stat: dict[str, Any]) -> str:
     return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
 
 
-def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
+def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The summary table: one row per model, its cells as every format shows them."""
     rows = []
     for m in report["models"]:
         status = ", ".join(f"{n} {s}" for s, n in sorted(m["states"].items()) if s != "complete")
@@ -44,7 +45,8 @@ def _rows(report: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _footnotes(report: dict[str, Any]) -> list[str]:
+def footnotes(report: dict[str, Any]) -> list[str]:
+    """The lines under the summary table: what the best mark means, the validation note, warnings."""
     notes = [f"{BEST_MARK} = statistically indistinguishable from the best model (Welch's t-test over seeds, or "
              "McNemar's test on paired test predictions with one seed; α = 0.05)."]
     if report["study"]["validation_note"]:
@@ -68,20 +70,20 @@ def render_terminal(report: dict[str, Any], console: Console) -> None:
         console = Console(file=console.file, width=200, highlight=False, record=console.record)
     s = report["study"]
     table = Table(title=f"{s['name']} · {s['dataset']} · {s['trials']} trials", title_justify="left")
-    rows = _rows(report)
+    rows = summary_rows(report)
     for col in (rows[0] if rows else {"model": ""}):
         table.add_column(col, overflow="fold", justify="right" if col in ("params", "MFLOPs", "n", "s/epoch") else "left")
     for r in rows:
         table.add_row(*r.values(), style="bold" if BEST_MARK in r["test accuracy %"] else None)
     console.print(table)
-    for note in _footnotes(report):
+    for note in footnotes(report):
         console.print(note, style="dim")
 
 
 def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> str:
     """A Markdown table (pasteable into a README or a pull request) with the loss plots below it."""
     s = report["study"]
-    rows = _rows(report)
+    rows = summary_rows(report)
     out = [f"# {md_text(s['name'])}", "", md_text(s["description"] or ""), "",
            f"Dataset **{md_text(s['dataset'])}**, {s['epochs']} epochs, batch {s['batch_size']}, validation: "
            f"{s['validation']}, {s['trials']} trials.", ""]
@@ -91,7 +93,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
         out.append("|" + "|".join("---:" if c in ("params", "MFLOPs", "n", "s/epoch") else "---" for c in cols) + "|")
         for r in rows:
             out.append("| " + " | ".join(md_text(v) for v in r.values()) + " |")
-    out += [""] + [f"_{n}_" for n in _footnotes(report)]
+    out += [""] + [f"_{n}_" for n in footnotes(report)]
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]
