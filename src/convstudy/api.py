@@ -1,0 +1,87 @@
+"""The Python API for notebooks: `run` a study the way `convstudy run` does, `load` a study directory.
+
+`run`'s keyword options are `convstudy run`'s flags (`train_limit=200` is `--train-limit 200`), parsed
+by the same parser and run by the same code (cli/cmd_run.py), so a bad option raises the UserError
+whose message the command prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convstudy.errors import UserError
+
+if TYPE_CHECKING:
+    from convstudy.results import Results
+    from convstudy.spec import Study
+
+# `--streams` is kept for old command lines only; a new API does not take it.
+_NOT_OPTIONS = ("study", "func", "streams")
+
+
+def run(study: "Study | str | Path", **options: Any) -> "Results":
+    """Run (or resume) `study` (a `Study`, a .toml/.yaml path or a built-in name such as "seed") with
+    `convstudy run`'s options as keywords (out, models, epochs, seeds, data_dir, train_limit, device,
+    precision, workers, quiet, ...); returns the study directory's Results."""
+    from rich.console import Console
+
+    from convstudy.cli.cmd_run import execute, failed_note, prepare
+    from convstudy.results import Results
+
+    spec, opts, workers = prepare(_run_args(study, options))
+    store, _ = execute(spec, opts, workers, Console(highlight=False))
+    try:
+        note = failed_note(store, spec, opts)
+    finally:
+        store.close()  # Results reads through read-only connections of its own
+    if note:
+        print(note, file=sys.stderr)
+    return Results(store.out)
+
+
+def load(out: str | Path) -> "Results":
+    """A finished or running study directory, read-only, as `convstudy report` opens it."""
+    from convstudy.results import Results
+
+    return Results(out, check=True)
+
+
+def _run_args(study: "Study | str | Path", options: dict[str, Any]) -> argparse.Namespace:
+    """`convstudy run`'s parsed arguments for `study` and the keyword `options`."""
+    from convstudy.cli import _Parser
+    from convstudy.cli import cmd_run
+    from convstudy.spec import Study
+
+    sub = _Parser(prog="convstudy").add_subparsers(parser_class=_Parser)
+    cmd_run.register(sub)
+    parser = sub.choices["run"]
+    defaults = vars(parser.parse_args(["-"]))
+    valid = [k for k in defaults if k not in _NOT_OPTIONS]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise UserError(f"convstudy.run: unknown option{'s' * (len(unknown) > 1)} {', '.join(unknown)}; "
+                        f"valid: {', '.join(sorted(valid))}")
+    argv = ["-" if isinstance(study, Study) else str(study)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if defaults[key] is False:  # a switch (quiet)
+            argv += [flag] if value else []
+        elif value is not None:
+            argv.append(f"{flag}={_flag_text(value)}")
+    args = parser.parse_args(argv)
+    if isinstance(study, Study):
+        args.study = study
+    return args
+
+
+def _flag_text(value: Any) -> str:
+    """A keyword's value as its flag spells it: lists comma-separated, a dataset table as JSON."""
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
