@@ -1,9 +1,10 @@
 """What a run shows, for every executor: Keras-like lines per trial start, epoch and end, and on a
-terminal a live table of the trials in flight (worker, attempt, epoch, progress through it)."""
+terminal or in Jupyter a live table of the trials in flight (worker, attempt, epoch, progress through it)."""
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,8 @@ class _Row:
 
 
 class ProgressView:
-    """Prints one line per event (unless quiet); animates the trials in flight only on a terminal."""
+    """Prints one line per event (unless quiet); animates the trials in flight on a terminal (rich's Live) or
+    in a Jupyter output redrawn in place (Live needs ipywidgets there), never in a log file."""
 
     def __init__(self, console: Console | None = None, n_train: int = 0, quiet: bool = False) -> None:
         self.console = console or Console(highlight=False)
@@ -35,9 +37,23 @@ class ProgressView:
         self.rows: dict[int, _Row] = {}
         self.current: _Row | None = None  # the row per-batch progress belongs to
         self.live: Live | None = None
-        if self.console.is_terminal and not quiet:
+        self.cell = None  # Jupyter: the IPython display handle the table is redrawn in
+        self.drawn = 0.0
+        if quiet:
+            return
+        if self.console.is_terminal:
             self.live = Live(console=self.console, transient=True, refresh_per_second=4, get_renderable=self._table)
             self.live.start()
+        elif self.console.is_jupyter:
+            from IPython.display import display
+
+            self.cell = display(self._table(), display_id=True)
+
+    def _redraw(self, now: bool = False) -> None:
+        """Jupyter: show the table again, at most 4 times a second unless `now` (a trial came or went)."""
+        if self.cell is not None and (now or time.monotonic() - self.drawn >= 0.25):
+            self.cell.update(self._table())
+            self.drawn = time.monotonic()
 
     def _table(self) -> Table:
         table = Table(title=f"{len(self.rows)} trials running", title_justify="left")
@@ -52,6 +68,7 @@ class ProgressView:
 
     def submitted(self, job: "TrialJob", attempt: int = 1) -> None:
         self.rows[job.trial_id] = _Row(job, attempt)
+        self._redraw(now=True)
 
     def started(self, job: "TrialJob", epoch: int, where: str = "") -> None:
         """A trial starts after `epoch`; a second start of one submission is a retry (a lost Ray worker)."""
@@ -67,14 +84,17 @@ class ProgressView:
         on = f" on {where}" if where else ""
         self._print(f"[bold]{_tag(job)}[/bold]: {job.settings.epochs} epochs, batch {job.settings.batch_size}, "
                     f"{job.settings.optimizer.name}{on}{resumed}")
+        self._redraw(now=True)
 
     def batch(self, done: int) -> None:
         if self.current is not None:
             self.current.done = done
+            self._redraw()
 
     def epoch(self, job: "TrialJob", r: EpochResult) -> None:
         if (row := self.rows.get(job.trial_id)) is not None:
             row.last, row.done = r, 0
+        self._redraw(now=True)
         self._print(f"{_tag(job)} · Epoch {r.epoch}/{job.settings.epochs} - {r.seconds:.0f}s - loss: {r.loss:.4f} - "
                     f"acc: {r.accuracy:.4f} - val_loss: {r.val_loss:.4f} - val_acc: {r.val_accuracy:.4f}")
 
@@ -94,11 +114,15 @@ class ProgressView:
         row = self.rows.pop(job.trial_id, None)
         if row is self.current:
             self.current = None
+        self._redraw(now=True)
 
     def close(self) -> None:
         if self.live is not None:
             self.live.stop()
             self.live = None
+        if self.cell is not None:  # transient, as on a terminal: the lines printed below it stay
+            self.cell.update({"text/plain": ""}, raw=True)
+            self.cell = None
 
     def _print(self, text: str) -> None:
         if not self.quiet:
