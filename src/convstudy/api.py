@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from convstudy.spec import Study
 
 # `--streams` is kept for old command lines only; a new API does not take it.
-_NOT_OPTIONS = ("study", "func", "streams")
+_NOT_OPTIONS = ("command", "study", "func", "streams")
 
 
 def run(study: "Study | str | Path", **options: Any) -> "Results":
@@ -51,21 +51,19 @@ def load(out: str | Path) -> "Results":
 
 
 def _run_args(study: "Study | str | Path", options: dict[str, Any]) -> argparse.Namespace:
-    """`convstudy run`'s parsed arguments for `study` and the keyword `options`."""
-    from convstudy.cli import _Parser
-    from convstudy.cli import cmd_run
+    """`convstudy run`'s parsed arguments for `study` and the keyword `options`: the command line they spell,
+    parsed by the CLI's parser."""
+    from convstudy.cli import build_parser
     from convstudy.spec import Study
 
-    sub = _Parser(prog="convstudy").add_subparsers(parser_class=_Parser)
-    cmd_run.register(sub)
-    parser = sub.choices["run"]
-    defaults = vars(parser.parse_args(["-"]))
+    parser = build_parser()
+    defaults = vars(parser.parse_args(["run", "-"]))
     valid = [k for k in defaults if k not in _NOT_OPTIONS]
     unknown = [k for k in options if k not in valid]
     if unknown:
         raise UserError(f"convstudy.run: unknown option{'s' * (len(unknown) > 1)} {', '.join(unknown)}; "
                         f"valid: {', '.join(sorted(valid))}")
-    argv = ["-" if isinstance(study, Study) else str(study)]
+    argv = ["run", "-" if isinstance(study, Study) else str(study)]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         if defaults[key] is False:  # a switch (quiet)
