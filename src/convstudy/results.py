@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections import Counter
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from convstudy.spec import Study
+    from convstudy.store import StudyStore
+
+T = TypeVar("T")
 
 TRIAL_COLUMNS = ("model", "seed", "state", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "epochs_done",
                  "train_seconds", "params", "mflops", "error")
@@ -29,7 +32,8 @@ class Results:
         if check:
             self._read(lambda store: None)  # a missing or foreign directory fails now, not at first use
 
-    def _read(self, what):
+    def _read(self, what: "Callable[[StudyStore], T]") -> T:
+        """`what(store)` on the directory opened read-only, closed again after."""
         from convstudy.store import StudyStore
 
         store = StudyStore.open_existing(self.out)
