@@ -149,7 +149,7 @@ BAD = {
     "unpaired_brace": ({"names": "k{kernel"}, 'names "k{kernel": a brace without its pair'),
     "names_leave_a_factor_out": ({"names": "k{kernel}-f{filters}"}, 'leaves out factor "bn", so models would share'),
     "unused_factor": ({"factors": {**SPACE["factors"], "depth": [1, 2]}},
-                      'factor "depth" changes no layer, train setting or description'),
+                      'factor "depth" changes no layer or train setting'),
     "if_on_a_number": ({"layers": [*LAYERS[:2], {"if": "kernel", "layer": "bn"}, *LAYERS[3:]]},
                        'layer 3: if = "kernel" needs a factor whose levels are true/false'),
     "if_unknown_factor": ({"layers": [*LAYERS[:2], {"if": "bnn", "layer": "bn"}, *LAYERS[3:]]},
@@ -263,18 +263,23 @@ def test_select_models_is_an_and_of_levels():
                       where=[("kernel", "3"), ("filters", "8")])
 
 
-def test_run_trains_only_the_where_selection(run_cli, tiny_mnist, tmp_path):
-    path = tmp_path / "s.toml"
-    path.write_text(TOML.replace('"conv({filters},{kernel})"', '"conv({filters},{kernel},stride=2)"'))
-    out = tmp_path / "out"
-    res = run_cli("run", path, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet", "--train-limit", "100",
-                  "--where", "kernel=3", "--where", "filters=4", "--where", "bn=off")
-    assert res.returncode == 0, res.stderr
-    from tests.conftest import db_rows
+def test_run_passes_the_where_selection_to_the_executor(tmp_path, monkeypatch, capsys):
+    import convstudy.executors
 
-    done = db_rows(out / "study.db", "SELECT model FROM trials WHERE state='complete' ORDER BY model")
-    assert done == [("g-kernel_3-filters_4-bn_off",)]
-    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM trials")[0][0] == 1
+    seen = []
+
+    def fake_run_study(study, opts, console=None):  # the executor's --models path has its own tests
+        seen.append(opts.models)
+        raise UserError("stopped before training")
+
+    monkeypatch.setattr(convstudy.executors, "run_study", fake_run_study)
+    path = tmp_path / "s.toml"
+    path.write_text(TOML)
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--where", "kernel=3", "--where", "filters=4"]) == 2
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--models", "hand"]) == 2
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--where", "kernel=4"]) == 2
+    assert seen == [("g-kernel_3-filters_4-bn_on", "g-kernel_3-filters_4-bn_off"), ("hand",)]
+    assert "--where kernel=4: no model has that level" in capsys.readouterr().err
 
 
 def test_space_model_builds_one_assignment_for_a_search():

@@ -169,10 +169,11 @@ class Space(_Frozen):
                 used.add(cond.name)
                 item = item["layer"]
             used |= self._placeholders(item, f"layer {i}")
-        used |= self._placeholders(self.train, "train") | self._placeholders(self.description, "description")
+        used |= self._placeholders(self.train, "train")
+        self._placeholders(self.description, "description")
         idle = [n for n in names if n not in used]
-        if idle:
-            raise ValueError(f'factor "{idle[0]}" changes no layer, train setting or description')
+        if idle:  # its models would differ in name only: the same training, repeated
+            raise ValueError(f'factor "{idle[0]}" changes no layer or train setting')
         if self.names is not None:
             named = self._placeholders(self.names, "names")
             left = [f.name for f in self.factors if f.name not in named and not _single(f)]
