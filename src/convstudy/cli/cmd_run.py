@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,9 @@ def register(sub) -> None:
     p.add_argument("study", metavar="STUDY")
     add_selection(p)
     p.add_argument("--epochs", type=positive_int, help="override the number of epochs")
-    p.add_argument("--seeds", type=positive_int, help="train every model with seeds 0..N-1")
+    p.add_argument("--seeds", type=seeds_arg, metavar="N|MIN..MAX",
+                   help="train every model with seeds 0..N-1; MIN..MAX races: every model trains MIN seeds, then "
+                        "only models whose place in or out of the best group is undecided get more, up to MAX")
     p.add_argument("--dataset", metavar="NAME|SOURCE",
                    help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
                         "or a source, compact (folder:PATH,size=32x32,channels=3) or as JSON "
@@ -61,6 +64,17 @@ def count_or_auto(value: str) -> int | None:
         return positive_int(value)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {value!r}") from None
+
+
+def seeds_arg(value: str) -> int | dict[str, int]:
+    """`--seeds`: a count N, or MIN..MAX for racing."""
+    lo, sep, hi = value.partition("..")
+    if not sep:
+        return positive_int(value)
+    try:
+        return {"min": positive_int(lo), "max": positive_int(hi)}
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN..MAX (e.g. 2..10), got {value!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,11 +126,16 @@ def execute(study: "Study", opts: "RunOptions", workers: int, console: Console) 
     every wanted trial ended."""
     from convstudy.executors import run_study
 
+    runner = run_study
     if workers > 1 and opts.executor == "local":
         from convstudy.executors.pool import run_with_workers
 
-        return run_with_workers(study, opts, workers, console)
-    return run_study(study, opts, console)
+        runner = partial(run_with_workers, workers=workers)
+    if study.race:
+        from convstudy.executors.racing import run_racing
+
+        return run_racing(study, opts, console, runner)
+    return runner(study, opts, console=console)
 
 
 def failed_note(store: "StudyStore", study: "Study", opts: "RunOptions") -> str | None:

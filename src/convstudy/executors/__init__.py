@@ -41,6 +41,7 @@ class RunOptions:
     storage: str | None = None
     quiet: bool = False
     stack_seeds: int | None = None  # None: auto, which is 1 (each seed alone) on every device for now
+    seeds_of: dict[str, tuple[int, ...]] | None = None  # racing: the seeds each model has earned so far
 
 
 # `--stack-seeds auto` is 1 everywhere: stacking measured no faster on this project's 2-core CPU (3 seeds,
@@ -83,8 +84,10 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
     numerics = {name: p.numerics() for name, p in plans.items()}
     store = StudyStore.create_or_open(opts.out, study)
     position = {n: i for i, n in enumerate(names)}
-    store.db.ensure_trials([(m, s, position[m]) for m in wanted_models for s in study.seeds])
-    wanted = {(m, s) for m in wanted_models for s in study.seeds}
+    seeds_of = opts.seeds_of or {}
+    pairs = [(m, s) for m in wanted_models for s in seeds_of.get(m, study.seeds)]
+    store.db.ensure_trials([(m, s, position[m]) for m, s in pairs])
+    wanted = set(pairs)
     todo = [r for r in store.db.trials()
             if (r.model, r.seed) in wanted and r.state not in (State.COMPLETE, State.DIVERGED)]
     check_numerics(todo, numerics, {**_FLAGS, "threads": _FLAGS["threads"] if local else "--cpus-per-trial"})

@@ -295,6 +295,9 @@ class Study(_Frozen):
     description: str = ""
     dataset: str = "mnist"  # a registered name, or a described source in its canonical compact spelling
     seeds: tuple[Int, ...] = (0,)
+    # Racing (`seeds = {min = 2, max = 10}`): every model trains its first `race` seeds, then only models
+    # whose place in or out of the best group is undecided get more, up to all of `seeds`. None: all seeds.
+    race: Int | None = None
     train: TrainSettings = TrainSettings()
     models: tuple[ModelSpec, ...]
 
@@ -310,6 +313,25 @@ class Study(_Frozen):
         source = (info.context or {}).get("source", "<study>")
         expanded = expand_spaces(data["spaces"], data.get("dataset", "mnist"), taken, source)
         return {**{k: v for k, v in data.items() if k != "spaces"}, "models": [*models, *expanded]}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _racing(cls, data: Any) -> Any:
+        seeds = data.get("seeds") if isinstance(data, dict) else None
+        if not isinstance(seeds, dict):
+            return data
+        if set(seeds) != {"min", "max"}:
+            raise ValueError("racing seeds are {min = N, max = M}, e.g. seeds = {min = 2, max = 10}")
+        lo, hi = seeds["min"], seeds["max"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 1 <= lo <= hi <= 1000:
+            raise ValueError(f"racing seeds need integers 1 <= min <= max <= 1000 (got min {lo!r}, max {hi!r})")
+        return {**data, "seeds": hi, "race": lo if lo < hi else None}
+
+    @model_validator(mode="after")
+    def _racing_ok(self) -> "Study":
+        if self.race is not None and not (1 <= self.race < len(self.seeds) and self.seeds == tuple(range(len(self.seeds)))):
+            raise ValueError("race needs seeds 0..max-1 and 1 <= race < max; spell it seeds = {min = N, max = M}")
+        return self
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -351,7 +373,7 @@ class Study(_Frozen):
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset,
-            "seeds": list(self.seeds),
+            "seeds": ({"min": self.race, "max": len(self.seeds)} if self.race else list(self.seeds)),
             "train": train,
             "models": [m.to_dict() for m in self.models],
         }
@@ -359,7 +381,7 @@ class Study(_Frozen):
     def fingerprint(self) -> str:
         """Identity of what the study trains; seeds are left out so a later run may add seeds."""
         body = self.to_dict()
-        body.pop("seeds")
+        body.pop("seeds")  # and racing, which only decides how many seeds run
         body.pop("description")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -459,7 +481,7 @@ def summarize(model: ModelSpec, settings: TrainSettings) -> str:
     return " | ".join(parts)
 
 
-def with_overrides(study: Study, *, epochs: int | None = None, seeds: int | list[int] | None = None,
+def with_overrides(study: Study, *, epochs: int | None = None, seeds: int | list[int] | dict | None = None,
                    dataset: str | None = None, train_limit: int | None = None, source: str = "flags") -> Study:
     """The study with command-line overrides applied and re-validated (a new dataset re-checks shapes and memory)."""
     data = study.to_dict()
