@@ -173,6 +173,10 @@ def test_mlflow_file_store_holds_one_run_per_trial_and_reruns_update(study_dir, 
         assert run.data.metrics["test/accuracy"] == test_acc and run.data.metrics["test/loss"] == test_loss
         assert len(client.get_metric_history(run.info.run_id, "test/accuracy")) == 1
     assert {a.path for a in client.list_artifacts(study_run.info.run_id)} == {"report.html", "report.json"}
+
+    client.delete_experiment(study_run.info.experiment_id)  # MLflow keeps its name: refused in one line
+    assert main(["export-mlflow", str(study_dir), "--tracking-uri", uri]) == 2
+    assert "is deleted" in one_line_error(capsys)
     assert snapshot(study_dir) == before
 
 

@@ -24,10 +24,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.interop.tracking import export_mlflow, need
+    from convstudy.interop.tracking import export_mlflow
     from convstudy.store import StudyStore
 
-    need("mlflow", "mlflow (mlflow-skinny)", "export-mlflow")  # before opening anything
     store = StudyStore.open_existing(args.out)
     try:
         done = export_mlflow(store, args.tracking_uri)

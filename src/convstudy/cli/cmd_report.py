@@ -50,12 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _tensorboard(args: argparse.Namespace) -> int:
     from convstudy.errors import UserError
-    from convstudy.interop.tracking import check_tensorboard_dir, write_tensorboard
+    from convstudy.interop.tracking import write_tensorboard
     from convstudy.store import StudyStore
 
     if args.output is None:
         raise UserError("--format tensorboard: give the directory to write with -o DIR")
-    check_tensorboard_dir(args.output, args.out)  # before the work, so a typo in -o costs nothing
     store = StudyStore.open_existing(args.out)
     try:
         n = write_tensorboard(store, args.output)

@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -101,7 +102,7 @@ def trials(store: StudyStore) -> list[Trial]:
 
 # ---------------------------------------------------------------------------------------- TensorBoard
 
-def check_tensorboard_dir(out_dir: Path, study_dir: Path) -> None:
+def _check_dir(out_dir: Path, study_dir: Path) -> None:
     """Refuse, before any work, a -o DIR that is inside the study, not a directory, or not empty."""
     target, study = Path(os.path.realpath(out_dir)), Path(os.path.realpath(study_dir))
     if target == study or study in target.parents:
@@ -120,7 +121,7 @@ def write_tensorboard(store: StudyStore, out_dir: Path) -> int:
     """
     writer_mod = need("torch.utils.tensorboard", "tensorboard", "--format tensorboard")
     hp = need("tensorboard.plugins.hparams.summary_v2", "tensorboard", "--format tensorboard")
-    check_tensorboard_dir(out_dir, store.out)
+    _check_dir(out_dir, store.out)  # before any work, so a typo in -o costs nothing
     found = trials(store)
     target = Path(os.path.realpath(out_dir))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -226,12 +227,12 @@ def _export(store: StudyStore, uri: str) -> MlflowExport:
             logged, logged_state = 0, None
         else:
             logged, logged_state = int(run.data.tags.get("convstudy.epochs", "0")), run.data.tags.get("state")
-        metrics = [Metric(tag, float(getattr(e, col)), _ms(when) or 0, e.epoch)
+        metrics = [Metric(tag, float(getattr(e, col)), _ms(when), e.epoch)
                    for e, when in zip(t.epochs, t.times()) if e.epoch > logged
                    for col, tag in EPOCH_METRICS.items() if getattr(e, col) is not None]
         if rec.state == "complete" and logged_state != "complete":
-            last = _ms(t.times()[-1]) if t.epochs else None
-            metrics += [Metric(k, float(v), last or _ms(rec.finished_at) or 0, rec.epochs_done)
+            last = t.times()[-1] if t.epochs else rec.finished_at
+            metrics += [Metric(k, float(v), _ms(last), rec.epochs_done)
                         for k, v in t.test_metrics().items()]
         if not new and not metrics and logged_state == rec.state.value:
             unchanged += 1
@@ -297,8 +298,9 @@ def _param(value: Any) -> str:
     return str(value)[:_MAX_PARAM]
 
 
-def _ms(seconds: float | None) -> int | None:
-    return None if seconds is None else int(seconds * 1000)
+def _ms(seconds: float | None) -> int:
+    """Milliseconds since the epoch, MLflow's time unit; now where the study recorded no time."""
+    return int((time.time() if seconds is None else seconds) * 1000)
 
 
 def _first_line(text: str) -> str:
