@@ -13,6 +13,7 @@ import importlib
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -188,7 +189,7 @@ def export_mlflow(store: StudyStore, tracking_uri: str | None = None) -> MlflowE
 
 
 def _export(store: StudyStore, uri: str) -> MlflowExport:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Param
     from mlflow.tracking import MlflowClient
 
     client, study = MlflowClient(uri), store.study
@@ -211,43 +212,44 @@ def _export(store: StudyStore, uri: str) -> MlflowExport:
     parent_id = parent.info.run_id
     _log_report(client, parent_id, store)
 
-    created = updated = unchanged = 0
-    for t in found:
-        rec, run = t.rec, known.get(t.key)
-        new = run is None
-        if new:
-            tags = {"convstudy.trial": t.key, "convstudy.fingerprint": fingerprint, "convstudy.kind": "trial",
-                    "mlflow.parentRunId": parent_id, "model": rec.model, "seed": str(rec.seed),
-                    **{k: str(v) for k, v in t.params.items() if k.startswith("factor.")}}
-            run = client.create_run(exp_id, start_time=_ms(rec.started_at), tags=tags,
-                                    run_name=f"{rec.model} seed {rec.seed}")
-            layers = " ".join(layer.to_string() for layer in study.model(rec.model).layers)
-            client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in
-                                                      {**t.params, "layers": layers}.items()])
-            logged, logged_state = 0, None
-        else:
-            logged, logged_state = int(run.data.tags.get("convstudy.epochs", "0")), run.data.tags.get("state")
-        metrics = [Metric(tag, float(getattr(e, col)), _ms(when), e.epoch)
-                   for e, when in zip(t.epochs, t.times()) if e.epoch > logged
-                   for col, tag in EPOCH_METRICS.items() if getattr(e, col) is not None]
-        if rec.state == "complete" and logged_state != "complete":
-            last = t.times()[-1] if t.epochs else rec.finished_at
-            metrics += [Metric(k, float(v), _ms(last), rec.epochs_done)
-                        for k, v in t.test_metrics().items()]
-        if not new and not metrics and logged_state == rec.state.value:
-            unchanged += 1
-            continue
-        created, updated = created + new, updated + (not new)
-        client.log_batch(run.info.run_id, metrics=metrics, tags=[
-            RunTag("state", rec.state.value), RunTag("convstudy.epochs", str(max([logged] + [e.epoch for e in t.epochs])))])
-        status = _MLFLOW_STATUS[rec.state.value]
-        if status in ("FINISHED", "FAILED"):
-            client.set_terminated(run.info.run_id, status, end_time=_ms(rec.finished_at))
-        else:
-            client.update_run(run.info.run_id, status=status)
+    done = Counter(_sync_trial(client, exp_id, parent_id, t, known.get(t.key), store) for t in found)
     if all(t.rec.state.value in ("complete", "failed", "diverged") for t in found):
         client.set_terminated(parent_id, "FINISHED")
-    return MlflowExport(uri, exp_id, created, updated, unchanged)
+    return MlflowExport(uri, exp_id, done["created"], done["updated"], done["unchanged"])
+
+
+def _sync_trial(client, exp_id: str, parent_id: str, t: Trial, run, store: StudyStore) -> str:
+    """Create trial `t`'s run (`run` is None) or log what is new since the last export: created/updated/unchanged."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    rec, fingerprint = t.rec, store.study.fingerprint()
+    new = run is None
+    if new:
+        tags = {"convstudy.trial": t.key, "convstudy.fingerprint": fingerprint, "convstudy.kind": "trial",
+                "mlflow.parentRunId": parent_id, "model": rec.model, "seed": str(rec.seed),
+                **{k: str(v) for k, v in t.params.items() if k.startswith("factor.")}}
+        run = client.create_run(exp_id, start_time=_ms(rec.started_at), tags=tags, run_name=f"{rec.model} seed {rec.seed}")
+        layers = " ".join(layer.to_string() for layer in store.study.model(rec.model).layers)
+        client.log_batch(run.info.run_id, params=[Param(k, _param(v)) for k, v in {**t.params, "layers": layers}.items()])
+        logged, logged_state = 0, None
+    else:
+        logged, logged_state = int(run.data.tags.get("convstudy.epochs", "0")), run.data.tags.get("state")
+    metrics = [Metric(tag, float(getattr(e, col)), _ms(when), e.epoch)
+               for e, when in zip(t.epochs, t.times()) if e.epoch > logged
+               for col, tag in EPOCH_METRICS.items() if getattr(e, col) is not None]
+    if rec.state == "complete" and logged_state != "complete":
+        last = t.times()[-1] if t.epochs else rec.finished_at
+        metrics += [Metric(k, float(v), _ms(last), rec.epochs_done) for k, v in t.test_metrics().items()]
+    if not new and not metrics and logged_state == rec.state.value:
+        return "unchanged"
+    client.log_batch(run.info.run_id, metrics=metrics, tags=[
+        RunTag("state", rec.state.value), RunTag("convstudy.epochs", str(max([logged] + [e.epoch for e in t.epochs])))])
+    status = _MLFLOW_STATUS[rec.state.value]
+    if status in ("FINISHED", "FAILED"):
+        client.set_terminated(run.info.run_id, status, end_time=_ms(rec.finished_at))
+    else:
+        client.update_run(run.info.run_id, status=status)
+    return "created" if new else "updated"
 
 
 def _runs_by_key(client, exp_id: str, fingerprint: str) -> dict[str, Any]:
