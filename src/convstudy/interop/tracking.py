@@ -58,6 +58,7 @@ class Trial:
         return out
 
     def test_metrics(self) -> dict[str, float]:
+        """`test/loss` and `test/accuracy` of a complete trial (empty before it completes)."""
         return {tag: getattr(self.rec, col) for col, tag in TEST_METRICS.items() if getattr(self.rec, col) is not None}
 
 
