@@ -116,8 +116,9 @@ def _nchw(store: StudyStore) -> tuple[int, int, int]:
 
 def export_onnx(trained: Trained, path: Path, x: torch.Tensor, source: str) -> Parity:
     """Write `path` only if onnxruntime agrees with PyTorch on `x`; raises ExportCheckFailed otherwise."""
-    data = onnx_bytes(trained.deployed, trained.info.input_shape)
-    parity = check_onnx(data, trained.deployed, x, source)
+    module = trained.deployed  # with a "channel" model's standardisation: the file takes pixel / 255
+    data = onnx_bytes(module, trained.info.input_shape)
+    parity = check_onnx(data, module, x, source)
     if not parity.passed:
         raise ExportCheckFailed(parity.sentence())
     atomic_write(path, data)
