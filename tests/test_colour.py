@@ -148,7 +148,8 @@ def test_load_image_converts_colour_explicitly_and_resizes(rgb, tmp_path):
     plain = np.asarray(Image.open(grey))
     assert as_rgb.shape == (3, 32, 32) and all(np.array_equal(as_rgb[c], plain) for c in range(3))
     colour = rgb.imgs / "cat" / "000.png"
-    assert np.array_equal(load_image(colour, (32, 32, 3), digits=False), np.asarray(Image.open(colour)).transpose(2, 0, 1))
+    kept = load_image(colour, (32, 32, 3), digits=False)
+    assert np.array_equal(kept, np.asarray(Image.open(colour)).transpose(2, 0, 1))
     as_grey = load_image(colour, (16, 20, 1), digits=False)
     want = np.asarray(Image.open(colour).convert("L").resize((20, 16), Image.Resampling.BILINEAR))
     assert as_grey.shape == (1, 16, 20) and np.array_equal(as_grey[0], want)
