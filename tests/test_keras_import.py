@@ -8,8 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import write_image_folder
 
 from convstudy.cli import main
+from convstudy.data import get_info
 from convstudy.interop.keras import import_keras, study_toml
 from convstudy.model import summarize_model
 from convstudy.spec import build_study, load_study_file, seed_study
@@ -265,3 +267,30 @@ def test_valid_sgd_momentum_is_carried_over(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(json.dumps(doc))
     assert import_keras(path).train.optimizer.resolved() == {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0}
+
+
+def test_three_channel_keras_input_imports_onto_a_three_channel_source(tmp_path, capsys):
+    """k3-1 on (32, 32, 3) inputs with 3 classes: refused for MNIST's shape, imported onto an RGB folder."""
+    doc = json.loads(json.dumps(load("keras_k3-1_keras3.json")).replace("[null, 28, 28, 1]", "[null, 32, 32, 3]"))
+    for entry in layer_entries(doc):
+        if entry["class_name"] == "Dense" and entry["config"]["units"] == 10:
+            entry["config"]["units"] = 3
+    path = tmp_path / "rgb.json"
+    path.write_text(json.dumps(doc))
+    assert main(["import-keras", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "input shape 32x32x3 is not the dataset's 28x28x1" in err[0] and "--dataset" in err[0]
+    write_image_folder(tmp_path / "imgs", per_class=2)
+    out_toml = tmp_path / "rgb.toml"
+    assert main(["import-keras", str(path), "--dataset", f"folder:{tmp_path / 'imgs'},channels=3",
+                 "-o", str(out_toml)]) == 0
+    assert "1,625,539 params" in capsys.readouterr().err
+    study = load_study_file(out_toml)
+    assert get_info(study.dataset).input_shape == (32, 32, 3)
+    assert get_info(study.dataset).class_names == ("cat", "dog", "frog")
+    summary = summarize_model(study.models[0], (32, 32, 3))
+    assert [r.output_shape for r in summary.rows[:3]] == ["30x30x32", "28x28x64", "14x14x64"]
+    # Keras's count for these layers on 3 input channels: 896 + 18,496 + 1,605,760 + 387.
+    assert summary.total_params == 3 * 3 * 3 * 32 + 32 + 3 * 3 * 32 * 64 + 64 + 14 * 14 * 64 * 128 + 128 + 128 * 3 + 3
+    assert main(["models", str(out_toml)]) == 0
+    assert "(None, 30, 30, 32)" in capsys.readouterr().out

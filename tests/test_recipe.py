@@ -330,6 +330,31 @@ def test_a_models_train_overrides_take_the_recipe(tmp_path, capsys):
     assert build_study(good.to_dict()) == good
 
 
+@pytest.mark.parametrize("train, override, expected", [
+    ({"epochs": 12, "warmup": 5}, {"epochs": 2}, "warmup of 5 epochs is longer than the 2 epochs"),
+    ({"epochs": 4, "schedule": "one-cycle"}, {"warmup": 4}, "one-cycle needs a warmup shorter than the training"),
+    ({"epochs": 3, "warmup": 2}, {"schedule": "one-cycle", "epochs": 2}, "one-cycle needs a warmup shorter"),
+])
+def test_a_models_merged_settings_are_checked_naming_the_model(train, override, expected, tmp_path, capsys):
+    """Each part is valid alone ([train] and the override); only the merge breaks a recipe rule."""
+    from convstudy.spec import build_study
+    from convstudy.errors import UserError
+
+    layers = ["conv(4,3)", "flatten", "dense(10)"]
+    ok = {"name": "x", "train": train, "models": [{"name": "a", "layers": layers}]}
+    build_study(ok)
+    bad = {**ok, "models": [{"name": "a", "layers": layers}, {"name": "short", "layers": layers, "train": override}]}
+    with pytest.raises(UserError) as err:
+        build_study(bad, source="s.toml")
+    message = str(err.value)
+    assert message.startswith('s.toml: model "short", ') and expected in message and "\n" not in message
+    study = tmp_path / "s.yaml"
+    study.write_text(json.dumps(bad))  # JSON is YAML; from a study file the CLI says the same in one line
+    assert main(["models", str(study)]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and 'model "short"' in err_text and expected in err_text
+
+
 def test_stacked_seeds_with_augmentation_and_a_schedule_resume_exactly(tiny_mnist, tmp_path):
     settings = TrainSettings(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
                              augment=["flip", "translate(2)", "cutout(6)"], schedule="one-cycle", warmup=0.3,

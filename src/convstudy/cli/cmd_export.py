@@ -12,9 +12,10 @@ from convstudy.cli.options import add_data_dir
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a trained model as ONNX or safetensors, with a model card",
                        description="Export one trial's final weights. ONNX files take float32 images "
-                                   "[batch, 1, 28, 28] (pixel/255) and return probabilities; the export is checked "
-                                   "with onnxruntime against PyTorch on 256 test images. A Markdown model card "
-                                   "is written beside FILE (FILE.md).")
+                                   "[batch, C, H, W] of the study's shape (pixel/255; a normalize = \"channel\" "
+                                   "model's per-channel mean/std is built in) and return probabilities; the export "
+                                   "is checked with onnxruntime against PyTorch on 256 test images. A Markdown "
+                                   "model card is written beside FILE (FILE.md).")
     p.add_argument("out", metavar="OUT", type=Path, help="study directory")
     p.add_argument("--model", required=True, help="model name in the study")
     p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")

@@ -14,7 +14,8 @@ def register(sub) -> None:
                                    "equivalent one-model study (TOML). Unsupported layers or options are refused.")
     p.add_argument("model_json", metavar="MODEL.json", type=Path)
     p.add_argument("--name", help="model name in the study (default: the Keras model's name, else the file name)")
-    p.add_argument("--dataset", default="mnist", help="the study's dataset (default: mnist)")
+    p.add_argument("--dataset", default="mnist", help="the study's dataset: a registered name (default: mnist) or a "
+                   "source such as folder:imgs,size=32x32,channels=3")
     p.add_argument("-o", "--output", type=Path, metavar="STUDY.toml", help="write here instead of stdout")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=run)

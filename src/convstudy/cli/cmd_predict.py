@@ -17,10 +17,13 @@ TOP = 3
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="classify PNG/JPEG files (or directories of them) with a trained model",
-                       description="Preprocess images like MNIST (grayscale, light background inverted, fitted "
-                                   "into 20x20, centred by mass in 28x28) and print each file's top-3 classes. "
-                                   "Unreadable images get one error line each (exit status 2); the rest are "
-                                   "still predicted.")
+                       description="Prepare images as the model's training data was and print each file's "
+                                   "top-3 classes. For a described source or CIFAR: converted to the model's "
+                                   "channels (RGB kept; grey to RGB or RGB to grey explicitly) and resized to its "
+                                   "size; for MNIST-like datasets: grayscale, light background inverted, fitted "
+                                   "into 20x20, centred by mass in 28x28. Then /255 (and the training split's "
+                                   "mean/std for a normalize = \"channel\" model). Unreadable images get one "
+                                   "error line each (exit status 2); the rest are still predicted.")
     p.add_argument("out", metavar="OUT", type=Path, help="study directory")
     p.add_argument("--model", required=True, help="model name in the study")
     p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")

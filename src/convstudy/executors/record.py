@@ -49,7 +49,8 @@ class Recorder:
             self.view.diverged(event.job, event.epoch)
         elif isinstance(event, Finished):
             job = event.job
-            digests = self.store.save_results(tid, job.model.name, job.seed, event.weights, event.probs, event.labels)
+            digests = self.store.save_results(tid, job.model.name, job.seed, event.weights, event.probs, event.labels,
+                                               event.weights_meta)
             db.finish(tid, event.test_loss, event.test_accuracy, event.device, *digests)
             self.storage.delete(job.key)
             self.view.finished(job, event.test_loss, event.test_accuracy)

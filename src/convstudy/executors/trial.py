@@ -20,7 +20,7 @@ from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.store import DIGEST_KEY, DamagedFile
 from convstudy.train import (
     EpochResult, Lone, Plan, Stacked, TrialData, channel_stats, configure_backends, describe, epoch_means,
-    init_state, load_state_tensors,
+    init_state, load_state_tensors, norm_meta,
 )
 
 
@@ -92,6 +92,8 @@ class Finished:
     weights: dict[str, torch.Tensor]
     probs: torch.Tensor
     labels: torch.Tensor
+    # What feeding the weights needs besides /255: the training split's per-channel mean/std (train.norm_meta).
+    weights_meta: dict[str, str]
 
 
 Event = Union[Started, Progress, EpochDone, Diverged, Finished]
@@ -149,7 +151,7 @@ def run_trial(jobs: list[TrialJob], data: TrialData, storage: CheckpointStorage,
     losses, accs, probs = net.evaluate(data.test, with_probs=True)
     for i in live:
         yield Finished(jobs[i], losses[i], accs[i], describe(torch.device(plan.device)), net.weights(i), probs[i],
-                       data.test.y.cpu())
+                       data.test.y.cpu(), norm_meta(net.norm))
 
 
 def trusted_checkpoint(job: TrialJob, storage: CheckpointStorage) -> tuple[tuple[dict, dict] | None, str | None]:

@@ -34,6 +34,23 @@ def accuracy_lines(stats: dict[str, Any] | None, trained: Trained) -> list[str]:
     return lines
 
 
+def input_line(trained: Trained, export_format: str) -> str:
+    """What the exported model takes: shape, colour, scaling, normalisation and how `predict` prepares files."""
+    h, w, c = trained.info.input_shape
+    colour = "RGB" if c == 3 else "greyscale"
+    line = f"float32 `[batch, {c}, {h}, {w}]` ({colour}), pixel / 255"
+    if trained.norm is not None:
+        mean, std = (", ".join(f"{v:.4f}" for v in t.reshape(-1).tolist()) for t in trained.norm)
+        line += (f", then standardised per channel with the training split's mean ({mean}) and std ({std})"
+                 + (": built into this file, so feed pixel / 255" if export_format == "ONNX"
+                    else ": not in the weights, do it yourself (metadata `normalize`)"))
+    if trained.info.format == "idx":
+        return line + (". Light ink on black, digits fitted into 20x20 and centred by mass like MNIST "
+                       "(`convstudy predict` does this for any image).")
+    return line + (f". `convstudy predict` decodes any image as the training data was: converted to {colour} "
+                   f"and resized to {h}x{w} (bilinear).")
+
+
 def model_card(trained: Trained, report: dict[str, Any], export_path: Path, export_format: str,
                check: str) -> str:
     """The card's Markdown; `report` is `convstudy.report.collect(store)`, `check` the export's check sentence."""
@@ -64,8 +81,7 @@ def model_card(trained: Trained, report: dict[str, Any], export_path: Path, expo
         "",
         "## Input and output",
         "",
-        f"- Input: float32 `[batch, {c}, {h}, {w}]`, pixel / 255, light ink on black, digits fitted into 20x20 "
-        "and centred by mass like MNIST (`convstudy predict` does this for any image).",
+        f"- Input: {input_line(trained, export_format)}",
         f"- Output: {'probabilities' if export_format == 'ONNX' else 'logits'} `[batch, {classes}]` over "
         f"classes {', '.join(trained.info.class_names)}.",
         "",

@@ -16,9 +16,10 @@ from torch import nn
 import convstudy
 from convstudy.data import load_dataset
 from convstudy.errors import UserError
-from convstudy.interop.predict import Trained
+from convstudy.interop.predict import Trained, deployed
 from convstudy.model import predict_proba
 from convstudy.store import StudyStore, atomic_write, load_tensors, save_tensors
+from convstudy.train import norm_from_meta, norm_meta, to_input
 
 OPSET = 17
 TOLERANCE = 1e-4  # max abs difference of probabilities between onnxruntime and PyTorch
@@ -64,7 +65,8 @@ def with_softmax(module: nn.Module) -> nn.Module:
 
 
 def onnx_bytes(module: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
-    """ONNX (opset 17) of `module` + softmax; input images [batch, C, H, W] float in [0, 1]."""
+    """ONNX (opset 17) of `module` + softmax; input images [batch, C, H, W] float in [0, 1] (pass a
+    `Trained.deployed` module: a "channel" model's standardisation is then part of the graph)."""
     _onnx_modules()
     h, w, c = input_shape
     buf = io.BytesIO()
@@ -93,7 +95,8 @@ def check_onnx(data: bytes, module: nn.Module, x: torch.Tensor, source: str) -> 
 
 
 def check_inputs(store: StudyStore, data_dir: str | None = None, n: int = CHECK_IMAGES) -> tuple[torch.Tensor, str]:
-    """The first `n` test images of the study's dataset scaled to [0, 1], or seeded random inputs if unloadable."""
+    """The first `n` test images of the study's dataset scaled /255 as in training, or seeded random inputs
+    if unloadable."""
     runs = store.db.runs()
     data_dir = data_dir or (runs[-1].get("data_dir") if runs else None)
     try:
@@ -101,7 +104,7 @@ def check_inputs(store: StudyStore, data_dir: str | None = None, n: int = CHECK_
     except UserError as exc:
         x = torch.rand(n, *_nchw(store), generator=torch.Generator().manual_seed(0))
         return x, f"random inputs (test set not loadable: {exc})"
-    return ds.x_test[:n].float().div_(255.0), "test images"
+    return to_input(ds.x_test[:n], channels_last=False), "test images"
 
 
 def _nchw(store: StudyStore) -> tuple[int, int, int]:
@@ -113,8 +116,9 @@ def _nchw(store: StudyStore) -> tuple[int, int, int]:
 
 def export_onnx(trained: Trained, path: Path, x: torch.Tensor, source: str) -> Parity:
     """Write `path` only if onnxruntime agrees with PyTorch on `x`; raises ExportCheckFailed otherwise."""
-    data = onnx_bytes(trained.module, trained.info.input_shape)
-    parity = check_onnx(data, trained.module, x, source)
+    module = trained.deployed  # with a "channel" model's standardisation: the file takes pixel / 255
+    data = onnx_bytes(module, trained.info.input_shape)
+    parity = check_onnx(data, module, x, source)
     if not parity.passed:
         raise ExportCheckFailed(parity.sentence())
     atomic_write(path, data)
@@ -139,7 +143,10 @@ def spec_metadata(trained: Trained, store: StudyStore) -> dict[str, str]:
         "input_shape": json.dumps(list(trained.info.input_shape)),
         "dataset": trained.info.name,
         "class_names": json.dumps(list(trained.info.class_names)),
-        "input": "float32 [batch, C, H, W], pixel / 255; outputs are logits (softmax gives probabilities)",
+        "input": "float32 [batch, C, H, W], pixel / 255" + (", then (x - mean) / std per channel with `normalize`"
+                                                            if trained.norm is not None else "")
+                 + "; outputs are logits (softmax gives probabilities)",
+        **norm_meta(trained.norm),
         "study": store.study.name,
         "study_fingerprint": store.study.fingerprint(),
         "seed": str(trained.seed),
@@ -157,7 +164,8 @@ def export_safetensors(trained: Trained, path: Path, store: StudyStore) -> None:
 
 
 def load_exported(path: str | Path) -> tuple[nn.Module, dict[str, str]]:
-    """A module rebuilt from an exported safetensors file alone (spec from its metadata), in eval mode."""
+    """A module rebuilt from an exported safetensors file alone (spec from its metadata), in eval mode, fed
+    images scaled /255 (a "channel" model's recorded standardisation included)."""
     from convstudy.model import build_model
     from convstudy.spec import ModelSpec
 
@@ -166,4 +174,4 @@ def load_exported(path: str | Path) -> tuple[nn.Module, dict[str, str]]:
         raise UserError(f"{path}: not a convstudy model export (no spec in its metadata)")
     module = build_model(ModelSpec.model_validate(json.loads(meta["spec"])), tuple(json.loads(meta["input_shape"])))
     module.load_state_dict(tensors)
-    return module.eval(), meta
+    return deployed(module.eval(), norm_from_meta(meta)), meta

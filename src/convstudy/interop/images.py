@@ -1,6 +1,9 @@
-"""Any image file to an MNIST-style 28x28 uint8 digit: grayscale, light ink on dark, 20x20 box, centred by mass.
+"""Any image file to what a model was trained on: the training decoder's colour and size, or an MNIST-style digit.
 
-MNIST's recipe (LeCun et al.): the digit's bounding box is fitted into 20x20 keeping its aspect ratio
+For a described source or CIFAR, `load_image` decodes like the training data was decoded
+(`convstudy.data.images.decode_image`: explicit grey/RGB conversion, bilinear resize to the model's size).
+For the MNIST-like datasets it makes an MNIST-style 28x28 digit: grayscale, light ink on dark, 20x20 box,
+centred by mass. MNIST's recipe (LeCun et al.): the digit's bounding box is fitted into 20x20 keeping its aspect ratio
 (with anti-aliasing), then placed in 28x28 so that its centre of mass sits at the centre. Photos and
 drawings usually have dark ink on a light background, so a light background is inverted first.
 """
@@ -100,6 +103,26 @@ def mnist_style(gray: np.ndarray) -> np.ndarray:
 def load_digit(path: str | Path) -> np.ndarray:
     """One image file as an MNIST-style 28x28 uint8 array; ImageError (one line) if it cannot be."""
     return mnist_style(read_gray(path))
+
+
+def load_image(path: str | Path, input_shape: tuple[int, int, int], digits: bool) -> np.ndarray:
+    """One image file as uint8 [C, H, W] for a model on `input_shape` (H, W, C): an MNIST-style digit if
+    `digits`, else decoded as training decoded its images (RGB kept, grey -> RGB or RGB -> L explicit, resized)."""
+    if digits:
+        return load_digit(path)[None]
+    from convstudy.data.images import BadImage, decode_image
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageError("no such file")
+    if path.is_dir():
+        raise ImageError("is a directory")
+    h, w, c = input_shape
+    try:
+        array, _ = decode_image(path, (h, w), c, resize=True)
+    except BadImage as exc:
+        raise ImageError(f"cannot read image ({exc})") from None
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def expand_paths(items: list[str | Path]) -> list[Path]:

@@ -301,7 +301,8 @@ def _check_input(entry: dict[str, Any], cfg: dict[str, Any], where: str, want: S
     shape = tuple(declared[1:])
     if shape != tuple(want):
         text = "x".join("?" if d is None else str(d) for d in shape)
-        raise UserError(f"{where}: input shape {text} is not the dataset's {fmt_shape(want)}")
+        raise UserError(f"{where}: input shape {text} is not the dataset's {fmt_shape(want)} "
+                        "(--dataset names data of the model's shape, e.g. a folder source with channels=3)")
 
 
 def model_name(doc: dict[str, Any], path: Path, given: str | None) -> str:

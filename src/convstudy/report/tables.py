@@ -94,10 +94,23 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
         for r in rows:
             out.append("| " + " | ".join(md_text(v) for v in r.values()) + " |")
     out += [""] + [f"_{n}_" for n in footnotes(report)]
+    out += _confusion_markdown(report.get("best_model"))
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]
     return "\n".join(out) + "\n"
+
+
+def _confusion_markdown(best: dict[str, Any] | None) -> list[str]:
+    """The best model's pooled confusion matrix under the class names (rows: true class), as in report.html."""
+    if not best:
+        return []
+    names = [md_text(n) for n in best["class_names"]]
+    seeds = ", ".join(map(str, best["seeds"]))
+    return ["", f"Confusion matrix of **{md_text(best['model'])}** (rows: true class, columns: predicted; "
+                f"seeds {seeds}, {best['n_test']:,} test images each):", "",
+            "| true \\ predicted | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names),
+            *(f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(names, best["confusion"]))]
 
 
 def render_csv(report: dict[str, Any]) -> str:

@@ -434,6 +434,10 @@ def build_study(data: Any, source: str = "<study>") -> Study:
             model.check(info.input_shape, info.num_classes)
         except LayerError as exc:
             raise UserError(f'{source}: model "{model.name}", {exc}') from None
+        try:  # its train = {...} merged with [train]: settings() applies overrides without validating them
+            check_recipe(model.settings(study.train))
+        except ValueError as exc:
+            raise UserError(f'{source}: model "{model.name}", train with [train]: {exc}') from None
     return study
 
 

@@ -109,10 +109,12 @@ class StudyStore:
         return self.trial_dir(model, seed) / "predictions.safetensors"
 
     def save_results(self, trial_id: int, model: str, seed: int, weights: dict[str, torch.Tensor],
-                     probs: torch.Tensor, labels: torch.Tensor) -> tuple[str, str]:
-        """Write a finished trial's weights and test predictions; returns their digests for `db.finish`."""
+                     probs: torch.Tensor, labels: torch.Tensor, weights_meta: dict[str, str] | None = None,
+                     ) -> tuple[str, str]:
+        """Write a finished trial's weights (with `weights_meta`, e.g. its normalisation) and test predictions;
+        returns their digests for `db.finish`."""
         owner = self.owner(model, seed)
-        w = save_tensors(self.weights_path(model, seed), weights, owner=owner)
+        w = save_tensors(self.weights_path(model, seed), weights, weights_meta, owner=owner)
         p = save_tensors(self.predictions_path(model, seed),
                          {"probs": probs.to(torch.float16), "labels": labels.to(torch.uint8)}, owner=owner)
         return w, p
@@ -126,11 +128,11 @@ class StudyStore:
         tensors, _ = load_tensors(path, self.owner(model, seed), rec.predictions_digest if rec else None)
         return tensors["probs"].float(), tensors["labels"]
 
-    def load_weights(self, model: str, seed: int) -> dict[str, torch.Tensor]:
-        """A complete trial's final weights, checked against its identity and recorded digest."""
+    def load_weights(self, model: str, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """A complete trial's final weights and their metadata, checked against its identity and recorded digest."""
         rec = self.db.find(model, seed)
         return load_tensors(self.weights_path(model, seed), self.owner(model, seed),
-                            rec.weights_digest if rec else None)[0]
+                            rec.weights_digest if rec else None)
 
 
 def check_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, Any]], flags: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from convstudy.train.device import (
 from convstudy.train.augment import Augment
 from convstudy.train.loop import (
     Lone, Split, Stepper, TrialData, channel_stats, cpu_weights, epoch_means, evaluate, init_state, make_optimizer,
-    seed_everything, to_input,
+    norm_from_meta, norm_meta, seed_everything, to_input,
 )
 from convstudy.train.schedule import make_scheduler
 from convstudy.train.stack import Stacked
@@ -20,5 +20,6 @@ __all__ = [
     "Augment", "channel_stats", "make_scheduler", "to_input", "EpochResult", "Lone", "Plan", "Split", "Stacked", "Stepper", "TrainState", "TrialData", "configure_backends",
     "default_channels_last",
     "cpu_weights", "describe", "epoch_means", "evaluate", "init_state", "load_state_tensors", "make_optimizer",
-    "make_trial_data", "plan", "resolve_device", "resolve_precision", "seed_everything", "state_to_tensors",
+    "make_trial_data", "norm_from_meta", "norm_meta", "plan", "resolve_device", "resolve_precision", "seed_everything",
+    "state_to_tensors",
 ]

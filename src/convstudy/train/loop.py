@@ -244,6 +244,15 @@ def norm_meta(norm: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, str]:
     return {"normalize": json.dumps({"mean": norm[0].reshape(-1).tolist(), "std": norm[1].reshape(-1).tolist()})}
 
 
+def norm_from_meta(meta: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The per-channel (mean, std), shaped (1, C, 1, 1) on the CPU, that `norm_meta` recorded; None for /255.
+    float32 -> JSON -> float32 round-trips exactly, so the numbers are the training run's own."""
+    if "normalize" not in meta:
+        return None
+    stats = json.loads(meta["normalize"])
+    return tuple(torch.tensor(stats[k], dtype=torch.float32).view(1, -1, 1, 1) for k in ("mean", "std"))
+
+
 def to_input(xb: torch.Tensor, channels_last: bool,
              norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """uint8 images to the network's float input: the notebook's preprocessing, /255 and no mean/std;
