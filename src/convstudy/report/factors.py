@@ -86,7 +86,9 @@ def _interaction(main: Any, data: pd.DataFrame, a: int, b: int, la: list[Level],
 
 def _fit(formula: str, data: pd.DataFrame) -> Any | None:
     """OLS of `formula`, or None when its design is rank deficient or leaves no residual df."""
-    fit = smf.ols(formula, data).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a rank-deficient design is refused just below, not warned about
+        fit = smf.ols(formula, data).fit()
     exog = fit.model.exog
     if fit.df_resid < 1 or np.linalg.matrix_rank(exog) < exog.shape[1]:
         return None
