@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from convstudy.report import write_reports
 from convstudy.spec import build_study
@@ -16,8 +17,9 @@ from convstudy.store import StudyStore
 LAYERS = ["conv(4,3)", "pool(2)", "flatten", "dense(10)"]
 
 
-def fabricate(out, models, results, validation="holdout", seeds=(0, 1, 2)):
-    """A study directory whose trials finished with `results[(model, seed)] = (val_accuracy, test_accuracy)`."""
+def fabricate(out, models, results, validation="holdout", seeds=(0, 1, 2), predictions=None):
+    """A study directory whose trials finished with `results[(model, seed)] = (val_accuracy, test_accuracy)`
+    and, where `predictions[model]` gives per-example correctness, test predictions saying so."""
     study = build_study({"name": "fab", "dataset": "mnist", "seeds": list(seeds),
                          "train": {"epochs": 2, "validation": validation}, "models": models}, source="test")
     store = StudyStore.create_or_open(out, study)
@@ -27,7 +29,13 @@ def fabricate(out, models, results, validation="holdout", seeds=(0, 1, 2)):
         for epoch, v in ((1, val - 0.05), (2, val)):  # only the final epoch's validation accuracy counts
             store.db.record_epoch(rec.id, epoch, {"loss": 0.2, "accuracy": 0.9, "val_loss": 0.1,
                                                   "val_accuracy": v, "seconds": 0.5})
-        store.db.finish(rec.id, 0.1, test, "cpu")
+        digests = (None, None)
+        if predictions and model in predictions:
+            right = torch.as_tensor(predictions[model])
+            labels = torch.zeros(len(right), dtype=torch.long)
+            probs = torch.nn.functional.one_hot(torch.where(right, 0, 1), 10).float()
+            digests = store.save_results(rec.id, model, seed, {"w": torch.zeros(1)}, probs, labels)
+        store.db.finish(rec.id, 0.1, test, "cpu", *digests)
     return store
 
 
@@ -61,6 +69,21 @@ def test_holdout_selects_on_validation_where_test_would_pick_another(tmp_path, v
     assert ("final validation accuracy (test accuracy is shown, never selects)" in md) == (validation == "holdout")
     assert ("val acc % (mean ± std)" in (store.out / "report.html").read_text()) == (validation == "holdout")
     assert "Factors" not in md and 'id="factors"' not in (store.out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("validation", ["holdout", "test"])
+def test_mcnemar_decides_single_seeds_only_where_the_test_set_selects(tmp_path, validation):
+    right = np.ones(400, dtype=bool)
+    wrong = right.copy()
+    wrong[:40] = False  # b misses 40 test images a gets right: McNemar's p is about 2e-12
+    store = fabricate(tmp_path / "out", [{"name": n, "layers": LAYERS} for n in ("a", "b")],
+                      {("a", 0): (0.99, 1.0), ("b", 0): (0.98, 0.9)}, validation, seeds=(0,),
+                      predictions={"a": right, "b": wrong})
+    b = {m["name"]: m for m in write_reports(store)["models"]}["b"]
+    if validation == "test":
+        assert b["test"] == "mcnemar-holm" and b["p_value"] < 1e-9 and not b["same_as_best"]
+    else:  # test predictions may not decide a holdout study's best group
+        assert b["test"] is None and b["p_value"] is None and not b["same_as_best"]
 
 
 def test_a_study_with_factors_reports_them_everywhere(tmp_path):

@@ -84,7 +84,8 @@ def collect(store: StudyStore) -> dict[str, Any]:
                 probs, labels = preds
                 correct[spec.name] = (probs.argmax(1) == labels.long()).numpy()
     metric = selection_metric(study.train.validation)
-    best_group(models, metric, correct)
+    # McNemar's test reads test predictions, so it may only decide where the test set selects.
+    best_group(models, metric, correct if metric == "test_accuracy" else None)
     return {
         "study": {
             "name": study.name,

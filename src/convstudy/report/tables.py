@@ -52,9 +52,10 @@ def best_note(report: dict[str, Any]) -> str:
     """What the best mark means, and which metric selected the best."""
     on_val = report["study"].get("selection_metric") == "val_accuracy"
     metric = "final validation accuracy (test accuracy is shown, never selects)" if on_val else "test accuracy"
+    single = ("with one seed per model only the best is marked" if on_val else
+              "or with one seed per model McNemar's test on paired test predictions, Holm-corrected")
     return (f"{BEST_MARK} = best group: not called worse than the best model on {metric}; Tukey-Kramer HSD over "
-            "seeds (family-wise α = 0.05), or with one seed per model McNemar's test on paired test "
-            "predictions, Holm-corrected.")
+            f"seeds (family-wise α = 0.05), {single}.")
 
 
 def _footnotes(report: dict[str, Any]) -> list[str]:
