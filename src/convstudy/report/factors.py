@@ -117,6 +117,11 @@ def _levels(column: pd.Series) -> list[Level]:
     return list(seen.values())
 
 
+def level_text(value: Level) -> str:
+    """A level as tables and plots show it: JSON's spelling for booleans (true), else str."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
 def _key(value: Level) -> str:
     """Identity of a level: 1, 1.0, True and "1" stay four levels (JSON spelling, type included)."""
     v = value.item() if isinstance(value, np.generic) else value

@@ -14,6 +14,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
+from convstudy.report.factors import level_text
 from convstudy.report.plots import PALETTE, draw_loss, memo_figure, plain
 
 _LINESTYLES = ("-", "--", ":", "-.")
@@ -164,7 +165,8 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
             hi = [0.0] + [100 * e["ci95"][1] - est[i + 1] for i, e in enumerate(f["effects"])]
             ax.errorbar(range(len(est)), est, yerr=[lo, hi], fmt="o", capsize=4, color=PALETTE[0])
             ax.axhline(0, color="#555555", linewidth=0.8, linestyle="--")
-            ax.set_xticks(range(len(est)), [plain(str(v)) for v in f["levels"]])
+            ax.set_xticks(range(len(est)), [plain(level_text(v)) for v in f["levels"]])
+            ax.set_xlim(-0.5, len(est) - 0.5)
             ax.set_title(plain(str(f["name"])), fontsize=9)
             ax.grid(alpha=0.3)
         fig.axes[0].set_ylabel(f"effect on {metric} accuracy (pp)")
@@ -179,8 +181,9 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
             for i, line in enumerate(lines):
                 cells = [c for c in inter["means"] if json.dumps(c["levels"][1]) == line]
                 ax.plot([xs.index(json.dumps(c["levels"][0])) for c in cells], [100 * c["mean"] for c in cells],
-                        marker="o", label=plain(f"{inter['factors'][1]} = {json.loads(line)}"), **style(i))
-            ax.set_xticks(range(len(xs)), [plain(str(json.loads(x))) for x in xs])
+                        marker="o", label=plain(f"{inter['factors'][1]} = {level_text(json.loads(line))}"), **style(i))
+            ax.set_xticks(range(len(xs)), [plain(level_text(json.loads(x))) for x in xs])
+            ax.set_xlim(-0.5, len(xs) - 0.5)
             ax.set_xlabel(plain(str(inter["factors"][0])))
             ax.set_title(plain(f"{inter['factors'][0]} × {inter['factors'][1]} (p = {inter['p_value']:.2g})"),
                          fontsize=9)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from typing import Any
 from urllib.parse import quote
 
 from rich.console import Console
 from rich.table import Table
+
+from convstudy.report.factors import level_text
 
 BEST_MARK = "★"
 
@@ -122,17 +123,13 @@ def factor_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]
     mains = []
     for f in report.get("factors", []):
         test = f" (F test p = {f['p_value']:.2g})" if f["p_value"] is not None else ""
-        mains.append([f"{f['name']}{test}", f"{_level(f['reference'])} (reference)", "0", "–", "–"])
-        mains += [[f["name"], _level(e["level"]), *pp(e)] for e in f["effects"]]
+        mains.append([f"{f['name']}{test}", f"{level_text(f['reference'])} (reference)", "0", "–", "–"])
+        mains += [[f["name"], level_text(e["level"]), *pp(e)] for e in f["effects"]]
     pairs = []
     for i in report.get("interactions", []):
         name = f"{i['factors'][0]} × {i['factors'][1]} (F test p = {i['p_value']:.2g})"
-        pairs += [[name, " × ".join(_level(v) for v in e["levels"]), *pp(e)] for e in i["effects"]]
+        pairs += [[name, " × ".join(level_text(v) for v in e["levels"]), *pp(e)] for e in i["effects"]]
     return mains, pairs
-
-
-def _level(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
 def factors_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> list[str]:
@@ -169,8 +166,8 @@ def render_csv(report: dict[str, Any]) -> str:
     for m in report["models"]:
         for t in m["trials"]:
             writer.writerow([m["name"], m["kernel"], m["description"], m["params"], m["trainable_params"],
-                             m["mflops"], t["seed"], t["state"],
-                             t["epochs"][-1]["val_accuracy"] if t["epochs"] else None, t["test_accuracy"], t["test_loss"],
+                             m["mflops"], t["seed"], t["state"], t["epochs"][-1]["val_accuracy"] if t["epochs"] else None,
+                             t["test_accuracy"], t["test_loss"],
                              round(t["train_seconds"], 3), m["same_as_best"]])
     return buf.getvalue()
 
