@@ -64,9 +64,11 @@ def test_tied_seeds_warn_nothing_and_give_a_point_interval(tied):
         assert welch_p(tied, varied) == pytest.approx(expected, rel=1e-9)
         assert welch_p(varied, tied) == pytest.approx(expected, rel=1e-9)
         models = [_model("a", tied), _model("b", list(tied)), _model("c", varied)]
-        best_group(models)
+        best_group(models, "test_accuracy")
     assert models[0]["same_as_best"] and models[1]["same_as_best"] and models[1]["p_value"] == 1.0
-    assert models[2]["p_value"] == pytest.approx(expected, rel=1e-9)
+    # The best group is Tukey-Kramer HSD now (was Welch's test against the best): the tied models add no
+    # variance, so only c's seeds estimate it, over all three models' residual df.
+    assert models[2]["p_value"] == pytest.approx(stats.tukey_hsd(tied, list(tied), varied).pvalue[0, 2], rel=1e-6)
 
 
 def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs():
@@ -84,28 +86,31 @@ def _model(name, values):
     return {"name": name, "test_accuracy": describe(values)}
 
 
-def test_best_group_with_seeds_uses_welch():
-    models = [_model("a", [0.990, 0.991, 0.992]), _model("b", [0.9895, 0.9912, 0.9905]),
-              _model("c", [0.950, 0.951, 0.952]), _model("d", [])]
-    best_group(models)
+def test_best_group_with_seeds_is_tukey_hsd():
+    """Was Welch's test of each model against the best at α = 0.05 each; now Tukey-Kramer's family-wise p."""
+    a, b, c = [0.990, 0.991, 0.992], [0.9895, 0.9912, 0.9905], [0.950, 0.951, 0.952]
+    models = [_model("a", a), _model("b", b), _model("c", c), _model("d", [])]
+    best_group(models, "test_accuracy")
     by = {m["name"]: m for m in models}
-    assert by["a"]["same_as_best"] and by["a"]["p_value"] == 1.0
-    assert by["b"]["same_as_best"] and by["b"]["p_value"] == pytest.approx(welch_p(by["a"]["test_accuracy"]["values"],
-                                                                                   by["b"]["test_accuracy"]["values"]))
-    assert not by["c"]["same_as_best"] and by["c"]["p_value"] < 0.05
+    tukey = stats.tukey_hsd(a, b, c).pvalue
+    assert by["a"]["same_as_best"] and by["a"]["p_value"] == 1.0 and by["a"]["test"] == "best"
+    assert by["b"]["same_as_best"] and by["b"]["p_value"] == pytest.approx(tukey[0, 1], rel=1e-6)
+    assert not by["c"]["same_as_best"] and by["c"]["p_value"] < 0.05 and by["c"]["test"] == "tukey-hsd"
     assert not by["d"]["same_as_best"] and by["d"]["p_value"] is None
 
 
-def test_best_group_with_one_seed_uses_mcnemar():
+def test_best_group_with_one_seed_uses_mcnemar_with_holm():
     truth = np.ones(500, dtype=bool)
     close, far = truth.copy(), truth.copy()
     close[:3] = False
     far[:60] = False
     models = [_model("a", [1.0]), _model("b", [close.mean()]), _model("c", [far.mean()])]
-    best_group(models, {"a": truth, "b": close, "c": far})
+    best_group(models, "test_accuracy", {"a": truth, "b": close, "c": far})
     by = {m["name"]: m for m in models}
+    # Holm over the two comparisons: the largest raw p is kept, the smallest doubled.
     assert by["b"]["same_as_best"] and by["b"]["p_value"] == pytest.approx(stats.binomtest(3, 3, 0.5).pvalue)
-    assert not by["c"]["same_as_best"] and by["c"]["p_value"] < 1e-6
+    assert not by["c"]["same_as_best"] and by["c"]["p_value"] == pytest.approx(2 * stats.binomtest(60, 60).pvalue)
+    assert by["b"]["test"] == "mcnemar-holm"
 
 
 def test_holdout_validation_comes_from_train_and_test_is_separate(tiny_mnist, tiny_study_file):
@@ -159,6 +164,7 @@ def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_
     assert rep.returncode == 0, rep.stderr
     report = json.loads(rep.stdout)
     assert report["study"]["validation"] == "holdout" and report["study"]["validation_note"] is None
+    assert report["study"]["selection_metric"] == "val_accuracy"
     means = {}
     for m in report["models"]:
         acc = m["test_accuracy"]
@@ -168,7 +174,9 @@ def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_
         assert acc == describe(acc["values"])
         assert set(acc) == {"mean", "std", "ci95", "n", "min", "max", "values"}
         assert isinstance(m["same_as_best"], bool) and isinstance(m["p_value"], float)
-        means[m["name"]] = acc["mean"]
+        final_val = sorted(t["epochs"][-1]["val_accuracy"] for t in m["trials"])
+        assert sorted(m["val_accuracy"]["values"]) == final_val
+        means[m["name"]] = m["val_accuracy"]["mean"]  # a holdout study selects on validation, not test
     best = max(means, key=means.get)
     assert next(m for m in report["models"] if m["name"] == best)["same_as_best"]
     md = run_cli("report", out, "--format", "markdown").stdout

@@ -10,6 +10,7 @@ import numpy as np
 
 from convstudy.data import get_info
 from convstudy.model import summarize_model
+from convstudy.report.factors import factor_effects
 from convstudy.report.html_best import best_model_summary
 from convstudy.report.stats import best_group, describe
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
@@ -37,9 +38,11 @@ def collect(store: StudyStore) -> dict[str, Any]:
         settings = spec.settings(study.train)
         summary = summarize_model(spec, info.input_shape)
         done = [r for r in recs if r.state == "complete"]
-        per_seed = []
+        per_seed, final_val = [], []
         for r in recs:
             rows = store.db.epochs(r.id)
+            if r.state == "complete" and rows:
+                final_val.append(rows[-1].val_accuracy)
             per_seed.append({"seed": r.seed, "state": r.state, "test_accuracy": r.test_accuracy,
                              "test_loss": r.test_loss, "diverged_epoch": r.diverged_epoch, "error": r.error,
                              "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
@@ -50,12 +53,14 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "name": spec.name,
             "description": spec.description or summarize(spec, settings),
             "kernel": _kernel(spec),
+            "factors": dict(spec.factors),
             "optimizer": settings.optimizer.name,
             "params": summary.total_params,
             "trainable_params": summary.trainable_params,
             "flops": summary.flops,
             "mflops": round(summary.mflops, 3),
             "test_accuracy": describe([r.test_accuracy for r in done]),
+            "val_accuracy": describe(final_val),  # the last epoch's, of the finished seeds
             "test_loss": describe([r.test_loss for r in done]),
             "states": dict(Counter(r.state for r in recs)),
             "diverged": sum(r.state == "diverged" for r in recs),
@@ -78,7 +83,9 @@ def collect(store: StudyStore) -> dict[str, Any]:
             if preds is not None:
                 probs, labels = preds
                 correct[spec.name] = (probs.argmax(1) == labels.long()).numpy()
-    best_group(models, correct)
+    metric = selection_metric(study.train.validation)
+    # McNemar's test reads test predictions, so it may only decide where the test set selects.
+    best_group(models, metric, correct if metric == "test_accuracy" else None)
     return {
         "study": {
             "name": study.name,
@@ -90,6 +97,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "batch_size": study.train.batch_size,
             "validation": study.train.validation,
             "validation_note": VALIDATION_NOTE if study.train.validation == "test" else None,
+            "selection_metric": metric,
             "train_limit": study.train.train_limit,
             "trials": len(trials),
             "states": dict(Counter(r.state for r in trials)),
@@ -101,7 +109,14 @@ def collect(store: StudyStore) -> dict[str, Any]:
         },
         "models": models,
         "best_model": best_model_summary(store, models),
+        **factor_effects(models, metric),
     }
+
+
+def selection_metric(validation: str) -> str:
+    """What ranks models, picks the best group and fits factor effects: the final validation accuracy in
+    a holdout study; in a `validation = "test"` study the test accuracy (the notebook's way, with its note)."""
+    return "val_accuracy" if validation == "holdout" else "test_accuracy"
 
 
 def numerics_summary(trials: list) -> dict[str, Any]:

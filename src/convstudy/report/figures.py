@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from typing import Any
 
@@ -13,7 +14,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
-from convstudy.report.plots import PALETTE, draw_loss, memo_figure
+from convstudy.report.factors import level_text
+from convstudy.report.plots import PALETTE, draw_loss, memo_figure, plain
 
 _LINESTYLES = ("-", "--", ":", "-.")
 
@@ -147,3 +149,47 @@ def _short(v: float) -> str:
         if v >= div:
             return f"{v / div:g}{unit}"
     return f"{v:g}"
+
+
+def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """`factors` (each level's main effect with its 95% CI, in pp against the reference) and `interactions`
+    (cell means of each fitted pair): matplotlib Figures, only those with something to draw."""
+    metric = "validation" if report["study"].get("selection_metric") == "val_accuracy" else "test"
+    out: dict[str, Any] = {}
+    mains = [f for f in report.get("factors", []) if f["effects"]]
+    if mains:
+        fig = Figure(figsize=(min(12.0, 1.2 + 2.6 * len(mains)), 3.2))
+        for ax, f in zip(np.atleast_1d(fig.subplots(1, len(mains), sharey=True)), mains):
+            est = [0.0] + [100 * e["estimate"] for e in f["effects"]]
+            lo = [0.0] + [est[i + 1] - 100 * e["ci95"][0] for i, e in enumerate(f["effects"])]
+            hi = [0.0] + [100 * e["ci95"][1] - est[i + 1] for i, e in enumerate(f["effects"])]
+            ax.errorbar(range(len(est)), est, yerr=[lo, hi], fmt="o", capsize=4, color=PALETTE[0])
+            ax.axhline(0, color="#555555", linewidth=0.8, linestyle="--")
+            ax.set_xticks(range(len(est)), [plain(level_text(v)) for v in f["levels"]])
+            ax.set_xlim(-0.5, len(est) - 0.5)
+            ax.set_title(plain(str(f["name"])), fontsize=9)
+            ax.grid(alpha=0.3)
+        fig.axes[0].set_ylabel(f"effect on {metric} accuracy (pp)")
+        fig.set_layout_engine("constrained")
+        out["factors"] = fig
+    pairs = report.get("interactions", [])
+    if pairs:
+        fig = Figure(figsize=(min(12.0, 1.2 + 3.2 * len(pairs)), 3.4))
+        for ax, inter in zip(np.atleast_1d(fig.subplots(1, len(pairs))), pairs):
+            xs = list(dict.fromkeys(json.dumps(c["levels"][0]) for c in inter["means"]))
+            lines = list(dict.fromkeys(json.dumps(c["levels"][1]) for c in inter["means"]))
+            for i, line in enumerate(lines):
+                cells = [c for c in inter["means"] if json.dumps(c["levels"][1]) == line]
+                ax.plot([xs.index(json.dumps(c["levels"][0])) for c in cells], [100 * c["mean"] for c in cells],
+                        marker="o", label=plain(f"{inter['factors'][1]} = {level_text(json.loads(line))}"), **style(i))
+            ax.set_xticks(range(len(xs)), [plain(level_text(json.loads(x))) for x in xs])
+            ax.set_xlim(-0.5, len(xs) - 0.5)
+            ax.set_xlabel(plain(str(inter["factors"][0])))
+            ax.set_title(plain(f"{inter['factors'][0]} × {inter['factors'][1]} (p = {inter['p_value']:.2g})"),
+                         fontsize=9)
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        fig.axes[0].set_ylabel(f"mean {metric} accuracy (%)")
+        fig.set_layout_engine("constrained")
+        out["interactions"] = fig
+    return out

@@ -11,10 +11,10 @@ from html import escape
 from typing import Any
 
 from convstudy import __version__
-from convstudy.report.figures import loss_svg, overlay_svg, tradeoff_points, tradeoff_svg
+from convstudy.report.figures import factor_figures, loss_svg, overlay_svg, to_svg, tradeoff_points, tradeoff_svg
 from convstudy.report.html_best import render_best
 from convstudy.report.html_style import CSS, SORT_JS
-from convstudy.report.tables import mixed_note
+from convstudy.report.tables import best_note, factor_rows, mixed_note
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
 BEST_MARK = "★"
@@ -37,9 +37,11 @@ def render_html(report: dict[str, Any]) -> str:
     label = "test (= validation)" if s["validation"] == "test" else "validation"
     models = report["models"]
     points = tradeoff_points(models)
+    on_val = s.get("selection_metric") == "val_accuracy"
     sections = [
         _header(s),
-        _section("comparison", "Comparison", _table(models) + _footnote()),
+        _section("comparison", "Comparison", _table(models, on_val) + _footnote(report)),
+        *([_section("factors", "Factors", _factors(report))] if report.get("factors") else []),
         _section("curves", "Loss by epoch, per model", _curves(models, label)),
         _section("overlay", f"All models: {label} loss and accuracy by epoch",
                  _figure(overlay_svg(models, label), "Mean over the finished seeds of each model.")),
@@ -120,18 +122,19 @@ COLUMNS = ("model", "description", "params", "MFLOPs", "test acc % (mean ± std)
            "test loss", "s/epoch", "samples/s", "diverged", "failed", "retries")
 
 
-def _table(models: list[dict[str, Any]]) -> str:
+def _table(models: list[dict[str, Any]], on_val: bool) -> str:
     if not models:
         return "<p>No trial has started yet.</p>"
     notebook = any(m.get("notebook_accuracy") is not None for m in models)
-    cols = COLUMNS + (("notebook acc %",) if notebook else ())
+    cols = COLUMNS[:4] + (("val acc % (mean ± std)",) if on_val else ()) + COLUMNS[4:]
+    cols += ("notebook acc %",) if notebook else ()
     head = "".join(f'<th scope="col" tabindex="0">{escape(c)}</th>' for c in cols)
-    rows = [_row(m, notebook) for m in models]
+    rows = [_row(m, notebook, on_val) for m in models]
     return (f'<div class="scroll"><table class="sortable" id="comparison-table"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _row(m: dict[str, Any], notebook: bool) -> str:
+def _row(m: dict[str, Any], notebook: bool, on_val: bool) -> str:
     acc, loss = m["test_accuracy"], m["test_loss"]
     ci = acc["ci95"]
     trials = m.get("trials", [])
@@ -141,6 +144,7 @@ def _row(m: dict[str, Any], notebook: bool) -> str:
         _td(m["description"], m["description"], cls="text"),
         _td(f"{m['params']:,}", m["params"]),
         _td(f"{m['mflops']:.2f}", m["mflops"]),
+        *([_td(_pct(m["val_accuracy"]), m["val_accuracy"]["mean"])] if on_val else []),
         _td(_pct(acc), acc["mean"]),
         _td(f"{max(0.0, 100 * ci[0]):.2f} – {min(100.0, 100 * ci[1]):.2f}" if ci else "–", ci[0] if ci else None),
         _td(BEST_MARK if m["same_as_best"] else "", int(m["same_as_best"]),
@@ -174,10 +178,28 @@ def _pct(stat: dict[str, Any]) -> str:
     return f"{100 * stat['mean']:.2f}" + (f" ± {100 * stat['std']:.2f}" if stat["n"] > 1 else "")
 
 
-def _footnote() -> str:
-    return (f'<p class="small">{BEST_MARK} = statistically indistinguishable from the best model (Welch\'s '
-            "t-test over seeds, or McNemar's test on paired test predictions with one seed; α = 0.05); hover "
-            "for p. 95% CI: Student t over seeds. Click a column heading to sort.</p>")
+def _footnote(report: dict[str, Any]) -> str:
+    return (f'<p class="small">{escape(best_note(report))} Hover the mark for the adjusted p. 95% CI: Student t '
+            "over seeds (test accuracy). Click a column heading to sort.</p>")
+
+
+def _factors(report: dict[str, Any]) -> str:
+    """The Factors section: main-effect and interaction tables (pp, 95% CI, p) and their figures."""
+    mains, pairs = factor_rows(report)
+    fit = report["factor_fit"]
+    parts = [f"<p>Effect of each level against its factor's reference, in percentage points of the selection "
+             f"metric: one linear model (OLS, treatment coding) over {fit['n']} finished seeds.</p>"]
+    if fit["note"]:
+        parts.append(f'<p class="note warn">{escape(fit["note"])}</p>')
+    for head, rows in (("factor", mains), ("interaction", pairs)):
+        if rows:
+            cells = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            parts.append(f'<div class="scroll"><table><thead><tr><th>{head}</th><th>level</th><th>effect (pp)</th>'
+                         f"<th>95% CI</th><th>p</th></tr></thead><tbody>{cells}</tbody></table></div>")
+    figs = factor_figures(report)
+    parts += [_figure(to_svg(fig), "Main effects with 95% CIs (reference level at 0)." if name == "factors" else
+                      "Cell means of each fitted two-way interaction.") for name, fig in figs.items()]
+    return "\n".join(parts)
 
 
 def _curves(models: list[dict[str, Any]], label: str) -> str:

@@ -16,14 +16,15 @@ from convstudy.data import get_info, load_dataset
 from convstudy.store import StudyStore
 
 MAX_MISTAKES = 24
+METRIC_LABELS = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
 
 
 def best_model_summary(store: StudyStore, models: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Pooled confusion matrix over the best model's seeds and the most confident mistakes of one seed."""
-    ranked = [m for m in models if m["test_accuracy"]["n"]]
-    if not ranked:
+    """Pooled confusion matrix over the best model's seeds (as `best_group` marked it: `test` "best") and
+    the most confident mistakes of one seed."""
+    best = next((m for m in models if m.get("test") == "best"), None)
+    if best is None or not best["test_accuracy"]["n"]:
         return None
-    best = max(ranked, key=lambda m: m["test_accuracy"]["mean"])
     done = [t for t in best["trials"] if t["state"] == "complete"]
     preds = {t["seed"]: store.load_predictions(best["name"], t["seed"]) for t in done}
     preds = {s: p for s, p in preds.items() if p is not None}
@@ -64,7 +65,8 @@ def render_best(report: dict[str, Any]) -> str:
     seeds = best["seeds"]
     shown = len(best["misclassified"])
     shown = f", first {shown}" if best["n_misclassified"] > shown else ""
-    out = [f"<p>Best mean test accuracy: <b>{escape(best['model'])}</b>. Confusion matrix and per-class "
+    metric = METRIC_LABELS[report["study"].get("selection_metric", "test_accuracy")]
+    out = [f"<p>Best mean {metric}: <b>{escape(best['model'])}</b>. Confusion matrix and per-class "
            f"accuracy pooled over {len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
            f"({escape(', '.join(map(str, seeds)))}), {best['n_test']:,} test images each.</p>",
            '<div class="pair">', _confusion(best), _per_class(best), "</div>",

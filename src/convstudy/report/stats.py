@@ -1,17 +1,22 @@
 """Statistics over seeds: summaries with Student-t intervals, and which models are tied with the best.
 
-Welch's t-test compares models over seeds; with one seed per model, McNemar's exact test on the paired
-test-set predictions says whether two single runs differ by more than noise. Tied seeds (zero variance)
-are handled explicitly, so no scipy warning reaches the terminal.
+The best group is Tukey-Kramer's HSD (all pairs, pooled seed variance): its p-values hold the
+family-wise error rate over every pair, so they stay valid for the pairs with the best, although the
+best was picked from the same numbers (docs/semantics.md, "The best group"). With one seed per model
+there is no seed variance; McNemar's exact test on the paired test-set predictions then compares each
+model with the best, Holm-corrected. Ties (zero variance) are decided here, so no scipy warning reaches
+the terminal.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
 
@@ -35,7 +40,7 @@ def describe(values: Sequence[float]) -> dict[str, Any]:
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value over seeds (each side at least two values).
+    """Two-sided Welch t-test p-value over seeds (each side at least two values); `compare` uses it.
 
     Zero variance is decided here, not left to scipy (which warns about precision loss and may give nan):
     both sides constant means no noise at all, so equal constants give 1 and different ones 0; one side
@@ -69,27 +74,102 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return float(stats.binomtest(b, b + c, 0.5).pvalue)
 
 
-def best_group(models: list[dict[str, Any]], correct: dict[str, np.ndarray] | None = None) -> None:
-    """Mark each model dict with `same_as_best` and `p_value` against the best mean test accuracy.
+@dataclass(frozen=True)
+class Place:
+    """A model's place against the best: in the best group or not, the adjusted p-value and its test,
+    and whether more seeds could still change the place (`decided`, for racing)."""
 
-    `models` carry `name` and `test_accuracy` (from `describe`); `correct` maps a model name to its
-    per-example correctness on the test set (one seed), used when a side has a single seed.
+    same_as_best: bool
+    p_value: float | None
+    test: str | None
+    decided: bool
+
+
+def tukey_gap(means: np.ndarray, counts: np.ndarray, mse: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(best mean - each mean, its Tukey-Kramer standard error) over the last axis; their ratio is the
+    studentized range statistic. Leading axes are independent studies (the simulation): `mse` has their shape."""
+    best = means.argmax(-1)[..., None]
+    se = np.sqrt(np.asarray(mse)[..., None] / 2 * (1 / np.take_along_axis(counts, best, -1) + 1 / counts))
+    return np.take_along_axis(means, best, -1) - means, se
+
+
+def places(values: Mapping[str, Sequence[float]], correct: Mapping[str, np.ndarray] | None = None,
+           alpha: float = ALPHA, margin: float = 0.0) -> dict[str, Place]:
+    """Each model's place against the best mean of `values` (model -> metric per seed; empty: unranked).
+
+    Out of the best group: adjusted p < alpha (decided). In it: decided only for a positive `margin`,
+    when the simultaneous upper bound of (best - model) is below it; the best is decided once every
+    other model is. `correct` (model -> per-example test correctness of one seed) serves single seeds.
     """
-    ranked = [m for m in models if m["test_accuracy"]["n"] > 0]
-    for m in models:
-        m["same_as_best"], m["p_value"], m["test"] = False, None, None
+    ranked = {k: np.asarray(v, dtype=float) for k, v in values.items() if len(v)}
+    out = {k: Place(False, None, None, False) for k in values if k not in ranked}
     if not ranked:
-        return
-    best = max(ranked, key=lambda m: m["test_accuracy"]["mean"])
-    for m in ranked:
-        if m is best:
-            m["same_as_best"], m["p_value"], m["test"] = True, 1.0, "best"
+        return out
+    names = list(ranked)
+    means = np.array([_mean_var(ranked[k])[0] for k in names])
+    counts = np.array([len(ranked[k]) for k in names], dtype=float)
+    best = names[int(means.argmax())]
+    df = int(counts.sum()) - len(names)
+    if df > 0:
+        p, upper = _tukey(ranked, means, counts, df, alpha, margin)
+        test = "tukey-hsd"
+    else:
+        p, upper, test = _mcnemar_holm(names, best, correct or {}), None, "mcnemar-holm"
+    for i, k in enumerate(names):
+        if k == best:
             continue
-        a, b = best["test_accuracy"]["values"], m["test_accuracy"]["values"]
-        if len(a) > 1 and len(b) > 1:
-            p, test = welch_p(a, b), "welch"
-        elif correct and best["name"] in correct and m["name"] in correct:
-            p, test = mcnemar_p(correct[best["name"]], correct[m["name"]]), "mcnemar"
+        if p[i] is None:
+            out[k] = Place(False, None, None, False)
         else:
-            continue
-        m["same_as_best"], m["p_value"], m["test"] = p >= ALPHA, p, test
+            within = upper is not None and margin > 0 and upper[i] < margin
+            out[k] = Place(p[i] >= alpha, p[i], test, p[i] < alpha or within)
+    others = [out[k] for k in names if k != best]
+    out[best] = Place(True, 1.0, "best", all(o.decided for o in others))
+    return {k: out[k] for k in values}
+
+
+def _tukey(ranked: dict[str, np.ndarray], means: np.ndarray, counts: np.ndarray, df: int, alpha: float,
+           margin: float) -> tuple[list[float], np.ndarray | None]:
+    """Tukey-Kramer p-values of best - each model and, for a margin, their simultaneous upper bounds."""
+    mse = sum(float(((v - v.mean()) ** 2).sum()) for v in ranked.values()) / df
+    if all(v.min() == v.max() for v in ranked.values()):  # no seed noise at all: any difference is real
+        diff = means.max() - means
+        return [1.0 if d == 0 else 0.0 for d in diff], diff
+    diff, se = tukey_gap(means, counts, mse)
+    p = np.minimum(1.0, stats.studentized_range.sf(diff / se, len(means), df))
+    upper = diff + stats.studentized_range.ppf(1 - alpha, len(means), df) * se if margin > 0 else None
+    return [float(x) for x in p], upper
+
+
+def _mcnemar_holm(names: list[str], best: str, correct: Mapping[str, np.ndarray]) -> list[float | None]:
+    """Holm-adjusted McNemar p-values of best vs each model with stored predictions (None without)."""
+    p: list[float | None] = [None] * len(names)
+    tested = [i for i, k in enumerate(names) if k != best and k in correct and best in correct]
+    if tested:
+        raw = [mcnemar_p(correct[best], correct[names[i]]) for i in tested]
+        for i, adj in zip(tested, multipletests(raw, method="holm")[1]):
+            p[i] = float(adj)
+    return p
+
+
+def best_group(models: list[dict[str, Any]], metric: str, correct: dict[str, np.ndarray] | None = None) -> None:
+    """Mark each model dict with `same_as_best`, `p_value` and `test` against the best mean `metric`.
+
+    `models` carry `name` and `metric` (from `describe`); `correct` maps a model name to its per-example
+    correctness on the test set (one seed), used only when no model has two seeds.
+    """
+    found = places({m["name"]: m[metric]["values"] for m in models}, correct)
+    for m in models:
+        place = found[m["name"]]
+        m["same_as_best"], m["p_value"], m["test"] = place.same_as_best, place.p_value, place.test
+
+
+def called_worse_rates(studies: int, models: int, seeds: int, std: float, worse_by: float = 0.0,
+                       alpha: float = ALPHA, seed: int = 0) -> tuple[float, float]:
+    """Simulated studies (normal seed noise, model 0 `worse_by` below the others): the share in which any
+    model is called worse than the best, and the share in which model 0 is (vectorised `places`)."""
+    x = np.random.default_rng(seed).normal(0.0, std, (studies, models, seeds))
+    x[:, 0] -= worse_by
+    diff, se = tukey_gap(x.mean(-1), np.full((studies, models), float(seeds)), x.var(-1, ddof=1).mean(-1))
+    out = diff / se > stats.studentized_range.ppf(1 - alpha, models, models * (seeds - 1))
+    return float(out.any(-1).mean()), float(out[:, 0].mean())

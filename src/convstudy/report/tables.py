@@ -11,6 +11,8 @@ from urllib.parse import quote
 from rich.console import Console
 from rich.table import Table
 
+from convstudy.report.factors import level_text
+
 BEST_MARK = "★"
 
 
@@ -25,18 +27,21 @@ def acc_cell(stat: dict[str, Any]) -> str:
 
 def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     """The summary table: one row per model, its cells as every format shows them."""
+    on_val = report["study"].get("selection_metric") == "val_accuracy"
     rows = []
     for m in report["models"]:
         status = ", ".join(f"{n} {s}" for s, n in sorted(m["states"].items()) if s != "complete")
         retried = [f"seed {t['seed']}: {t['attempts']} attempts" for t in m.get("trials", []) if t.get("attempts", 1) > 1]
         status = ", ".join(filter(None, [status, *retried]))
+        best = f" {BEST_MARK}" if m["same_as_best"] else ""
         rows.append({
             "kernel": m["kernel"],
             "model": m["name"],
             "architecture": m["description"],
             "params": f"{m['params']:,}",
             "MFLOPs": f"{m['mflops']:.1f}",
-            "test accuracy %": acc_cell(m["test_accuracy"]) + (f" {BEST_MARK}" if m["same_as_best"] else ""),
+            **({"val accuracy %": acc_cell(m["val_accuracy"]) + best} if on_val else {}),
+            "test accuracy %": acc_cell(m["test_accuracy"]) + ("" if on_val else best),
             "n": str(m["test_accuracy"]["n"]),
             "test loss": f"{m['test_loss']['mean']:.4f}" if m["test_loss"]["n"] else "–",
             "s/epoch": f"{m['seconds_per_epoch']:.1f}" if m["seconds_per_epoch"] else "–",
@@ -45,10 +50,19 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
+def best_note(report: dict[str, Any]) -> str:
+    """What the best mark means, and which metric selected the best."""
+    on_val = report["study"].get("selection_metric") == "val_accuracy"
+    metric = "final validation accuracy (test accuracy is shown, never selects)" if on_val else "test accuracy"
+    single = ("with one seed per model only the best is marked" if on_val else
+              "or with one seed per model McNemar's test on paired test predictions, Holm-corrected")
+    return (f"{BEST_MARK} = best group: not called worse than the best model on {metric}; Tukey-Kramer HSD over "
+            f"seeds (family-wise α = 0.05), {single}.")
+
+
 def footnotes(report: dict[str, Any]) -> list[str]:
     """The lines under the summary table: what the best mark means, the validation note, warnings."""
-    notes = [f"{BEST_MARK} = statistically indistinguishable from the best model (Welch's t-test over seeds, or "
-             "McNemar's test on paired test predictions with one seed; α = 0.05)."]
+    notes = [best_note(report)]
     if report["study"]["validation_note"]:
         notes.append(report["study"]["validation_note"])
     notes += [mixed_note(report["study"], key) for key in report["study"].get("mixed", [])]
@@ -95,6 +109,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
             out.append("| " + " | ".join(md_text(v) for v in r.values()) + " |")
     out += [""] + [f"_{n}_" for n in footnotes(report)]
     out += _confusion_markdown(report.get("best_model"))
+    out += factors_markdown(report, plots_dir)
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]
@@ -113,16 +128,61 @@ def _confusion_markdown(best: dict[str, Any] | None) -> list[str]:
             *(f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(names, best["confusion"]))]
 
 
+def factor_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """The Factors section's rows as text (factor, level, effect pp, 95% CI, p) and (interaction, levels,
+    effect, CI, p), shared by Markdown and HTML; user text is not escaped here."""
+    def pp(e: dict[str, Any]) -> list[str]:
+        lo, hi = e["ci95"]
+        return [f"{100 * e['estimate']:+.2f}", f"{100 * lo:+.2f} … {100 * hi:+.2f}", f"{e['p_value']:.2g}"]
+
+    mains = []
+    for f in report.get("factors", []):
+        test = f" (F test p = {f['p_value']:.2g})" if f["p_value"] is not None else ""
+        mains.append([f"{f['name']}{test}", f"{level_text(f['reference'])} (reference)", "0", "–", "–"])
+        mains += [[f["name"], level_text(e["level"]), *pp(e)] for e in f["effects"]]
+    pairs = []
+    for i in report.get("interactions", []):
+        name = f"{i['factors'][0]} × {i['factors'][1]} (F test p = {i['p_value']:.2g})"
+        pairs += [[name, " × ".join(level_text(v) for v in e["levels"]), *pp(e)] for e in i["effects"]]
+    return mains, pairs
+
+
+def factors_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> list[str]:
+    """The Factors section (main effects, interactions, their plots), or nothing for a study without factors."""
+    if not report.get("factors"):
+        return []
+    mains, pairs = factor_rows(report)
+    fit = report["factor_fit"]
+    out = ["", "## Factors", "", f"Effect of each level against its factor's reference, in percentage points of "
+           f"{_metric(report)}: one linear model (OLS, treatment coding) over {fit['n']} finished seeds."]
+    if fit["note"]:
+        out += ["", f"_{md_text(fit['note'])}_"]
+    for head, rows in (("factor", mains), ("interaction", pairs)):
+        if rows:
+            out += ["", f"| {head} | level | effect (pp) | 95% CI | p |", "|---|---|---:|---:|---:|"]
+            out += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
+    if plots_dir:
+        out += [""] + [f"![{name}]({plots_dir}/_{name}.png)" for name in ("factors", "interactions")
+                       if report.get(name) and any(x.get("effects") for x in report[name])]
+    return out
+
+
+def _metric(report: dict[str, Any]) -> str:
+    on_val = report["study"].get("selection_metric") == "val_accuracy"
+    return "final validation accuracy" if on_val else "test accuracy"
+
+
 def render_csv(report: dict[str, Any]) -> str:
     """One row per trial (model, seed) with raw numbers, for spreadsheets."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["model", "kernel", "description", "params", "trainable_params", "mflops", "seed", "state",
-                     "test_accuracy", "test_loss", "train_seconds", "same_as_best"])
+                     "val_accuracy", "test_accuracy", "test_loss", "train_seconds", "same_as_best"])
     for m in report["models"]:
         for t in m["trials"]:
             writer.writerow([m["name"], m["kernel"], m["description"], m["params"], m["trainable_params"],
-                             m["mflops"], t["seed"], t["state"], t["test_accuracy"], t["test_loss"],
+                             m["mflops"], t["seed"], t["state"], t["epochs"][-1]["val_accuracy"] if t["epochs"] else None,
+                             t["test_accuracy"], t["test_loss"],
                              round(t["train_seconds"], 3), m["same_as_best"]])
     return buf.getvalue()
 
