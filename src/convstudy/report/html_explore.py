@@ -88,8 +88,9 @@ def curves_section(report: dict[str, Any], label: str) -> str:
     m = report["models"][best]
     svg = loss_svg(m, label)
     static = f"<figure>{svg}<figcaption>Best model only: {escape(m['name'])}.</figcaption></figure>" if svg else ""
-    options = "".join(f'<option value="{k}">{escape(k.replace("val_", label + " ").replace("_", " "))}</option>'
-                      for k in CURVE_METRICS)
+    names = {"loss": "train loss", "val_loss": f"{label} loss", "accuracy": "train accuracy (%)",
+             "val_accuracy": f"{label} accuracy (%)"}
+    options = "".join(f'<option value="{k}">{escape(names[k])}</option>' for k in CURVE_METRICS)
     return (f'<div id="curves-controls" class="filters" hidden><label for="c-metric">metric</label>'
             f'<select id="c-metric">{options}</select><button type="button" id="c-clear">clear selection</button>'
             '</div><div id="curves-plot" class="plot"></div><ul id="curves-legend" class="legend"></ul>'
