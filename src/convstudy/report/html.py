@@ -60,7 +60,7 @@ def render_html(report: dict[str, Any]) -> str:
         if inner is not None:
             sections.append(_section(ident, title, inner))
     return page(f"{s['name']} · convstudy report", "\n".join(sections),
-                json_block("report-data", page_data(report, label)), refresh=running)
+                json_block("report-data", page_data(report)), refresh=running)
 
 
 def _overlay(models: list[dict[str, Any]], label: str) -> str:

@@ -20,19 +20,18 @@ from convstudy.report.html_table import factor_names, level_text
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
 
-def page_data(report: dict[str, Any], label: str) -> dict[str, Any]:
+def page_data(report: dict[str, Any]) -> dict[str, Any]:
     """What the script needs: per model its seeds' epoch curves; the parallel-coordinates axes and metric."""
     models = report["models"]
+    factors = factor_names(models)
     return {
-        "label": label,
         "metric": {"name": "test accuracy (%)",
                    "values": [_num(100 * m["test_accuracy"]["mean"]) if m["test_accuracy"]["n"] else None
                               for m in models]},
         "dims": parallel_dims([m.get("factors") or {} for m in models]),
-        "factors": factor_names(models),
-        "models": [{"name": m["name"], "best": bool(m["same_as_best"]),
+        "models": [{"name": m["name"],
                     "levels": [level_text(v) if (v := (m.get("factors") or {}).get(f)) is not None else None
-                               for f in factor_names(models)],
+                               for f in factors],
                     "seeds": [_seed(t) for t in m.get("trials", [])]} for m in models],
         "initial": _best_index(models),
     }
