@@ -258,15 +258,17 @@ def test_page_in_chromium_has_no_errors_no_requests_and_is_not_blank(browser, se
     assert browser.problems() == []
     assert [u for u in browser.requests() if not u.startswith("data:")] == [base + "report.html"]
     assert hits == ["GET /report.html HTTP/1.1"]
-    # Rendered as text, not run: the description is the literal string, and ours is the only script.
+    # Rendered as text, not run: the description is the literal string, and ours is the only script
+    # (beside the inert JSON data block).
     assert browser.evaluate("document.querySelector('#header .desc').textContent") == \
         "<script>alert(1)</script> & friends"
-    assert browser.evaluate("document.scripts.length") == 1
+    assert browser.evaluate("Array.from(document.scripts).map(s => s.type)") == ["application/json", ""]
     # Sorting by a column reorders the rows: params ascending, then descending.
     order = "Array.from(document.querySelectorAll('#comparison-table tbody tr td.name')).map(c => c.textContent)"
-    browser.evaluate("document.querySelectorAll('#comparison-table th')[2].click()")
+    params = "Array.from(document.querySelectorAll('#comparison-table th')).find(h => h.textContent === 'params')"
+    browser.evaluate(f"{params}.click()")
     ascending = browser.evaluate(order)
-    browser.evaluate("document.querySelectorAll('#comparison-table th')[2].click()")
+    browser.evaluate(f"{params}.click()")
     assert browser.evaluate(order) == ascending[::-1] and ascending == ["small", "wide"]
     png = browser.screenshot()
     (tmp_path / "shot.png").write_bytes(png)
@@ -301,16 +303,22 @@ def test_run_writes_report_html_with_all_seven_parts(page, study_dir):
     # 2. sortable comparison table: one row per model with every column
     table = section(page, "comparison")
     assert 'class="sortable"' in table and table.count("<tr") == 3
-    for col in ("params", "MFLOPs", "test acc % (mean ± std)", "95% CI", "best", "test loss", "s/epoch",
+    for col in ("state", "params", "MFLOPs", "test acc % (mean ± std)", "95% CI", "best", "test loss", "s/epoch",
                 "samples/s", "diverged", "failed"):
         assert f">{escape(col)}</th>" in table, col
     for m in report["models"]:
-        assert f'<td data-v="{m["name"]}" class="name">{m["name"]}</td>' in table
+        assert f'<td data-v="{m["name"]}" class="name">{m["name"]}</td>' in table and ">2 complete</td>" in table
         assert f'{m["params"]:,}' in table and f"{100 * m['test_accuracy']['mean']:.2f} ± " in table
-    assert "★" in table
-    # 3. one loss figure per model, with a ±1 std band (two seeds)
+    assert "★" in table and 'id="filters"' in table
+    # 3. loss curves on demand, and for readers without JavaScript the best model's figure (±1 std band)
     curves = section(page, "curves")
-    assert curves.count("<svg") == 2 and "mean ± std, 2 seeds" in curves
+    assert curves.count("<svg") == 1 and "mean ± std, 2 seeds" in curves and 'id="curves-plot"' in curves
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page).group(1))
+    assert [len(m["seeds"]) for m in data["models"]] == [2, 2]
+    assert data["models"][0]["seeds"][0]["val_loss"] == \
+        [float(f"{e['val_loss']:.5g}") for e in report["models"][0]["trials"][0]["epochs"]]
+    # A finished study does not reload itself; hand-written models have no factors to draw.
+    assert 'http-equiv="refresh"' not in page and "No model has factors" in section(page, "parallel")
     # 4. overlay of validation loss and accuracy; 5. accuracy vs params and time with the Pareto front
     assert section(page, "overlay").count("<svg") == 1
     trade = section(page, "tradeoffs")
@@ -330,7 +338,8 @@ def test_run_writes_report_html_with_all_seven_parts(page, study_dir):
 
 
 def test_page_is_self_contained(page):
-    assert page.count("<script") == 1 and "Content-Security-Policy" in page
+    assert page.count("<script") == 2 and page.count('<script type="application/json"') == 1
+    assert "Content-Security-Policy" in page
     refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', page) + re.findall(r"url\(([^)]*)\)", page)
     assert refs and all(r.startswith(("data:", "#")) for r in refs), [r for r in refs if not r.startswith("data:")]
     assert not re.search(r"@import|<link[^>]+stylesheet|<iframe|<object|<embed", page)
@@ -387,13 +396,14 @@ def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_
         html = render(report, "html")
         return {p.name: p.read_bytes() for p in sorted((out / "plots").glob("*.png"))}, html
 
+    best = max(report["models"], key=lambda m: m["test_accuracy"]["mean"])["name"]
     fresh, html = refresh(tmp_path / "a")
-    assert sorted(drawn) == sorted(names * 2)  # cold: each model's PNG and SVG
+    assert sorted(drawn) == sorted(names + [best])  # cold: each model's PNG, the best model's SVG
     again, html_again = refresh(tmp_path / "b")
-    assert len(drawn) == 2 * len(names) and again == fresh and html_again == html  # nothing changed, nothing drawn
+    assert len(drawn) == len(names) + 1 and again == fresh and html_again == html  # nothing changed, nothing drawn
 
     report["models"][0]["epochs"][-1]["val_loss"] += 0.25
     changed, html_changed = refresh(tmp_path / "c")
-    assert drawn[2 * len(names):] == [names[0], names[0]]  # only the model whose curve moved
+    assert drawn[len(names) + 1:] == [names[0]] * (2 if names[0] == best else 1)  # only the model whose curve moved
     assert changed[f"{names[0]}.png"] != fresh[f"{names[0]}.png"] and html_changed != html
     assert all(changed[f"{n}.png"] == fresh[f"{n}.png"] for n in names[1:])

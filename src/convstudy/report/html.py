@@ -1,7 +1,8 @@
-"""One self-contained HTML page per study: CSS, SVG figures, images and the sorting script all inline.
+"""One self-contained HTML page per study: CSS, SVG figures, images, data and the one script all inline.
 
 A Content-Security-Policy forbids every network request, so the page can be mailed, archived or opened
-offline and shows the same thing. Every piece of user text goes through `html.escape`.
+offline and shows the same thing. Every piece of user text goes through `html.escape` (or, in the
+script, `textContent`). The table is in html_table, the interactive parts in html_explore(.js).
 """
 
 from __future__ import annotations
@@ -11,45 +12,71 @@ from html import escape
 from typing import Any
 
 from convstudy import __version__
-from convstudy.report.figures import factor_figures, loss_svg, overlay_svg, to_svg, tradeoff_points, tradeoff_svg
+from convstudy.report.figures import overlay_svg, tradeoff_points, tradeoff_svg
 from convstudy.report.html_best import render_best
-from convstudy.report.html_style import CSS, SORT_JS
-from convstudy.report.tables import best_note, factor_rows, mixed_note
+from convstudy.report.html_explore import curves_section, json_block, page_data, parallel_section, script
+from convstudy.report.html_sections import OPTIONAL_SECTIONS
+from convstudy.report.html_style import CSS
+from convstudy.report.html_table import footnote, render_filters, render_table
+from convstudy.report.tables import mixed_note
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-BEST_MARK = "★"
+REFRESH_S = 30
+OVERLAY_MAX = 16  # models one figure can tell apart (8 colours x 2 line styles); past it, pick curves instead
 
 
-def page(title: str, body: str) -> str:
-    """A complete HTML document around `body` (already escaped)."""
+def page(title: str, body: str, data: str = "", refresh: bool = False) -> str:
+    """A complete HTML document around `body` (already escaped) and the `data` block the script reads;
+    `refresh`: reload every REFRESH_S seconds (a study still running)."""
+    reload = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if refresh else ""
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">{reload}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<link rel="icon" href="data:,">'  # else browsers fetch /favicon.ico
             f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n"
             f"<footer>convstudy {escape(__version__)} · {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</footer>"
-            f"</main><script>{SORT_JS}</script></body></html>\n")
+            f"</main>{data}<script>{script()}</script></body></html>\n")
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """The study's report as one HTML page with the seven parts of issue 5."""
+    """The study's report as one HTML page: header, filterable table, parallel coordinates, curves on demand,
+    overlay, trade-offs, best model, and the optional sections whose data the report holds."""
     s = report["study"]
     label = "test (= validation)" if s["validation"] == "test" else "validation"
     models = report["models"]
     points = tradeoff_points(models)
-    on_val = s.get("selection_metric") == "val_accuracy"
+    running = any(s["states"].get(k) for k in ("pending", "running"))
     sections = [
-        _header(s),
-        _section("comparison", "Comparison", _table(models, on_val) + _footnote(report)),
-        *([_section("factors", "Factors", _factors(report))] if report.get("factors") else []),
-        _section("curves", "Loss by epoch, per model", _curves(models, label)),
-        _section("overlay", f"All models: {label} loss and accuracy by epoch",
-                 _figure(overlay_svg(models, label), "Mean over the finished seeds of each model.")),
-        _section("tradeoffs", "Accuracy vs cost",
-                 _figure(tradeoff_svg(points), _pareto_caption(points))),
+        _header(s, running),
+        _section("comparison", "Comparison", render_filters(models) + render_table(models, s.get("selection_metric") == "val_accuracy") + footnote(report)),
+        _section("parallel", "Factors and accuracy", parallel_section(report)) if models else "",
+        _section("curves", "Loss by epoch, selected models", curves_section(report, label)),
+        _section("overlay", f"All models: {label} loss and accuracy by epoch", _overlay(models, label)),
+        _section("tradeoffs", "Accuracy vs cost", _tradeoffs(points)),
         _section("best-model", "Best model", render_best(report)),
     ]
-    return page(f"{s['name']} · convstudy report", "\n".join(sections))
+    for ident, title, draw in OPTIONAL_SECTIONS:
+        inner = draw(report)
+        if inner is not None:
+            sections.append(_section(ident, title, inner))
+    return page(f"{s['name']} · convstudy report", "\n".join(sections),
+                json_block("report-data", page_data(report)), refresh=running)
+
+
+def _overlay(models: list[dict[str, Any]], label: str) -> str:
+    if len(models) > OVERLAY_MAX:
+        return (f"<p>{len(models)} models are too many lines for one figure: tick models in the table to "
+                "compare their curves above.</p>")
+    return _figure(overlay_svg(models, label), "Mean over the finished seeds of each model.")
+
+
+def _tradeoffs(points: list[dict[str, Any]]) -> str:
+    svg = tradeoff_svg(points)
+    if svg is not None and len(points) > OVERLAY_MAX:
+        # Thousands of SVG elements: closed, the browser neither lays them out nor paints them, so a big
+        # study's page opens in a fraction of the time (issue 19: 300 models within 2 s), still without script.
+        svg = f"<details><summary>Show the figure ({len(points)} models)</summary>{svg}</details>"
+    return _figure(svg, _pareto_caption(points))
 
 
 def _section(ident: str, title: str, inner: str) -> str:
@@ -62,7 +89,7 @@ def _figure(svg: str | None, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{caption}</figcaption></figure>"
 
 
-def _header(s: dict[str, Any]) -> str:
+def _header(s: dict[str, Any], running: bool) -> str:
     prov = s.get("provenance") or {}
     train = (s.get("spec") or {}).get("train") or {}
     states = ", ".join(f"{n} {escape(k)}" for k, n in sorted(s["states"].items()))
@@ -86,6 +113,9 @@ def _header(s: dict[str, Any]) -> str:
             f"{escape(s['validation_note'])}</p>") if s.get("validation_note") else ""
     note += "".join(f'<p class="note warn mixed">{escape(mixed_note(s, key))}</p>' for key in s.get("mixed", []))
     note += "".join(f'<p class="note warn">{escape(w)}</p>' for w in s.get("warnings", []))
+    if running:
+        note += (f'<p class="note" id="running-note">The study is still running: this page reloads every '
+                 f"{REFRESH_S} s.</p>")
     desc = f'<p class="desc">{escape(s["description"])}</p>' if s["description"] else ""
     return (f'<header id="header"><h1>{escape(s["name"])}</h1>{desc}{note}<div class="facts">'
             f"{_dl('Settings', settings)}{_dl('Run', run)}{_dl('Provenance', versions)}</div></header>")
@@ -116,100 +146,6 @@ def _duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s" if m else f"{s}s"
-
-
-COLUMNS = ("model", "description", "params", "MFLOPs", "test acc % (mean ± std)", "95% CI", "best", "n",
-           "test loss", "s/epoch", "samples/s", "diverged", "failed", "retries")
-
-
-def _table(models: list[dict[str, Any]], on_val: bool) -> str:
-    if not models:
-        return "<p>No trial has started yet.</p>"
-    notebook = any(m.get("notebook_accuracy") is not None for m in models)
-    cols = COLUMNS[:4] + (("val acc % (mean ± std)",) if on_val else ()) + COLUMNS[4:]
-    cols += ("notebook acc %",) if notebook else ()
-    head = "".join(f'<th scope="col" tabindex="0">{escape(c)}</th>' for c in cols)
-    rows = [_row(m, notebook, on_val) for m in models]
-    return (f'<div class="scroll"><table class="sortable" id="comparison-table"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def _row(m: dict[str, Any], notebook: bool, on_val: bool) -> str:
-    acc, loss = m["test_accuracy"], m["test_loss"]
-    ci = acc["ci95"]
-    trials = m.get("trials", [])
-    retries = sum(max(0, t.get("attempts", 1) - 1) for t in trials)  # attempts past the first, e.g. a lost worker
-    cells = [
-        _td(m["name"], m["name"], cls="name"),
-        _td(m["description"], m["description"], cls="text"),
-        _td(f"{m['params']:,}", m["params"]),
-        _td(f"{m['mflops']:.2f}", m["mflops"]),
-        *([_td(_pct(m["val_accuracy"]), m["val_accuracy"]["mean"])] if on_val else []),
-        _td(_pct(acc), acc["mean"]),
-        _td(f"{max(0.0, 100 * ci[0]):.2f} – {min(100.0, 100 * ci[1]):.2f}" if ci else "–", ci[0] if ci else None),
-        _td(BEST_MARK if m["same_as_best"] else "", int(m["same_as_best"]),
-            title=f"p = {m['p_value']:.3g} ({m['test']})" if m.get("p_value") is not None else None),
-        _td(str(acc["n"]), acc["n"]),
-        _td(f"{loss['mean']:.4f}" if loss["n"] else "–", loss["mean"]),
-        _td(f"{m['seconds_per_epoch']:.2f}" if m["seconds_per_epoch"] else "–", m["seconds_per_epoch"]),
-        _td(f"{m['samples_per_s']:,.0f}" if m["samples_per_s"] else "–", m["samples_per_s"]),
-        _td(str(m["diverged"]), m["diverged"], cls="bad" if m["diverged"] else None),
-        _td(str(m["failed"]), m["failed"], cls="bad" if m["failed"] else None),
-        _td(str(retries), retries, title=", ".join(f"seed {t['seed']}: {t['attempts']} attempts" for t in trials
-                                                  if t["attempts"] > 1) or None),
-    ]
-    if notebook:
-        nb = m.get("notebook_accuracy")
-        cells.append(_td(f"{100 * nb:.2f}" if nb is not None else "–", nb))
-    best = ' class="best"' if m["same_as_best"] else ""
-    return f"<tr{best}>{''.join(cells)}</tr>"
-
-
-def _td(text: str, key: Any, cls: str | None = None, title: str | None = None) -> str:
-    attrs = "" if key is None else f' data-v="{escape(str(key))}"'
-    attrs += f' class="{cls}"' if cls else ""
-    attrs += f' title="{escape(title)}"' if title else ""
-    return f"<td{attrs}>{escape(text)}</td>"
-
-
-def _pct(stat: dict[str, Any]) -> str:
-    if not stat["n"]:
-        return "–"
-    return f"{100 * stat['mean']:.2f}" + (f" ± {100 * stat['std']:.2f}" if stat["n"] > 1 else "")
-
-
-def _footnote(report: dict[str, Any]) -> str:
-    return (f'<p class="small">{escape(best_note(report))} Hover the mark for the adjusted p. 95% CI: Student t '
-            "over seeds (test accuracy). Click a column heading to sort.</p>")
-
-
-def _factors(report: dict[str, Any]) -> str:
-    """The Factors section: main-effect and interaction tables (pp, 95% CI, p) and their figures."""
-    mains, pairs = factor_rows(report)
-    fit = report["factor_fit"]
-    parts = [f"<p>Effect of each level against its factor's reference, in percentage points of the selection "
-             f"metric: one linear model (OLS, treatment coding) over {fit['n']} finished seeds.</p>"]
-    if fit["note"]:
-        parts.append(f'<p class="note warn">{escape(fit["note"])}</p>')
-    for head, rows in (("factor", mains), ("interaction", pairs)):
-        if rows:
-            cells = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-            parts.append(f'<div class="scroll"><table><thead><tr><th>{head}</th><th>level</th><th>effect (pp)</th>'
-                         f"<th>95% CI</th><th>p</th></tr></thead><tbody>{cells}</tbody></table></div>")
-    figs = factor_figures(report)
-    parts += [_figure(to_svg(fig), "Main effects with 95% CIs (reference level at 0)." if name == "factors" else
-                      "Cell means of each fitted two-way interaction.") for name, fig in figs.items()]
-    return "\n".join(parts)
-
-
-def _curves(models: list[dict[str, Any]], label: str) -> str:
-    figs = []
-    for m in models:
-        svg = loss_svg(m, label)
-        if svg is not None:
-            figs.append(f'<figure class="card">{svg}<figcaption><b>{escape(m["name"])}</b>: '
-                        f'{escape(m["description"])}</figcaption></figure>')
-    return f'<div class="grid">{"".join(figs)}</div>' if figs else "<p>No finished epoch yet.</p>"
 
 
 def _pareto_caption(points: list[dict[str, Any]]) -> str:

@@ -39,6 +39,21 @@ td.barcell{width:120px}
 .mistake{margin:0;text-align:center}
 .mistake img{width:64px;height:64px;image-rendering:pixelated;border:1px solid var(--line)}
 .mistake figcaption{font-size:.75em;line-height:1.25}
+.filters{display:flex;flex-wrap:wrap;gap:6px 10px;align-items:center;margin:.4em 0 .8em;font-size:.9em}
+.filters[hidden]{display:none}
+.filters label{color:var(--muted)}
+.filters input,.filters select,.filters button{font:inherit;padding:2px 6px}
+.filters output{color:var(--muted)}
+:focus-visible{outline:3px solid var(--accent);outline-offset:1px}
+input.pick{margin:0 6px 0 0;vertical-align:middle}
+.plot svg{max-height:420px}
+path.pc-line{stroke-width:1.2;stroke-opacity:.75;cursor:pointer}
+path.pc-line.off{stroke-opacity:.05}
+path.pc-line.picked{stroke-width:3.5;stroke-opacity:1}
+text.pc-axis{font-size:13px;font-weight:600;fill:var(--fg)}
+text.pc-tick{font-size:11px;fill:var(--muted);paint-order:stroke;stroke:#fff;stroke-width:3px}
+.legend{list-style:none;padding:0;margin:.3em 0;display:flex;flex-wrap:wrap;gap:4px 16px;font-size:.85em}
+.swatch{display:inline-block;width:1.6em;height:.6em;margin-right:5px;vertical-align:middle;border-radius:2px}
 footer{margin-top:2em;font-size:.8em;color:var(--muted)}
 @media (max-width:600px){body{font-size:14px}main{padding:8px}.grid{grid-template-columns:1fr}}
 @media print{
@@ -47,34 +62,4 @@ footer{margin-top:2em;font-size:.8em;color:var(--muted)}
   table.sortable th{position:static}table.sortable th::after{content:""!important}
   .scroll{overflow:visible}
 }
-"""
-
-# Sorts a table by the clicked column: numeric on data-v when every cell has one, else by text.
-SORT_JS = """
-document.querySelectorAll('table.sortable').forEach(function (table) {
-  var heads = table.tHead.rows[0].cells;
-  Array.prototype.forEach.call(heads, function (th, col) {
-    function sort() {
-      var asc = th.getAttribute('aria-sort') !== 'ascending';
-      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
-      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
-      var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
-      var key = function (row) {
-        var cell = row.cells[col];
-        var v = cell.getAttribute('data-v');
-        var n = v === null ? NaN : parseFloat(v);
-        return isNaN(n) ? cell.textContent.trim().toLowerCase() : n;
-      };
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b);
-        if (typeof x !== typeof y) { return typeof x === 'number' ? -1 : 1; }
-        return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
-      });
-      rows.forEach(function (row) { body.appendChild(row); });
-    }
-    th.addEventListener('click', sort);
-    th.addEventListener('keydown', function (e) { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sort(); } });
-  });
-});
 """

@@ -1,0 +1,53 @@
+"""Report sections that show only when their data is in the report: the factor effects and the search history.
+
+Each is `f(report) -> HTML or None`; `render_html` adds the sections whose function returns HTML, in
+`OPTIONAL_SECTIONS` order. The statistics come from elsewhere (collect); these only draw them, escaped.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any, Callable
+
+
+def factor_effects(report: dict[str, Any]) -> str | None:
+    """The Factors section: main-effect and interaction tables (pp, 95% CI, p) and their figures; None without factors."""
+    if not report.get("factors"):
+        return None
+    from convstudy.report.figures import factor_figures, to_svg
+    from convstudy.report.tables import factor_rows
+
+    mains, pairs = factor_rows(report)
+    fit = report["factor_fit"]
+    parts = [f"<p>Effect of each level against its factor's reference, in percentage points of the selection "
+             f"metric: one linear model (OLS, treatment coding) over {fit['n']} finished seeds.</p>"]
+    if fit["note"]:
+        parts.append(f'<p class="note warn">{escape(fit["note"])}</p>')
+    for head, rows in (("factor", mains), ("interaction", pairs)):
+        if rows:
+            cells = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            parts.append(f'<div class="scroll"><table><thead><tr><th>{head}</th><th>level</th><th>effect (pp)</th>'
+                         f"<th>95% CI</th><th>p</th></tr></thead><tbody>{cells}</tbody></table></div>")
+    for name, fig in factor_figures(report).items():
+        caption = ("Main effects with 95% CIs (reference level at 0)." if name == "factors" else
+                   "Cell means of each fitted two-way interaction.")
+        parts.append(f"<figure>{to_svg(fig)}<figcaption>{caption}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def search_history(report: dict[str, Any]) -> str | None:
+    """`report["search"]`, once the search issue writes it: until then there is nothing to show."""
+    search = report.get("search")
+    if not search:
+        return None
+    trials = search.get("trials", []) if isinstance(search, dict) else search
+    cols = list(dict.fromkeys(k for t in trials for k in t))
+    head = "".join(f'<th scope="col" tabindex="0">{escape(str(c))}</th>' for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(t.get(c, '–')))}</td>" for c in cols) + "</tr>" for t in trials)
+    return f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
+    ("factors", "Factors", factor_effects),
+    ("search", "Search history", search_history),
+]
