@@ -226,13 +226,15 @@ def test_running_study_reloads_itself_and_the_final_report_does_not(tmp_path):
 def test_optional_sections_show_only_with_their_data(tmp_path):
     fabricate(tmp_path / "s", space()[:2])
     report = _collect(tmp_path / "s")
-    assert 'id="factor-effects"' not in render(report, "html") and 'id="search"' not in render(report, "html")
-    report["factors"] = [{"name": HOSTILE_FACTOR, "levels": ["a", HOSTILE_LEVEL],
+    report["factors"], report["interactions"] = [], []
+    assert 'id="factors"' not in render(report, "html") and 'id="search"' not in render(report, "html")
+    report["factors"] = [{"name": HOSTILE_FACTOR, "levels": ["a", HOSTILE_LEVEL], "reference": "a", "p_value": 0.004,
                           "effects": [{"level": HOSTILE_LEVEL, "estimate": 0.0123, "ci95": [0.001, 0.02],
                                        "p_value": 0.004}]}]
+    report["factor_fit"] = {"n": 6, "note": None}
     page = render(report, "html")
-    effects = page[page.index('id="factor-effects"'):]
-    assert "0.0123" in effects and "0.001 – 0.02" in effects and "0.004" in effects
+    effects = page[page.index('id="factors"'):]
+    assert "+1.23" in effects and "+0.10 … +2.00" in effects and "0.004" in effects
     assert HOSTILE_FACTOR not in effects and HOSTILE_LEVEL not in effects
     assert "&lt;/script&gt;&lt;script&gt;" in effects and "&quot;&gt;&lt;img" in effects
 

@@ -48,14 +48,29 @@ def race(models: Sequence[str], seeds: Sequence[int], first: int,
             n[m] += 1
 
 
-def finished_values(store, metric: Callable) -> dict[tuple[str, int], float | None]:
+# In the best group is decided when the simultaneous 95% upper bound of (best - model) is below this:
+# the model cannot be more than 0.2 pp of accuracy behind the best (out of it: adjusted p < 0.05).
+RACE_MARGIN = 0.002
+
+
+def decide(values: Mapping[str, Sequence[float]]) -> dict[str, bool]:
+    """Whether each model's place is decided, by the report's best-group procedure (report.stats.places)."""
+    from convstudy.report.stats import places
+
+    return {name: place.decided for name, place in places(values, margin=RACE_MARGIN).items()}
+
+
+def finished_values(store, validation: str) -> dict[tuple[str, int], float | None]:
     """(model, seed) -> the selection metric of every trial that ended (None for a diverged one)."""
+    from convstudy.report.collect import selection_metric
     from convstudy.store import State
 
+    on_test = selection_metric(validation) == "test_accuracy"
     out: dict[tuple[str, int], float | None] = {}
     for r in store.db.trials():
         if r.state == State.COMPLETE:
-            out[(r.model, r.seed)] = metric(store, r)
+            rows = [] if on_test else store.db.epochs(r.id)
+            out[(r.model, r.seed)] = r.test_accuracy if on_test else rows[-1].val_accuracy if rows else None
         elif r.state == State.DIVERGED:
             out[(r.model, r.seed)] = None
     return out
@@ -65,24 +80,22 @@ def run_racing(study, opts, console: Console, run: Callable) -> tuple[object, bo
     """Run `study` round by round with `run` (run_study or the worker pool) until racing is done."""
     import json
 
-    from convstudy.report.stats import decided, selection_metric
     from convstudy.store import StudyStore
 
     models = list(opts.models or [m.name for m in study.models])
-    metric = selection_metric(study)
     finished: dict = {}
     if (opts.out / "study.db").is_file():
         existing = StudyStore.open_existing(opts.out)
         try:
-            finished = finished_values(existing, metric)
+            finished = finished_values(existing, study.train.validation)
         finally:
             existing.close()
     store = None
-    while not (state := race(models, study.seeds, study.race, finished, decided)).done:
+    while not (state := race(models, study.seeds, study.race, finished, decide)).done:
         store, ok = run(study, replace(opts, seeds_of=state.seeds), console=console)
         if not ok:
             return store, False
-        finished = finished_values(store, metric)
+        finished = finished_values(store, study.train.validation)
     store = store or StudyStore.create_or_open(opts.out, study)
     store.db.set_meta("racing", json.dumps({m: {"seeds": len(state.seeds[m]), "stopped": state.why[m]}
                                             for m in models}))

@@ -31,6 +31,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
     for rec in trials:
         by_model.setdefault(rec.model, []).append(rec)
     models, correct, warnings = [], {}, []
+    racing = json.loads(store.db.get_meta("racing") or "{}")
     for spec in study.models:
         recs = by_model.get(spec.name)
         if not recs:
@@ -69,7 +70,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "samples_per_s": (n_train / float(np.mean(epoch_secs))) if epoch_secs and n_train else None,
             "train_seconds": sum(r.train_seconds for r in recs),
             "notebook_accuracy": NOTEBOOK_ACCURACY.get(spec.name) if study.name == "seed" else None,
-            "factors": dict(spec.factors),
+            "racing": racing.get(spec.name),  # {seeds, stopped} once a racing run has ended
             "epochs": _mean_curves([s["epochs"] for s in per_seed if s["state"] == "complete"]
                                    or [s["epochs"] for s in per_seed]),
             "trials": per_seed,

@@ -35,6 +35,19 @@ def factor_effects(report: dict[str, Any]) -> str | None:
     return "\n".join(parts)
 
 
+def racing(report: dict[str, Any]) -> str | None:
+    """How many seeds each raced model got and why it stopped; None for a study that did not race."""
+    from convstudy.report.tables import racing_rows
+
+    rows = racing_rows(report)
+    if not rows:
+        return None
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return ("<p>Seeds went only to models whose place in or out of the best group was undecided.</p>"
+            '<div class="scroll"><table><thead><tr><th>model</th><th>seeds</th><th>stopped</th></tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
 def search_history(report: dict[str, Any]) -> str | None:
     """`report["search"]`, once the search issue writes it: until then there is nothing to show."""
     search = report.get("search")
@@ -49,5 +62,6 @@ def search_history(report: dict[str, Any]) -> str | None:
 
 OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
     ("factors", "Factors", factor_effects),
+    ("racing", "Racing", racing),
     ("search", "Search history", search_history),
 ]

@@ -110,6 +110,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     out += [""] + [f"_{n}_" for n in footnotes(report)]
     out += _confusion_markdown(report.get("best_model"))
     out += factors_markdown(report, plots_dir)
+    out += racing_markdown(report)
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]
@@ -145,6 +146,20 @@ def factor_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]
         name = f"{i['factors'][0]} × {i['factors'][1]} (F test p = {i['p_value']:.2g})"
         pairs += [[name, " × ".join(level_text(v) for v in e["levels"]), *pp(e)] for e in i["effects"]]
     return mains, pairs
+
+
+def racing_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Per raced model: its name, the seeds it got and why it stopped (none for a study that did not race)."""
+    return [[m["name"], str(m["racing"]["seeds"]), m["racing"]["stopped"]] for m in report["models"] if m.get("racing")]
+
+
+def racing_markdown(report: dict[str, Any]) -> list[str]:
+    """The Racing section: how many seeds each model got and why it stopped."""
+    rows = racing_rows(report)
+    if not rows:
+        return []
+    return ["", "## Racing", "", "Seeds went only to models whose place in or out of the best group was undecided.",
+            "", "| model | seeds | stopped |", "|---|---:|---|", *(f"| {' | '.join(md_text(c) for c in r)} |" for r in rows)]
 
 
 def factors_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> list[str]:
