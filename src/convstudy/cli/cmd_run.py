@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from convstudy.cli.cmd_latency import add_latency_options
 from convstudy.cli.options import add_data_dir, name_list, positive_int
 
 
@@ -44,6 +45,9 @@ def register(sub) -> None:
     p.add_argument("--streams", type=count_or_auto, default=None, metavar="1|auto",
                    help="kept for old command lines: trials side by side in one process were removed "
                         "(never measured faster); only 1 or auto is accepted")
+    p.add_argument("--latency", action="store_true",
+                   help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
+    add_latency_options(p, "latency-")
     p.set_defaults(func=run)
 
 
@@ -60,6 +64,7 @@ def count_or_auto(value: str) -> int | None:
 def run(args: argparse.Namespace) -> int:
     from convstudy.errors import UserError
     from convstudy.executors import RunOptions, run_study
+    from convstudy.interop.latency import LatencyOptions
     from convstudy.report import collect, render
     from convstudy.spec import resolve_study, with_overrides
 
@@ -74,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.streams is not None and args.streams > 1:
         raise UserError(f"--streams {args.streams}: trials side by side in one process were removed; use "
                         "--workers N for several trial processes, or --executor ray with --gpus-per-trial")
+    latency = None
+    if args.latency:
+        latency = LatencyOptions(repeats=args.latency_repeats, budget_s=args.latency_budget, precision=args.precision)
+        latency.check()  # before training
     console = Console(highlight=False)
     opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(args.models) if args.models else None,
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
@@ -85,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
         store, finished = run_with_workers(study, opts, args.workers, console)
     else:
         store, finished = run_study(study, opts, console)
+    if latency and finished:
+        from convstudy.cli.cmd_latency import measure_and_show
+        from convstudy.report import write_reports
+
+        measure_and_show(store, opts.models, latency, console)
+        write_reports(store)
     render(collect(store), "table", console)
     console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
     wanted = set(opts.models or [m.name for m in study.models])
