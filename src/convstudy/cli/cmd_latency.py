@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--models", type=name_list, help="only these models, comma-separated (default: every model)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="PyTorch's precision; auto: the trainer's choice for this CPU (bf16 where it runs natively)")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="intra-op threads of PyTorch and onnxruntime (default: PyTorch's, as the trainer runs)")
     add_latency_options(p)
     p.set_defaults(func=run)
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from convstudy.interop.latency import LatencyOptions
     from convstudy.store import StudyStore
 
-    opts = LatencyOptions(repeats=args.repeats, budget_s=args.budget, precision=args.precision)
+    opts = LatencyOptions(repeats=args.repeats, budget_s=args.budget, precision=args.precision, threads=args.threads)
     opts.check()  # before any work
     store = StudyStore.open_existing(args.out)
     try:

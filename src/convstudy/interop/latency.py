@@ -35,10 +35,13 @@ MIN_REPEATS = 6  # the fewest repeats for which an order-statistic 95% CI of the
 BATCHES = {"batch1_ms": 1, "batch256_ms_per_image": 256}  # report field -> batch size
 WARMUP_S = 0.2
 MIN_REPEAT_S = 0.005
+TARGET_WIDTH = 0.10  # past the requested repeats, keep timing (up to MAX_FACTOR times as many) until the CI is this narrow
+MAX_FACTOR = 4
 METHOD = (f"per model, runtime and batch: >= {WARMUP_S:g} s of warm-up, then timed repeats, each the mean ms per "
-          f"image over enough forward passes (with softmax) to last >= {MIN_REPEAT_S * 1e3:g} ms; median of the "
-          "repeats with a distribution-free 95% CI (binomial order statistics, scipy.stats.quantile_test); "
-          "inputs are random float32 images in [0, 1]")
+          f"image over enough forward passes (with softmax) to last >= {MIN_REPEAT_S * 1e3:g} ms; at least the "
+          f"requested repeats, and more (up to {MAX_FACTOR}x) until the CI is within {TARGET_WIDTH:.0%} of the median; "
+          "median of the repeats with a distribution-free 95% CI (binomial order statistics, "
+          "scipy.stats.quantile_test); inputs are random float32 images in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class LatencyOptions:
     repeats: int  # timed repeats per model, runtime and batch (the CLI's default: 50)
     budget_s: float  # no new model starts after this many seconds; 0: no limit (the CLI's default: 600)
     precision: str = "auto"  # PyTorch's precision, chosen as the trainer chooses it (train.device)
+    threads: int | None = None  # intra-op threads of both runtimes; None: torch's, as the trainer runs
 
     def check(self) -> None:
         if self.repeats < MIN_REPEATS:
@@ -65,7 +69,8 @@ def median_ci(values: list[float]) -> dict[str, Any]:
 
 
 def time_repeats(fn: Callable[[], object], repeats: int) -> tuple[list[float], int]:
-    """(seconds per call of `fn`, one value per timed repeat; calls per repeat), after a warm-up."""
+    """(seconds per call of `fn`, one value per timed repeat; calls per repeat), after a warm-up: `repeats`
+    repeats, then more until the median's CI is within TARGET_WIDTH of it or MAX_FACTOR * `repeats` were timed."""
     start, calls = time.perf_counter(), 0
     while calls < 3 or time.perf_counter() - start < WARMUP_S:
         fn()
@@ -73,13 +78,21 @@ def time_repeats(fn: Callable[[], object], repeats: int) -> tuple[list[float], i
     t = time.perf_counter()
     fn()
     per_repeat = max(1, math.ceil(MIN_REPEAT_S / max(time.perf_counter() - t, 1e-9)))
-    out = []
-    for _ in range(repeats):
+    out: list[float] = []
+    while len(out) < repeats or (len(out) < MAX_FACTOR * repeats and _wide(out)):
         t = time.perf_counter()
         for _ in range(per_repeat):
             fn()
         out.append((time.perf_counter() - t) / per_repeat)
     return out, per_repeat
+
+
+def _wide(values: list[float]) -> bool:
+    """Whether the median's CI is wider than TARGET_WIDTH of it (checked every fifth repeat, to keep it cheap)."""
+    if len(values) % 5:
+        return True
+    stat = median_ci(values)
+    return stat["ci95"][1] - stat["ci95"][0] > TARGET_WIDTH * stat["median"]
 
 
 def _inputs(trained: Trained, batch: int) -> torch.Tensor:
@@ -170,6 +183,17 @@ def measure_study(store: StudyStore, models: list[str], opts: LatencyOptions) ->
     cpu = torch.device("cpu")
     configure_backends(cpu)
     precision = resolve_precision(opts.precision, cpu)
+    threads, before = opts.threads or torch.get_num_threads(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield from _measure_each(store, models, opts, precision, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure_each(store: StudyStore, models: list[str], opts: LatencyOptions, precision: str,
+                  threads: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    cpu = torch.device("cpu")
     hw = hardware()
     start = time.perf_counter()
     for name in models:
@@ -181,5 +205,5 @@ def measure_study(store: StudyStore, models: list[str], opts: LatencyOptions) ->
         except UserError as exc:  # no complete trial, or weights that fail their checks
             yield name, {"not_measured": str(exc)}
             continue
-        p = plan(trained.spec, trained.info.input_shape, cpu, precision, torch.get_num_threads())
+        p = plan(trained.spec, trained.info.input_shape, cpu, precision, threads)
         yield name, measure_model(trained, p, opts.repeats, hw)
