@@ -29,11 +29,12 @@ def run(study: "Study | str | Path", **options: Any) -> "Results":
     precision, workers, quiet, ...); returns the study directory's Results."""
     from rich.console import Console
 
-    from convstudy.cli.cmd_run import execute, failed_note, prepare
+    from convstudy.cli.cmd_run import execute, failed_note, latency_options, prepare
     from convstudy.results import Results
 
-    spec, opts, workers = prepare(_run_args(study, options))
-    store, _ = execute(spec, opts, workers, Console(highlight=False))
+    args = _run_args(study, options)
+    spec, opts, workers = prepare(args)
+    store, _ = execute(spec, opts, workers, Console(highlight=False), latency_options(args))
     try:
         note = failed_note(store, spec, opts)
     finally:

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from convstudy.cli.cmd_latency import add_latency_options
 from convstudy.cli.options import add_data_dir, add_selection, positive_int, selected
 
 if TYPE_CHECKING:
     from convstudy.executors import RunOptions
+    from convstudy.interop.latency import LatencyOptions
     from convstudy.spec import Study
     from convstudy.store import StudyStore
 
@@ -53,6 +55,9 @@ def register(sub) -> None:
     p.add_argument("--streams", type=count_or_auto, default=None, metavar="1|auto",
                    help="kept for old command lines: trials side by side in one process were removed "
                         "(never measured faster); only 1 or auto is accepted")
+    p.add_argument("--latency", action="store_true",
+                   help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
+    add_latency_options(p, "latency-")
     p.set_defaults(func=run)
 
 
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     study, opts, workers = prepare(args)
     console = Console(highlight=False)
-    store, finished = execute(study, opts, workers, console)
+    store, finished = execute(study, opts, workers, console, latency_options(args))
     render(collect(store), "table", console)
     console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
     if note := failed_note(store, study, opts):
@@ -121,9 +126,32 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
     return study, opts, args.workers
 
 
-def execute(study: "Study", opts: "RunOptions", workers: int, console: Console) -> tuple["StudyStore", bool]:
-    """Run (or resume) the study: `workers` local processes, else `run_study`; returns the store and whether
-    every wanted trial ended."""
+def latency_options(args: argparse.Namespace) -> "LatencyOptions | None":
+    """`--latency`'s options, checked before anything trains; None without --latency."""
+    if not args.latency:
+        return None
+    from convstudy.interop.latency import LatencyOptions
+
+    latency = LatencyOptions(repeats=args.latency_repeats, budget_s=args.latency_budget, precision=args.precision)
+    latency.check()
+    return latency
+
+
+def execute(study: "Study", opts: "RunOptions", workers: int, console: Console,
+            latency: "LatencyOptions | None" = None) -> tuple["StudyStore", bool]:
+    """Run (or resume) the study: `workers` local processes, else `run_study`, then measure `latency` if the
+    run ended; returns the store and whether every wanted trial ended."""
+    store, finished = _train(study, opts, workers, console)
+    if latency and finished:
+        from convstudy.cli.cmd_latency import measure_and_show
+        from convstudy.report import write_reports
+
+        measure_and_show(store, opts.models, latency, console)
+        write_reports(store)
+    return store, finished
+
+
+def _train(study: "Study", opts: "RunOptions", workers: int, console: Console) -> tuple["StudyStore", bool]:
     from convstudy.executors import run_study
 
     runner = run_study

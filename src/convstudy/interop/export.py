@@ -80,15 +80,22 @@ def onnx_bytes(module: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
+def ort_session(data: bytes, threads: int | None = None):
+    """An onnxruntime CPU session over ONNX bytes (`threads` intra-op threads; default: onnxruntime's)."""
+    _, ort = _onnx_modules()
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting on shared CPUs
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 @torch.inference_mode()
 def check_onnx(data: bytes, module: nn.Module, x: torch.Tensor, source: str) -> Parity:
     """Run the ONNX bytes with onnxruntime on `x` (float NCHW) and compare with PyTorch's probabilities."""
-    onnx, ort = _onnx_modules()
+    onnx, _ = _onnx_modules()
     onnx.checker.check_model(onnx.load_from_string(data))
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # no busy-waiting on shared CPUs
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    theirs = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy().astype(np.float32)})[0]
+    theirs = ort_session(data).run([OUTPUT_NAME], {INPUT_NAME: x.numpy().astype(np.float32)})[0]
     ours = predict_proba(module.eval(), x).numpy()
     return Parity(n=len(x), source=source, max_abs_diff=float(np.abs(theirs - ours).max()),
                   argmax_same=int((theirs.argmax(1) == ours.argmax(1)).sum()))

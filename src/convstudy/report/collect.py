@@ -14,7 +14,7 @@ from convstudy.report.factors import factor_effects
 from convstudy.report.html_best import best_model_summary
 from convstudy.report.stats import best_group, describe
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
-from convstudy.store import DamagedFile, StudyStore
+from convstudy.store import DamagedFile, StoreError, StudyStore
 
 VALIDATION_NOTE = ("The test set was also the validation data (the notebook's semantics): per-epoch validation "
                    "numbers and the final test accuracy come from the same 10,000 images, so model selection "
@@ -32,6 +32,11 @@ def collect(store: StudyStore) -> dict[str, Any]:
         by_model.setdefault(rec.model, []).append(rec)
     models, correct, warnings = [], {}, []
     racing = json.loads(store.db.get_meta("racing") or "{}")
+    try:
+        latency = store.read_latency()
+    except StoreError as exc:  # shown, never fatal: the rest of the report stands without it
+        warnings.append(str(exc))
+        latency = {"models": {}}
     for spec in study.models:
         recs = by_model.get(spec.name)
         if not recs:
@@ -69,6 +74,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "seconds_per_epoch": float(np.mean(epoch_secs)) if epoch_secs else None,
             "samples_per_s": (n_train / float(np.mean(epoch_secs))) if epoch_secs and n_train else None,
             "train_seconds": sum(r.train_seconds for r in recs),
+            "latency": _without(latency["models"].get(spec.name), "hardware"),
             "notebook_accuracy": NOTEBOOK_ACCURACY.get(spec.name) if study.name == "seed" else None,
             "racing": racing.get(spec.name),  # {seeds, stopped} once a racing run has ended
             "epochs": _mean_curves([s["epochs"] for s in per_seed if s["state"] == "complete"]
@@ -107,6 +113,8 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "provenance": runs[-1] if runs else None,
             **numerics_summary(trials),
             "warnings": warnings,
+            "latency": {"method": latency.get("method"), "hardware": _distinct(
+                e["hardware"] for e in latency["models"].values() if "hardware" in e)} if latency["models"] else None,
             "spec": json.loads(store.db.get_meta("study") or "{}"),
         },
         "models": models,
@@ -148,6 +156,18 @@ def _mean_curves(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]
             entry[key] = float(vals.mean())
             entry[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
         out.append(entry)
+    return out
+
+
+def _without(entry: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+    return None if entry is None else {k: v for k, v in entry.items() if k != key}
+
+
+def _distinct(items) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
     return out
 
 

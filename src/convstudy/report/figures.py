@@ -91,41 +91,72 @@ def pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+# Costs the accuracy is set against: point key -> (axis label, name in the caption). Latency is PyTorch's median
+# per image as the trainer runs the model (`convstudy latency`), drawn with its 95% CI when measured.
+TRADEOFFS = {
+    "params": ("parameters", "parameters"),
+    "mflops": ("MFLOPs per image", "MFLOPs"),
+    "seconds": ("training time per trial (s)", "training time"),
+    "latency1": ("latency at batch 1 (ms per image)", "latency at batch 1"),
+    "latency256": ("latency at batch 256 (ms per image)", "latency at batch 256"),
+}
+_LATENCY = {"latency1": "batch1_ms", "latency256": "batch256_ms_per_image"}
+
+
 def tradeoff_points(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per finished model: params, mean training seconds per trial, accuracy mean/std (percent), Pareto marks."""
+    """Per finished model: each cost of TRADEOFFS (None where not measured), accuracy mean/std (percent), Pareto marks."""
     pts = []
     for m in models:
         acc = m["test_accuracy"]
         if not acc["n"]:
             continue
         secs = [t["train_seconds"] for t in m["trials"] if t["state"] == "complete"]
-        pts.append({"name": m["name"], "params": m["params"], "seconds": float(np.mean(secs)),
-                    "acc": 100 * acc["mean"], "std": 100 * acc["std"]})
-    for key in ("params", "seconds"):
-        front = set(pareto([(p[key], p["acc"]) for p in pts]))
+        p = {"name": m["name"], "params": m["params"], "mflops": m["mflops"], "seconds": float(np.mean(secs)),
+             "acc": 100 * acc["mean"], "std": 100 * acc["std"]}
+        measured = m.get("latency") or {}
+        for key, field in _LATENCY.items():
+            t = measured.get(field)
+            p[key], p[f"{key}_ci"] = (t["median"], t["ci95"]) if t else (None, None)
+        pts.append(p)
+    for key in TRADEOFFS:
+        have = [i for i, p in enumerate(pts) if p[key] is not None]
+        front = {have[j] for j in pareto([(pts[i][key], pts[i]["acc"]) for i in have])}
         for i, p in enumerate(pts):
             p[f"pareto_{key}"] = i in front
     return pts
 
 
+def tradeoff_panels(points: list[dict[str, Any]]) -> list[str]:
+    """The costs some point has a value for, in TRADEOFFS order (latency only once it was measured)."""
+    return [key for key in TRADEOFFS if any(p[key] is not None for p in points)]
+
+
 def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
-    """Accuracy vs parameters and vs training time (log x), ±1 std error bars, Pareto front drawn as a step line."""
+    """Accuracy vs each cost (log x), ±1 std error bars (latency: also its 95% CI), Pareto front as a step line."""
     if not points:
         return None
-    fig = Figure(figsize=(10, 3.8))
-    axes = fig.subplots(1, 2)
-    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "seconds", "training time per trial (s)")):
-        for i, p in enumerate(points):
-            ax.errorbar(p[key], p["acc"], yerr=p["std"], fmt="o", ms=5, capsize=3, color=style(i)["color"])
+    keys = tradeoff_panels(points)
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig = Figure(figsize=(4.4 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes, keys):
+        shown = [(i, p) for i, p in enumerate(points) if p[key] is not None]
+        for i, p in shown:
+            ci = p.get(f"{key}_ci")
+            xerr = [[p[key] - ci[0]], [ci[1] - p[key]]] if ci else None
+            ax.errorbar(p[key], p["acc"], xerr=xerr, yerr=p["std"], fmt="o", ms=5, capsize=3, color=style(i)["color"])
             ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        front = sorted((p for p in points if p[f"pareto_{key}"]), key=lambda p: p[key])
+        front = sorted((p for _, p in shown if p[f"pareto_{key}"]), key=lambda p: p[key])
         ax.step([p[key] for p in front], [p["acc"] for p in front], where="post", color="#555555",
                 linestyle="--", linewidth=1, label="Pareto front")
         ax.scatter([p[key] for p in front], [p["acc"] for p in front], s=120, facecolors="none",
                    edgecolors="#555555", linewidths=1)
         ax.set_xscale("log")
-        _log_ticks(ax, [p[key] for p in points])
-        ax.set_xlabel(label)
+        _log_ticks(ax, [p[key] for _, p in shown])
+        ax.set_xlabel(TRADEOFFS[key][0])
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from convstudy import __version__
-from convstudy.report.figures import overlay_svg, tradeoff_points, tradeoff_svg
+from convstudy.report.figures import TRADEOFFS, overlay_svg, tradeoff_panels, tradeoff_points, tradeoff_svg
 from convstudy.report.html_best import render_best
 from convstudy.report.html_explore import curves_section, json_block, page_data, parallel_section, script
 from convstudy.report.html_sections import OPTIONAL_SECTIONS
@@ -149,7 +149,11 @@ def _duration(seconds: float) -> str:
 
 
 def _pareto_caption(points: list[dict[str, Any]]) -> str:
-    by_params = ", ".join(escape(p["name"]) for p in sorted(points, key=lambda p: p["params"]) if p["pareto_params"])
-    by_time = ", ".join(escape(p["name"]) for p in sorted(points, key=lambda p: p["seconds"]) if p["pareto_seconds"])
-    return (f"Mean test accuracy ± 1 std over seeds; log x. Pareto front (no model is both cheaper and more "
-            f"accurate): by parameters {by_params or '–'}; by training time {by_time or '–'}.")
+    keys = tradeoff_panels(points)
+    fronts = "; ".join(f"by {TRADEOFFS[key][1]} " + (", ".join(
+        escape(p["name"]) for p in sorted((p for p in points if p[f"pareto_{key}"]), key=lambda p: p[key])) or "–")
+        for key in keys)
+    latency = ("; latency: PyTorch on this CPU as the trainer runs the model, median with its 95% CI "
+               "(convstudy latency)") if "latency1" in keys else ""
+    return (f"Mean test accuracy ± 1 std over seeds; log x{latency}. Pareto front (no model is both cheaper and more "
+            f"accurate): {fronts}.")

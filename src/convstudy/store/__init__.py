@@ -5,6 +5,7 @@ Layout:
     OUT/trials/<model>/seed-<s>/checkpoint.safetensors   last finished epoch (weights, optimiser, RNGs)
     OUT/trials/<model>/seed-<s>/weights.safetensors      final weights of a complete trial
     OUT/trials/<model>/seed-<s>/predictions.safetensors  test-set probabilities (float16) and labels
+    OUT/latency.json                               measured inference latency per model (`convstudy latency`)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from convstudy.errors import StoreError
+from convstudy.errors import StoreError, UserError
 from convstudy.spec import Study, build_study
 from convstudy.store.db import STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
 from convstudy.store.checkpoints import CheckpointStorage, storage_for
@@ -24,6 +25,7 @@ from convstudy.store.provenance import provenance
 from convstudy.store.files import (
     DIGEST_KEY, DamagedFile, atomic_write, decode_tensors, encode_tensors, identity, load_tensors, quarantine, save_tensors,
 )
+from convstudy.untrusted import load_untrusted
 
 __all__ = ["DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
            "owner_alive", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
@@ -133,6 +135,54 @@ class StudyStore:
         rec = self.db.find(model, seed)
         return load_tensors(self.weights_path(model, seed), self.owner(model, seed),
                             rec.weights_digest if rec else None)
+
+    @property
+    def latency_path(self) -> Path:
+        return self.out / "latency.json"
+
+    def read_latency(self) -> dict[str, Any]:
+        """OUT/latency.json ({"models": {}} when nothing was measured); an unreadable file is a StoreError."""
+        if not self.latency_path.exists():
+            return {"models": {}}
+        try:
+            data = load_untrusted(self.latency_path, "json", what="latency file")
+        except UserError as exc:
+            raise StoreError(str(exc)) from None
+        if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+            raise StoreError(f"{self.latency_path}: not a convstudy latency file (no models table)")
+        for model, entry in data["models"].items():
+            if (problem := _latency_problem(entry)) is not None:
+                raise StoreError(f'{self.latency_path}: model "{model}": {problem}; rerun `convstudy latency`')
+        return data
+
+    def record_latency(self, model: str, entry: dict[str, Any], method: str) -> None:
+        """Merge one model's latency into OUT/latency.json, atomically. A measurement replaces the model's
+        earlier one; a `not_measured` note never replaces a measurement, so nothing measured is lost."""
+        data = self.read_latency()
+        old = data["models"].get(model)
+        if "not_measured" not in entry or not old or "not_measured" in old:
+            data["models"][model] = entry
+        data.update(format="convstudy-latency", method=method)
+        atomic_write(self.latency_path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode(), 0o644)
+
+
+def _latency_problem(entry: Any) -> str | None:
+    """What makes one model's entry of latency.json unusable, or None."""
+    if not isinstance(entry, dict):
+        return "not a table"
+    if "not_measured" in entry:
+        return None if isinstance(entry["not_measured"], str) else "not_measured is not text"
+    runs = entry.get("other_runtimes")
+    if not isinstance(runs, list):
+        return "no other_runtimes list"
+    for run in [entry, *runs]:
+        for field in ("batch1_ms", "batch256_ms_per_image"):
+            t = run.get(field) if isinstance(run, dict) else None
+            ci = t.get("ci95") if isinstance(t, dict) else None
+            if not (isinstance(ci, list) and len(ci) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                  for v in [t.get("median"), *ci])):
+                return f"{field} has no median and ci95"
+    return None
 
 
 def check_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, Any]], flags: dict[str, str]) -> None:
