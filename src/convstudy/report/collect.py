@@ -60,6 +60,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "states": dict(Counter(r.state for r in recs)),
             "diverged": sum(r.state == "diverged" for r in recs),
             "failed": sum(r.state == "failed" for r in recs),
+            "pruned": sum(r.state == "pruned" for r in recs),
             "seconds_per_epoch": float(np.mean(epoch_secs)) if epoch_secs else None,
             "samples_per_s": (n_train / float(np.mean(epoch_secs))) if epoch_secs and n_train else None,
             "train_seconds": sum(r.train_seconds for r in recs),

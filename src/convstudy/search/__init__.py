@@ -1,0 +1,158 @@
+"""Search stage: a study's `[search]` samples its space with Optuna, and every sample is a normal convstudy model.
+
+`run_search(study, opts)` runs the one run path (`executors.run_study`) with a `Search` as its
+`Growth`: when an executor has a free slot and nothing to claim, the search tells Optuna what
+finished and asks it for the next configuration, which becomes model `trial-NNNN` (NNNN: Optuna's
+trial number, with the levels in `ModelSpec.factors`), one of the study's models (study.db keeps it
+in the study's spec; the fingerprint leaves sampled models out) with one trial on the study's first
+seed. After every epoch the executor asks `prune`: the search reports the validation metric to
+Optuna's pruner and, if it says so, the trial stops there and is recorded as `pruned`.
+
+State lives in the study directory: Optuna's study in OUT/search.db (its SQLite RDB storage), the
+trials in study.db. Whatever a crash interrupts, a rerun of the same command continues: every
+Optuna trial still RUNNING is re-attached to its model (suggesting again returns its stored values)
+and its convstudy trial resumes from its checkpoint (claim takes over a dead owner's trial); a trial
+that ended in study.db but was not yet told to Optuna is told from study.db. Nothing is asked twice.
+
+`--confirm K` then trains the top K configurations on every seed of the study by the normal run path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from convstudy.data import get_info
+from convstudy.errors import UserError
+from convstudy.executors import EpochDone, RunOptions, run_study
+from convstudy.model import summarize_model
+from convstudy.search.optuna_study import open_study, suggest
+from convstudy.spec import ModelSpec, Study
+from convstudy.spec.search import check_search, sampled_name, search_space
+from convstudy.spec.space import space_model
+from convstudy.store import State, StudyStore
+
+MAX_INVALID = 100  # sampled configurations in a row that give no valid model: the space is the problem
+
+
+class Search:
+    """The executors' `Growth` for one search: asks and tells Optuna, decides pruning at epoch ends."""
+
+    def __init__(self, study: Study, budget: int | None = None) -> None:
+        self.study, self.spec = study, study.search
+        self.budget = budget if budget is not None else self.spec.trials.count
+        self.space = search_space(self.spec, study.name)
+        self.info = get_info(study.dataset)
+        self.seed = study.seeds[0]
+        self.ids: dict[str, int] = {}  # model name -> Optuna trial id, for the trials attached here
+        self.store: StudyStore | None = None
+        self.add: Callable[[ModelSpec], None] | None = None
+
+    def start(self, store: StudyStore, add: Callable[[ModelSpec], None]) -> None:
+        """Open the Optuna study; re-attach every trial a crash left RUNNING (nothing new is asked)."""
+        self.store, self.add = store, add
+        self.optuna = open_study(store.out, self.study.name, self.spec, self.space, self.study.train.epochs)
+        for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self._attach(optuna.trial.Trial(self.optuna, t._trial_id))
+        self._tell()
+
+    def more(self) -> bool:
+        """Tell Optuna what finished; if the budget allows, ask for one more configuration and add it."""
+        self._tell()
+        for _ in range(MAX_INVALID):
+            if not self._budget_left():
+                return False
+            if self._attach(self.optuna.ask()):
+                return True
+        raise UserError(f"{self.study.name}: search: {MAX_INVALID} sampled configurations in a row are invalid "
+                        "models; narrow the space (the last error is in search.db)")
+
+    def prune(self, event: EpochDone) -> bool:
+        """Report the epoch's validation metric to Optuna's pruner; True: stop the trial after this epoch."""
+        if self.spec.pruner == "none" or event.job.model.name not in self.ids:
+            return False
+        trial = optuna.trial.Trial(self.optuna, self.ids[event.job.model.name])
+        metric = self.spec.objective[0].metric  # val_accuracy or val_loss (SearchSpec checks)
+        trial.report(getattr(event.result, metric), event.result.epoch)
+        return event.result.epoch < event.job.settings.epochs and trial.should_prune()
+
+    def _attach(self, trial: optuna.Trial) -> bool:
+        """Make the trial's configuration a model of the study; False (told FAIL) if it is no valid model."""
+        name = sampled_name(trial.number)
+        try:
+            model = space_model(self.space, suggest(trial, self.space), self.info.input_shape,
+                                self.info.num_classes, name=name, source=self.study.name)
+        except UserError as exc:
+            trial.set_user_attr("invalid", str(exc))
+            self.optuna.tell(trial, state=TrialState.FAIL)
+            return False
+        trial.set_user_attr("model", name)
+        self.add(model)
+        self.ids[name] = trial._trial_id
+        return True
+
+    def _tell(self) -> None:
+        """Tell Optuna the result of every RUNNING trial whose convstudy trial has ended (from study.db)."""
+        for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            rec = self.store.db.find(sampled_name(t.number), self.seed)
+            if rec is None or rec.state not in (State.COMPLETE, State.PRUNED, State.DIVERGED):
+                continue
+            if rec.state == State.COMPLETE:
+                self.optuna.tell(t.number, self._values(rec))
+            else:  # a diverged trial has no result to learn from
+                self.optuna.tell(t.number, state=TrialState.PRUNED if rec.state == State.PRUNED else TrialState.FAIL)
+
+    def _values(self, rec) -> list[float]:
+        last = self.store.db.epochs(rec.id)[-1]
+        summary = summarize_model(self.store.study.model(rec.model), self.info.input_shape)
+        values = {"val_accuracy": last.val_accuracy, "val_loss": last.val_loss, "params": summary.total_params,
+                  "mflops": summary.mflops}
+        return [float(values[o.metric]) for o in self.spec.objective]
+
+    def _budget_left(self) -> bool:
+        trials = [r for r in self.store.db.trials() if r.seed == self.seed and r.model in self.ids_all()]
+        ended = sum(r.state in (State.COMPLETE, State.PRUNED, State.DIVERGED) for r in trials)
+        running = len(self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        epochs = sum(r.epochs_done for r in trials)
+        return ((self.budget is None or ended + running < self.budget)
+                and (self.spec.trials.epochs is None or epochs < self.spec.trials.epochs))
+
+    def ids_all(self) -> set[str]:
+        """Names of every model this search sampled (in this run or before)."""
+        return {t.user_attrs["model"] for t in self.optuna.get_trials(deepcopy=False) if "model" in t.user_attrs}
+
+
+def run_search(study: Study, opts: RunOptions, console: Console | None = None, budget: int | None = None,
+               confirm: int = 0) -> tuple[StudyStore, bool]:
+    """Search `study`'s space into `opts.out` (resuming), then retrain the best `confirm` on every seed."""
+    if study.search is None:
+        raise UserError(f"{study.name}: has no [search] section")
+    check_search(study, get_info(study.dataset), study.name)
+    one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
+    store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed, budget))
+    if not finished or not confirm:
+        return store, finished
+    top = best_configurations(store, study, confirm)
+    full = study.model_copy(update={"models": store.study.models})
+    store.close()
+    (console or Console(highlight=False)).print(
+        f"confirming the best {len(top)} configurations on seeds {', '.join(map(str, study.seeds))}: {', '.join(top)}")
+    return run_study(full, replace(opts, models=tuple(top)), console)
+
+
+def best_configurations(store: StudyStore, study: Study, k: int) -> list[str]:
+    """The `k` complete search trials best on the first objective (validation, never test)."""
+    first = study.search.objective[0]
+    done = [r for r in store.db.trials() if r.state == State.COMPLETE and r.seed == study.seeds[0]
+            and r.model.startswith("trial-")]
+    score = {r.model: getattr(store.db.epochs(r.id)[-1], first.metric) if first.metric.startswith("val_") else None
+             for r in done}
+    if first.metric in ("params", "mflops"):
+        info = get_info(study.dataset)
+        score = {m: getattr(summarize_model(store.study.model(m), info.input_shape),
+                            "total_params" if first.metric == "params" else "mflops") for m in score}
+    return sorted(score, key=lambda m: score[m], reverse=first.goal == "maximize")[:k]
