@@ -8,12 +8,15 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from convstudy.cli.options import add_selection, selected
+
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="show a study's models: layers, output shapes, params, MFLOPs")
     p.add_argument("study", metavar="STUDY")
     p.add_argument("--format", default="table", choices=("table", "json"))
     p.add_argument("--dataset", help="infer shapes for another registered dataset")
+    add_selection(p)
     p.set_defaults(func=run)
 
 
@@ -21,16 +24,21 @@ def run(args: argparse.Namespace) -> int:
     from convstudy.data import get_info
     from convstudy.model import summarize_model
     from convstudy.spec import resolve_study, summarize, with_overrides
+    from convstudy.spec.space import level_text
 
     study = resolve_study(args.study)
     if args.dataset:
         study = with_overrides(study, dataset=args.dataset)
     info = get_info(study.dataset)
+    names = selected(study, args)
     models = []
     for spec in study.models:
+        if names is not None and spec.name not in names:
+            continue
         s = summarize_model(spec, info.input_shape)
         models.append({
             "name": spec.name,
+            "factors": dict(spec.factors),
             "params": s.total_params,
             "trainable_params": s.trainable_params,
             "non_trainable_params": s.total_params - s.trainable_params,
@@ -46,6 +54,15 @@ def run(args: argparse.Namespace) -> int:
                           "models": models}, indent=2))
         return 0
     console = Console(highlight=False)
+    factors = list(dict.fromkeys(k for m in models for k in m["factors"]))
+    if factors:  # one row per model, a column per factor: the design at a glance
+        table = Table(title=f"{len(models)} models, factors: {', '.join(factors)}", title_justify="left")
+        for col in ["Model", *factors, "Param #", "MFLOPs"]:
+            table.add_column(col, justify="left" if col == "Model" else "right")
+        for m in models:
+            table.add_row(m["name"], *(level_text(m["factors"][k]) if k in m["factors"] else "" for k in factors),
+                          f"{m['params']:,}", f"{m['mflops']:.2f}")
+        console.print(table)
     for m in models:
         table = Table(title=f'Model: "{m["name"]}" — {m["description"]}', title_justify="left")
         table.add_column("#", justify="right")

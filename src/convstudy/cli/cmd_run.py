@@ -8,14 +8,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from convstudy.cli.options import add_data_dir, name_list, positive_int
+from convstudy.cli.options import add_data_dir, add_selection, positive_int, selected
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="train a study's models (resumes an existing output directory)",
                        description="Train every model of STUDY (a built-in name such as 'seed', or a .toml/.yaml file).")
     p.add_argument("study", metavar="STUDY")
-    p.add_argument("--models", type=name_list, help="only these models, comma-separated")
+    add_selection(p)
     p.add_argument("--epochs", type=positive_int, help="override the number of epochs")
     p.add_argument("--seeds", type=positive_int, help="train every model with seeds 0..N-1")
     p.add_argument("--dataset", metavar="NAME|SOURCE",
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--streams {args.streams}: trials side by side in one process were removed; use "
                         "--workers N for several trial processes, or --executor ray with --gpus-per-trial")
     console = Console(highlight=False)
-    opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(args.models) if args.models else None,
+    names = selected(study, args)
+    opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(names) if names else None,
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)

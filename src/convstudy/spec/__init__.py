@@ -7,6 +7,7 @@ from convstudy.spec.layers import (
     fmt_shape, parse_layer, pydantic_reason,
 )
 from convstudy.spec.memory import check_memory, machine_memory, training_bytes
+from convstudy.spec.space import FloatRange, IntRange, Levels, Space, expand, select_models, space_model
 from convstudy.spec.study import (
     AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study,
     parse_augment, summarize, with_overrides,
@@ -17,5 +18,5 @@ __all__ = [
     "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
     "summarize", "with_overrides", "check_memory", "machine_memory", "training_bytes", "AUGMENTS", "SCHEDULES",
-    "parse_augment",
+    "parse_augment", "FloatRange", "IntRange", "Levels", "Space", "expand", "select_models", "space_model",
 ]

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import (
@@ -285,7 +285,11 @@ class ModelSpec(_Frozen):
 
 
 class Study(_Frozen):
-    """A study: dataset, training settings, seeds and named models. Build in Python or load from a file."""
+    """A study: dataset, training settings, seeds and named models. Build in Python or load from a file.
+
+    `spaces` (templates with factors, see spec.space) is accepted on input and expanded into `models`,
+    after the models written out; the study keeps only the models.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
     description: str = ""
@@ -293,6 +297,19 @@ class Study(_Frozen):
     seeds: tuple[Int, ...] = (0,)
     train: TrainSettings = TrainSettings()
     models: tuple[ModelSpec, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spaces(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or "spaces" not in data:
+            return data
+        from convstudy.spec.space import expand_spaces  # spaces build on ModelSpec
+
+        models = list(data.get("models") or ())
+        taken = [m.name if isinstance(m, ModelSpec) else m.get("name") if isinstance(m, dict) else None for m in models]
+        source = (info.context or {}).get("source", "<study>")
+        expanded = expand_spaces(data["spaces"], data.get("dataset", "mnist"), taken, source)
+        return {**{k: v for k, v in data.items() if k != "spaces"}, "models": [*models, *expanded]}
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -358,14 +375,14 @@ def build_study(data: Any, source: str = "<study>") -> Study:
 
     if not isinstance(data, dict):
         raise UserError(f"{source}: a study is a table of keys (name, dataset, train, models), not {type(data).__name__}")
-    known = set(Study.model_fields)
+    known = {*Study.model_fields, "spaces"}
     for key in data:
         if key not in known:
             shown = f'"{_clip(key)}"' if isinstance(key, str) else show_value(key)
             raise UserError(f'{source}: unknown key {shown}; valid: {", ".join(sorted(known))}')
-    raw_models = data.get("models")
-    if not isinstance(raw_models, list) or not raw_models:
-        raise UserError(f"{source}: a study needs at least one model under [[models]]")
+    raw_models = data.get("models", [] if data.get("spaces") else None)
+    if not isinstance(raw_models, list) or not (raw_models or data.get("spaces")):
+        raise UserError(f"{source}: a study needs at least one model under [[models]] or [[spaces]]")
     models, seen = [], set()
     for i, raw in enumerate(raw_models, 1):
         label = f'model "{_clip(raw["name"])}"' if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"model {i}"
@@ -383,7 +400,7 @@ def build_study(data: Any, source: str = "<study>") -> Study:
         except UserError as exc:
             raise UserError(f"{source}: {exc}") from None
     try:
-        study = Study.model_validate({**data, "models": models})
+        study = Study.model_validate({**data, "models": models}, context={"source": source})
     except ValidationError as exc:
         raise UserError(f"{source}: {pydantic_reason(exc)}") from None
     try:
