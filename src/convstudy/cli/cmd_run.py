@@ -44,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--streams", type=count_or_auto, default=None, metavar="1|auto",
                    help="kept for old command lines: trials side by side in one process were removed "
                         "(never measured faster); only 1 or auto is accepted")
+    p.add_argument("--trials", type=positive_int, metavar="N",
+                   help="a study with a [search]: sample N configurations in all (overrides its trials count)")
+    p.add_argument("--confirm", type=positive_int, metavar="K",
+                   help="a study with a [search]: after it, train its best K configurations on every seed")
     p.set_defaults(func=run)
 
 
@@ -80,7 +84,16 @@ def run(args: argparse.Namespace) -> int:
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)
-    if args.workers > 1 and args.executor == "local":
+    if study.search is not None:
+        from convstudy.search import run_search
+
+        if names or args.workers > 1:
+            raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
+                            "samples, one at a time (several at once: --executor ray)")
+        store, finished = run_search(study, opts, console, args.trials, args.confirm or 0)
+    elif args.trials or args.confirm:
+        raise UserError(f"{'--trials' if args.trials else '--confirm'}: {study.name} has no [search] section")
+    elif args.workers > 1 and args.executor == "local":
         from convstudy.executors.pool import run_with_workers
 
         store, finished = run_with_workers(study, opts, args.workers, console)
@@ -88,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         store, finished = run_study(study, opts, console)
     render(collect(store), "table", console)
     console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
-    wanted = set(opts.models or [m.name for m in study.models])
+    wanted = set(opts.models or [m.name for m in store.study.models])
     failed = [r for r in store.db.trials() if r.state == "failed" and r.model in wanted and r.seed in study.seeds]
     if failed:
         names = ", ".join(f"{r.model} seed {r.seed}" for r in failed)
