@@ -11,6 +11,7 @@ import numpy as np
 from convstudy.data import get_info
 from convstudy.model import summarize_model
 from convstudy.report.html_best import best_model_summary
+from convstudy.report.search import search_section
 from convstudy.report.stats import best_group, describe
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
 from convstudy.store import DamagedFile, StudyStore
@@ -102,6 +103,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         },
         "models": models,
         "best_model": best_model_summary(store, models),
+        **({"search": search_section(store)} if study.search else {}),
     }
 
 

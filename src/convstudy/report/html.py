@@ -47,6 +47,10 @@ def render_html(report: dict[str, Any]) -> str:
                  _figure(tradeoff_svg(points), _pareto_caption(points))),
         _section("best-model", "Best model", render_best(report)),
     ]
+    if report.get("search"):
+        from convstudy.report.search import search_html
+
+        sections.append(search_html(report["search"]))
     return page(f"{s['name']} · convstudy report", "\n".join(sections))
 
 

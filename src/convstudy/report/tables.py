@@ -92,6 +92,10 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
         for r in rows:
             out.append("| " + " | ".join(md_text(v) for v in r.values()) + " |")
     out += [""] + [f"_{n}_" for n in _footnotes(report)]
+    if report.get("search"):
+        from convstudy.report.search import search_markdown
+
+        out += ["", search_markdown(report["search"])]
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]
