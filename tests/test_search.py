@@ -81,11 +81,11 @@ def stored_models(out: Path) -> dict[str, dict]:
 
 
 def test_a_search_trains_its_budget_as_normal_models_with_their_factors(tiny_mnist, tmp_path, one_thread, capsys):
-    study = write_search(tmp_path / "s.toml", trials=4, epochs=1)
+    study = write_search(tmp_path / "s.toml", trials=4, epochs=1, seeds=2)
     out = tmp_path / "out"
     assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
     names = [f"trial-{i:04d}" for i in range(4)]
-    assert trials_of(out) == {n: ("complete", 1) for n in names}
+    assert trials_of(out) == {n: ("complete", 1) for n in names}  # one seed (the first) per configuration
     ot = optuna_trials(out)
     assert [t.state.name for t in ot] == ["COMPLETE"] * 4
     models = stored_models(out)
@@ -113,6 +113,27 @@ def test_a_search_trains_its_budget_as_normal_models_with_their_factors(tiny_mni
     assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
                  "--trials", "5"]) == 0
     assert len(optuna_trials(out)) == 5 and trials_of(out)["trial-0004"] == ("complete", 1)
+    # --confirm 2: the two best on validation accuracy train their second seed; nothing else trains.
+    ot = optuna_trials(out)
+    top = {t.user_attrs["model"] for t in sorted(ot, key=lambda t: -t.values[0])[:2]}
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
+                 "--trials", "5", "--confirm", "2"]) == 0
+    seeds = db_rows(out / "study.db", "SELECT model, seed, state FROM trials WHERE seed = 1")
+    assert {m for m, _, st in seeds if st == "complete"} == top and len(seeds) == 2
+    assert len(optuna_trials(out)) == 5
+
+
+def test_several_objectives_give_a_pareto_front(tiny_mnist, tmp_path, one_thread):
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=1, sampler="nsga2",
+                         extra='objective = ["val_accuracy", "params"]')
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    s = json.loads((out / "report.json").read_text())["search"]
+    points = {t["model"]: t["values"] for t in s["trials"]}
+    assert all(len(v) == 2 for v in points.values())
+    dominated = {a for a, (acc, par) in points.items()
+                 if any(b != a and v[0] >= acc and v[1] <= par and v != [acc, par] for b, v in points.items())}
+    assert s["pareto_front"] and set(s["pareto_front"]) == set(points) - dominated
 
 
 def test_pruned_trials_are_recorded_with_the_epoch_they_stopped_at(tiny_mnist, tmp_path, one_thread, capsys):

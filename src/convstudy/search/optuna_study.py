@@ -17,10 +17,9 @@ from convstudy.spec.space import FloatRange, IntRange, Space
 STORAGE = "search.db"  # beside study.db in the study directory
 
 
-def storage_url(out: Path, readonly: bool = False) -> str:
-    """SQLAlchemy's URL of a study directory's Optuna storage; read-only opens never write a byte."""
-    path = (Path(out) / STORAGE).resolve()
-    return f"sqlite:///file:{path}?mode=ro&uri=true" if readonly else f"sqlite:///{path}"
+def storage_url(out: Path) -> str:
+    """SQLAlchemy's URL of a study directory's Optuna storage (report.search opens it read-only)."""
+    return f"sqlite:///{(Path(out) / STORAGE).resolve()}"
 
 
 def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSampler:
