@@ -34,7 +34,7 @@ from convstudy.search.optuna_study import open_study, suggest
 from convstudy.spec import ModelSpec, Study
 from convstudy.spec.search import check_search, sampled_name, search_space
 from convstudy.spec.space import space_model
-from convstudy.store import State, StudyStore
+from convstudy.store import FINISHED, State, StudyStore
 
 MAX_INVALID = 100  # sampled configurations in a row that give no valid model: the space is the problem
 
@@ -42,9 +42,9 @@ MAX_INVALID = 100  # sampled configurations in a row that give no valid model: t
 class Search:
     """The executors' `Growth` for one search: asks and tells Optuna, decides pruning at epoch ends."""
 
-    def __init__(self, study: Study, budget: int | None = None) -> None:
+    def __init__(self, study: Study) -> None:
         self.study, self.spec = study, study.search
-        self.budget = budget if budget is not None else self.spec.trials.count
+        self.budget = self.spec.trials.count
         self.space = search_space(self.spec, study.name)
         self.info = get_info(study.dataset)
         self.seed = study.seeds[0]
@@ -58,6 +58,12 @@ class Search:
         self.optuna = open_study(store.out, self.study.name, self.spec, self.space, self.study.train.epochs)
         for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             self._attach(optuna.trial.Trial(self.optuna, t._trial_id))
+            rec = store.db.find(sampled_name(t.number), self.seed)
+            # Killed between reporting an epoch and acting on the pruner's answer: act on it now.
+            if (rec is not None and rec.state not in FINISHED and rec.epochs_done in t.intermediate_values
+                    and self.spec.pruner != "none" and rec.epochs_done < self.study.train.epochs
+                    and optuna.trial.Trial(self.optuna, t._trial_id).should_prune()):
+                store.db.mark(rec.id, State.PRUNED)
         self._tell()
 
     def more(self) -> bool:
@@ -99,7 +105,7 @@ class Search:
         """Tell Optuna the result of every RUNNING trial whose convstudy trial has ended (from study.db)."""
         for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             rec = self.store.db.find(sampled_name(t.number), self.seed)
-            if rec is None or rec.state not in (State.COMPLETE, State.PRUNED, State.DIVERGED):
+            if rec is None or rec.state not in FINISHED:
                 continue
             if rec.state == State.COMPLETE:
                 self.optuna.tell(t.number, self._values(rec))
@@ -115,7 +121,7 @@ class Search:
 
     def _budget_left(self) -> bool:
         trials = [r for r in self.store.db.trials() if r.seed == self.seed and r.model in self.ids_all()]
-        ended = sum(r.state in (State.COMPLETE, State.PRUNED, State.DIVERGED) for r in trials)
+        ended = sum(r.state in FINISHED for r in trials)
         running = len(self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         epochs = sum(r.epochs_done for r in trials)
         return ((self.budget is None or ended + running < self.budget)
@@ -131,9 +137,12 @@ def run_search(study: Study, opts: RunOptions, console: Console | None = None, b
     """Search `study`'s space into `opts.out` (resuming), then retrain the best `confirm` on every seed."""
     if study.search is None:
         raise UserError(f"{study.name}: has no [search] section")
-    check_search(study, get_info(study.dataset), study.name)
+    if budget is not None:  # --trials N; the fingerprint leaves the budget out
+        trials = study.search.trials.model_copy(update={"count": budget})
+        study = study.model_copy(update={"search": study.search.model_copy(update={"trials": trials})})
+    check_search(study, get_info(study.dataset), "--trials" if budget is not None else study.name)
     one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
-    store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed, budget))
+    store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed))
     if not finished or not confirm:
         return store, finished
     top = best_configurations(store, study, confirm)
