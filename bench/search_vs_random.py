@@ -56,7 +56,7 @@ def run(study: Path, out: Path, args: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
-def confirmed(report: dict, k: int) -> list[dict]:
+def confirmed(report: dict) -> list[dict]:
     """The study's models trained on every seed: name, validation accuracies (final epoch) and test accuracies."""
     out = []
     for m in report["models"]:
@@ -89,7 +89,7 @@ def main() -> None:
         report = json.loads((args.work / name / "report.json").read_text())
         s = report["search"]
         best = max((t for t in s["trials"] if t["values"]), key=lambda t: t["values"][0])
-        confirm = confirmed(report, args.confirm)
+        confirm = confirmed(report)
         pool += [{**c, "from": label} for c in confirm]
         summary["studies"][label] = {
             "epochs_trained": s["epochs_trained"], "epochs_unpruned": args.trials * args.epochs,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from pathlib import Path
 
 import optuna
@@ -81,13 +80,13 @@ def stored_models(out: Path) -> dict[str, dict]:
 
 
 def test_a_search_trains_its_budget_as_normal_models_with_their_factors(tiny_mnist, tmp_path, one_thread, capsys):
-    study = write_search(tmp_path / "s.toml", trials=4, epochs=1, seeds=2)
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=1, seeds=2)
     out = tmp_path / "out"
     assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
-    names = [f"trial-{i:04d}" for i in range(4)]
+    names = [f"trial-{i:04d}" for i in range(3)]
     assert trials_of(out) == {n: ("complete", 1) for n in names}  # one seed (the first) per configuration
     ot = optuna_trials(out)
-    assert [t.state.name for t in ot] == ["COMPLETE"] * 4
+    assert [t.state.name for t in ot] == ["COMPLETE"] * 3
     models = stored_models(out)
     for t in ot:  # each model is its trial's configuration, levels recorded as factors
         model = models[t.user_attrs["model"]]
@@ -103,24 +102,26 @@ def test_a_search_trains_its_budget_as_normal_models_with_their_factors(tiny_mni
     assert report["search"]["best"] == max(ot, key=lambda t: t.values[0]).user_attrs["model"]
     assert "PED-ANOVA" in report["search"]["importances"]["evaluator"]
     assert "## Search" in (out / "report.md").read_text() and 'id="search"' in (out / "report.html").read_text()
-    # A sampled model is a model like any other: predict reads it back.
+    # `report` reads search.db and study.db without writing a byte into the study directory.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["search"]["trials"][0]["model"] == "trial-0000"
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # A sampled model is a model like any other: export reads it back.
     assert main(["export", str(out), "--model", "trial-0002", "--format", "safetensors",
                  "-o", str(tmp_path / "m.safetensors")]) == 0
-    # The budget reached, a rerun trains nothing and samples nothing; --trials 5 samples one more.
+    # The budget reached, a rerun trains nothing and samples nothing; then --trials 4 samples one more, and
+    # --confirm 2 trains the two best on validation accuracy on their second seed; nothing else trains.
     assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
-    assert len(optuna_trials(out)) == 4
+    assert len(optuna_trials(out)) == 3
     assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
-                 "--trials", "5"]) == 0
-    assert len(optuna_trials(out)) == 5 and trials_of(out)["trial-0004"] == ("complete", 1)
-    # --confirm 2: the two best on validation accuracy train their second seed; nothing else trains.
+                 "--trials", "4", "--confirm", "2"]) == 0
     ot = optuna_trials(out)
+    assert len(ot) == 4 and trials_of(out)["trial-0003"] == ("complete", 1)
     top = {t.user_attrs["model"] for t in sorted(ot, key=lambda t: -t.values[0])[:2]}
-    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
-                 "--trials", "5", "--confirm", "2"]) == 0
     seeds = db_rows(out / "study.db", "SELECT model, seed, state FROM trials WHERE seed = 1")
     assert {m for m, _, st in seeds if st == "complete"} == top and len(seeds) == 2
-    assert len(optuna_trials(out)) == 5
 
 
 def test_several_objectives_give_a_pareto_front(tiny_mnist, tmp_path, one_thread):
@@ -178,7 +179,7 @@ def _mid_trial(out: Path, after: int) -> bool:
 
 
 def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraining(tiny_mnist, tmp_path):
-    study = write_search(tmp_path / "s.toml", trials=4, epochs=3)
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
     out = tmp_path / "out"
     seen: dict[tuple[str, int], tuple] = {}
     interrupted = []
@@ -193,9 +194,9 @@ def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraini
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     states = trials_of(out)
-    assert states == {f"trial-{i:04d}": ("complete", 3) for i in range(4)}  # exactly the budget, all finished
+    assert states == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}  # exactly the budget, all finished
     ot = optuna_trials(out)
-    assert len(ot) == 4 and all(t.state.name == "COMPLETE" for t in ot)  # none RUNNING, none sampled twice
+    assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)  # none RUNNING, none sampled twice
     assert {t.user_attrs["model"] for t in ot} == set(states)
     rows = _epoch_rows(out)
     # Every epoch recorded before a kill is the same row now (same wall time, loss and checkpoint): resumed, never

@@ -32,7 +32,7 @@ from convstudy.executors import EpochDone, RunOptions, run_study
 from convstudy.model import summarize_model
 from convstudy.search.optuna_study import open_study, suggest
 from convstudy.spec import ModelSpec, Study
-from convstudy.spec.search import check_search, sampled_name, search_space
+from convstudy.spec.search import SAMPLED_NAME, check_search, sampled_name, search_space
 from convstudy.spec.space import space_model
 from convstudy.store import FINISHED, State, StudyStore
 
@@ -44,7 +44,6 @@ class Search:
 
     def __init__(self, study: Study) -> None:
         self.study, self.spec = study, study.search
-        self.budget = self.spec.trials.count
         self.space = search_space(self.spec, study.name)
         self.info = get_info(study.dataset)
         self.seed = study.seeds[0]
@@ -120,16 +119,14 @@ class Search:
         return [float(values[o.metric]) for o in self.spec.objective]
 
     def _budget_left(self) -> bool:
-        trials = [r for r in self.store.db.trials() if r.seed == self.seed and r.model in self.ids_all()]
+        sampled = {t.user_attrs["model"] for t in self.optuna.get_trials(deepcopy=False) if "model" in t.user_attrs}
+        trials = [r for r in self.store.db.trials() if r.seed == self.seed and r.model in sampled]
         ended = sum(r.state in FINISHED for r in trials)
         running = len(self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         epochs = sum(r.epochs_done for r in trials)
-        return ((self.budget is None or ended + running < self.budget)
-                and (self.spec.trials.epochs is None or epochs < self.spec.trials.epochs))
-
-    def ids_all(self) -> set[str]:
-        """Names of every model this search sampled (in this run or before)."""
-        return {t.user_attrs["model"] for t in self.optuna.get_trials(deepcopy=False) if "model" in t.user_attrs}
+        budget = self.spec.trials
+        return ((budget.count is None or ended + running < budget.count)
+                and (budget.epochs is None or epochs < budget.epochs))
 
 
 def run_search(study: Study, opts: RunOptions, console: Console | None = None, budget: int | None = None,
@@ -157,7 +154,7 @@ def best_configurations(store: StudyStore, study: Study, k: int) -> list[str]:
     """The `k` complete search trials best on the first objective (validation, never test)."""
     first = study.search.objective[0]
     done = [r for r in store.db.trials() if r.state == State.COMPLETE and r.seed == study.seeds[0]
-            and r.model.startswith("trial-")]
+            and SAMPLED_NAME.match(r.model)]
     score = {r.model: getattr(store.db.epochs(r.id)[-1], first.metric) if first.metric.startswith("val_") else None
              for r in done}
     if first.metric in ("params", "mflops"):
