@@ -115,6 +115,9 @@ def parse_factor(name: Any, value: Any) -> Factor:
         if isinstance(value, (list, tuple)):
             if not value:
                 raise ValueError(f'factor "{name}" has no levels')
+            odd = [v for v in value if not isinstance(v, (str, int, float))]
+            if odd:
+                raise ValueError(f'factor "{name}": a level is a number, a string or true/false, not {show_value(odd[0])}')
             return Levels(name=name, levels=tuple(value))
         if isinstance(value, dict):
             kind = IntRange if all(type(value.get(k, 1)) is int for k in ("low", "high", "step")) else FloatRange
@@ -140,9 +143,15 @@ class Space(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _factors(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("factors"), dict):
-            data = {**data, "factors": tuple(parse_factor(k, v) for k, v in data["factors"].items())}
-        return data
+        if not isinstance(data, dict) or "factors" not in data:
+            return data
+        factors = data["factors"]
+        if isinstance(factors, dict):
+            factors = tuple(parse_factor(k, v) for k, v in factors.items())
+        if not isinstance(factors, (list, tuple)) or not factors or \
+                not all(isinstance(f, (Levels, IntRange, FloatRange)) for f in factors):
+            raise ValueError("factors is a table of at least one factor: name = [levels] or name = {low, high}")
+        return {**data, "factors": factors}
 
     @model_validator(mode="after")
     def _template(self) -> "Space":
@@ -160,10 +169,11 @@ class Space(_Frozen):
                 used.add(cond.name)
                 item = item["layer"]
             used |= self._placeholders(item, f"layer {i}")
-        used |= self._placeholders(self.train, "train") | self._placeholders(self.description, "description")
+        used |= self._placeholders(self.train, "train")
+        self._placeholders(self.description, "description")
         idle = [n for n in names if n not in used]
-        if idle:
-            raise ValueError(f'factor "{idle[0]}" changes no layer, train setting or description')
+        if idle:  # its models would differ in name only: the same training, repeated
+            raise ValueError(f'factor "{idle[0]}" changes no layer or train setting')
         if self.names is not None:
             named = self._placeholders(self.names, "names")
             left = [f.name for f in self.factors if f.name not in named and not _single(f)]
