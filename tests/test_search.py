@@ -124,6 +124,20 @@ def test_a_search_trains_its_budget_as_normal_models_with_their_factors(tiny_mni
     assert {m for m, _, st in seeds if st == "complete"} == top and len(seeds) == 2
 
 
+def test_a_repeated_configuration_trains_nothing_and_a_converged_search_ends(tiny_mnist, tmp_path, one_thread):
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=1, lr="[0.01]")
+    study.write_text(study.read_text().replace("filters = [2, 4]", "filters = [2]").replace(
+        "kernel = {low = 3, high = 5, step = 2}", "kernel = [3]"))  # one configuration
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    assert trials_of(out) == {"trial-0000": ("complete", 1)}
+    ot = optuna_trials(out)
+    assert ot[0].state.name == "COMPLETE" and len(ot) == 101
+    assert all(t.state.name == "FAIL" and t.user_attrs["duplicate_of"] == "trial-0000" for t in ot[1:])
+    states = {t["state"] for t in json.loads((out / "report.json").read_text())["search"]["trials"][1:]}
+    assert states == {"duplicate"}
+
+
 def test_several_objectives_give_a_pareto_front(tiny_mnist, tmp_path, one_thread):
     study = write_search(tmp_path / "s.toml", trials=3, epochs=1, sampler="nsga2",
                          extra='objective = ["val_accuracy", "params"]')

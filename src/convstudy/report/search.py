@@ -38,9 +38,12 @@ def search_section(store: StudyStore) -> dict[str, Any] | None:
         if values is not None:
             v = values[0]
             best = v if best is None or (v > best if first == "maximize" else v < best) else best
-        trials.append({"number": t.number, "model": model, "state": rec.state.value if rec else t.state.name.lower(),
+        state = rec.state.value if rec else "duplicate" if "duplicate_of" in t.user_attrs else (
+            "invalid" if "invalid" in t.user_attrs else t.state.name.lower())
+        trials.append({"number": t.number, "model": model, "state": state,
                        "params": t.params, "values": values, "epochs": rec.epochs_done if rec else 0,
-                       "best_so_far": best, "invalid": t.user_attrs.get("invalid")})
+                       "best_so_far": best, "invalid": t.user_attrs.get("invalid"),
+                       "duplicate_of": t.user_attrs.get("duplicate_of")})
     done = [t for t in trials if t["model"] in recs]
     epochs = store.study.train.epochs
     front = [t.user_attrs.get("model") for t in study.best_trials] if any(t["values"] for t in trials) else []

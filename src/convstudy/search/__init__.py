@@ -68,13 +68,18 @@ class Search:
     def more(self) -> bool:
         """Tell Optuna what finished; if the budget allows, ask for one more configuration and add it."""
         self._tell()
+        duplicates = 0
         for _ in range(MAX_INVALID):
             if not self._budget_left():
                 return False
-            if self._attach(self.optuna.ask()):
+            outcome = self._attach(self.optuna.ask())
+            if outcome == "new":
                 return True
+            duplicates += outcome == "duplicate"
+        if duplicates == MAX_INVALID:  # the sampler has converged on what it tried: the search ends here
+            return False
         raise UserError(f"{self.study.name}: search: {MAX_INVALID} sampled configurations in a row are invalid "
-                        "models; narrow the space (the last error is in search.db)")
+                        "models or repeats; narrow the space (the errors are in search.db)")
 
     def prune(self, event: EpochDone) -> bool:
         """Report the epoch's validation metric to Optuna's pruner; True: stop the trial after this epoch."""
@@ -85,20 +90,30 @@ class Search:
         trial.report(getattr(event.result, metric), event.result.epoch)
         return event.result.epoch < event.job.settings.epochs and trial.should_prune()
 
-    def _attach(self, trial: optuna.Trial) -> bool:
-        """Make the trial's configuration a model of the study; False (told FAIL) if it is no valid model."""
+    def _attach(self, trial: optuna.Trial) -> str:
+        """Make the trial's configuration a model of the study ("new"); a configuration that is no valid
+        model ("invalid") or one a trained trial already has ("duplicate": TPE proposes those in a discrete
+        space, and one seed of it would train to the same numbers) is told FAIL and trains nothing."""
         name = sampled_name(trial.number)
+        params = suggest(trial, self.space)
+        if "model" not in trial.user_attrs:  # a fresh ask, not a re-attached trial
+            same = [t for t in self.optuna.get_trials(deepcopy=False) if t.params == params and t.number != trial.number
+                    and "model" in t.user_attrs]
+            if same:
+                trial.set_user_attr("duplicate_of", same[0].user_attrs["model"])
+                self.optuna.tell(trial, state=TrialState.FAIL)
+                return "duplicate"
         try:
-            model = space_model(self.space, suggest(trial, self.space), self.info.input_shape,
-                                self.info.num_classes, name=name, source=self.study.name)
+            model = space_model(self.space, params, self.info.input_shape, self.info.num_classes, name=name,
+                                source=self.study.name)
         except UserError as exc:
             trial.set_user_attr("invalid", str(exc))
             self.optuna.tell(trial, state=TrialState.FAIL)
-            return False
+            return "invalid"
         trial.set_user_attr("model", name)
         self.add(model)
         self.ids[name] = trial._trial_id
-        return True
+        return "new"
 
     def _tell(self) -> None:
         """Tell Optuna the result of every RUNNING trial whose convstudy trial has ended (from study.db)."""
