@@ -34,7 +34,8 @@ def run(study: "Study | str | Path", **options: Any) -> "Results":
 
     args = _run_args(study, options)
     spec, opts, workers = prepare(args)
-    store, _ = execute(spec, opts, workers, Console(highlight=False), latency_options(args))
+    store, _ = execute(spec, opts, workers, Console(highlight=False), latency_options(args), args.trials,
+                       args.confirm or 0)
     try:
         note = failed_note(store, spec, opts)
     finally:

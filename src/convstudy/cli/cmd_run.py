@@ -58,6 +58,10 @@ def register(sub) -> None:
     p.add_argument("--latency", action="store_true",
                    help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
     add_latency_options(p, "latency-")
+    p.add_argument("--trials", type=positive_int, metavar="N",
+                   help="a study with a [search]: sample N configurations in all (overrides its trials count)")
+    p.add_argument("--confirm", type=positive_int, metavar="K",
+                   help="a study with a [search]: after it, train its best K configurations on every seed")
     p.set_defaults(func=run)
 
 
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     study, opts, workers = prepare(args)
     console = Console(highlight=False)
-    store, finished = execute(study, opts, workers, console, latency_options(args))
+    store, finished = execute(study, opts, workers, console, latency_options(args), args.trials, args.confirm or 0)
     render(collect(store), "table", console)
     console.print(f"results: {store.out} (report.html, report.json, report.md, plots/)")
     if note := failed_note(store, study, opts):
@@ -123,6 +127,11 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                       storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)
+    if study.search is not None and (names or args.workers > 1):
+        raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
+                        "samples, one at a time (several at once: --executor ray)")
+    if study.search is None and (args.trials or args.confirm):
+        raise UserError(f"{'--trials' if args.trials else '--confirm'}: {study.name} has no [search] section")
     return study, opts, args.workers
 
 
@@ -138,10 +147,16 @@ def latency_options(args: argparse.Namespace) -> "LatencyOptions | None":
 
 
 def execute(study: "Study", opts: "RunOptions", workers: int, console: Console,
-            latency: "LatencyOptions | None" = None) -> tuple["StudyStore", bool]:
-    """Run (or resume) the study: `workers` local processes, else `run_study`, then measure `latency` if the
-    run ended; returns the store and whether every wanted trial ended."""
-    store, finished = _train(study, opts, workers, console)
+            latency: "LatencyOptions | None" = None, trials: int | None = None,
+            confirm: int = 0) -> tuple["StudyStore", bool]:
+    """Run (or resume) the study: its search (`trials`, `confirm`), `workers` local processes, or `run_study`,
+    then measure `latency` if the run ended; returns the store and whether every wanted trial ended."""
+    if study.search is not None:
+        from convstudy.search import run_search
+
+        store, finished = run_search(study, opts, console, trials, confirm)
+    else:
+        store, finished = _train(study, opts, workers, console)
     if latency and finished:
         from convstudy.cli.cmd_latency import measure_and_show
         from convstudy.report import write_reports
@@ -168,7 +183,7 @@ def _train(study: "Study", opts: "RunOptions", workers: int, console: Console) -
 
 def failed_note(store: "StudyStore", study: "Study", opts: "RunOptions") -> str | None:
     """The line naming the wanted trials that failed, or None."""
-    wanted = set(opts.models or [m.name for m in study.models])
+    wanted = set(opts.models or [m.name for m in store.study.models])  # a search's models joined as it ran
     failed = [r for r in store.db.trials() if r.state == "failed" and r.model in wanted and r.seed in study.seeds]
     if not failed:
         return None

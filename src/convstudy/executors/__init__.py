@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Callable, Protocol
 
 import torch
 from rich.console import Console
@@ -17,14 +18,14 @@ from convstudy.data import load_dataset
 from convstudy.errors import DiskFull, UserError
 from convstudy.executors.local import disk_full
 from convstudy.executors.progress import ProgressView
-from convstudy.executors.trial import Event, TrialJob, run_trial
+from convstudy.executors.trial import EpochDone, Event, TrialJob, run_trial
 from convstudy.spec import ModelSpec, Study
-from convstudy.store import State, StudyStore, check_numerics, provenance
+from convstudy.store import FINISHED, State, StudyStore, check_numerics, provenance
 from convstudy.train import describe, make_trial_data, plan, resolve_device, resolve_precision
 
 EXECUTORS = ("local", "ray")
 
-__all__ = ["EXECUTORS", "Event", "RunOptions", "TrialJob", "run_study", "run_trial"]
+__all__ = ["EXECUTORS", "Event", "Growth", "RunOptions", "TrialJob", "run_study", "run_trial"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,22 @@ class RunOptions:
     seeds_of: dict[str, tuple[int, ...]] | None = None  # racing: the seeds each model has earned so far
 
 
+class Growth(Protocol):
+    """Models that join a study while it runs: convstudy.search samples them (issue 18).
+
+    `start(store, add)` is called once the study directory is open, with `add(model)`, which makes a
+    model one of the study's (plan, trials of every seed, a job); then an executor with a free slot and
+    nothing left to claim calls `more()` (True: it added a trial), and after every epoch `prune(event)`
+    (True: stop the trial there, recorded as pruned).
+    """
+
+    def start(self, store: StudyStore, add: Callable[[ModelSpec], None]) -> None: ...
+
+    def more(self) -> bool: ...
+
+    def prune(self, event: EpochDone) -> bool: ...
+
+
 # `--stack-seeds auto` is 1 everywhere: stacking measured no faster on this project's 2-core CPU (3 seeds,
 # one epoch: k3-2 16.7 s stacked vs 17.1 s alone, k3-4 22.9 vs 19.5) and is not timed on a GPU yet;
 # a speed path is on by default only where docs/benchmarks.md shows it faster.
@@ -54,8 +71,12 @@ _FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--
           "conv_dft": "--precision", "threads": "--workers (or OMP_NUM_THREADS; --cpus-per-trial with Ray)"}
 
 
-def run_study(study: Study, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, bool]:
-    """Run (or resume) `study` into `opts.out`; returns the store and whether every wanted trial ended."""
+def run_study(study: Study, opts: RunOptions, console: Console | None = None,
+              grow: Growth | None = None) -> tuple[StudyStore, bool]:
+    """Run (or resume) `study` into `opts.out`; returns the store and whether every wanted trial ended.
+
+    With `grow` (a search), the study's models are those `grow` adds as it runs, every seed of each.
+    """
     from convstudy.report import write_reports
 
     console = console or Console(highlight=False)
@@ -83,16 +104,22 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
              if m.name in wanted_models}
     numerics = {name: p.numerics() for name, p in plans.items()}
     store = StudyStore.create_or_open(opts.out, study)
+    if grow is not None:  # the models it added before are the study's (the store keeps them)
+        study, stack = store.study, 1
+        wanted_models = names = [m.name for m in study.models]
+        plans.update({m.name: plan(m, ds.info.input_shape, trial_device, precision, threads) for m in study.models
+                      if m.name not in plans})
+        numerics.update({name: p.numerics() for name, p in plans.items()})
     position = {n: i for i, n in enumerate(names)}
     seeds_of = opts.seeds_of or {}
     pairs = [(m, s) for m in wanted_models for s in seeds_of.get(m, study.seeds)]
     store.db.ensure_trials([(m, s, position[m]) for m, s in pairs])
     wanted = set(pairs)
     todo = [r for r in store.db.trials()
-            if (r.model, r.seed) in wanted and r.state not in (State.COMPLETE, State.DIVERGED)]
+            if (r.model, r.seed) in wanted and r.state not in FINISHED]
     check_numerics(todo, numerics, {**_FLAGS, "threads": _FLAGS["threads"] if local else "--cpus-per-trial"})
     done = len(wanted) - len(todo)
-    if not todo:
+    if not todo and grow is None:
         console.print(f"all {len(wanted)} trials of {study.name} are finished in {store.out}; nothing to run")
         write_reports(store)
         return store, True
@@ -114,16 +141,28 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None) ->
 
     # (model, seed) -> a TrialJob factory taking the trial id the executor claims.
     jobs = {(m.name, s): partial(job, m, s) for m in study.models for s in study.seeds if (m.name, s) in wanted}
+
+    def add(model: ModelSpec) -> None:  # a model joins the running study (a search sampled it)
+        store.add_model(model)
+        plans[model.name] = plan(model, ds.info.input_shape, trial_device, precision, threads)
+        numerics[model.name] = plans[model.name].numerics()
+        store.db.ensure_trials([(model.name, s, len(store.study.models) - 1) for s in study.seeds])
+        jobs.update({(model.name, s): partial(job, model, s) for s in study.seeds})
+
+    if grow is not None:
+        grow.start(store, add)
     view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
     try:
         if opts.executor == "ray":
             from convstudy.executors.ray_executor import run_ray
 
-            finished = run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store), numerics)
+            finished = run_ray(store, jobs, ds, study, run_id, opts, view, lambda: write_reports(store), numerics,
+                               grow)
         else:
             from convstudy.executors.local import run_local
 
-            finished = run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack)
+            finished = run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack,
+                                 grow)
         write_reports(store)
     except Exception as exc:
         if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports

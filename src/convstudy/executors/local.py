@@ -6,7 +6,7 @@ import errno
 import signal
 import sqlite3
 import threading
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from convstudy.errors import DiskFull, StoreError
 from convstudy.executors.progress import ProgressView
@@ -15,6 +15,9 @@ from convstudy.store import CheckpointStorage
 from convstudy.executors.trial import Diverged, EpochDone, Finished, TrialJob, run_trial
 from convstudy.store import State, StudyStore, this_owner
 from convstudy.train import TrialData
+
+if TYPE_CHECKING:
+    from convstudy.executors import Growth
 
 
 class Interrupt:
@@ -57,11 +60,12 @@ def disk_full(exc: BaseException) -> bool:
 
 def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
               run_id: int, view: ProgressView, after_trial: Callable[[], None],
-              numerics: dict[str, dict] | None = None, stack: int = 1) -> bool:
+              numerics: dict[str, dict] | None = None, stack: int = 1, grow: "Growth | None" = None) -> bool:
     """Claim and train wanted trials until none is left; returns False when interrupted.
 
     With `stack` > 1, up to that many pending seeds of one model are claimed together and trained as
-    one stacked network (train.stack), by the same loop.
+    one stacked network (train.stack), by the same loop. With `grow` (a search), a free slot asks it
+    for another trial (`grow.more()`) and every epoch whether to stop the trial there (`grow.prune`).
     """
     owner = this_owner()
     current: set[int] = set()  # trial ids being trained, for the heartbeat
@@ -71,6 +75,8 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
         while not interrupt.requested:
             rec = store.db.claim(owner, set(jobs), run_id, numerics)
             if rec is None:
+                if grow is not None and grow.more():
+                    continue
                 return True
             group = [rec]
             same_model = {key for key in jobs if key[0] == rec.model}
@@ -85,6 +91,10 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
                     record(event)
                     if isinstance(event, (Finished, Diverged)):
                         unfinished.discard(event.job.trial_id)
+                    if isinstance(event, EpochDone) and grow is not None and grow.prune(event):
+                        record.pruned(event)  # the search runs one trial at a time (stack 1)
+                        unfinished.discard(event.job.trial_id)
+                        break
                     if isinstance(event, EpochDone) and event.last and interrupt.requested:
                         break  # every trial of this epoch is checkpointed: stop here
             except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoints hold

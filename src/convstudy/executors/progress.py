@@ -106,6 +106,10 @@ class ProgressView:
         self.dropped(job)
         self._print(f"[red]{_tag(job)}: diverged (non-finite loss) in epoch {epoch}[/red]")
 
+    def pruned(self, job: "TrialJob", epoch: int) -> None:
+        self.dropped(job)
+        self._print(f"[yellow]{_tag(job)}: pruned after epoch {epoch}[/yellow]")
+
     def failed(self, job: "TrialJob", reason: str) -> None:
         self.dropped(job)
         self._print(f"[red]{_tag(job)}: failed: {reason}[/red]")

@@ -24,7 +24,7 @@ from convstudy.errors import StoreError, UserError
 from convstudy.executors.local import Interrupt, release
 from convstudy.executors.progress import ProgressView
 from convstudy.executors.record import Recorder, heartbeat
-from convstudy.executors.trial import Diverged, Finished, Progress, TrialJob, run_trial
+from convstudy.executors.trial import Diverged, EpochDone, Finished, Progress, TrialJob, run_trial
 from convstudy.spec import Study, TrainSettings
 from convstudy.store import CheckpointStorage, State, StudyStore, storage_for, this_owner
 from convstudy.train import make_trial_data
@@ -76,8 +76,12 @@ def lost_reason(exc: BaseException) -> str:
 
 def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], ds: Dataset, study: Study,
             run_id: int, opts, view: ProgressView, after_trial: Callable[[], None],
-            numerics: dict[str, dict] | None = None) -> bool:
-    """Train the wanted trials as Ray tasks until none is left; returns False when interrupted."""
+            numerics: dict[str, dict] | None = None, grow=None) -> bool:
+    """Train the wanted trials as Ray tasks until none is left; returns False when interrupted.
+
+    With `grow` (a search, executors.Growth), a free slot asks it for another trial, and the driver
+    asks it after every epoch whether to stop that trial: its task is cancelled, it is recorded as pruned.
+    """
     ray = require_ray()
     if opts.device == "cuda" and opts.gpus_per_trial <= 0:
         raise UserError("--device cuda with --executor ray needs --gpus-per-trial > 0 (e.g. 0.25 to share a GPU)")
@@ -85,7 +89,7 @@ def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Trial
     storage.check()
     started = connect(ray, opts.address)
     try:
-        return _drive(ray, store, jobs, ds, study, run_id, opts, storage, view, after_trial, numerics)
+        return _drive(ray, store, jobs, ds, study, run_id, opts, storage, view, after_trial, numerics, grow)
     finally:
         if started:
             ray.shutdown()
@@ -93,7 +97,7 @@ def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Trial
 
 def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int, opts,
            storage: CheckpointStorage, view: ProgressView, after_trial: Callable[[], None],
-           numerics: dict[str, dict] | None) -> bool:
+           numerics: dict[str, dict] | None, grow=None) -> bool:
     from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError,
                                 RayTaskError, WorkerCrashedError)
     from ray.util.queue import Queue
@@ -106,18 +110,29 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
     task = ray.remote(train_on_worker)
     record = Recorder(store, storage, view, owner)
     inflight: dict[Any, TrialJob] = {}
-    ended: set[int] = set()  # trials whose Finished or Diverged event arrived
+    ended: set[int] = set()  # trials whose Finished or Diverged event arrived, or that were pruned
+    pruned: set[int] = set()
 
     def drain() -> None:
         # Workers put synchronously, so once a task is done all its events are already queued.
         while n := queue.qsize():
             for where, event in queue.get_nowait_batch(n):
+                if event.job.trial_id in ended:  # what a pruned trial's task did before it was cancelled
+                    continue
                 record(event, where)
                 if isinstance(event, (Finished, Diverged)):
                     ended.add(event.job.trial_id)
+                elif isinstance(event, EpochDone) and grow is not None and grow.prune(event):
+                    record.pruned(event)  # its epoch is checkpointed and recorded: stop its task there
+                    ended.add(event.job.trial_id)
+                    pruned.add(event.job.trial_id)
+                    ray.cancel(next(r for r, j in inflight.items() if j.trial_id == event.job.trial_id), force=True)
 
     def settle(ref) -> None:
         job = inflight.pop(ref)
+        if job.trial_id in pruned:  # cancelled by us; nothing to get
+            after_trial()
+            return
         try:
             ray.get(ref)
         except RayTaskError as exc:
@@ -145,6 +160,8 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
                 while len(inflight) < slots:
                     rec = store.db.claim(owner, set(jobs), run_id, numerics)
                     if rec is None:
+                        if grow is not None and grow.more():
+                            continue
                         break
                     job = jobs[(rec.model, rec.seed)](rec.id)
                     # Ray retries a task whose worker died (not one that raised): a lost worker's trial

@@ -55,6 +55,11 @@ class Recorder:
             self.storage.delete(job.key)
             self.view.finished(job, event.test_loss, event.test_accuracy)
 
+    def pruned(self, event: EpochDone) -> None:
+        """A search's pruner stopped the trial after this (recorded, checkpointed) epoch."""
+        self.store.db.mark(event.job.trial_id, State.PRUNED)
+        self.view.pruned(event.job, event.result.epoch)
+
 
 def resume_from(db: StudyDB, trial_id: int, history: list[dict], note: str | None) -> None:
     """Make a trial's epoch rows those of the checkpoint it resumes from (none: from scratch)."""

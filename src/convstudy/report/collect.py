@@ -12,6 +12,7 @@ from convstudy.data import get_info
 from convstudy.model import summarize_model
 from convstudy.report.factors import factor_effects
 from convstudy.report.html_best import best_model_summary
+from convstudy.report.search import search_section
 from convstudy.report.stats import best_group, describe
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
 from convstudy.store import DamagedFile, StoreError, StudyStore
@@ -71,6 +72,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "states": dict(Counter(r.state for r in recs)),
             "diverged": sum(r.state == "diverged" for r in recs),
             "failed": sum(r.state == "failed" for r in recs),
+            "pruned": sum(r.state == "pruned" for r in recs),
             "seconds_per_epoch": float(np.mean(epoch_secs)) if epoch_secs else None,
             "samples_per_s": (n_train / float(np.mean(epoch_secs))) if epoch_secs and n_train else None,
             "train_seconds": sum(r.train_seconds for r in recs),
@@ -120,6 +122,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         "models": models,
         "best_model": best_model_summary(store, models),
         **factor_effects(models, metric),
+        **({"search": search_section(store)} if study.search else {}),
     }
 
 

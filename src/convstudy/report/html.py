@@ -59,6 +59,10 @@ def render_html(report: dict[str, Any]) -> str:
         inner = draw(report)
         if inner is not None:
             sections.append(_section(ident, title, inner))
+    if report.get("search"):
+        from convstudy.report.search import search_html
+
+        sections.append(search_html(report["search"]))
     return page(f"{s['name']} · convstudy report", "\n".join(sections),
                 json_block("report-data", page_data(report)), refresh=running)
 

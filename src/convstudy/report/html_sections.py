@@ -1,4 +1,4 @@
-"""Report sections that show only when their data is in the report: the factor effects and the search history.
+"""Report sections that show only when their data is in the report: the factor effects and racing.
 
 Each is `f(report) -> HTML or None`; `render_html` adds the sections whose function returns HTML, in
 `OPTIONAL_SECTIONS` order. The statistics come from elsewhere (collect); these only draw them, escaped.
@@ -48,20 +48,7 @@ def racing(report: dict[str, Any]) -> str | None:
             f"<tbody>{body}</tbody></table></div>")
 
 
-def search_history(report: dict[str, Any]) -> str | None:
-    """`report["search"]`, once the search issue writes it: until then there is nothing to show."""
-    search = report.get("search")
-    if not search:
-        return None
-    trials = search.get("trials", []) if isinstance(search, dict) else search
-    cols = list(dict.fromkeys(k for t in trials for k in t))
-    head = "".join(f'<th scope="col" tabindex="0">{escape(str(c))}</th>' for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(t.get(c, '–')))}</td>" for c in cols) + "</tr>" for t in trials)
-    return f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
 OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
     ("factors", "Factors", factor_effects),
     ("racing", "Racing", racing),
-    ("search", "Search history", search_history),
 ]

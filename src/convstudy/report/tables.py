@@ -111,6 +111,10 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     out += _confusion_markdown(report.get("best_model"))
     out += factors_markdown(report, plots_dir)
     out += racing_markdown(report)
+    if report.get("search"):
+        from convstudy.report.search import search_markdown
+
+        out += ["", search_markdown(report["search"])]
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]

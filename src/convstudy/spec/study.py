@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from convstudy.errors import UserError
+from convstudy.spec.search import SearchSpec, is_sampled
 from convstudy.spec.layers import (
     Activation, Dense, Dropout, Float, Int, LayerError, Shape, _clip, _Layer, parse_layer, pydantic_reason, show_value,
 )
@@ -300,6 +301,8 @@ class Study(_Frozen):
     race: Int | None = None
     train: TrainSettings = TrainSettings()
     models: tuple[ModelSpec, ...]
+    # A search (convstudy.search) adds the models it samples to `models` as it goes; see fingerprint.
+    search: SearchSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -376,13 +379,18 @@ class Study(_Frozen):
             "seeds": ({"min": self.race, "max": len(self.seeds)} if self.race else list(self.seeds)),
             "train": train,
             "models": [m.to_dict() for m in self.models],
+            **({"search": self.search.to_dict()} if self.search else {}),
         }
 
     def fingerprint(self) -> str:
-        """Identity of what the study trains; seeds are left out so a later run may add seeds."""
+        """Identity of what the study trains; seeds are left out so a later run may add seeds, and a
+        search's sampled models and budget so it stays itself while a search adds models or goes on longer."""
         body = self.to_dict()
         body.pop("seeds")  # and racing, which only decides how many seeds run
         body.pop("description")
+        if self.search:
+            body["models"] = [m for m in body["models"] if not is_sampled(m)]
+            body["search"].pop("trials")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -402,9 +410,9 @@ def build_study(data: Any, source: str = "<study>") -> Study:
         if key not in known:
             shown = f'"{_clip(key)}"' if isinstance(key, str) else show_value(key)
             raise UserError(f'{source}: unknown key {shown}; valid: {", ".join(sorted(known))}')
-    raw_models = data.get("models", [] if data.get("spaces") else None)
-    if not isinstance(raw_models, list) or not (raw_models or data.get("spaces")):
-        raise UserError(f"{source}: a study needs at least one model under [[models]] or [[spaces]]")
+    raw_models = data.get("models", [] if data.get("spaces") or "search" in data else None)
+    if not isinstance(raw_models, list) or not (raw_models or data.get("spaces") or "search" in data):
+        raise UserError(f"{source}: a study needs at least one model under [[models]] or [[spaces]], or a [search]")
     models, seen = [], set()
     for i, raw in enumerate(raw_models, 1):
         label = f'model "{_clip(raw["name"])}"' if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"model {i}"
@@ -429,6 +437,10 @@ def build_study(data: Any, source: str = "<study>") -> Study:
         info = get_info(study.dataset)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
+    if study.search is not None:
+        from convstudy.spec.search import check_search
+
+        check_search(study, info, source)
     for model in study.models:
         try:
             model.check(info.input_shape, info.num_classes)

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 from convstudy.errors import StoreError, UserError
-from convstudy.spec import Study, build_study
-from convstudy.store.db import STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
+from convstudy.spec import ModelSpec, Study, build_study
+from convstudy.spec.search import is_sampled
+from convstudy.store.db import FINISHED, STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
 from convstudy.store.checkpoints import CheckpointStorage, storage_for
 from convstudy.store.provenance import provenance
 from convstudy.store.files import (
@@ -27,7 +28,7 @@ from convstudy.store.files import (
 )
 from convstudy.untrusted import load_untrusted
 
-__all__ = ["DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
+__all__ = ["FINISHED", "DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
            "owner_alive", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
            "save_tensors", "quarantine", "check_numerics"]
 
@@ -59,6 +60,8 @@ class StudyStore:
                 old = json.loads(db.get_meta("study") or "{}").get("name", "?")
                 raise StoreError(f'{out}: holds a different study ("{old}", spec {have}; this one is '
                                  f"{study.fingerprint()}); use another --out or the same study file and flags")
+            if study.search is not None:  # the models the search sampled so far stay the study's
+                study = _with_sampled(study, json.loads(db.get_meta("study") or "{}").get("models", []))
             store = cls(out, db, study)
             described = json.dumps(study.to_dict())
             if have is None or db.get_meta("study") != described:  # same study: keep the newest description/seeds
@@ -93,6 +96,15 @@ class StudyStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def add_model(self, model: ModelSpec) -> None:
+        """A model joins the study as it runs (a search sampled it), kept in study.db's spec; the study's
+        fingerprint leaves sampled models out, so the directory still holds the same study."""
+        if any(m.name == model.name for m in self.study.models):
+            return
+        self.study = self.study.model_copy(update={"models": (*self.study.models, model)})
+        with self.db.transaction():
+            self.db.set_meta("study", json.dumps(self.study.to_dict()))
 
     def owner(self, model: str, seed: int) -> str:
         """The identity this study's files of trial (model, seed) carry."""
@@ -183,6 +195,13 @@ def _latency_problem(entry: Any) -> str | None:
                                                                   for v in [t.get("median"), *ci])):
                 return f"{field} has no median and ci95"
     return None
+
+
+def _with_sampled(study: Study, stored: list[dict[str, Any]]) -> Study:
+    """`study` with the sampled models (spec.search.is_sampled) a previous run stored, in their order."""
+    have = {m.name for m in study.models}
+    extra = tuple(ModelSpec.model_validate(m) for m in stored if is_sampled(m) and m["name"] not in have)
+    return study.model_copy(update={"models": (*study.models, *extra)}) if extra else study
 
 
 def check_numerics(todo: list[TrialRecord], numerics: dict[str, dict[str, Any]], flags: dict[str, str]) -> None:

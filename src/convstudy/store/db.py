@@ -23,26 +23,33 @@ from convstudy.errors import StoreError
 SCHEMA_VERSION = 2
 STALE_S = 90.0
 class State(str, Enum):
-    """A trial's state; study.db's CHECK constraint holds the same five, and there is no other."""
+    """A trial's state; study.db's CHECK constraint holds the same ones, and there is no other.
+
+    `pruned`: a search's pruner stopped it after `epochs_done` epochs; like complete and diverged it is
+    finished. Only a search study (issue 18) has pruned trials, and a search study's database is new, so
+    a database of an older version, whose CHECK lacks `pruned`, never needs to hold one.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
     COMPLETE = "complete"
     FAILED = "failed"
     DIVERGED = "diverged"
+    PRUNED = "pruned"
 
     __str__ = str.__str__
     __format__ = str.__format__
 
 
 STATES = tuple(s.value for s in State)
-_SCHEMA = """
+FINISHED = (State.COMPLETE, State.DIVERGED, State.PRUNED)  # a rerun leaves these as they are
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL NOT NULL, provenance TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
     id INTEGER PRIMARY KEY, model TEXT NOT NULL, seed INTEGER NOT NULL, position INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending','running','complete','failed','diverged')),
+    state TEXT NOT NULL CHECK (state IN ({", ".join(f"'{v}'" for v in STATES)})),
     owner TEXT, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0, epochs_done INTEGER NOT NULL DEFAULT 0,
     started_at REAL, finished_at REAL, train_seconds REAL NOT NULL DEFAULT 0,
     test_loss REAL, test_accuracy REAL, diverged_epoch INTEGER, error TEXT, device TEXT, run_id INTEGER,
@@ -389,14 +396,17 @@ class StudyDB:
             self._event(trial_id, "complete")
 
     def mark(self, trial_id: int, state: State, error: str | None = None, diverged_epoch: int | None = None) -> None:
-        """Move a trial to `failed`, `diverged` or back to `pending` (released by an interrupted owner)."""
+        """Move a trial to `failed`, `diverged`, `pruned` (after its `epochs_done` epochs) or back to
+        `pending` (released by an interrupted owner)."""
         state = State(state)
-        if state not in (State.FAILED, State.DIVERGED, State.PENDING):
+        if state not in (State.FAILED, State.DIVERGED, State.PRUNED, State.PENDING):
             raise ValueError(f"mark: a trial is moved to {state.value} by claim or finish, not mark")
         with self.transaction():
             self.conn.execute("UPDATE trials SET state=?, owner=NULL, error=?, diverged_epoch=?, "
-                              "finished_at=CASE WHEN ? IN ('failed','diverged') THEN ? END WHERE id=?",
+                              "finished_at=CASE WHEN ? IN ('failed','diverged','pruned') THEN ? END WHERE id=?",
                               (state.value, error, diverged_epoch, state.value, time.time(), trial_id))
+            if state == State.PRUNED:
+                error = f"after epoch {self.trial(trial_id).epochs_done}"
             self._event(trial_id, state.value, error or "")
 
 

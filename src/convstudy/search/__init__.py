@@ -1,0 +1,179 @@
+"""Search stage: a study's `[search]` samples its space with Optuna, and every sample is a normal convstudy model.
+
+`run_search(study, opts)` runs the one run path (`executors.run_study`) with a `Search` as its
+`Growth`: when an executor has a free slot and nothing to claim, the search tells Optuna what
+finished and asks it for the next configuration, which becomes model `trial-NNNN` (NNNN: Optuna's
+trial number, with the levels in `ModelSpec.factors`), one of the study's models (study.db keeps it
+in the study's spec; the fingerprint leaves sampled models out) with one trial on the study's first
+seed. After every epoch the executor asks `prune`: the search reports the validation metric to
+Optuna's pruner and, if it says so, the trial stops there and is recorded as `pruned`.
+
+State lives in the study directory: Optuna's study in OUT/search.db (its SQLite RDB storage), the
+trials in study.db. Whatever a crash interrupts, a rerun of the same command continues: every
+Optuna trial still RUNNING is re-attached to its model (suggesting again returns its stored values)
+and its convstudy trial resumes from its checkpoint (claim takes over a dead owner's trial); a trial
+that ended in study.db but was not yet told to Optuna is told from study.db. Nothing is asked twice.
+
+`--confirm K` then trains the top K configurations on every seed of the study by the normal run path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from convstudy.data import get_info
+from convstudy.errors import UserError
+from convstudy.executors import EpochDone, RunOptions, run_study
+from convstudy.model import summarize_model
+from convstudy.search.optuna_study import open_study, suggest
+from convstudy.spec import ModelSpec, Study
+from convstudy.spec.search import SAMPLED_NAME, check_search, sampled_name, search_space
+from convstudy.spec.space import space_model
+from convstudy.store import FINISHED, State, StudyStore
+
+MAX_INVALID = 100  # sampled configurations in a row that give no valid model: the space is the problem
+
+
+class Search:
+    """The executors' `Growth` for one search: asks and tells Optuna, decides pruning at epoch ends."""
+
+    def __init__(self, study: Study) -> None:
+        self.study, self.spec = study, study.search
+        self.space = search_space(self.spec, study.name)
+        self.info = get_info(study.dataset)
+        self.seed = study.seeds[0]
+        self.ids: dict[str, int] = {}  # model name -> Optuna trial id, for the trials attached here
+        self.store: StudyStore | None = None
+        self.add: Callable[[ModelSpec], None] | None = None
+
+    def start(self, store: StudyStore, add: Callable[[ModelSpec], None]) -> None:
+        """Open the Optuna study; re-attach every trial a crash left RUNNING (nothing new is asked)."""
+        self.store, self.add = store, add
+        self.optuna = open_study(store.out, self.study.name, self.spec, self.space, self.study.train.epochs)
+        for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self._attach(optuna.trial.Trial(self.optuna, t._trial_id))
+            rec = store.db.find(sampled_name(t.number), self.seed)
+            # Killed between reporting an epoch and acting on the pruner's answer: act on it now.
+            if (rec is not None and rec.state not in FINISHED and rec.epochs_done in t.intermediate_values
+                    and self.spec.pruner != "none" and rec.epochs_done < self.study.train.epochs
+                    and optuna.trial.Trial(self.optuna, t._trial_id).should_prune()):
+                store.db.mark(rec.id, State.PRUNED)
+        self._tell()
+
+    def more(self) -> bool:
+        """Tell Optuna what finished; if the budget allows, ask for one more configuration and add it."""
+        self._tell()
+        duplicates = 0
+        for _ in range(MAX_INVALID):
+            if not self._budget_left():
+                return False
+            outcome = self._attach(self.optuna.ask())
+            if outcome == "new":
+                return True
+            duplicates += outcome == "duplicate"
+        if duplicates == MAX_INVALID:  # the sampler has converged on what it tried: the search ends here
+            return False
+        raise UserError(f"{self.study.name}: search: {MAX_INVALID} sampled configurations in a row are invalid "
+                        "models or repeats; narrow the space (the errors are in search.db)")
+
+    def prune(self, event: EpochDone) -> bool:
+        """Report the epoch's validation metric to Optuna's pruner; True: stop the trial after this epoch."""
+        if self.spec.pruner == "none" or event.job.model.name not in self.ids:
+            return False
+        trial = optuna.trial.Trial(self.optuna, self.ids[event.job.model.name])
+        metric = self.spec.objective[0].metric  # val_accuracy or val_loss (SearchSpec checks)
+        trial.report(getattr(event.result, metric), event.result.epoch)
+        return event.result.epoch < event.job.settings.epochs and trial.should_prune()
+
+    def _attach(self, trial: optuna.Trial) -> str:
+        """Make the trial's configuration a model of the study ("new"); a configuration that is no valid
+        model ("invalid") or one a trained trial already has ("duplicate": TPE proposes those in a discrete
+        space, and one seed of it would train to the same numbers) is told FAIL and trains nothing."""
+        name = sampled_name(trial.number)
+        params = suggest(trial, self.space)
+        if "model" not in trial.user_attrs:  # a fresh ask, not a re-attached trial
+            same = [t for t in self.optuna.get_trials(deepcopy=False) if t.params == params and t.number != trial.number
+                    and "model" in t.user_attrs]
+            if same:
+                trial.set_user_attr("duplicate_of", same[0].user_attrs["model"])
+                self.optuna.tell(trial, state=TrialState.FAIL)
+                return "duplicate"
+        try:
+            model = space_model(self.space, params, self.info.input_shape, self.info.num_classes, name=name,
+                                source=self.study.name)
+        except UserError as exc:
+            trial.set_user_attr("invalid", str(exc))
+            self.optuna.tell(trial, state=TrialState.FAIL)
+            return "invalid"
+        trial.set_user_attr("model", name)
+        self.add(model)
+        self.ids[name] = trial._trial_id
+        return "new"
+
+    def _tell(self) -> None:
+        """Tell Optuna the result of every RUNNING trial whose convstudy trial has ended (from study.db)."""
+        for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            rec = self.store.db.find(sampled_name(t.number), self.seed)
+            if rec is None or rec.state not in FINISHED:
+                continue
+            if rec.state == State.COMPLETE:
+                self.optuna.tell(t.number, self._values(rec))
+            else:  # a diverged trial has no result to learn from
+                self.optuna.tell(t.number, state=TrialState.PRUNED if rec.state == State.PRUNED else TrialState.FAIL)
+
+    def _values(self, rec) -> list[float]:
+        last = self.store.db.epochs(rec.id)[-1]
+        summary = summarize_model(self.store.study.model(rec.model), self.info.input_shape)
+        values = {"val_accuracy": last.val_accuracy, "val_loss": last.val_loss, "params": summary.total_params,
+                  "mflops": summary.mflops}
+        return [float(values[o.metric]) for o in self.spec.objective]
+
+    def _budget_left(self) -> bool:
+        sampled = {t.user_attrs["model"] for t in self.optuna.get_trials(deepcopy=False) if "model" in t.user_attrs}
+        trials = [r for r in self.store.db.trials() if r.seed == self.seed and r.model in sampled]
+        ended = sum(r.state in FINISHED for r in trials)
+        running = len(self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        epochs = sum(r.epochs_done for r in trials)
+        budget = self.spec.trials
+        return ((budget.count is None or ended + running < budget.count)
+                and (budget.epochs is None or epochs < budget.epochs))
+
+
+def run_search(study: Study, opts: RunOptions, console: Console | None = None, budget: int | None = None,
+               confirm: int = 0) -> tuple[StudyStore, bool]:
+    """Search `study`'s space into `opts.out` (resuming), then retrain the best `confirm` on every seed."""
+    if study.search is None:
+        raise UserError(f"{study.name}: has no [search] section")
+    if budget is not None:  # --trials N; the fingerprint leaves the budget out
+        trials = study.search.trials.model_copy(update={"count": budget})
+        study = study.model_copy(update={"search": study.search.model_copy(update={"trials": trials})})
+    check_search(study, get_info(study.dataset), "--trials" if budget is not None else study.name)
+    one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
+    store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed))
+    if not finished or not confirm:
+        return store, finished
+    top = best_configurations(store, study, confirm)
+    full = study.model_copy(update={"models": store.study.models})
+    store.close()
+    (console or Console(highlight=False)).print(
+        f"confirming the best {len(top)} configurations on seeds {', '.join(map(str, study.seeds))}: {', '.join(top)}")
+    return run_study(full, replace(opts, models=tuple(top)), console)
+
+
+def best_configurations(store: StudyStore, study: Study, k: int) -> list[str]:
+    """The `k` complete search trials best on the first objective (validation, never test)."""
+    first = study.search.objective[0]
+    done = [r for r in store.db.trials() if r.state == State.COMPLETE and r.seed == study.seeds[0]
+            and SAMPLED_NAME.match(r.model)]
+    score = {r.model: getattr(store.db.epochs(r.id)[-1], first.metric) if first.metric.startswith("val_") else None
+             for r in done}
+    if first.metric in ("params", "mflops"):
+        info = get_info(study.dataset)
+        score = {m: getattr(summarize_model(store.study.model(m), info.input_shape),
+                            "total_params" if first.metric == "params" else "mflops") for m in score}
+    return sorted(score, key=lambda m: score[m], reverse=first.goal == "maximize")[:k]

@@ -1,0 +1,81 @@
+"""The Optuna side of a search: its study on OUT/search.db, samplers and pruners by name, one suggest per factor.
+
+Optuna is the only search engine here: convstudy writes no sampler or pruner of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from convstudy.errors import UserError
+from convstudy.spec.search import SearchSpec, grid_values
+from convstudy.spec.space import FloatRange, IntRange, Space
+
+STORAGE = "search.db"  # beside study.db in the study directory
+
+
+def storage_url(out: Path) -> str:
+    """SQLAlchemy's URL of a study directory's Optuna storage (report.search opens it read-only)."""
+    return f"sqlite:///{(Path(out) / STORAGE).resolve()}"
+
+
+def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's sampler for `spec.sampler`, seeded with `seed`."""
+    if spec.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({f.name: grid_values(f) for f in space.factors}, seed=seed)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    try:
+        import cmaes  # noqa: F401  Optuna's CmaEsSampler needs it, and imports it only when it samples
+    except ImportError:
+        raise UserError("search: sampler cmaes needs the cmaes package: pip install cmaes") from None
+    return optuna.samplers.CmaEsSampler(seed=seed)
+
+
+def pruner(spec: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
+    """Optuna's pruner for `spec.pruner`; its resource is the epoch, from 1 to the study's `epochs`."""
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if spec.pruner == "successive-halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(out: Path, name: str, spec: SearchSpec, space: Space, epochs: int) -> optuna.Study:
+    """Create or load the search's Optuna study in `out`.
+
+    The sampler's seed is `spec.seed` plus the trials already sampled, so a search resumed after a
+    crash draws new configurations instead of replaying its first ones (a seeded RandomSampler would).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(storage_url(out))
+    try:
+        sampled = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    except KeyError:
+        sampled = 0
+    directions = [o.goal for o in spec.objective]
+    return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, directions=directions,
+                               sampler=sampler(spec, space, spec.seed + sampled), pruner=pruner(spec, epochs))
+
+
+def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    """One value per factor. Optuna returns a value already stored for the trial, so suggesting again for a
+    trial sampled before a crash gives back its configuration (and samples only what it had not)."""
+    out = {}
+    for f in space.factors:
+        if isinstance(f, IntRange):
+            out[f.name] = trial.suggest_int(f.name, f.low, f.high, step=f.step, log=f.log)
+        elif isinstance(f, FloatRange):
+            out[f.name] = trial.suggest_float(f.name, f.low, f.high, step=f.step, log=f.log)
+        else:
+            out[f.name] = trial.suggest_categorical(f.name, list(f.levels))
+    return out

@@ -1,0 +1,181 @@
+"""A study's `[search]` section: which space to search, with which Optuna sampler and pruner, for how long.
+
+Validated like the rest of the study (pydantic, `extra="forbid"`); every mistake is one line. The search
+itself (convstudy.search) reads nothing else from the study file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from convstudy.spec.layers import Int, _clip
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+PRUNERS = ("none", "median", "successive-halving", "hyperband")
+# What a search can optimise, read off each finished trial, with its natural direction. Test accuracy is
+# not among them: the search selects on validation, like the best group (issue 17).
+OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "params": "minimize", "mflops": "minimize"}
+# A sampled model is named after its Optuna trial number; the study's fingerprint leaves such models out.
+SAMPLED_NAME = re.compile(r"^trial-\d{4,}$")
+
+
+def sampled_name(number: int) -> str:
+    """The convstudy model name of Optuna trial `number` (one name per trial, stable across reruns)."""
+    return f"trial-{number:04d}"
+
+
+def is_sampled(model: dict[str, Any]) -> bool:
+    """Whether a model (in its dict form) was sampled by a search: named trial-NNNN, with factor levels."""
+    return bool(SAMPLED_NAME.match(model["name"]) and model.get("factors"))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Objective(_Frozen):
+    """One objective: a metric of OBJECTIVES and its direction (default: the metric's natural one)."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, v: Any) -> Any:
+        return {"metric": v} if isinstance(v, str) else v
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in OBJECTIVES:
+            raise ValueError(f'unknown objective "{_clip(v)}"; valid: {", ".join(OBJECTIVES)}')
+        return v
+
+    @property
+    def goal(self) -> str:
+        return self.direction or OBJECTIVES[self.metric]
+
+
+class Budget(_Frozen):
+    """How long a search samples: `count` trials and/or `epochs` trained in all, whichever ends first."""
+
+    count: Int | None = Field(default=None, ge=1, le=100_000)
+    epochs: Int | None = Field(default=None, ge=1, le=10_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, v: Any) -> Any:
+        return {"count": v} if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _some(self) -> "Budget":
+        if self.count is None and self.epochs is None:
+            raise ValueError("trials needs a count, epochs or both, e.g. trials = 30 or {count = 30, epochs = 100}")
+        return self
+
+
+class SearchSpec(_Frozen):
+    """The `[search]` section; `space` is a model template in the spaces syntax (spec.space)."""
+
+    space: dict[str, Any]
+    sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
+    trials: Budget
+    objective: tuple[Objective, ...] = (Objective(metric="val_accuracy"),)
+    pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
+    seed: Int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @field_validator("sampler", "pruner", mode="before")
+    @classmethod
+    def _choice(cls, v: Any, info) -> Any:
+        valid = SAMPLERS if info.field_name == "sampler" else PRUNERS
+        if isinstance(v, str) and v.lower() in valid:
+            return v.lower()
+        raise ValueError(f'unknown {info.field_name} "{_clip(str(v))}"; valid: {", ".join(valid)}')
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objectives(cls, v: Any) -> Any:
+        v = [v] if isinstance(v, (str, dict)) else v
+        if not v:
+            raise ValueError(f"objective needs at least one of {', '.join(OBJECTIVES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SearchSpec":
+        metrics = [o.metric for o in self.objective]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError("objective: a metric is listed twice")
+        several = len(self.objective) > 1
+        if several and self.pruner != "none":
+            raise ValueError(f"pruner {self.pruner}: Optuna prunes single-objective searches only; "
+                             "use pruner = \"none\" with several objectives")
+        if self.pruner != "none" and metrics[0] not in ("val_accuracy", "val_loss"):
+            raise ValueError(f"pruner {self.pruner}: prunes on a per-epoch metric; objective {metrics[0]} does not "
+                             "change by epoch (use val_accuracy or val_loss, or pruner = \"none\")")
+        if several and self.sampler == "cmaes":
+            raise ValueError("sampler cmaes: optimises one objective; use nsga2 or tpe for several")
+        if self.sampler == "nsga2" and not several:
+            raise ValueError("sampler nsga2: is for several objectives; use tpe for one")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.model_dump(exclude_defaults=True, exclude={"objective", "trials"})
+        out["trials"] = self.trials.model_dump(exclude_none=True)
+        out["objective"] = [o.model_dump(exclude_none=True) for o in self.objective]
+        return out
+
+
+def search_space(spec: SearchSpec, source: str = "<study>"):
+    """The section's `space` as a spec.space.Space (validated); every mistake is one UserError line."""
+    from pydantic import ValidationError
+
+    from convstudy.errors import UserError
+    from convstudy.spec.layers import pydantic_reason
+    from convstudy.spec.space import Space
+
+    try:
+        return Space.model_validate(spec.space)
+    except ValidationError as exc:
+        raise UserError(f"{source}: search.space: {pydantic_reason(exc)}") from None
+
+
+def grid_values(factor) -> list[Any] | None:
+    """Every value of a factor, for the grid sampler; None for a continuous range."""
+    from convstudy.spec.space import FloatRange, IntRange
+
+    if isinstance(factor, IntRange):
+        return list(range(factor.low, factor.high + 1, factor.step)) if not factor.log else None
+    if isinstance(factor, FloatRange):
+        if factor.step is None:
+            return None
+        n = int(round((factor.high - factor.low) / factor.step))
+        return [round(factor.low + i * factor.step, 12) for i in range(n + 1)]
+    return list(factor.levels)
+
+
+def check_search(study: Any, info: Any, source: str) -> None:
+    """What the section needs of its space and the study: the sampler fits the factors, the names are free."""
+    from convstudy.errors import UserError
+    from convstudy.spec.space import Levels
+
+    spec = study.search
+    space = search_space(spec, source)
+    where = f"{source}: search"
+    if spec.sampler == "grid":
+        values = {f.name: grid_values(f) for f in space.factors}
+        if continuous := [n for n, v in values.items() if v is None]:
+            raise UserError(f'{where}: sampler grid needs discrete levels; factor "{continuous[0]}" is a continuous '
+                            "range (give it a step, or list its levels)")
+        size = math.prod(len(v) for v in values.values())
+        if spec.trials.count is not None and spec.trials.count > size:
+            raise UserError(f"{where}: trials = {spec.trials.count} but the grid has only {size} configurations")
+    if spec.sampler == "cmaes":
+        if levels := [f.name for f in space.factors if isinstance(f, Levels)]:
+            raise UserError(f'{where}: sampler cmaes samples numeric ranges only; factor "{levels[0]}" is a list of '
+                            "levels (use tpe, or make it a range)")
+    if taken := [m.name for m in study.models if SAMPLED_NAME.match(m.name) and not m.factors]:
+        raise UserError(f'{where}: model name "{taken[0]}" is kept for sampled models (trial-NNNN); rename it')

@@ -1,0 +1,284 @@
+"""Search (issue 18): Optuna samples a space, every sample is a normal model, a killed search resumes exactly.
+
+Tiny synthetic MNIST (conftest.py), models of a few hundred parameters, 2-3 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from conftest import db_rows, kill_when, start_run
+from convstudy.cli import main
+from convstudy.executors import RunOptions
+from convstudy.search import run_search
+from convstudy.spec import load_study_file
+
+SEARCH_STUDY = """\
+name = "tiny-search"
+dataset = "mnist"
+seeds = {seeds}
+
+[train]
+epochs = {epochs}
+batch_size = 32
+validation = "holdout"
+
+[search]
+sampler = "{sampler}"
+trials = {trials}
+pruner = "{pruner}"
+seed = 3
+{extra}
+
+[search.space]
+name = "cnn"
+layers = ["conv({{filters}},{{kernel}})", "pool(2)", "flatten", "dense(10)"]
+train = {{optimizer = {{name = "adam", lr = "{{lr}}"}}}}
+
+[search.space.factors]
+filters = [2, 4]
+kernel = {{low = 3, high = 5, step = 2}}
+lr = {kernel_lr}
+"""
+
+
+def write_search(path: Path, *, trials: int = 4, epochs: int = 2, seeds: int = 1, sampler: str = "tpe",
+                 pruner: str = "none", extra: str = "", lr: str = "{low = 1e-3, high = 3e-2, log = true}") -> Path:
+    path.write_text(SEARCH_STUDY.format(trials=trials, epochs=epochs, seeds=seeds, sampler=sampler, pruner=pruner,
+                                        extra=extra, kernel_lr=lr))
+    return path
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def optuna_trials(out: Path) -> list:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{out / 'search.db'}")
+    return optuna.load_study(study_name="tiny-search", storage=storage).get_trials()
+
+
+def trials_of(out: Path) -> dict[str, tuple[str, int]]:
+    """model -> (state, epochs_done) of the search's trials in study.db."""
+    return {m: (s, e) for m, s, e in db_rows(out / "study.db", "SELECT model, state, epochs_done FROM trials")}
+
+
+def stored_models(out: Path) -> dict[str, dict]:
+    spec = json.loads(db_rows(out / "study.db", "SELECT value FROM meta WHERE key='study'")[0][0])
+    return {m["name"]: m for m in spec["models"]}
+
+
+def test_a_search_trains_its_budget_as_normal_models_with_their_factors(tiny_mnist, tmp_path, one_thread, capsys):
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=1, seeds=2)
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    names = [f"trial-{i:04d}" for i in range(3)]
+    assert trials_of(out) == {n: ("complete", 1) for n in names}  # one seed (the first) per configuration
+    ot = optuna_trials(out)
+    assert [t.state.name for t in ot] == ["COMPLETE"] * 3
+    models = stored_models(out)
+    for t in ot:  # each model is its trial's configuration, levels recorded as factors
+        model = models[t.user_attrs["model"]]
+        assert model["factors"] == t.params
+        assert model["layers"][0] == f"conv({t.params['filters']},{t.params['kernel']})"
+        assert model["train"]["optimizer"]["lr"] == pytest.approx(t.params["lr"])
+        last = db_rows(out / "study.db", "SELECT e.val_accuracy FROM epochs e JOIN trials t ON t.id = e.trial_id "
+                                         "WHERE t.model = ?", (model["name"],))[-1][0]
+        assert t.values == [pytest.approx(last)]  # the objective: final validation accuracy
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["models"]] == names
+    assert [t["model"] for t in report["search"]["trials"]] == names
+    assert report["search"]["best"] == max(ot, key=lambda t: t.values[0]).user_attrs["model"]
+    assert "PED-ANOVA" in report["search"]["importances"]["evaluator"]
+    assert "## Search" in (out / "report.md").read_text() and 'id="search"' in (out / "report.html").read_text()
+    # `report` reads search.db and study.db without writing a byte into the study directory.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["search"]["trials"][0]["model"] == "trial-0000"
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    # A sampled model is a model like any other: export reads it back.
+    assert main(["export", str(out), "--model", "trial-0002", "--format", "safetensors",
+                 "-o", str(tmp_path / "m.safetensors")]) == 0
+    # The budget reached, a rerun trains nothing and samples nothing; then --trials 4 samples one more, and
+    # --confirm 2 trains the two best on validation accuracy on their second seed; nothing else trains.
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    assert len(optuna_trials(out)) == 3
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
+                 "--trials", "4", "--confirm", "2"]) == 0
+    ot = optuna_trials(out)
+    assert len(ot) == 4 and trials_of(out)["trial-0003"] == ("complete", 1)
+    top = {t.user_attrs["model"] for t in sorted(ot, key=lambda t: -t.values[0])[:2]}
+    seeds = db_rows(out / "study.db", "SELECT model, seed, state FROM trials WHERE seed = 1")
+    assert {m for m, _, st in seeds if st == "complete"} == top and len(seeds) == 2
+
+
+def test_a_repeated_configuration_trains_nothing_and_a_converged_search_ends(tiny_mnist, tmp_path, one_thread):
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=1, lr="[0.01]")
+    study.write_text(study.read_text().replace("filters = [2, 4]", "filters = [2]").replace(
+        "kernel = {low = 3, high = 5, step = 2}", "kernel = [3]"))  # one configuration
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    assert trials_of(out) == {"trial-0000": ("complete", 1)}
+    ot = optuna_trials(out)
+    assert ot[0].state.name == "COMPLETE" and len(ot) == 101
+    assert all(t.state.name == "FAIL" and t.user_attrs["duplicate_of"] == "trial-0000" for t in ot[1:])
+    states = {t["state"] for t in json.loads((out / "report.json").read_text())["search"]["trials"][1:]}
+    assert states == {"duplicate"}
+
+
+def test_several_objectives_give_a_pareto_front(tiny_mnist, tmp_path, one_thread):
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=1, sampler="nsga2",
+                         extra='objective = ["val_accuracy", "params"]')
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    s = json.loads((out / "report.json").read_text())["search"]
+    points = {t["model"]: t["values"] for t in s["trials"]}
+    assert all(len(v) == 2 for v in points.values())
+    dominated = {a for a, (acc, par) in points.items()
+                 if any(b != a and v[0] >= acc and v[1] <= par and v != [acc, par] for b, v in points.items())}
+    assert s["pareto_front"] and set(s["pareto_front"]) == set(points) - dominated
+
+
+def test_pruned_trials_are_recorded_with_the_epoch_they_stopped_at(tiny_mnist, tmp_path, one_thread, capsys):
+    study = write_search(tmp_path / "s.toml", trials=6, epochs=3, pruner="successive-halving")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    states = trials_of(out)
+    pruned = {m: e for m, (s, e) in states.items() if s == "pruned"}
+    assert pruned and len(states) == 6 and all(s in ("complete", "pruned") for s, _ in states.values())
+    by_model = {t.user_attrs["model"]: t for t in optuna_trials(out)}
+    for model, epoch in pruned.items():
+        assert 1 <= epoch < 3
+        assert by_model[model].state.name == "PRUNED"
+        assert sorted(by_model[model].intermediate_values) == list(range(1, epoch + 1))
+        rows = db_rows(out / "study.db", "SELECT e.epoch FROM epochs e JOIN trials t ON t.id = e.trial_id "
+                                         "WHERE t.model = ? ORDER BY e.epoch", (model,))
+        assert [r[0] for r in rows] == list(range(1, epoch + 1))
+        assert db_rows(out / "study.db", "SELECT e.detail FROM events e JOIN trials t ON t.id = e.trial_id "
+                                         "WHERE t.model = ? AND e.kind = 'pruned'", (model,)) == [(f"after epoch {epoch}",)]
+    report = json.loads((out / "report.json").read_text())
+    assert {p["model"]: p["epoch"] for p in report["search"]["pruned"]} == pruned
+    assert report["search"]["epochs_trained"] == sum(e for _, e in states.values()) < 18
+    assert report["study"]["states"]["pruned"] == len(pruned)
+
+
+def _epoch_rows(out: Path) -> dict[tuple[str, int], tuple]:
+    try:
+        rows = db_rows(out / "study.db", "SELECT t.model, e.epoch, e.seconds, e.loss, e.checkpoint_digest "
+                                         "FROM epochs e JOIN trials t ON t.id = e.trial_id")
+    except sqlite3.Error:
+        return {}
+    return {(m, e): rest for m, e, *rest in rows}
+
+
+def _mid_trial(out: Path, after: int) -> bool:
+    """A trial is running with some but not all of its 3 epochs recorded, and more than `after` rows exist."""
+    try:
+        running = db_rows(out / "study.db", "SELECT model, epochs_done FROM trials WHERE state = 'running'")
+    except sqlite3.Error:
+        return False
+    return len(_epoch_rows(out)) > after and any(1 <= e < 3 for _, e in running)
+
+
+def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraining(tiny_mnist, tmp_path):
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
+    out = tmp_path / "out"
+    seen: dict[tuple[str, int], tuple] = {}
+    interrupted = []
+    for _ in range(2):
+        proc = start_run(study, out, tiny_mnist)
+        kill_when(proc, lambda: _mid_trial(out, len(seen)))
+        seen.update(_epoch_rows(out))
+        interrupted += [m for m, s, e in db_rows(out / "study.db", "SELECT model, state, epochs_done FROM trials")
+                        if s == "running" and 1 <= e < 3]
+    assert [t.state.name for t in optuna_trials(out)].count("RUNNING") >= 1  # the kill left one behind
+    proc = start_run(study, out, tiny_mnist)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    states = trials_of(out)
+    assert states == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}  # exactly the budget, all finished
+    ot = optuna_trials(out)
+    assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)  # none RUNNING, none sampled twice
+    assert {t.user_attrs["model"] for t in ot} == set(states)
+    rows = _epoch_rows(out)
+    # Every epoch recorded before a kill is the same row now (same wall time, loss and checkpoint): resumed, never
+    # trained again from scratch; and every trial's epochs are 1, 2, 3.
+    assert all(rows[key] == value for key, value in seen.items())
+    assert sorted(rows) == sorted((m, e) for m in states for e in (1, 2, 3))
+    assert interrupted
+    for model in interrupted:
+        events = db_rows(out / "study.db", "SELECT e.kind, e.detail FROM events e JOIN trials t ON t.id = e.trial_id "
+                                           "WHERE t.model = ? ORDER BY e.id", (model,))
+        assert [k for k, _ in events].count("start") == 1 and ("restart" in [k for k, _ in events])
+        assert not any(k == "rewind" and "scratch" in d for k, d in events)
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+def test_the_same_search_on_ray_runs_two_trials_at_once(ray_session, tiny_mnist, tmp_path):
+    study = load_study_file(write_search(tmp_path / "s.toml", trials=4, epochs=2, pruner="successive-halving"))
+    out = tmp_path / "out"
+    opts = RunOptions(out=out, executor="ray", cpus_per_trial=1, data_dir=str(tiny_mnist.dir), device="cpu",
+                      quiet=True)
+    _, finished = run_search(study, opts)
+    assert finished
+    states = trials_of(out)
+    assert len(states) == 4 and all(s in ("complete", "pruned") for s, _ in states.values())
+    ot = optuna_trials(out)
+    assert len(ot) == 4 and all(t.state.name in ("COMPLETE", "PRUNED") for t in ot)
+    assert {t.user_attrs["model"]: t.state.name.lower() for t in ot} == {m: s for m, (s, _) in states.items()}
+    # Two trials overlapped: one started before another had finished.
+    spans = db_rows(out / "study.db", "SELECT started_at, finished_at FROM trials")
+    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1:])
+    workers = db_rows(out / "study.db", "SELECT COUNT(*) FROM events WHERE kind = 'worker'")[0][0]
+    assert workers == 4
+
+
+BAD = {
+    'sampler = "annealing"': 'search.sampler: unknown sampler "annealing"; valid: tpe, random, grid, cmaes, nsga2',
+    'objective = "accuracy"': 'unknown objective "accuracy"; valid: val_accuracy, val_loss, params, mflops',
+    "lr = {low = 0.1, high = 0.01}": "empty range: low (0.1) must be below high (0.01)",
+    "lr = {low = 0.0, high = 0.1, log = true}": "a log range needs bounds above 0 (low is 0)",
+    'sampler = "grid"': 'sampler grid needs discrete levels; factor "lr" is a continuous range',
+    'sampler = "cmaes"': 'sampler cmaes samples numeric ranges only; factor "filters" is a list of levels',
+    'objective = ["val_accuracy", "params"]\npruner = "median"': "pruner median: Optuna prunes single-objective",
+    "trials = {}": "trials needs a count, epochs or both",
+}
+
+
+@pytest.mark.parametrize("change", list(BAD))
+def test_a_bad_search_section_is_one_line_and_exit_2(change, tmp_path, capsys):
+    if change.startswith("lr ="):
+        path = write_search(tmp_path / "s.toml", lr=change.removeprefix("lr = "))
+    else:
+        text = write_search(tmp_path / "s.toml").read_text()
+        key = change.split(" =")[0]
+        lines = [line for line in text.splitlines() if not line.startswith(("sampler =", "pruner =", "trials ="))
+                 or not any(line.startswith(k.split(" =")[0]) for k in change.splitlines())]
+        text = "\n".join(lines).replace('seed = 3\n', f'seed = 3\n{change}\n', 1)
+        path = tmp_path / "s.toml"
+        path.write_text(text)
+        assert key in text
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("convstudy: error: s.toml") and BAD[change] in err[0], err
+    assert not out.exists()
