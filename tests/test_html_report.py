@@ -396,7 +396,7 @@ def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_
         html = render(report, "html")
         return {p.name: p.read_bytes() for p in sorted((out / "plots").glob("*.png"))}, html
 
-    best = max(report["models"], key=lambda m: m["test_accuracy"]["mean"])["name"]
+    best = next(m["name"] for m in report["models"] if m["test"] == "best")  # the selected best (validation)
     fresh, html = refresh(tmp_path / "a")
     assert sorted(drawn) == sorted(names + [best])  # cold: each model's PNG, the best model's SVG
     again, html_again = refresh(tmp_path / "b")

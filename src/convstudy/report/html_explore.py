@@ -114,8 +114,6 @@ def _num(x: Any) -> float | None:
 
 
 def _best_index(models: list[dict[str, Any]]) -> int | None:
-    """The model with the highest mean test accuracy, else the first with an epoch, else None."""
-    ranked = [i for i, m in enumerate(models) if m["test_accuracy"]["n"]]
-    if ranked:
-        return max(ranked, key=lambda i: models[i]["test_accuracy"]["mean"])
-    return next((i for i, m in enumerate(models) if m["epochs"]), None)
+    """The selected best model (report.stats.places marks it `test = "best"`), else the first with an epoch."""
+    best = next((i for i, m in enumerate(models) if m.get("test") == "best"), None)
+    return best if best is not None else next((i for i, m in enumerate(models) if m["epochs"]), None)
