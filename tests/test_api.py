@@ -62,7 +62,7 @@ def test_run_frame_summary_load_and_resume(tiny_mnist, tiny_study_file, tmp_path
     assert list(summary.index) == ["small-a", "small-b"]
     a = frame[frame.model == "small-a"].test_accuracy
     assert summary.loc["small-a", "test accuracy %"].startswith(f"{100 * a.mean():.2f} ± {100 * a.std():.2f}")
-    assert summary.attrs["notes"][0].startswith("★ = statistically indistinguishable")
+    assert summary.attrs["notes"][0].startswith("★ = best group: not called worse than the best model")
 
     before = snapshot(out)
     loaded = convstudy.load(out)
