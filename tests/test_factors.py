@@ -83,3 +83,12 @@ def test_factor_effects_read_the_models_and_keep_level_types():
     assert bn["effects"][0]["level"] is False and bn["effects"][0]["estimate"] == pytest.approx(-0.01)
     assert out["factor_fit"]["n"] == 12
     assert factor_effects([{"name": "m", "factors": {}, "val_accuracy": {"values": [0.9]}}], "val_accuracy") == {}
+
+
+def test_no_finished_value_yet_fits_nothing():
+    import pandas as pd
+
+    from convstudy.report.factors import fit_effects
+
+    df = pd.DataFrame({"value": [None, None], "kernel": [3, 5]}, dtype=object)  # e.g. a search's pruned trials
+    assert fit_effects(df, ["kernel"]) == {}

@@ -34,6 +34,8 @@ def factor_effects(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 def fit_effects(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     """Main effects (and estimable two-way interactions) of the factor columns `names` on `df.value`."""
     df = df.dropna()
+    if df.empty:  # e.g. a search's first trials, still running or pruned: nothing to fit yet
+        return {}
     levels = {n: _levels(df[n]) for n in names}
     # Columns f0, f1, ... of level indices: any factor name and any JSON scalar level fit a formula.
     data = pd.DataFrame({"value": df["value"].astype(float).to_numpy()})
