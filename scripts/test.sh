@@ -8,4 +8,4 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "chromium could not be installed; the browser test will be skipped"
 fi
-exec .venv/bin/python -m pytest -n auto -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -n auto --dist loadgroup -p no:cacheprovider "$@"

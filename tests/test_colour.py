@@ -28,6 +28,9 @@ from convstudy.interop.predict import load_trained
 from convstudy.store import StudyStore, save_tensors
 from convstudy.train import channel_stats, make_trial_data
 
+# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_colour")
+
 CLASSES = ["cat", "dog", "frog"]
 STUDY = """\
 name = "pets"

@@ -26,6 +26,9 @@ import pytest
 from convstudy.cli import main
 from convstudy.data import REGISTRY
 
+# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_html_report")
+
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",

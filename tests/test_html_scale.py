@@ -19,6 +19,9 @@ from convstudy.report import collect, render
 from convstudy.spec import build_study
 from convstudy.store import State, StudyStore
 
+# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_html_scale")
+
 EPOCHS = 12
 SEEDS = 3
 PWN = "window.__pwned = (window.__pwned || 0) + 1"

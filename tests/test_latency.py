@@ -19,6 +19,9 @@ from convstudy.cli import main
 from convstudy.interop.latency import MAX_FACTOR, MIN_REPEATS, median_ci, onnxruntime_version
 from convstudy.train import default_channels_last, resolve_precision
 
+# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_latency")
+
 FIELDS = ("batch1_ms", "batch256_ms_per_image")
 REPEATS = str(MIN_REPEATS)
 

@@ -14,6 +14,9 @@ from conftest import convstudy_cmd, epoch_metrics, trial_results
 
 from convstudy.cli import main
 
+# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("test_tracking")
+
 pytest.importorskip("tensorboard", reason="tensorboard not installed: pip install 'convstudy[tracking]'")
 pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'convstudy[tracking]'")
 
