@@ -138,6 +138,17 @@ def tiny_mnist(tiny_mnist_session, monkeypatch) -> TinyMnist:
     return tiny_mnist_session
 
 
+@pytest.fixture
+def one_thread():
+    """The local executor on one torch thread, like a Ray trial with --cpus-per-trial 1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_tiny_study(path: Path, epochs: int = 2, seeds: int | list[int] = 2, validation: str = "holdout") -> Path:
     """Write the 2-model tiny study (TOML) to `path`."""
     path.write_text(TINY_STUDY.format(epochs=epochs, seeds=json.dumps(seeds), validation=validation))

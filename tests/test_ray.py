@@ -35,15 +35,6 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture
-def one_thread():
-    """The local executor on one torch thread, like a Ray trial with --cpus-per-trial 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def slow_study(epochs: int = 4):
     """One model big enough that an epoch of the tiny data takes a noticeable moment on one thread."""
     return build_study({

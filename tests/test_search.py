@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 
 from conftest import db_rows, kill_when, start_run
 from convstudy.cli import main
@@ -54,14 +53,6 @@ def write_search(path: Path, *, trials: int = 4, epochs: int = 2, seeds: int = 1
     path.write_text(SEARCH_STUDY.format(trials=trials, epochs=epochs, seeds=seeds, sampler=sampler, pruner=pruner,
                                         extra=extra, kernel_lr=lr))
     return path
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def optuna_trials(out: Path) -> list:
