@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=6000)
     parser.add_argument("--confirm", type=int, default=3)
     args = parser.parse_args()
-    from convstudy.report.stats import welch_p
+    from convstudy.report.stats import places
 
     args.work.mkdir(parents=True, exist_ok=True)
     runs = {"tpe+sh": ("tpe", "successive-halving"), "random": ("random", "none")}
@@ -98,11 +98,12 @@ def main() -> None:
             "seconds": round(seconds), "importances": s["importances"],
             "confirmed": [{"name": c["name"], "val_mean": float(np.mean(c["val"])),
                            "test_mean": float(np.mean(c["test"]))} for c in confirm]}
-    top = max(pool, key=lambda c: np.mean(c["val"]))
-    group = [c for c in pool if c is top or welch_p(top["val"], c["val"]) >= 0.05]
+    place = places({f"{c['from']}:{c['name']}": c["val"] for c in pool})
+    group = [c for c in pool if place[f"{c['from']}:{c['name']}"].same_as_best]
     best_of = {label: max((c for c in pool if c["from"] == label), key=lambda c: np.mean(c["val"]))["name"]
                for label in runs}
     summary["best_group"] = [f"{c['from']}:{c['name']}" for c in group]
+    summary["p_vs_best"] = {k: p.p_value for k, p in place.items()}
     summary["search_best_in_group"] = any(c["from"] == "tpe+sh" and c["name"] == best_of["tpe+sh"] for c in group)
     summary["random_best_in_group"] = any(c["from"] == "random" and c["name"] == best_of["random"] for c in group)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2))
