@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/search_vs_random.py --data-dir /work/shared/data/mnist [--work runs/search-bench]
                                                [--trials 30] [--epochs 4] [--train-limit 6000] [--confirm 3]
+                                               [--reduction-factor R]
 
 Both sample the same space of 216 configurations (kernel 3/5/7 x filters 8/16/32 x dense 32/64 x
 dropout 0/0.25 x batch-norm on/off x Adam lr 3e-4/1e-3/3e-3) on real MNIST with `--train-limit` training
@@ -41,10 +42,12 @@ lr = [3e-4, 1e-3, 3e-3]
 """
 
 
-def study_file(path: Path, name: str, sampler: str, pruner: str, trials: int, epochs: int) -> Path:
+def study_file(path: Path, name: str, sampler: str, pruner: str, trials: int, epochs: int,
+               reduction_factor: int | None) -> Path:
+    factor = f"reduction_factor = {reduction_factor}\n" if reduction_factor and pruner != "none" else ""
     path.write_text(f'name = "{name}"\ndataset = "mnist"\nseeds = 3\n\n[train]\nepochs = {epochs}\nbatch_size = 64\n'
                     f'validation = "holdout"\n\n[search]\nsampler = "{sampler}"\ntrials = {trials}\n'
-                    f'pruner = "{pruner}"\nseed = 0\n\n' + SPACE)
+                    f'pruner = "{pruner}"\n{factor}seed = 0\n\n' + SPACE)
     return path
 
 
@@ -75,16 +78,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--train-limit", type=int, default=6000)
     parser.add_argument("--confirm", type=int, default=3)
+    parser.add_argument("--reduction-factor", type=int, default=None,
+                        help="successive halving's reduction factor (default: Optuna's, 4)")
     args = parser.parse_args()
     from convstudy.report.stats import places
 
     args.work.mkdir(parents=True, exist_ok=True)
     runs = {"tpe+sh": ("tpe", "successive-halving"), "random": ("random", "none")}
-    summary: dict = {"trials": args.trials, "epochs": args.epochs, "train_limit": args.train_limit, "studies": {}}
+    summary: dict = {"trials": args.trials, "epochs": args.epochs, "train_limit": args.train_limit,
+                     "reduction_factor": args.reduction_factor or 4, "studies": {}}
     pool = []
     for label, (sampler, pruner) in runs.items():
         name = f"bench-{sampler}"
-        study = study_file(args.work / f"{name}.toml", name, sampler, pruner, args.trials, args.epochs)
+        study = study_file(args.work / f"{name}.toml", name, sampler, pruner, args.trials, args.epochs,
+                           args.reduction_factor)
         seconds = run(study, args.work / name, args)
         report = json.loads((args.work / name / "report.json").read_text())
         s = report["search"]

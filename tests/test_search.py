@@ -252,7 +252,20 @@ BAD = {
     'sampler = "cmaes"': 'sampler cmaes samples numeric ranges only; factor "filters" is a list of levels',
     'objective = ["val_accuracy", "params"]\npruner = "median"': "pruner median: Optuna prunes single-objective",
     "trials = {}": "trials needs a count, epochs or both",
+    "reduction_factor = 3": "reduction_factor: applies to pruner successive-halving or hyperband, not none",
+    'pruner = "successive-halving"\nreduction_factor = 1': "reduction_factor: Input should be greater than or equal to 2",
 }
+
+
+@pytest.mark.parametrize("pruner_name, factor, want", [("successive-halving", None, 4), ("successive-halving", 3, 3),
+                                                        ("hyperband", None, 3), ("hyperband", 2, 2)])
+def test_the_reduction_factor_is_optunas_default_unless_set(pruner_name, factor, want, tmp_path):
+    from convstudy.search.optuna_study import pruner
+
+    extra = "" if factor is None else f"reduction_factor = {factor}"
+    study = load_study_file(write_search(tmp_path / "s.toml", pruner=pruner_name, extra=extra))
+    made = pruner(study.search, epochs=4)
+    assert made._reduction_factor == want
 
 
 @pytest.mark.parametrize("change", list(BAD))

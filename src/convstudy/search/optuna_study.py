@@ -40,13 +40,15 @@ def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSa
 
 
 def pruner(spec: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
-    """Optuna's pruner for `spec.pruner`; its resource is the epoch, from 1 to the study's `epochs`."""
+    """Optuna's pruner for `spec.pruner`; its resource is the epoch, from 1 to the study's `epochs`, and
+    the reduction factor Optuna's default unless the section sets one."""
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     if spec.pruner == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=spec.reduction_factor or 4)
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                              reduction_factor=spec.reduction_factor or 3)
     return optuna.pruners.NopPruner()
 
 

@@ -86,6 +86,9 @@ class SearchSpec(_Frozen):
     trials: Budget
     objective: tuple[Objective, ...] = (Objective(metric="val_accuracy"),)
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
+    # Successive halving and Hyperband keep 1/reduction_factor of the trials at each rung; None: Optuna's
+    # own default (4 for successive halving, 3 for Hyperband).
+    reduction_factor: Int | None = Field(default=None, ge=2, le=100)
     seed: Int = Field(default=0, ge=0, le=2**32 - 1)
 
     @field_validator("sampler", "pruner", mode="before")
@@ -116,6 +119,8 @@ class SearchSpec(_Frozen):
         if self.pruner != "none" and metrics[0] not in ("val_accuracy", "val_loss"):
             raise ValueError(f"pruner {self.pruner}: prunes on a per-epoch metric; objective {metrics[0]} does not "
                              "change by epoch (use val_accuracy or val_loss, or pruner = \"none\")")
+        if self.reduction_factor is not None and self.pruner not in ("successive-halving", "hyperband"):
+            raise ValueError(f"reduction_factor: applies to pruner successive-halving or hyperband, not {self.pruner}")
         if several and self.sampler == "cmaes":
             raise ValueError("sampler cmaes: optimises one objective; use nsga2 or tpe for several")
         if self.sampler == "nsga2" and not several:
