@@ -92,3 +92,29 @@ def test_no_finished_value_yet_fits_nothing():
 
     df = pd.DataFrame({"value": [None, None], "kernel": [3, 5]}, dtype=object)  # e.g. a search's pruned trials
     assert fit_effects(df, ["kernel"]) == {}
+
+
+def test_six_factors_draw_every_interaction_in_readable_panels():
+    """A search over six two-level factors has 15 interaction pairs: they wrap into rows of panels
+    instead of one strip too narrow to lay out (matplotlib's "axes sizes collapsed" warning)."""
+    import itertools
+    import warnings
+
+    from convstudy.report.figures import PANELS_PER_ROW, factor_figures, to_svg
+
+    rng = np.random.default_rng(0)
+    names = ["a", "b", "c", "d", "e", "f"]
+    models = [{"name": f"m{i}", "factors": dict(zip(names, levels)),
+               "val_accuracy": {"values": list(0.9 + 0.01 * levels[0] + rng.normal(0, 0.002, 2))}}
+              for i, levels in enumerate(itertools.product((0, 1), repeat=6))]
+    report = {"study": {"selection_metric": "val_accuracy"}, **factor_effects(models, "val_accuracy")}
+    assert len(report["interactions"]) == 15
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figs = factor_figures(report)
+        svg = {k: to_svg(f) for k, f in figs.items()}
+    shown = [ax for ax in figs["interactions"].axes if ax.get_visible()]
+    assert len(shown) == 15 and all(ax.get_title() for ax in shown)
+    width, height = figs["interactions"].get_size_inches()
+    assert width / PANELS_PER_ROW >= 3 and height >= 4 * 3  # four rows of panels at least 3 inches wide
+    assert "a × b" in svg["interactions"] and "e × f" in svg["interactions"]

@@ -182,6 +182,21 @@ def _short(v: float) -> str:
     return f"{v:g}"
 
 
+PANELS_PER_ROW = 4
+
+
+def _panel_grid(n: int, width: float, height: float, sharey: bool = False) -> tuple[Any, list[Any]]:
+    """A Figure with `n` panels of about `width` x `height` inches, PANELS_PER_ROW to a row, so a search
+    over six factors (15 interaction pairs) still gets readable panels; the unused cells are hidden."""
+    cols = min(n, PANELS_PER_ROW)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(1.2 + width * cols, height * rows))
+    axes = list(np.atleast_1d(fig.subplots(rows, cols, sharey=sharey)).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
 def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
     """`factors` (each level's main effect with its 95% CI, in pp against the reference) and `interactions`
     (cell means of each fitted pair): matplotlib Figures, only those with something to draw."""
@@ -189,8 +204,8 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     mains = [f for f in report.get("factors", []) if f["effects"]]
     if mains:
-        fig = Figure(figsize=(min(12.0, 1.2 + 2.6 * len(mains)), 3.2))
-        for ax, f in zip(np.atleast_1d(fig.subplots(1, len(mains), sharey=True)), mains):
+        fig, axes = _panel_grid(len(mains), width=2.6, height=3.2, sharey=True)
+        for ax, f in zip(axes, mains):
             est = [0.0] + [100 * e["estimate"] for e in f["effects"]]
             lo = [0.0] + [est[i + 1] - 100 * e["ci95"][0] for i, e in enumerate(f["effects"])]
             hi = [0.0] + [100 * e["ci95"][1] - est[i + 1] for i, e in enumerate(f["effects"])]
@@ -200,13 +215,13 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
             ax.set_xlim(-0.5, len(est) - 0.5)
             ax.set_title(plain(str(f["name"])), fontsize=9)
             ax.grid(alpha=0.3)
-        fig.axes[0].set_ylabel(f"effect on {metric} accuracy (pp)")
+        axes[0].set_ylabel(f"effect on {metric} accuracy (pp)")
         fig.set_layout_engine("constrained")
         out["factors"] = fig
     pairs = report.get("interactions", [])
     if pairs:
-        fig = Figure(figsize=(min(12.0, 1.2 + 3.2 * len(pairs)), 3.4))
-        for ax, inter in zip(np.atleast_1d(fig.subplots(1, len(pairs))), pairs):
+        fig, axes = _panel_grid(len(pairs), width=3.2, height=3.4)
+        for ax, inter in zip(axes, pairs):
             xs = list(dict.fromkeys(json.dumps(c["levels"][0]) for c in inter["means"]))
             lines = list(dict.fromkeys(json.dumps(c["levels"][1]) for c in inter["means"]))
             for i, line in enumerate(lines):
@@ -220,7 +235,7 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
                          fontsize=9)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
-        fig.axes[0].set_ylabel(f"mean {metric} accuracy (%)")
+        axes[0].set_ylabel(f"mean {metric} accuracy (%)")
         fig.set_layout_engine("constrained")
         out["interactions"] = fig
     return out
