@@ -249,6 +249,30 @@ def test_the_same_search_on_ray_runs_two_trials_at_once(ray_session, tiny_mnist,
     assert workers == 4
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_sampler_that_keeps_repeating_itself_falls_back_to_random_draws(tiny_mnist, tmp_path, one_thread,
+                                                                          monkeypatch):
+    """TPE in a discrete space can propose its best configuration over and over; a repeat trains nothing,
+    so after EXPLORE_AFTER repeats in a row one configuration comes from Optuna's RandomSampler and the
+    budget is spent on distinct configurations."""
+    from convstudy import search
+    from convstudy.search import optuna_study
+
+    always_first = {"filters": 2, "kernel": 3, "lr": 0.01}  # a sampler that has "converged" on one point
+    monkeypatch.setattr(optuna_study, "sampler", lambda spec, space, seed: optuna.samplers.PartialFixedSampler(
+        always_first, optuna.samplers.RandomSampler(seed=seed)))
+    study = write_search(tmp_path / "s.toml", trials=2, epochs=1, lr="[0.01]")
+    study.write_text(study.read_text().replace("kernel = {low = 3, high = 5, step = 2}", "kernel = [3]"))
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    assert trials_of(out) == {"trial-0000": ("complete", 1), f"trial-{search.EXPLORE_AFTER + 1:04d}": ("complete", 1)}
+    ot = optuna_trials(out)
+    assert [t.params["filters"] for t in ot if "model" in t.user_attrs] == [2, 4]
+    repeats = [t for t in ot if "duplicate_of" in t.user_attrs]
+    assert len(repeats) == search.EXPLORE_AFTER and all(t.state.name == "FAIL" for t in repeats)
+    assert ot[-1].user_attrs["sampled_by"] == "random" and "sampled_by" not in ot[0].user_attrs
+
+
 BAD = {
     'sampler = "annealing"': 'search.sampler: unknown sampler "annealing"; valid: tpe, random, grid, cmaes, nsga2',
     'objective = "accuracy"': 'unknown objective "accuracy"; valid: val_accuracy, val_loss, params, mflops',

@@ -19,8 +19,9 @@ that ended in study.db but was not yet told to Optuna is told from study.db. Not
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import optuna
 from optuna.trial import TrialState
@@ -37,6 +38,7 @@ from convstudy.spec.space import space_model
 from convstudy.store import FINISHED, State, StudyStore
 
 MAX_INVALID = 100  # sampled configurations in a row that give no valid model: the space is the problem
+EXPLORE_AFTER = 10  # repeats in a row after which one configuration is drawn by Optuna's RandomSampler
 
 
 class Search:
@@ -72,11 +74,16 @@ class Search:
         for _ in range(MAX_INVALID):
             if not self._budget_left():
                 return False
-            outcome = self._attach(self.optuna.ask())
+            explore = duplicates >= EXPLORE_AFTER
+            with self._sampler(explore):
+                trial = self.optuna.ask()
+                if explore:
+                    trial.set_user_attr("sampled_by", "random")
+                outcome = self._attach(trial)
             if outcome == "new":
                 return True
             duplicates += outcome == "duplicate"
-        if duplicates == MAX_INVALID:  # the sampler has converged on what it tried: the search ends here
+        if duplicates == MAX_INVALID:  # not even random draws find an untried configuration: the space is spent
             return False
         raise UserError(f"{self.study.name}: search: {MAX_INVALID} sampled configurations in a row are invalid "
                         "models or repeats; narrow the space (the errors are in search.db)")
@@ -89,6 +96,21 @@ class Search:
         metric = self.spec.objective[0].metric  # val_accuracy or val_loss (SearchSpec checks)
         trial.report(getattr(event.result, metric), event.result.epoch)
         return event.result.epoch < event.job.settings.epochs and trial.should_prune()
+
+    @contextmanager
+    def _sampler(self, explore: bool) -> Iterator[None]:
+        """Ask with the study's sampler, or, once it has repeated itself EXPLORE_AFTER times in a row, with
+        Optuna's RandomSampler (seeded by the trials so far): TPE in a discrete space keeps proposing its
+        best configuration, and a repeat trains nothing, so the budget would never be spent."""
+        if not explore:
+            yield
+            return
+        own, asked = self.optuna.sampler, len(self.optuna.get_trials(deepcopy=False))
+        self.optuna.sampler = optuna.samplers.RandomSampler(seed=self.spec.seed + asked)
+        try:
+            yield
+        finally:
+            self.optuna.sampler = own
 
     def _attach(self, trial: optuna.Trial) -> str:
         """Make the trial's configuration a model of the study ("new"); a configuration that is no valid
