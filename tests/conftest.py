@@ -29,6 +29,17 @@ import pytest
 
 from convstudy.data import REGISTRY
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist, each worker's in-process torch gets its share of the cores, as `--workers` gives
+    each training process (executors.pool): N workers on torch's default of every core would oversubscribe
+    the CPU, and OpenMP barriers then wait for descheduled threads. Subprocesses get one thread (their env)."""
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `cuda` run where a GPU exists (`pytest -m cuda`) and are skipped cleanly elsewhere."""
     import torch

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import warnings
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import statsmodels.formula.api as smf
-from statsmodels.stats.anova import anova_lm
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas and statsmodels are imported where a fit happens: every `convstudy run` and `report` imports
+# this module, most studies have no factors, and statsmodels alone takes seconds to import.
 
 Level = str | int | float | bool
 
@@ -28,6 +31,8 @@ def factor_effects(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     names = list(dict.fromkeys(k for m in models for k in m.get("factors") or {}))
     if not names:
         return {}
+    import pandas as pd
+
     return fit_effects(pd.DataFrame(rows, columns=["value", *names], dtype=object), names)
 
 
@@ -36,6 +41,8 @@ def fit_effects(df: pd.DataFrame, names: list[str]) -> dict[str, Any]:
     df = df.dropna()
     if df.empty:  # e.g. a search's first trials, still running or pruned: nothing to fit yet
         return {}
+    import pandas as pd
+
     levels = {n: _levels(df[n]) for n in names}
     # Columns f0, f1, ... of level indices: any factor name and any JSON scalar level fit a formula.
     data = pd.DataFrame({"value": df["value"].astype(float).to_numpy()})
@@ -76,6 +83,8 @@ def _interaction(main: Any, data: pd.DataFrame, a: int, b: int, la: list[Level],
     fit = _fit(main.model.formula + f" + C(f{a}):C(f{b})", data)
     if fit is None:
         return None
+    from statsmodels.stats.anova import anova_lm
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # anova_lm's own chained-assignment FutureWarnings
         p = float(anova_lm(main, fit)["Pr(>F)"].iloc[1])
@@ -88,6 +97,8 @@ def _interaction(main: Any, data: pd.DataFrame, a: int, b: int, la: list[Level],
 
 def _fit(formula: str, data: pd.DataFrame) -> Any | None:
     """OLS of `formula`, or None when its design is rank deficient or leaves no residual df."""
+    import statsmodels.formula.api as smf
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a rank-deficient design is refused just below, not warned about
         fit = smf.ols(formula, data).fit()
@@ -99,6 +110,8 @@ def _fit(formula: str, data: pd.DataFrame) -> Any | None:
 
 def _anova(fit: Any) -> dict[str, float]:
     """Type II F-test p-value per main-effect term."""
+    from statsmodels.stats.anova import anova_lm
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = anova_lm(fit, typ=2)

@@ -16,7 +16,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
 
@@ -147,6 +146,8 @@ def _mcnemar_holm(names: list[str], best: str, correct: Mapping[str, np.ndarray]
     tested = [i for i, k in enumerate(names) if k != best and k in correct and best in correct]
     if tested:
         raw = [mcnemar_p(correct[best], correct[names[i]]) for i in tested]
+        from statsmodels.stats.multitest import multipletests  # pulls in pandas: only where used
+
         for i, adj in zip(tested, multipletests(raw, method="holm")[1]):
             p[i] = float(adj)
     return p
