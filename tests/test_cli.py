@@ -11,9 +11,10 @@ import subprocess
 import time
 
 from conftest import convstudy_cmd, db_rows
+from convstudy.cli import main
 
 
-def test_run_then_report_in_every_format(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+def test_run_then_report_in_every_format(run_cli, tiny_mnist, tiny_study_file, tmp_path, capsys):
     study = tiny_study_file(epochs=2, seeds=2)
     out = tmp_path / "out"
     res = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out, "--device", "cpu")
@@ -24,7 +25,12 @@ def test_run_then_report_in_every_format(run_cli, tiny_mnist, tiny_study_file, t
         assert (out / name).exists(), name
     assert not (out / "trials/small-a/seed-0/checkpoint.safetensors").exists()  # removed once complete
 
-    report = json.loads(run_cli("report", out, "--format", "json").stdout)
+    def report_cli(*args) -> str:  # `report` in-process: the same main() as the command, without a
+        capsys.readouterr()  # fresh interpreter's few seconds of imports per call
+        assert main(["report", str(out), *map(str, args)]) == 0
+        return capsys.readouterr().out
+
+    report = json.loads(report_cli("--format", "json"))
     assert report["study"]["name"] == "tiny"
     models = {m["name"]: m for m in report["models"]}
     assert set(models) == {"small-a", "small-b"}
@@ -36,15 +42,15 @@ def test_run_then_report_in_every_format(run_cli, tiny_mnist, tiny_study_file, t
     rows = db_rows(out / "study.db", "SELECT seed, test_accuracy FROM trials WHERE model='small-a' ORDER BY seed")
     assert a["test_accuracy"]["values"] == [r[1] for r in rows]
 
-    md = run_cli("report", out, "--format", "markdown").stdout
+    md = report_cli("--format", "markdown")
     assert "| small-a |" in md.replace("| 3x3    |", "|") or "small-a" in md
     assert "](plots/small-a.png)" in md and " ± " in md
-    table = list(csv.DictReader(io.StringIO(run_cli("report", out, "--format", "csv").stdout)))
+    table = list(csv.DictReader(io.StringIO(report_cli("--format", "csv"))))
     assert len(table) == 4 and {r["model"] for r in table} == {"small-a", "small-b"}
-    res = run_cli("report", out, "--format", "table")
-    assert res.returncode == 0 and "small-b" in res.stdout and "±" in res.stdout
+    text = report_cli("--format", "table")
+    assert "small-b" in text and "±" in text
     target = tmp_path / "r.json"
-    assert run_cli("report", out, "--format", "json", "-o", target).returncode == 0
+    report_cli("--format", "json", "-o", target)
     assert json.loads(target.read_text())["study"]["name"] == "tiny"
 
     again = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out, "--device", "cpu")

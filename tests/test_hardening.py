@@ -104,11 +104,23 @@ def foreign_checkpoint(path: Path, out: Path, model: str, seed: int) -> None:
 DAMAGE = ["garbage", "truncated", "bit-flip", "other-seed", "other-model"]
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_or_foreign_checkpoint_is_set_aside_and_the_trial_trains_again(study, tiny_mnist_session,
-                                                                                 baseline, tmp_path, damage):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def killed(study, tiny_mnist_session, tmp_path_factory) -> Path:
+    """A study directory whose run was killed with -9 after small-a seed 0 checkpointed epoch 1 (the
+    process is dead, so its files are at rest): each damage case gets a copy."""
+    out = tmp_path_factory.mktemp("killed") / "out"
     killed_after_first_epoch(study, out, tiny_mnist_session)
+    return out
+
+
+@pytest.mark.xdist_group("hardening_killed")  # one worker runs every case, so `killed` is built once
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_or_foreign_checkpoint_is_set_aside_and_the_trial_trains_again(study, tiny_mnist_session, killed,
+                                                                                 baseline, tmp_path, damage):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(killed, out)
     ckpt = ckpt_path(out)
     if damage == "garbage":
         ckpt.write_bytes(b"\x13\x37" * 500)

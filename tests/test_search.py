@@ -283,7 +283,8 @@ BAD = {
     'objective = ["val_accuracy", "params"]\npruner = "median"': "pruner median: Optuna prunes single-objective",
     "trials = {}": "trials needs a count, epochs or both",
     "reduction_factor = 3": "reduction_factor: applies to pruner successive-halving or hyperband, not none",
-    'pruner = "successive-halving"\nreduction_factor = 1': "reduction_factor: Input should be greater than or equal to 2",
+    'pruner = "successive-halving"\nreduction_factor = 1':
+        "reduction_factor: Input should be greater than or equal to 2",
 }
 
 

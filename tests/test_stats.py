@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
+from convstudy.cli import main
 from convstudy.data import stratified_split
 from convstudy.report.stats import best_group, describe, mcnemar_p, welch_p
 from convstudy.spec import load_study_file
@@ -155,14 +156,14 @@ def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monk
     assert seen.count("test") == 1 and seen[-1] == "test" and seen.count("val") == 2
 
 
-def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_study_file, tmp_path, capsys):
     study = tiny_study_file(epochs=1, seeds=3)
     out = tmp_path / "out"
     done = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")
     assert done.returncode == 0, done.stderr
-    rep = run_cli("report", out, "--format", "json")
-    assert rep.returncode == 0, rep.stderr
-    report = json.loads(rep.stdout)
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0  # in-process: the command's own main()
+    report = json.loads(capsys.readouterr().out)
     assert report["study"]["validation"] == "holdout" and report["study"]["validation_note"] is None
     assert report["study"]["selection_metric"] == "val_accuracy"
     means = {}
@@ -179,7 +180,8 @@ def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_
         means[m["name"]] = m["val_accuracy"]["mean"]  # a holdout study selects on validation, not test
     best = max(means, key=means.get)
     assert next(m for m in report["models"] if m["name"] == best)["same_as_best"]
-    md = run_cli("report", out, "--format", "markdown").stdout
+    assert main(["report", str(out), "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
     for m in report["models"]:
         cell = f"{100 * m['test_accuracy']['mean']:.2f} ± {100 * m['test_accuracy']['std']:.2f}"
         assert cell in md

@@ -183,6 +183,12 @@ def _short(v: float) -> str:
 
 
 PANELS_PER_ROW = 4
+LABEL_CHARS = 24  # factor names and levels longer than this are cut in figures (the tables show them whole)
+
+
+def _label(text: str) -> str:
+    """`text` as a figure label: at most LABEL_CHARS characters, shown literally (plots.plain)."""
+    return plain(text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS - 1] + "…")
 
 
 def _panel_grid(n: int, width: float, height: float, sharey: bool = False) -> tuple[Any, list[Any]]:
@@ -211,9 +217,9 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
             hi = [0.0] + [100 * e["ci95"][1] - est[i + 1] for i, e in enumerate(f["effects"])]
             ax.errorbar(range(len(est)), est, yerr=[lo, hi], fmt="o", capsize=4, color=PALETTE[0])
             ax.axhline(0, color="#555555", linewidth=0.8, linestyle="--")
-            ax.set_xticks(range(len(est)), [plain(level_text(v)) for v in f["levels"]])
+            ax.set_xticks(range(len(est)), [_label(level_text(v)) for v in f["levels"]])
             ax.set_xlim(-0.5, len(est) - 0.5)
-            ax.set_title(plain(str(f["name"])), fontsize=9)
+            ax.set_title(_label(str(f["name"])), fontsize=9)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel(f"effect on {metric} accuracy (pp)")
         fig.set_layout_engine("constrained")
@@ -226,12 +232,14 @@ def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
             lines = list(dict.fromkeys(json.dumps(c["levels"][1]) for c in inter["means"]))
             for i, line in enumerate(lines):
                 cells = [c for c in inter["means"] if json.dumps(c["levels"][1]) == line]
+                label = f"{_label(str(inter['factors'][1]))} = {_label(level_text(json.loads(line)))}"
                 ax.plot([xs.index(json.dumps(c["levels"][0])) for c in cells], [100 * c["mean"] for c in cells],
-                        marker="o", label=plain(f"{inter['factors'][1]} = {level_text(json.loads(line))}"), **style(i))
-            ax.set_xticks(range(len(xs)), [plain(level_text(json.loads(x))) for x in xs])
+                        marker="o", label=label, **style(i))
+            ax.set_xticks(range(len(xs)), [_label(level_text(json.loads(x))) for x in xs])
             ax.set_xlim(-0.5, len(xs) - 0.5)
-            ax.set_xlabel(plain(str(inter["factors"][0])))
-            ax.set_title(plain(f"{inter['factors'][0]} × {inter['factors'][1]} (p = {inter['p_value']:.2g})"),
+            ax.set_xlabel(_label(str(inter["factors"][0])))
+            ax.set_title(f"{_label(str(inter['factors'][0]))} × {_label(str(inter['factors'][1]))} "
+                         f"(p = {inter['p_value']:.2g})",
                          fontsize=9)
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
