@@ -248,3 +248,17 @@ def _collect(out: Path) -> dict:
         return collect(store)
     finally:
         store.close()
+
+
+def test_a_big_front_names_only_its_pareto_points():
+    """Past LABELLED_POINTS models the trade-off figure draws every point but names only the front's."""
+    from convstudy.report.figures import LABELLED_POINTS, tradeoff_svg
+
+    n = LABELLED_POINTS + 10
+    points = [{"name": f"model-{i:03d}", "params": 1000 + 100 * i, "mflops": 1.0 + i, "seconds": 2.0,
+               "acc": 90 + (i % 7) * 0.5 + i * 0.01, "std": 0.2, "latency1": None, "latency1_ci": None,
+               "latency256": None, "latency256_ci": None, "pareto_params": i in (0, 6, 13), "pareto_mflops": i == 0,
+               "pareto_seconds": i == 0, "pareto_latency1": False, "pareto_latency256": False} for i in range(n)]
+    svg = tradeoff_svg(points)
+    assert all(f"model-{i:03d}" in svg for i in (0, 6, 13))
+    assert "model-001" not in svg and "model-020" not in svg

@@ -131,8 +131,12 @@ def tradeoff_panels(points: list[dict[str, Any]]) -> list[str]:
     return [key for key in TRADEOFFS if any(p[key] is not None for p in points)]
 
 
+LABELLED_POINTS = 40  # up to this many models, every point is drawn and named on its own
+
+
 def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
-    """Accuracy vs each cost (log x), ±1 std error bars (latency: also its 95% CI), Pareto front as a step line."""
+    """Accuracy vs each cost (log x), ±1 std error bars (latency: also its 95% CI), Pareto front as a step line;
+    past LABELLED_POINTS models only the front's points are named."""
     if not points:
         return None
     keys = tradeoff_panels(points)
@@ -144,12 +148,23 @@ def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
         ax.set_visible(False)
     for ax, key in zip(axes, keys):
         shown = [(i, p) for i, p in enumerate(points) if p[key] is not None]
-        for i, p in shown:
-            ci = p.get(f"{key}_ci")
-            xerr = [[p[key] - ci[0]], [ci[1] - p[key]]] if ci else None
-            ax.errorbar(p[key], p["acc"], xerr=xerr, yerr=p["std"], fmt="o", ms=5, capsize=3, color=style(i)["color"])
-            ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         front = sorted((p for _, p in shown if p[f"pareto_{key}"]), key=lambda p: p[key])
+        if len(shown) <= LABELLED_POINTS:
+            for i, p in shown:
+                ci = p.get(f"{key}_ci")
+                xerr = [[p[key] - ci[0]], [ci[1] - p[key]]] if ci else None
+                ax.errorbar(p[key], p["acc"], xerr=xerr, yerr=p["std"], fmt="o", ms=5, capsize=3,
+                            color=style(i)["color"])
+                ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        else:  # one artist per kind instead of several per point; names only on the front, the rest would overlap
+            xs, ys = np.array([p[key] for _, p in shown]), np.array([p["acc"] for _, p in shown])
+            cis = [p.get(f"{key}_ci") or (p[key], p[key]) for _, p in shown]
+            xerr = np.array([[x - lo for x, (lo, _) in zip(xs, cis)], [hi - x for x, (_, hi) in zip(xs, cis)]])
+            ax.errorbar(xs, ys, xerr=xerr, yerr=[p["std"] for _, p in shown], fmt="none", ecolor="#bbbbbb",
+                        elinewidth=0.8)
+            ax.scatter(xs, ys, s=14, c=[style(i)["color"] for i, _ in shown], zorder=3)
+            for p in front:
+                ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.step([p[key] for p in front], [p["acc"] for p in front], where="post", color="#555555",
                 linestyle="--", linewidth=1, label="Pareto front")
         ax.scatter([p[key] for p in front], [p["acc"] for p in front], s=120, facecolors="none",
