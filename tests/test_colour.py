@@ -28,7 +28,8 @@ from convstudy.interop.predict import load_trained
 from convstudy.store import StudyStore, save_tensors
 from convstudy.train import channel_stats, make_trial_data
 
-# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+# One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is
+# built once: a worker may run other files' tests in between, which would tear module fixtures down.
 pytestmark = pytest.mark.xdist_group("test_colour")
 
 CLASSES = ["cat", "dog", "frog"]
@@ -48,7 +49,7 @@ layers = ["conv(4,3)", "pool(2)", "flatten", "dense(3)"]
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rgb(tmp_path_factory):
     """A dozen 32x32 RGB PNG/JPEG images per class (one greyscale, one corrupt), trained 1 epoch from the CLI."""
     root = tmp_path_factory.mktemp("colour")

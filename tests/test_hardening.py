@@ -27,12 +27,12 @@ SEEDS = [0, 1]
 EPOCHS = 2
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Path:
     return write_tiny_study(tmp_path_factory.mktemp("study") / "tiny.toml", epochs=EPOCHS, seeds=SEEDS)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def baseline(study, tiny_mnist_session, tmp_path_factory) -> Path:
     """study.db of an uninterrupted subprocess run."""
     out = tmp_path_factory.mktemp("baseline") / "out"
@@ -104,10 +104,11 @@ def foreign_checkpoint(path: Path, out: Path, model: str, seed: int) -> None:
 DAMAGE = ["garbage", "truncated", "bit-flip", "other-seed", "other-model"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def killed(study, tiny_mnist_session, tmp_path_factory) -> Path:
     """A study directory whose run was killed with -9 after small-a seed 0 checkpointed epoch 1 (the
-    process is dead, so its files are at rest): each damage case gets a copy."""
+    process is dead, so its files are at rest): each damage case gets a copy. Session-scoped, like `study`
+    and `baseline`, so a worker that runs other files in between does not build them again."""
     out = tmp_path_factory.mktemp("killed") / "out"
     killed_after_first_epoch(study, out, tiny_mnist_session)
     return out

@@ -26,7 +26,8 @@ import pytest
 from convstudy.cli import main
 from convstudy.data import REGISTRY
 
-# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+# One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is
+# built once: a worker may run other files' tests in between, which would tear module fixtures down.
 pytestmark = pytest.mark.xdist_group("test_html_report")
 
 FILES = {
@@ -97,7 +98,7 @@ def run_study(tmp: Path, monkeypatch, name: str = "tiny-study", description: str
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study_dir(tmp_path_factory):
     """One trained 2-model, 2-seed study, shared by the tests of this file (read-only for them)."""
     mp = pytest.MonkeyPatch()
@@ -290,7 +291,7 @@ def section(page: str, ident: str) -> str:
     return page[start: end if end > 0 else len(page)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def page(study_dir) -> str:
     return (study_dir / "report.html").read_text()
 

@@ -19,7 +19,8 @@ from convstudy.report import collect, render
 from convstudy.spec import build_study
 from convstudy.store import State, StudyStore
 
-# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+# One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is
+# built once: a worker may run other files' tests in between, which would tear module fixtures down.
 pytestmark = pytest.mark.xdist_group("test_html_scale")
 
 EPOCHS = 12
@@ -68,7 +69,7 @@ def fabricate(out: Path, models: list[dict], finish: bool = True) -> dict[str, d
     return {m["name"]: m["factors"] for m in models}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def big(tmp_path_factory) -> tuple[Path, dict[str, dict], dict]:
     """The 300-model study directory with its report.html written by `convstudy report --format html`,
     the factors by model name, and the report's data."""
@@ -78,7 +79,7 @@ def big(tmp_path_factory) -> tuple[Path, dict[str, dict], dict]:
     return out, factors, _collect(out)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium():
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:

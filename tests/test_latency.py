@@ -19,14 +19,15 @@ from convstudy.cli import main
 from convstudy.interop.latency import MAX_FACTOR, MIN_REPEATS, median_ci, onnxruntime_version
 from convstudy.train import default_channels_last, resolve_precision
 
-# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+# One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is
+# built once: a worker may run other files' tests in between, which would tear module fixtures down.
 pytestmark = pytest.mark.xdist_group("test_latency")
 
 FIELDS = ("batch1_ms", "batch256_ms_per_image")
 REPEATS = str(MIN_REPEATS)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def measured(tmp_path_factory, tiny_mnist_session):
     """A tiny two-model study trained for an epoch by `run --latency`, which measured both models."""
     root = tmp_path_factory.mktemp("latency")

@@ -14,7 +14,8 @@ from conftest import convstudy_cmd, epoch_metrics, trial_results
 
 from convstudy.cli import main
 
-# One xdist worker runs this file (`--dist loadgroup`), so its module fixtures are built once.
+# One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is
+# built once: a worker may run other files' tests in between, which would tear module fixtures down.
 pytestmark = pytest.mark.xdist_group("test_tracking")
 
 pytest.importorskip("tensorboard", reason="tensorboard not installed: pip install 'convstudy[tracking]'")
@@ -44,7 +45,7 @@ TRIALS = {(m, s) for m in ("k3", "k5") for s in (0, 1)}
 EPOCH_COLUMNS = {"train/loss": 0, "train/accuracy": 1, "val/loss": 2, "val/accuracy": 3}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study_dir(tmp_path_factory, tiny_mnist_session) -> Path:
     """A finished 2 models x 2 seeds x 2 epochs study on the tiny MNIST, made by `convstudy run`."""
     root = tmp_path_factory.mktemp("tracking")
