@@ -65,6 +65,9 @@ def write_tiny_dataset(directory: Path, n_train: int = 200, n_test: int = 60) ->
     return {key: hashlib.sha256(data).hexdigest() for key, data in payloads.items()}
 
 
+_TINY: dict = {}  # the `tiny` dataset entry the shared study (study_dir) was trained on
+
+
 def register_tiny(monkeypatch, data_dir: Path) -> None:
     """A `tiny` dataset in the registry, checked against the files just written."""
     digests = write_tiny_dataset(data_dir)
@@ -100,12 +103,21 @@ def run_study(tmp: Path, monkeypatch, name: str = "tiny-study", description: str
 
 @pytest.fixture(scope="session")
 def study_dir(tmp_path_factory):
-    """One trained 2-model, 2-seed study, shared by the tests of this file (read-only for them)."""
+    """One trained 2-model, 2-seed study, shared by the tests of this file (read-only for them). The `tiny`
+    dataset is registered only while it trains (a session fixture's patch would outlive this file);
+    `_tiny_known` registers it again for each test."""
     mp = pytest.MonkeyPatch()
     try:
-        yield run_study(tmp_path_factory.mktemp("html"), mp, description="<script>alert(1)</script> & friends")
+        return run_study(tmp_path_factory.mktemp("html"), mp, description="<script>alert(1)</script> & friends")
     finally:
+        _TINY["info"] = REGISTRY["tiny"]
         mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _tiny_known(study_dir, monkeypatch):
+    """Each test of this file sees the `tiny` dataset the shared study was trained on, for its own duration."""
+    monkeypatch.setitem(REGISTRY, "tiny", _TINY["info"])
 
 
 # ---------------------------------------------------------------- headless Chromium over the DevTools pipe
