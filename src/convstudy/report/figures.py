@@ -155,7 +155,8 @@ def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
                 xerr = [[p[key] - ci[0]], [ci[1] - p[key]]] if ci else None
                 ax.errorbar(p[key], p["acc"], xerr=xerr, yerr=p["std"], fmt="o", ms=5, capsize=3,
                             color=style(i)["color"])
-                ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(_label(p["name"]), (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
         else:  # one artist per kind instead of several per point; names only on the front, the rest would overlap
             xs, ys = np.array([p[key] for _, p in shown]), np.array([p["acc"] for _, p in shown])
             cis = [p.get(f"{key}_ci") or (p[key], p[key]) for _, p in shown]
@@ -164,7 +165,8 @@ def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
                         elinewidth=0.8)
             ax.scatter(xs, ys, s=14, c=[style(i)["color"] for i, _ in shown], zorder=3)
             for p in front:
-                ax.annotate(p["name"], (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+                ax.annotate(_label(p["name"]), (p[key], p["acc"]), textcoords="offset points", xytext=(4, 4),
+                            fontsize=7)
         ax.step([p[key] for p in front], [p["acc"] for p in front], where="post", color="#555555",
                 linestyle="--", linewidth=1, label="Pareto front")
         ax.scatter([p[key] for p in front], [p["acc"] for p in front], s=120, facecolors="none",
