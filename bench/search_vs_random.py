@@ -86,7 +86,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     runs = {"tpe+sh": ("tpe", "successive-halving"), "random": ("random", "none")}
     summary: dict = {"trials": args.trials, "epochs": args.epochs, "train_limit": args.train_limit,
-                     "reduction_factor": args.reduction_factor or 4, "studies": {}}
+                     "reduction_factor": args.reduction_factor, "studies": {}}  # None: Optuna's default
     pool = []
     for label, (sampler, pruner) in runs.items():
         name = f"bench-{sampler}"

@@ -44,11 +44,11 @@ def pruner(spec: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
     the reduction factor Optuna's default unless the section sets one."""
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    factor = {} if spec.reduction_factor is None else {"reduction_factor": spec.reduction_factor}
     if spec.pruner == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=spec.reduction_factor or 4)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, **factor)
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
-                                              reduction_factor=spec.reduction_factor or 3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, **factor)
     return optuna.pruners.NopPruner()
 
 
