@@ -105,7 +105,7 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
     worker count; every bad flag is a UserError here, before anything is created."""
     from convstudy.errors import UserError
     from convstudy.executors import RunOptions
-    from convstudy.spec import Study, check_memory, resolve_study, with_overrides
+    from convstudy.spec import Study, check_memory, check_schedule_keys, resolve_study, with_overrides
 
     if isinstance(args.study, Study):
         study = args.study
@@ -115,6 +115,7 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
     if any(v is not None for v in (args.epochs, args.seeds, args.dataset, args.train_limit)):
         study = with_overrides(study, epochs=args.epochs, seeds=args.seeds, dataset=args.dataset,
                                train_limit=args.train_limit)
+    check_schedule_keys(study, "flags" if args.epochs is not None else study.name)
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.stack_seeds is not None and args.stack_seeds > 1 and args.executor != "local":
