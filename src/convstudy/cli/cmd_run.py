@@ -31,7 +31,7 @@ def register(sub) -> None:
                         "only models whose place in or out of the best group is undecided get more, up to MAX")
     p.add_argument("--dataset", metavar="NAME|SOURCE",
                    help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
-                        "or a source, compact (folder:PATH,size=32x32,channels=3) or as JSON "
+                        "or a source, compact (folder:PATH,size=32x32,channels=3,classes=cat|dog) or as JSON "
                         "('{\"kind\": \"npz\", \"path\": \"x.npz\"}')")
     add_data_dir(p)
     p.add_argument("--out", type=Path, help="output directory (default: runs/<study>)")
