@@ -146,6 +146,15 @@ def test_unknown_option_and_bad_directory_are_one_line(tiny_study_file, tmp_path
         convstudy.load(tmp_path)
 
 
+@pytest.mark.parametrize("call, bad", [(convstudy.load, None), (convstudy.load, 3), (convstudy.load, b"runs"),
+                                       (convstudy.run, None), (convstudy.run, 3.5), (convstudy.run, ["seed"])])
+def test_a_wrong_type_for_the_study_or_directory_is_one_user_error(call, bad, tmp_path):
+    """Issue 25 item 12: convstudy.load(None) raised a TypeError from pathlib instead of saying what was wrong."""
+    with pytest.raises(UserError, match=rf"^convstudy.{call.__name__}: .* not {type(bad).__name__}$"):
+        call(bad, **({"out": tmp_path / "out"} if call is convstudy.run else {}))
+    assert not (tmp_path / "out").exists()
+
+
 def test_import_convstudy_stays_light():
     code = "import sys, convstudy; print(sorted({'torch', 'pandas', 'convstudy.api'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

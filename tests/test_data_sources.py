@@ -456,3 +456,19 @@ def test_compact_spelling_escapes_commas_and_bars(tmp_path):
     assert "a%2Cb%3Dc" in name and "classes=x%7Cy|z" in name
     assert get_info(name).class_names == ("x|y", "z") and get_info(name).homepage == str(root)
     assert len(load_dataset(name).y_train) + len(load_dataset(name).y_test) == 6
+
+
+def test_the_readmes_compact_classes_example_is_the_table_it_documents(tmp_path, monkeypatch):
+    """Issue 25 item 12: the compact `classes=` separator `|` was undocumented; README's example of it parses to
+    the same source as the table, and the escapes it documents are the ones the parser reads."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    own_data = readme[readme.index("## Your own data"):readme.index("## Results on MNIST")]
+    (example,) = [line.split("--dataset ")[1].strip("'") for line in own_data.splitlines() if "classes=cat|dog" in line
+                  and "--dataset" in line]
+    assert "`classes=a%7Cb|c` is the classes `a|b` and `c`" in own_data
+    write_image_folder(tmp_path / "data" / "pets", classes=("cat", "dog"), per_class=3)
+    write_image_folder(tmp_path / "odd", classes=("c", "a|b"), per_class=3)
+    monkeypatch.chdir(tmp_path)
+    table = {"kind": "folder", "path": "data/pets", "size": [32, 32], "classes": ["cat", "dog"]}
+    assert canonical_dataset(example) == canonical_dataset(table)
+    assert get_info(canonical_dataset("folder:odd,classes=a%7Cb|c")).class_names == ("a|b", "c")

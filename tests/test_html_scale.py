@@ -66,7 +66,7 @@ def fabricate(out: Path, models: list[dict], finish: bool = True) -> dict[str, d
         elif finish or k % 10:
             db.finish(rec.id, test_loss=0.3, test_accuracy=quality + 0.001 * rec.seed, device="cpu")
     store.close()
-    return {m["name"]: m["factors"] for m in models}
+    return {m["name"]: m.get("factors", {}) for m in models}
 
 
 @pytest.fixture(scope="session")
@@ -263,3 +263,29 @@ def test_a_big_front_names_only_its_pareto_points():
     svg = tradeoff_svg(points)
     assert all(f"model-{i:03d}" in svg for i in (0, 6, 13))
     assert "model-001" not in svg and "model-020" not in svg
+
+
+def test_a_model_of_zero_mflops_reports_quietly_on_a_cost_axis_that_holds_it(tmp_path):
+    """Issue 25 item 11: a model whose MFLOPs round to 0 (a 1x1x1 map into dense(10)) warned eight times from
+    matplotlib and fell off the log cost axis; now the report is silent and the 0 sits on a symlog axis."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    fabricate(out, [{"name": "nothing", "layers": ["pool(28)", "flatten", "dense(10)"]},
+                    {"name": "some", "layers": ["conv(4,3)", "pool(2)", "flatten", "dense(10)"]}])
+    done = subprocess.run([sys.executable, "-m", "convstudy", "report", str(out), "--format", "html"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == f"wrote {out / 'report.html'}\n", done.stderr
+    from convstudy.report.figures import tradeoff_figure, tradeoff_points
+
+    points = tradeoff_points(_collect(out)["models"])
+    assert [p["name"] for p in points] == ["nothing", "some"] and points[0]["mflops"] == 0.0
+    some = points[1]["mflops"]
+    fig = tradeoff_figure(points)
+    axes = {ax.get_xlabel(): ax for ax in fig.axes if ax.get_visible()}
+    mflops, params = axes["MFLOPs per image"], axes["parameters"]
+    assert mflops.get_xscale() == "symlog" and params.get_xscale() == "log"
+    lo, hi = mflops.get_xlim()
+    assert lo < 0.0 < some < hi
+    assert "by MFLOPs: linear from 0 up to the least cost above 0" in (out / "report.html").read_text()

@@ -120,3 +120,31 @@ def test_compare_output_through_a_symlink_writes_the_linked_file(study, tmp_path
     (tmp_path / "link.md").symlink_to(real)
     assert main(_argv("compare", study, tmp_path / "link.md")) == 0
     assert (tmp_path / "link.md").is_symlink() and real.read_text().startswith("# tiny-study vs tiny-study")
+
+
+# Issue 25 item 12: CSV injection. A cell starting with one of these runs as a formula in a spreadsheet.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_report_csv_neutralises_every_text_cell_a_spreadsheet_would_run(tmp_path, capsys):
+    import csv
+    import io
+
+    from test_html_scale import fabricate
+
+    hostile = {f"m{i}": f"{c}HYPERLINK(\"http://evil.example\",\"x\")" for i, c in enumerate(FORMULA_STARTS)}
+    fabricate(tmp_path / "out", [{"name": name, "description": text, "layers": ["flatten", "dense(10)"]}
+                                 for name, text in hostile.items()])
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out"), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["model"]: r["description"] for r in rows} == {name: "'" + text for name, text in hostile.items()}
+    assert {r["kernel"] for r in rows} == {"-"}  # convstudy's own "none" is no formula and stays as it was
+    cells = [c for r in rows for key, c in r.items() if key != "kernel"]
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS)]
+
+
+def test_csv_text_leaves_numbers_and_plain_text_alone():
+    from convstudy.report.tables import csv_text
+
+    assert csv_text([["a-b", -0.5, 3, None, "=1+2", "@x", "-", "- 1"]]) == "a-b,-0.5,3,,'=1+2,'@x,-,'- 1\r\n"

@@ -125,6 +125,17 @@ def test_predict_directory_csv_and_table(reader, tmp_path, capsys):
     assert "paper-0.png" in capsys.readouterr().out
 
 
+def test_predict_csv_neutralises_a_file_name_a_spreadsheet_would_run(reader, tmp_path, capsys, monkeypatch):
+    """Issue 25 item 12: a cell starting with = + - @ (CSV injection) gets OWASP's leading '."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("=1+2.png", "@SUM(A1).png", "-2+3.png"):
+        render(7, 30, (40, 40), 255, 0).save(tmp_path / name)
+    assert main(["predict", str(reader), "--model", "reader", "--format", "csv", "--", "=1+2.png", "@SUM(A1).png",
+                 "-2+3.png"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["'=1+2.png", "'@SUM(A1).png", "'-2+3.png"]
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--model", "nope"], ['no model "nope"', "reader"]),
     (["--model", "reader", "--seed", "4"], ["seed 4", "complete seeds: 0"]),

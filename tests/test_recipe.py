@@ -355,6 +355,55 @@ def test_a_models_merged_settings_are_checked_naming_the_model(train, override, 
     assert err_text.count("\n") == 1 and 'model "short"' in err_text and expected in err_text
 
 
+# Issue 25 item 12: keys the chosen schedule never reads were dropped without a word.
+IGNORED = {
+    "every_with_cosine": ({"schedule": "cosine", "step_every": 2}, {}, 's.yaml: [train]: step_every is for schedule = '
+                          '"step", but no model takes it from [train] with that schedule (schedule = "cosine")'),
+    "gamma_with_constant": ({"step_gamma": 0.5}, {}, "s.yaml: [train]: step_gamma is for schedule"),
+    "every_past_epochs": ({"epochs": 3, "schedule": "step", "step_every": 3}, {},
+                          "s.yaml: [train]: step_every = 3 is not below the 3 epochs, so the lr would never step"),
+    "model_every_with_one_cycle": ({}, {"schedule": "one-cycle", "step_every": 1},
+                                   's.yaml: model "b", train: step_every is for schedule = "step", but the model '
+                                   'trains with "one-cycle"'),
+    "model_gamma_under_cosine": ({"schedule": "cosine"}, {"step_gamma": 0.5}, 'model "b", train: step_gamma is for'),
+    "model_epochs_below_every": ({"schedule": "step", "step_every": 2}, {"epochs": 2},
+                                 'model "b", train with [train]: step_every = 2 is not below the 2 epochs'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IGNORED))
+def test_a_schedule_key_the_schedule_ignores_exits_2_naming_where(case, tmp_path, capsys):
+    import convstudy
+
+    train, override, expected = IGNORED[case]
+    layers = ["conv(4,3)", "flatten", "dense(10)"]
+    data = {"name": "x", "train": {"epochs": 6, **train},
+            "models": [{"name": "a", "layers": layers}, {"name": "b", "layers": layers, "train": override}]}
+    study = tmp_path / "s.yaml"
+    study.write_text(json.dumps(data))
+    for command in (["models", str(study)], ["run", str(study), "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "out").exists()
+    from convstudy.errors import UserError
+    from convstudy.spec import build_study
+
+    with pytest.raises(UserError, match="step"):  # a Study built in Python is refused by run() the same way
+        convstudy.run(build_study(data), out=tmp_path / "out")
+
+
+def test_schedule_keys_a_model_or_a_space_level_uses_are_accepted(tmp_path, capsys):
+    layers = ["conv(4,3)", "flatten", "dense(10)"]
+    study = tmp_path / "s.yaml"
+    study.write_text(json.dumps({
+        "name": "x", "train": {"epochs": 6, "schedule": "cosine", "step_every": 2, "step_gamma": 0.5},
+        "models": [{"name": "a", "layers": layers}, {"name": "b", "layers": layers, "train": {"schedule": "step"}}],
+        "spaces": [{"name": "s", "factors": {"sched": ["step", "cosine"]}, "layers": layers,
+                    "train": {"schedule": "{sched}", "step_every": 3}}]}))
+    assert main(["models", str(study)]) == 0, capsys.readouterr().err
+
+
 def test_stacked_seeds_with_augmentation_and_a_schedule_resume_exactly(tiny_mnist, tmp_path):
     settings = TrainSettings(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
                              augment=["flip", "translate(2)", "cutout(6)"], schedule="one-cycle", warmup=0.3,

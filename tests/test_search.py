@@ -282,6 +282,11 @@ BAD = {
     'sampler = "cmaes"': 'sampler cmaes samples numeric ranges only; factor "filters" is a list of levels',
     'objective = ["val_accuracy", "params"]\npruner = "median"': "pruner median: Optuna prunes single-objective",
     "trials = {}": "trials needs a count, epochs or both",
+    # Issue 25 item 12: a range wholly outside what the setting takes is refused before search.db or study.db exist.
+    "lr = {low = 2e6, high = 3e6, log = true}": "s.toml: search: none of 100 configurations drawn from the space is a "
+                                                "valid model; the first: space \"cnn\" (filters=2, kernel=3, "
+                                                "lr=2000000.0), train.optimizer: adam lr must be in (0, 1e+06)",
+    "lr = {low = -1.0, high = -0.5}": "adam lr must be in (0, 1e+06) (got -1.0)",
     "reduction_factor = 3": "reduction_factor: applies to pruner successive-halving or hyperband, not none",
     'pruner = "successive-halving"\nreduction_factor = 1':
         "reduction_factor: Input should be greater than or equal to 2",

@@ -272,6 +272,16 @@ def test_hostile_study_files_exit_2_with_one_line(case, tmp_path, capsys):
     assert expected in err, err
 
 
+# Issue 25 item 11: a validator's own "(got ...)" is not repeated by the line that reports it.
+@pytest.mark.parametrize("line", ["seeds = 0", "seeds = 1001", "seeds = -3"])
+def test_a_bad_seed_count_says_what_it_got_once(line, tmp_path, capsys):
+    path = _write(tmp_path, "s.toml", _with(line))
+    assert main(["models", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.count("(got ") == 1, err
+    assert "s.toml: seeds: a count of seeds must be between 1 and 1000 (got" in err
+
+
 def test_fifo_study_file_is_refused_fast(tmp_path):
     import subprocess
     import sys

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,9 @@ def _run_args(study: "Study | str | Path", options: dict[str, Any]) -> argparse.
     from convstudy.cli import build_parser
     from convstudy.spec import Study
 
+    if not isinstance(study, (Study, str, os.PathLike)):
+        raise UserError(f"convstudy.run: study is a Study, a study file's path or a built-in name, not "
+                        f"{type(study).__name__}")
     parser = build_parser()
     defaults = vars(parser.parse_args(["run", "-"]))
     valid = [k for k in defaults if k not in _NOT_OPTIONS]

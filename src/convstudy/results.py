@@ -6,6 +6,7 @@ object follows a study that is still running, and nothing is ever written into i
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -28,6 +29,10 @@ class Results:
     """The results of the study in `out`; `convstudy.run` and `convstudy.load` return one."""
 
     def __init__(self, out: str | Path, check: bool = False) -> None:
+        if not isinstance(out, (str, os.PathLike)):
+            from convstudy.errors import UserError
+
+            raise UserError(f"convstudy.load: out is a study directory (a str or Path), not {type(out).__name__}")
         self.out = Path(out)
         if check:
             self._read(lambda store: None)  # a missing or foreign directory fails now, not at first use

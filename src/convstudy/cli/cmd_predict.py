@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -36,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from convstudy.errors import UserError
     from convstudy.interop.images import expand_paths
     from convstudy.interop.predict import load_trained, predict_files
+    from convstudy.report.tables import csv_text
     from convstudy.store import StudyStore
 
     store = StudyStore.open_existing(args.out)
@@ -57,12 +56,9 @@ def run(args: argparse.Namespace) -> int:
             "errors": [{"file": str(p), "error": e} for p, e in result.errors],
         }, indent=2) + "\n")
     elif args.format == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file"] + [f"{key}_{i}" for i in range(1, TOP + 1) for key in ("class", "probability")])
-        for p, top in result.rows:
-            writer.writerow([str(p)] + [v for c, pr in top for v in (c, f"{pr:.6f}")])
-        sys.stdout.write(buf.getvalue())
+        header = ["file"] + [f"{key}_{i}" for i in range(1, TOP + 1) for key in ("class", "probability")]
+        rows = [[str(p)] + [v for c, pr in top for v in (c, f"{pr:.6f}")] for p, top in result.rows]
+        sys.stdout.write(csv_text([header, *rows], lineterminator="\n"))
     elif result.rows:
         table = Table(show_edge=False)
         table.add_column("file", overflow="fold")

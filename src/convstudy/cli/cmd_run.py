@@ -31,7 +31,7 @@ def register(sub) -> None:
                         "only models whose place in or out of the best group is undecided get more, up to MAX")
     p.add_argument("--dataset", metavar="NAME|SOURCE",
                    help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
-                        "or a source, compact (folder:PATH,size=32x32,channels=3) or as JSON "
+                        "or a source, compact (folder:PATH,size=32x32,channels=3,classes=cat|dog) or as JSON "
                         "('{\"kind\": \"npz\", \"path\": \"x.npz\"}')")
     add_data_dir(p)
     p.add_argument("--out", type=Path, help="output directory (default: runs/<study>)")
@@ -105,7 +105,7 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
     worker count; every bad flag is a UserError here, before anything is created."""
     from convstudy.errors import UserError
     from convstudy.executors import RunOptions
-    from convstudy.spec import Study, check_memory, resolve_study, with_overrides
+    from convstudy.spec import Study, check_memory, check_schedule_keys, resolve_study, with_overrides
 
     if isinstance(args.study, Study):
         study = args.study
@@ -115,6 +115,7 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
     if any(v is not None for v in (args.epochs, args.seeds, args.dataset, args.train_limit)):
         study = with_overrides(study, epochs=args.epochs, seeds=args.seeds, dataset=args.dataset,
                                train_limit=args.train_limit)
+    check_schedule_keys(study, "flags" if args.epochs is not None else study.name)
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     if args.stack_seeds is not None and args.stack_seeds > 1 and args.executor != "local":

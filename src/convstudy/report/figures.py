@@ -135,10 +135,13 @@ LABELLED_POINTS = 40  # up to this many models, every point is drawn and named o
 
 
 def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
+    """tradeoff_figure as inline SVG; None without points."""
+    return to_svg(tradeoff_figure(points)) if points else None
+
+
+def tradeoff_figure(points: list[dict[str, Any]]) -> Figure:
     """Accuracy vs each cost (log x), ±1 std error bars (latency: also its 95% CI), Pareto front as a step line;
     past LABELLED_POINTS models only the front's points are named."""
-    if not points:
-        return None
     keys = tradeoff_panels(points)
     cols = min(3, len(keys))
     rows = -(-len(keys) // cols)
@@ -171,22 +174,31 @@ def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
                 linestyle="--", linewidth=1, label="Pareto front")
         ax.scatter([p[key] for p in front], [p["acc"] for p in front], s=120, facecolors="none",
                    edgecolors="#555555", linewidths=1)
-        ax.set_xscale("log")
-        _log_ticks(ax, [p[key] for _, p in shown])
+        _cost_axis(ax, [p[key] for _, p in shown])
         ax.set_xlabel(TRADEOFFS[key][0])
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return to_svg(fig)
+    return fig
 
 
-def _log_ticks(ax: Any, xs: list[float]) -> None:
-    """Plain tick labels at 1-2-5 steps, with room around the points, however narrow their range."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+def _cost_axis(ax: Any, xs: list[float]) -> None:
+    """A log cost axis with plain tick labels at 1-2-5 steps and room around the points, however narrow their
+    range. A cost of 0 (MFLOPs that round to 0) has no place on a log axis: then the axis is symlog, linear
+    from 0 up to the smallest positive cost and log past it, so every point is drawn and matplotlib stays quiet."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator
 
-    ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    positive = [x for x in xs if x > 0]
+    if len(positive) == len(xs):
+        ax.set_xscale("log")
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 1.6)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    else:
+        step = min(positive, default=1.0)
+        ax.set_xscale("symlog", linthresh=step, linscale=0.5)
+        ax.set_xlim(-0.3 * step, max(xs + [step]) * 1.6)
+        ax.xaxis.set_major_locator(SymmetricalLogLocator(linthresh=step, base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
 

@@ -159,5 +159,7 @@ def _pareto_caption(points: list[dict[str, Any]]) -> str:
         for key in keys)
     latency = ("; latency: PyTorch on this CPU as the trainer runs the model, median with its 95% CI "
                "(convstudy latency)") if "latency1" in keys else ""
-    return (f"Mean test accuracy ± 1 std over seeds; log x{latency}. Pareto front (no model is both cheaper and more "
+    zero = [TRADEOFFS[key][1] for key in keys if any(p[key] == 0 for p in points)]
+    axis = f"log x (by {', '.join(zero)}: linear from 0 up to the least cost above 0)" if zero else "log x"
+    return (f"Mean test accuracy ± 1 std over seeds; {axis}{latency}. Pareto front (no model is both cheaper and more "
             f"accurate): {fronts}.")

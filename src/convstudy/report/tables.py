@@ -193,16 +193,28 @@ def _metric(report: dict[str, Any]) -> str:
 
 def render_csv(report: dict[str, Any]) -> str:
     """One row per trial (model, seed) with raw numbers, for spreadsheets."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["model", "kernel", "description", "params", "trainable_params", "mflops", "seed", "state",
-                     "val_accuracy", "test_accuracy", "test_loss", "train_seconds", "same_as_best"])
+    rows = [["model", "kernel", "description", "params", "trainable_params", "mflops", "seed", "state",
+             "val_accuracy", "test_accuracy", "test_loss", "train_seconds", "same_as_best"]]
     for m in report["models"]:
         for t in m["trials"]:
-            writer.writerow([m["name"], m["kernel"], m["description"], m["params"], m["trainable_params"],
-                             m["mflops"], t["seed"], t["state"], t["epochs"][-1]["val_accuracy"] if t["epochs"] else None,
-                             t["test_accuracy"], t["test_loss"],
-                             round(t["train_seconds"], 3), m["same_as_best"]])
+            rows.append([m["name"], m["kernel"], m["description"], m["params"], m["trainable_params"],
+                         m["mflops"], t["seed"], t["state"], t["epochs"][-1]["val_accuracy"] if t["epochs"] else None,
+                         t["test_accuracy"], t["test_loss"], round(t["train_seconds"], 3), m["same_as_best"]])
+    return csv_text(rows)
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection); OWASP's advice is a
+# leading ' so it shows as text. A lone "-" (convstudy's "none", e.g. no conv kernel) is no formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(rows: list[list[Any]], lineterminator: str = "\r\n") -> str:
+    """`rows` as CSV with every text cell a spreadsheet would run as a formula neutralised; numbers stay numbers.
+    Every CSV convstudy writes goes through here, since names, descriptions, classes and paths are user text."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator=lineterminator)
+    writer.writerows([f"'{c}" if isinstance(c, str) and c.startswith(_FORMULA_START) and c != "-" else c
+                      for c in row] for row in rows)
     return buf.getvalue()
 
 

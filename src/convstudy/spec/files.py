@@ -6,6 +6,7 @@ from pathlib import Path
 
 from convstudy.errors import UserError
 from convstudy.spec.memory import check_memory
+from convstudy.spec.recipe import check_schedule_keys
 from convstudy.spec.study import Study, build_study
 from convstudy.untrusted import load_untrusted
 
@@ -24,6 +25,7 @@ def load_study_file(path: str | Path) -> Study:
         raise UserError(f"{path.name}: unknown study file type {suffix or '(none)'}; use .toml, .yaml or .yml")
     data = load_untrusted(path, _FORMATS[suffix], what="study file", max_bytes=MAX_STUDY_BYTES, missing_hint=hint)
     study = build_study(data, source=path.name)
+    check_schedule_keys(study, path.name)
     check_memory(study, path.name)
     return study
 

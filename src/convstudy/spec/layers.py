@@ -288,7 +288,9 @@ def pydantic_reason(exc: ValidationError) -> str:
         msg = "unknown argument"
     elif err["type"] == "missing":
         msg = "missing"
-    got = f" (got {show_value(err['input'])})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
+    # A validator's own message may already say what it got (seeds = 0); say it once.
+    shown = err["type"] == "missing" or isinstance(err["input"], dict) or "(got " in msg
+    got = "" if shown else f" (got {show_value(err['input'])})"
     return f"{loc}: {msg}{got}" if loc else f"{msg}{got}"
 
 

@@ -162,6 +162,44 @@ def grid_values(factor) -> list[Any] | None:
     return list(factor.levels)
 
 
+PROBES = 100  # configurations drawn to find one valid model before a search starts (the search's own MAX_INVALID)
+
+
+def check_some_model_valid(space: Any, info: Any, source: str) -> None:
+    """Refuse a space none of whose configurations is a model (a range wholly outside what a setting takes, such
+    as lr above its bound) before anything is written: the all-low and all-high corners, then seeded draws."""
+    import random
+
+    from convstudy.errors import UserError
+    from convstudy.spec.space import IntRange, Levels, space_model
+
+    rng = random.Random(0)
+
+    def draw(f: Any, pick: str) -> Any:
+        if isinstance(f, Levels):
+            return f.levels[0] if pick == "low" else f.levels[-1] if pick == "high" else rng.choice(f.levels)
+        step = f.step if isinstance(f, IntRange) or f.step else None  # an IntRange always has one (default 1)
+        top = f.low + math.floor((f.high - f.low) / step + 1e-9) * step if step else f.high  # the grid's last value
+        if pick != "draw":
+            return f.low if pick == "low" else top
+        u = rng.random()
+        v = math.exp(math.log(f.low) + u * math.log(top / f.low)) if f.log else f.low + u * (top - f.low)
+        v = min(top, max(f.low, f.low + round((v - f.low) / step) * step if step else v))
+        return int(v) if isinstance(f, IntRange) else v
+
+    first = None
+    for i in range(PROBES):
+        pick = "low" if i == 0 else "high" if i == 1 else "draw"
+        try:
+            space_model(space, {f.name: draw(f, pick) for f in space.factors}, info.input_shape, info.num_classes,
+                        source=source)
+            return
+        except UserError as exc:
+            first = first or str(exc)
+    raise UserError(f"{source}: search: none of {PROBES} configurations drawn from the space is a valid model; "
+                    f"the first: {first.removeprefix(source + ': ')}")
+
+
 def check_search(study: Any, info: Any, source: str) -> None:
     """What the section needs of its space and the study: the sampler fits the factors, the names are free."""
     from convstudy.errors import UserError
@@ -169,6 +207,7 @@ def check_search(study: Any, info: Any, source: str) -> None:
 
     spec = study.search
     space = search_space(spec, source)
+    check_some_model_valid(space, info, source)
     where = f"{source}: search"
     if spec.sampler == "grid":
         values = {f.name: grid_values(f) for f in space.factors}

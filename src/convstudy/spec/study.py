@@ -350,7 +350,7 @@ class Study(_Frozen):
             raise ValueError("seeds is a count or a list of integers")
         if isinstance(v, int):
             if not 1 <= v <= 1000:
-                raise ValueError(f"seeds must be between 1 and 1000 (got {v})")
+                raise ValueError(f"a count of seeds must be between 1 and 1000 (got {v})")
             return tuple(range(v))
         return v
 
