@@ -21,7 +21,8 @@ from convstudy.executors import RunOptions, run_study
 from convstudy.interop.export import TOLERANCE, check_onnx, load_exported, onnx_bytes
 from convstudy.interop.predict import load_trained
 from convstudy.model import build_model
-from convstudy.spec import build_study, seed_study
+from convstudy.spec import LAYERS, ModelSpec, build_study, seed_study
+from convstudy.spec.layers import ACTIVATIONS
 from convstudy.store import StudyStore, load_tensors
 
 SEED_MODELS = seed_study().models
@@ -47,6 +48,60 @@ def test_onnx_parity_for_every_seed_architecture(spec):
     assert inp.shape[0] == "batch" and inp.shape[1:] == [1, 28, 28]  # dynamic batch dimension
     out = session.run(None, {inp.name: x[:3].numpy()})[0]
     assert out.shape == (3, 10) and np.allclose(out.sum(1), 1.0, atol=1e-5)
+
+
+# One small model per layer kind of the registry, with the variants each kind has (pool modes, activations,
+# 'same' padding with odd and even kernels and strides); a new kind fails the coverage test until it has one.
+KIND_MODELS = {
+    "conv": [["conv(4,3)", "conv(4,3,same)", "conv(4,2,same)", "conv(4,4,same,stride=3,activation=tanh)",
+              "conv(4,3,same,stride=2)", "flatten", "dense(10)"]],
+    "pool": [["conv(4,3)", "pool(2)", "pool(3,2,mode=avg)", "flatten", "dense(10)"],
+             ["conv(4,3)", "pool(3,mode=avg)", "pool(2,1)", "flatten", "dense(10)"]],
+    "dropout": [["conv(4,3)", "dropout(0.3)", "flatten", "dropout(0.5)", "dense(10)"]],
+    "flatten": [["flatten", "dense(10)"]],
+    "dense": [["flatten", "dense(16,tanh)", "dense(12,linear)", "dense(10)"]],
+    "bn": [["conv(4,3)", "bn", "pool(2)", "bn(momentum=0.9,epsilon=0.01)", "flatten", "dense(8)", "bn", "dense(10)"]],
+    "activation": [[f"conv(4,3,activation={fn})", fn, "flatten", f"dense(16,{fn})", "dense(10)"] for fn in ACTIVATIONS],
+}
+KIND_CASES = [pytest.param(layers, id=f"{kind}-{i}") for kind, models in KIND_MODELS.items()
+              for i, layers in enumerate(models)]
+# Strided 'same' convs: (layers, (H, W, C)) over odd and even kernels, strides and input sizes, the first being
+# issue 25's model, where the exported graph computed 2x2 where PyTorch computed 3x3.
+SAME_CASES = [
+    (["conv(3,7,same,stride=3)", "pool(2)", "bn", "conv(5,3,same,stride=2)", "flatten", "dense(10)"], (28, 28, 1)),
+    *[([f"conv(4,{k},same,stride={s})", "flatten", "dense(10)"], shape) for k, s, shape in [
+        (1, 2, (28, 28, 1)), (2, 2, (27, 27, 1)), (3, 3, (13, 13, 1)), (4, 3, (28, 28, 1)), (5, 2, (17, 32, 3)),
+        (5, 4, (31, 31, 1)), (6, 4, (32, 32, 3)), (7, 3, (28, 28, 1)), (7, 2, (5, 5, 1)), (2, 5, (29, 30, 1))]],
+]
+
+
+def assert_onnx_parity(layers: list, shape: tuple[int, int, int]) -> None:
+    """Export a fresh model (BatchNorm statistics made non-trivial) and compare onnxruntime with PyTorch."""
+    needs_onnx()
+    torch.manual_seed(0)
+    module = build_model(ModelSpec(name="m", layers=layers), shape).eval()
+    for bn in module.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    h, w, c = shape
+    x = torch.rand(64, c, h, w, generator=torch.Generator().manual_seed(1))
+    parity = check_onnx(onnx_bytes(module, shape), module, x, "random inputs")
+    assert parity.passed, parity.sentence()
+
+
+def test_every_registered_layer_kind_has_a_parity_model():
+    assert set(KIND_MODELS) == set(LAYERS)
+
+
+@pytest.mark.parametrize("layers", KIND_CASES)
+def test_onnx_parity_for_every_layer_kind(layers):
+    assert_onnx_parity(layers, (28, 28, 1))
+
+
+@pytest.mark.parametrize("layers, shape", SAME_CASES, ids=[f"{l[0]}-{'x'.join(map(str, s))}" for l, s in SAME_CASES])
+def test_onnx_parity_for_strided_same_convs(layers, shape):
+    assert_onnx_parity(layers, shape)
 
 
 # ---------------------------------------------------------------- the command on a trained study

@@ -62,7 +62,7 @@ def test_every_layer_kind_matches_its_inferred_shapes(kind):
 def test_same_padding_with_stride_matches_tensorflow():
     spec = ModelSpec(name="m", layers=["conv(3,4,same,stride=3)", "flatten", "dense(10)"])
     net = build_model(spec, (28, 28, 1))
-    feat = net[:3](torch.rand(1, 1, 28, 28))  # SamePad, Conv2d, ReLU
+    feat = net[:3](torch.rand(1, 1, 28, 28))  # ZeroPad2d, Conv2d, ReLU
     assert tuple(feat.shape[1:]) == (3, 10, 10)
     assert spec.shapes((28, 28, 1))[0] == (10, 10, 3)
 

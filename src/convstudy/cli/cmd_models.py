@@ -15,7 +15,8 @@ def register(sub) -> None:
     p = sub.add_parser("models", help="show a study's models: layers, output shapes, params, MFLOPs")
     p.add_argument("study", metavar="STUDY")
     p.add_argument("--format", default="table", choices=("table", "json"))
-    p.add_argument("--dataset", help="infer shapes for another registered dataset")
+    p.add_argument("--dataset", metavar="NAME|SOURCE",
+                   help="infer shapes for another dataset, as `run --dataset` moves the study onto it")
     add_selection(p)
     p.set_defaults(func=run)
 
@@ -23,12 +24,10 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from convstudy.data import get_info
     from convstudy.model import summarize_model
-    from convstudy.spec import resolve_study, summarize, with_overrides
+    from convstudy.spec import resolve_study, summarize
     from convstudy.spec.space import level_text
 
-    study = resolve_study(args.study)
-    if args.dataset:
-        study = with_overrides(study, dataset=args.dataset)
+    study = resolve_study(args.study, args.dataset)
     info = get_info(study.dataset)
     names = selected(study, args)
     models = []

@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", metavar="NAME|SOURCE",
                    help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
                         "or a source, compact (folder:PATH,size=32x32,channels=3,classes=cat|dog) or as JSON "
-                        "('{\"kind\": \"npz\", \"path\": \"x.npz\"}')")
+                        "('{\"kind\": \"npz\", \"path\": \"x.npz\"}'); each model's classifier (its last dense "
+                        "layer) takes the data's class count")
     add_data_dir(p)
     p.add_argument("--out", type=Path, help="output directory (default: runs/<study>)")
     p.add_argument("--train-limit", type=positive_int, metavar="N",
@@ -109,12 +110,14 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
 
     if isinstance(args.study, Study):
         study = args.study
-        check_memory(study, study.name)
-    else:
-        study = resolve_study(str(args.study))
-    if any(v is not None for v in (args.epochs, args.seeds, args.dataset, args.train_limit)):
-        study = with_overrides(study, epochs=args.epochs, seeds=args.seeds, dataset=args.dataset,
-                               train_limit=args.train_limit)
+        if args.dataset is None:
+            check_memory(study, study.name)
+        else:
+            study = with_overrides(study, dataset=args.dataset, source=f"{study.name} with --dataset")
+    else:  # --dataset applies before the file is validated: its models need not fit the file's own dataset
+        study = resolve_study(str(args.study), args.dataset)
+    if any(v is not None for v in (args.epochs, args.seeds, args.train_limit)):
+        study = with_overrides(study, epochs=args.epochs, seeds=args.seeds, train_limit=args.train_limit)
     check_schedule_keys(study, "flags" if args.epochs is not None else study.name)
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")

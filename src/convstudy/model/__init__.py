@@ -22,18 +22,14 @@ _ACT = {
 }
 
 
-class SamePad(nn.Module):
-    """TensorFlow's 'same' padding for strided convs: the odd pixel goes bottom/right."""
-
-    def __init__(self, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph = max((-(-h // self.stride) - 1) * self.stride + self.kernel - h, 0)
-        pw = max((-(-w // self.stride) - 1) * self.stride + self.kernel - w, 0)
-        return nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+def _same_pads(shape: Shape, kernel: int, stride: int) -> tuple[int, int, int, int]:
+    """TensorFlow's 'same' padding of an (H, W, C) input as (left, right, top, bottom): the odd pixel goes
+    bottom/right. Fixed at build time: traced from the tensor's shape, the ceil division became ONNX's
+    truncating Div and the exported graph padded too little."""
+    h, w = shape[0], shape[1]
+    ph = max((-(-h // stride) - 1) * stride + kernel - h, 0)
+    pw = max((-(-w // stride) - 1) * stride + kernel - w, 0)
+    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
 
 def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = ()) -> nn.Sequential:
@@ -49,7 +45,8 @@ def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = ()) 
     for i, (layer, out) in enumerate(zip(spec.layers, shapes)):
         if isinstance(layer, Conv):
             if layer.padding == "same" and layer.stride > 1:
-                mods.append(SamePad(layer.kernel, layer.stride))
+                # torch's padding="same" refuses strides, so the pad is its own module (an ONNX Pad node).
+                mods.append(nn.ZeroPad2d(_same_pads(shape, layer.kernel, layer.stride)))
                 pad: str | int = 0
             else:
                 pad = layer.padding

@@ -7,17 +7,19 @@ from convstudy.spec.layers import (
     fmt_shape, parse_layer, pydantic_reason,
 )
 from convstudy.spec.memory import check_memory, machine_memory, training_bytes
+from convstudy.spec.overrides import retarget, with_overrides
 from convstudy.spec.recipe import check_schedule_keys
 from convstudy.spec.space import FloatRange, IntRange, Levels, Space, expand, select_models, space_model
 from convstudy.spec.study import (
     AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study,
-    parse_augment, summarize, with_overrides,
+    parse_augment, summarize,
 )
 
 __all__ = [
     "ACTIVATIONS", "Layer", "Shape", "pydantic_reason", "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
     "BatchNorm", "Conv", "Dense", "Dropout", "Flatten", "LayerError", "Pool", "fmt_shape", "parse_layer",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
-    "summarize", "with_overrides", "check_memory", "check_schedule_keys", "machine_memory", "training_bytes", "AUGMENTS", "SCHEDULES",
+    "summarize", "with_overrides", "retarget", "check_memory", "check_schedule_keys", "machine_memory", "training_bytes",
+    "AUGMENTS", "SCHEDULES",
     "parse_augment", "FloatRange", "IntRange", "Levels", "Space", "expand", "select_models", "space_model",
 ]

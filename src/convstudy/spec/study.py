@@ -496,23 +496,3 @@ def summarize(model: ModelSpec, settings: TrainSettings) -> str:
     parts.append(OPTIMIZER_NAMES[settings.optimizer.name])
     return " | ".join(parts)
 
-
-def with_overrides(study: Study, *, epochs: int | None = None, seeds: int | list[int] | dict | None = None,
-                   dataset: str | None = None, train_limit: int | None = None, source: str = "flags") -> Study:
-    """The study with command-line overrides applied and re-validated (a new dataset re-checks shapes and memory)."""
-    data = study.to_dict()
-    if epochs is not None:
-        data["train"]["epochs"] = epochs
-        for m in data["models"]:
-            m.get("train", {}).pop("epochs", None)
-    if seeds is not None:
-        data["seeds"] = seeds
-    if dataset is not None:
-        data["dataset"] = dataset
-    if train_limit is not None:
-        data["train"]["train_limit"] = train_limit
-    from convstudy.spec.memory import check_memory  # memory builds on this module
-
-    new = build_study(data, source=source)
-    check_memory(new, source)
-    return new
