@@ -273,6 +273,29 @@ def test_a_sampler_that_keeps_repeating_itself_falls_back_to_random_draws(tiny_m
     assert ot[-1].user_attrs["sampled_by"] == "random" and "sampled_by" not in ot[0].user_attrs
 
 
+TAKEN = {  # every way a model could be named trial-NNNN besides being sampled
+    "models": '[[models]]\nname = "trial-0001"\nlayers = ["flatten", "dense(10)"]\n',
+    "models with factors": '[[models]]\nname = "trial-0001"\nfactors = {filters = 2}\nlayers = ["flatten", "dense(10)"]\n',
+    "a space's names": '[[spaces]]\nname = "g"\nnames = "trial-000{w}"\nfactors = {w = [1, 2]}\n'
+                       'layers = ["conv({w},3)", "flatten", "dense(10)"]\n',
+}
+
+
+@pytest.mark.parametrize("where", list(TAKEN))
+def test_a_model_named_like_a_sampled_one_is_refused_in_one_line(where, tiny_mnist, tmp_path, capsys):
+    """Such a model would stand in for Optuna's trial of that number: Optuna told its accuracy, the report
+    crediting it to settings that were never trained."""
+    path = tmp_path / "s.toml"
+    for text in (write_search(path).read_text(), 'name = "plain"\n'):  # a search study, and a study without one
+        path.write_text(text.replace("[train]", TAKEN[where] + "\n[train]") if "[train]" in text else text + TAKEN[where])
+        out = tmp_path / "out"
+        assert main(["run", str(path), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("convstudy: error: s.toml") and \
+            'model name "trial-0001" is kept for a search\'s sampled models (trial-NNNN)' in err[0], err
+        assert not out.exists()
+
+
 BAD = {
     'sampler = "annealing"': 'search.sampler: unknown sampler "annealing"; valid: tpe, random, grid, cmaes, nsga2',
     'objective = "accuracy"': 'unknown objective "accuracy"; valid: val_accuracy, val_loss, params, mflops',

@@ -89,7 +89,13 @@ class StudyStore:
             raw = db.get_meta("study")
             if raw is None:
                 raise StoreError(f"{path}: has no study spec")
-            return cls(out, db, build_study(json.loads(raw), source=str(path)))
+            data = json.loads(raw)
+            models = data.get("models") if isinstance(data, dict) and data.get("search") is not None else None
+            if isinstance(models, list):
+                # A search's sampled models rejoin as the store added them: validating a Study refuses their names.
+                data = {**data, "models": [m for m in models if not (isinstance(m, dict) and is_sampled(m))]}
+                return cls(out, db, _with_sampled(build_study(data, source=str(path)), models))
+            return cls(out, db, build_study(data, source=str(path)))
         except BaseException:
             db.close()
             raise
