@@ -135,6 +135,23 @@ def test_a_repeated_configuration_trains_nothing_and_a_converged_search_ends(tin
     assert states == {"duplicate"}
 
 
+def test_confirm_with_no_complete_configuration_confirms_nothing(tiny_mnist, tmp_path, one_thread, capsys):
+    """Every sampled configuration diverges: --confirm has nothing to retrain, and says so, instead of
+    retraining every configuration on the other seeds."""
+    study = write_search(tmp_path / "s.toml", trials=2, epochs=1, seeds=2, lr="[10.0]")
+    # weight decay of 10 at lr 10 multiplies every weight by -99 a step: they overflow within an epoch
+    study.write_text(study.read_text().replace('{name = "adam", lr = "{lr}"}',
+                                               '{name = "sgd", lr = "{lr}", weight_decay = 10.0}'))
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
+                 "--confirm", "2"]) == 0
+    assert {s for s, _ in trials_of(out).values()} == {"diverged"} and len(trials_of(out)) == 2
+    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE seed = 1") == [(0,)]
+    said = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    assert "--confirm 2: no search trial completed (2 diverged), so there is nothing to confirm" in said, said
+    assert "confirming the best" not in said
+
+
 def test_several_objectives_give_a_pareto_front(tiny_mnist, tmp_path, one_thread):
     study = write_search(tmp_path / "s.toml", trials=3, epochs=1, sampler="nsga2",
                          extra='objective = ["val_accuracy", "params"]')

@@ -19,6 +19,7 @@ that ended in study.db but was not yet told to Optuna is told from study.db. Not
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Callable, Iterator
@@ -180,10 +181,15 @@ def run_search(study: Study, opts: RunOptions, console: Console | None = None, b
     if not finished or not confirm:
         return store, finished
     top = best_configurations(store, study, confirm)
+    say = (console or Console(highlight=False)).print
+    if not top:  # like Optuna's best_trials, nothing complete is no best; an empty --models would mean all models
+        ended = Counter(r.state.value for r in store.db.trials() if r.seed == study.seeds[0] and SAMPLED_NAME.match(r.model))
+        say(f"--confirm {confirm}: no search trial completed ({', '.join(f'{n} {s}' for s, n in ended.items())}), "
+            "so there is nothing to confirm")
+        return store, finished
     full = study.model_copy(update={"models": store.study.models})
     store.close()
-    (console or Console(highlight=False)).print(
-        f"confirming the best {len(top)} configurations on seeds {', '.join(map(str, study.seeds))}: {', '.join(top)}")
+    say(f"confirming the best {len(top)} configurations on seeds {', '.join(map(str, study.seeds))}: {', '.join(top)}")
     return run_study(full, replace(opts, models=tuple(top)), console)
 
 
