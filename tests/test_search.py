@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import db_rows, kill_when, start_run
+from conftest import db_rows, finish, kill_when, start_run
 from convstudy.cli import main
 from convstudy.executors import RunOptions
 from convstudy.search import run_search
@@ -237,6 +238,33 @@ def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraini
                                            "WHERE t.model = ? ORDER BY e.id", (model,))
         assert [k for k, _ in events].count("start") == 1 and ("restart" in [k for k, _ in events])
         assert not any(k == "rewind" and "scratch" in d for k, d in events)
+
+
+def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist, tmp_path, run_cli):
+    """Two processes would each ask Optuna for configurations without seeing the other's models (a false
+    'no model "trial-0001"' once the other's trial ended): the second is refused while the first searches."""
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
+    out = tmp_path / "out"
+    first = start_run(study, out, tiny_mnist)
+    try:
+        deadline = time.monotonic() + 180
+        while not _mid_trial(out, 0) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, "the first run ended before the second started"
+        second = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")
+    finally:
+        finish(first)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [f"convstudy: error: {out}: another convstudy run is searching this study "
+                                          "directory; rerun when it has ended (several trials at once: --executor ray)"]
+    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}
+    ot = optuna_trials(out)
+    assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
+    starts = db_rows(out / "study.db", "SELECT COUNT(*) FROM events WHERE kind = 'start'")[0][0]
+    assert starts == 3 and db_rows(out / "study.db", "SELECT COUNT(*) FROM runs") == [(1,)]  # second wrote no run
+    again = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")  # the lock went with it
+    assert again.returncode == 0, again.stderr
+    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)} and len(optuna_trials(out)) == 3
 
 
 @pytest.fixture(scope="module")
