@@ -300,7 +300,8 @@ def test_a_name_kept_for_sampled_models_is_refused(tmp_path, capsys):
     """trial-NNNN names a search's sampled model; an imported model so named would stand in for one."""
     path = tmp_path / "trial-0007.json"
     path.write_text((DATA / K31_FILES[0]).read_text())
-    for argv, where in ([str(DATA / K31_FILES[0]), "--name", "trial-0003"], "--name 'trial-0003'"), ([str(path)], path.name):
+    for argv, where in (([str(DATA / K31_FILES[0]), "--name", "trial-0003"], "--name 'trial-0003'"),
+                        ([str(path)], path.name)):
         assert main(["import-keras", *argv]) == 2
         captured = capsys.readouterr()
         lines = captured.err.strip().splitlines()

@@ -320,7 +320,8 @@ def test_a_sampler_that_keeps_repeating_itself_falls_back_to_random_draws(tiny_m
 
 TAKEN = {  # every way a model could be named trial-NNNN besides being sampled
     "models": '[[models]]\nname = "trial-0001"\nlayers = ["flatten", "dense(10)"]\n',
-    "models with factors": '[[models]]\nname = "trial-0001"\nfactors = {filters = 2}\nlayers = ["flatten", "dense(10)"]\n',
+    "models with factors": '[[models]]\nname = "trial-0001"\nfactors = {filters = 2}\n'
+                           'layers = ["flatten", "dense(10)"]\n',
     "a space's names": '[[spaces]]\nname = "g"\nnames = "trial-000{w}"\nfactors = {w = [1, 2]}\n'
                        'layers = ["conv({w},3)", "flatten", "dense(10)"]\n',
 }
@@ -332,7 +333,8 @@ def test_a_model_named_like_a_sampled_one_is_refused_in_one_line(where, tiny_mni
     crediting it to settings that were never trained."""
     path = tmp_path / "s.toml"
     for text in (write_search(path).read_text(), 'name = "plain"\n'):  # a search study, and a study without one
-        path.write_text(text.replace("[train]", TAKEN[where] + "\n[train]") if "[train]" in text else text + TAKEN[where])
+        path.write_text(text.replace("[train]", f"{TAKEN[where]}\n[train]", 1) if "[train]" in text
+                        else text + TAKEN[where])
         out = tmp_path / "out"
         assert main(["run", str(path), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 2
         err = capsys.readouterr().err.splitlines()

@@ -210,7 +210,8 @@ def _search_and_confirm(study: Study, opts: RunOptions, console: Console | None,
     top = best_configurations(store, study, confirm)
     say = (console or Console(highlight=False)).print
     if not top:  # like Optuna's best_trials, nothing complete is no best; an empty --models would mean all models
-        ended = Counter(r.state.value for r in store.db.trials() if r.seed == study.seeds[0] and SAMPLED_NAME.match(r.model))
+        ended = Counter(r.state.value for r in store.db.trials()
+                        if r.seed == study.seeds[0] and SAMPLED_NAME.match(r.model))
         say(f"--confirm {confirm}: no search trial completed ({', '.join(f'{n} {s}' for s, n in ended.items())}), "
             "so there is nothing to confirm")
         return store, finished

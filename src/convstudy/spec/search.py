@@ -37,7 +37,9 @@ def reserved(name: str) -> str | None:
     """Why no model may be given `name` by hand, by a space or by an import (None: it may). A search names its
     sampled models trial-NNNN and finds them by that name: another model so named would stand in for an
     Optuna trial it never was, its numbers told to Optuna and credited to the sampled settings."""
-    return f'model name "{name}" is kept for a search\'s sampled models (trial-NNNN)' if SAMPLED_NAME.match(name) else None
+    if SAMPLED_NAME.match(name):
+        return f'model name "{name}" is kept for a search\'s sampled models (trial-NNNN)'
+    return None
 
 
 class _Frozen(BaseModel):
