@@ -230,4 +230,3 @@ def check_search(study: Any, info: Any, source: str) -> None:
         if levels := [f.name for f in space.factors if isinstance(f, Levels)]:
             raise UserError(f'{where}: sampler cmaes samples numeric ranges only; factor "{levels[0]}" is a list of '
                             "levels (use tpe, or make it a range)")
-
