@@ -294,3 +294,16 @@ def test_three_channel_keras_input_imports_onto_a_three_channel_source(tmp_path,
     assert summary.total_params == 3 * 3 * 3 * 32 + 32 + 3 * 3 * 32 * 64 + 64 + 14 * 14 * 64 * 128 + 128 + 128 * 3 + 3
     assert main(["models", str(out_toml)]) == 0
     assert "(None, 30, 30, 32)" in capsys.readouterr().out
+
+
+def test_a_name_kept_for_sampled_models_is_refused(tmp_path, capsys):
+    """trial-NNNN names a search's sampled model; an imported model so named would stand in for one."""
+    path = tmp_path / "trial-0007.json"
+    path.write_text((DATA / K31_FILES[0]).read_text())
+    for argv, where in (([str(DATA / K31_FILES[0]), "--name", "trial-0003"], "--name 'trial-0003'"),
+                        ([str(path)], path.name)):
+        assert main(["import-keras", *argv]) == 2
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"convstudy: error: {where}: model name") and \
+            "kept for a search's sampled models" in lines[0], captured.err

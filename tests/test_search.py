@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from conftest import db_rows, kill_when, start_run
+from conftest import db_rows, finish, kill_when, start_run
 from convstudy.cli import main
 from convstudy.executors import RunOptions
 from convstudy.search import run_search
@@ -135,6 +136,23 @@ def test_a_repeated_configuration_trains_nothing_and_a_converged_search_ends(tin
     assert states == {"duplicate"}
 
 
+def test_confirm_with_no_complete_configuration_confirms_nothing(tiny_mnist, tmp_path, one_thread, capsys):
+    """Every sampled configuration diverges: --confirm has nothing to retrain, and says so, instead of
+    retraining every configuration on the other seeds."""
+    study = write_search(tmp_path / "s.toml", trials=2, epochs=1, seeds=2, lr="[10.0]")
+    # weight decay of 10 at lr 10 multiplies every weight by -99 a step: they overflow within an epoch
+    study.write_text(study.read_text().replace('{name = "adam", lr = "{lr}"}',
+                                               '{name = "sgd", lr = "{lr}", weight_decay = 10.0}'))
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet",
+                 "--confirm", "2"]) == 0
+    assert {s for s, _ in trials_of(out).values()} == {"diverged"} and len(trials_of(out)) == 2
+    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE seed = 1") == [(0,)]
+    said = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
+    assert "--confirm 2: no search trial completed (2 diverged), so there is nothing to confirm" in said, said
+    assert "confirming the best" not in said
+
+
 def test_several_objectives_give_a_pareto_front(tiny_mnist, tmp_path, one_thread):
     study = write_search(tmp_path / "s.toml", trials=3, epochs=1, sampler="nsga2",
                          extra='objective = ["val_accuracy", "params"]')
@@ -222,6 +240,33 @@ def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraini
         assert not any(k == "rewind" and "scratch" in d for k, d in events)
 
 
+def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist, tmp_path, run_cli):
+    """Two processes would each ask Optuna for configurations without seeing the other's models (a false
+    'no model "trial-0001"' once the other's trial ended): the second is refused while the first searches."""
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
+    out = tmp_path / "out"
+    first = start_run(study, out, tiny_mnist)
+    try:
+        deadline = time.monotonic() + 180
+        while not _mid_trial(out, 0) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert first.poll() is None, "the first run ended before the second started"
+        second = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")
+    finally:
+        finish(first)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [f"convstudy: error: {out}: another convstudy run is searching this study "
+                                          "directory; rerun when it has ended (several trials at once: --executor ray)"]
+    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}
+    ot = optuna_trials(out)
+    assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
+    starts = db_rows(out / "study.db", "SELECT COUNT(*) FROM events WHERE kind = 'start'")[0][0]
+    assert starts == 3 and db_rows(out / "study.db", "SELECT COUNT(*) FROM runs") == [(1,)]  # second wrote no run
+    again = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")  # the lock went with it
+    assert again.returncode == 0, again.stderr
+    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)} and len(optuna_trials(out)) == 3
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
@@ -271,6 +316,31 @@ def test_a_sampler_that_keeps_repeating_itself_falls_back_to_random_draws(tiny_m
     repeats = [t for t in ot if "duplicate_of" in t.user_attrs]
     assert len(repeats) == search.EXPLORE_AFTER and all(t.state.name == "FAIL" for t in repeats)
     assert ot[-1].user_attrs["sampled_by"] == "random" and "sampled_by" not in ot[0].user_attrs
+
+
+TAKEN = {  # every way a model could be named trial-NNNN besides being sampled
+    "models": '[[models]]\nname = "trial-0001"\nlayers = ["flatten", "dense(10)"]\n',
+    "models with factors": '[[models]]\nname = "trial-0001"\nfactors = {filters = 2}\n'
+                           'layers = ["flatten", "dense(10)"]\n',
+    "a space's names": '[[spaces]]\nname = "g"\nnames = "trial-000{w}"\nfactors = {w = [1, 2]}\n'
+                       'layers = ["conv({w},3)", "flatten", "dense(10)"]\n',
+}
+
+
+@pytest.mark.parametrize("where", list(TAKEN))
+def test_a_model_named_like_a_sampled_one_is_refused_in_one_line(where, tiny_mnist, tmp_path, capsys):
+    """Such a model would stand in for Optuna's trial of that number: Optuna told its accuracy, the report
+    crediting it to settings that were never trained."""
+    path = tmp_path / "s.toml"
+    for text in (write_search(path).read_text(), 'name = "plain"\n'):  # a search study, and a study without one
+        path.write_text(text.replace("[train]", f"{TAKEN[where]}\n[train]", 1) if "[train]" in text
+                        else text + TAKEN[where])
+        out = tmp_path / "out"
+        assert main(["run", str(path), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("convstudy: error: s.toml") and \
+            'model name "trial-0001" is kept for a search\'s sampled models (trial-NNNN)' in err[0], err
+        assert not out.exists()
 
 
 BAD = {

@@ -305,3 +305,17 @@ def test_space_model_builds_one_assignment_for_a_search():
         shape = (4, 4, 1) if "smaller" in reason else (28, 28, 1)
         with pytest.raises(UserError, match=reason if "smaller" in reason else re.escape(reason)):
             space_model(space, assignment, shape, 10)
+
+
+def test_python_studies_refuse_names_kept_for_sampled_models():
+    """Study(...) in Python and a space given as a record refuse trial-NNNN like a study file does."""
+    from pydantic import ValidationError
+
+    from convstudy.spec import ModelSpec
+
+    with pytest.raises(ValidationError, match="kept for a search's sampled models"):
+        Study(name="s", models=[ModelSpec(name="trial-0001", layers=["flatten", "dense(10)"])])
+    space = Space.model_validate({"name": "g", "names": "trial-{w}", "factors": {"w": [1000, 2000]},
+                                  "layers": ["conv({w},3)", "flatten", "dense(10)"]})
+    with pytest.raises(UserError, match=r's.py: space "g" \(w=1000\): model name "trial-1000" is kept'):
+        Study.model_validate({"name": "s", "spaces": [space]}, context={"source": "s.py"})

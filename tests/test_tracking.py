@@ -13,6 +13,7 @@ import pytest
 from conftest import convstudy_cmd, epoch_metrics, trial_results
 
 from convstudy.cli import main
+from convstudy.store import State
 
 # One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is
 # built once: a worker may run other files' tests in between, which would tear module fixtures down.
@@ -182,6 +183,57 @@ def test_mlflow_file_store_holds_one_run_per_trial_and_reruns_update(study_dir, 
     assert main(["export-mlflow", str(study_dir), "--tracking-uri", uri]) == 2
     assert "is deleted" in one_line_error(capsys)
     assert snapshot(study_dir) == before
+
+
+# MLflow's status for each trial state, and whether the study's run is then finished (every trial ended).
+MLFLOW_STATUS = {"pending": ("SCHEDULED", False), "running": ("RUNNING", False), "complete": ("FINISHED", True),
+                 "failed": ("FAILED", True), "diverged": ("FAILED", True), "pruned": ("FINISHED", True)}
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_every_trial_state_has_an_mlflow_status(state, study_dir, tmp_path, capsys, monkeypatch):
+    """A new State without its MLflow status fails here (export-mlflow once failed on `pruned` with a KeyError)."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    study = tmp_path / "study"
+    shutil.copytree(study_dir, study)
+    conn = sqlite3.connect(study / "study.db")
+    with conn:
+        conn.execute("UPDATE trials SET state=? WHERE model='k5' AND seed=1", (state.value,))
+    conn.close()
+    uri = (tmp_path / "mlruns").as_uri()
+    assert main(["export-mlflow", str(study), "--tracking-uri", uri]) == 0, capsys.readouterr().err
+    runs, _, _ = mlflow_runs(uri)
+    status, ended = MLFLOW_STATUS[state.value]
+    assert runs["trial:k5/1"].info.status == status and runs["trial:k5/1"].data.tags["state"] == state.value
+    assert runs["study:/"].info.status == ("FINISHED" if ended else "RUNNING")
+
+
+def test_an_export_that_fails_midway_ends_the_study_run_and_a_rerun_completes_it(study_dir, tmp_path, capsys,
+                                                                                   monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from convstudy.interop import tracking
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    sync, calls = tracking._sync_trial, []
+
+    def lost_on_the_second(*args):  # the tracking server goes away after the first trial's run
+        calls.append(args)
+        if len(calls) == 2:
+            raise MlflowException("connection refused")
+        return sync(*args)
+
+    monkeypatch.setattr(tracking, "_sync_trial", lost_on_the_second)
+    assert main(["export-mlflow", str(study_dir), "--tracking-uri", uri]) == 2
+    assert "connection refused" in one_line_error(capsys)
+    runs, n, _ = mlflow_runs(uri)
+    assert n == 2 and runs["study:/"].info.status == "FAILED" and runs["study:/"].info.end_time
+    monkeypatch.setattr(tracking, "_sync_trial", sync)
+    assert main(["export-mlflow", str(study_dir), "--tracking-uri", uri]) == 0
+    assert "3 runs created, 0 updated, 1 unchanged" in capsys.readouterr().out
+    runs, n, _ = mlflow_runs(uri)
+    assert n == 5 and {r.info.status for r in runs.values()} == {"FINISHED"}
 
 
 def test_missing_extra_is_one_line_exit_2(study_dir, tmp_path, capsys, monkeypatch):

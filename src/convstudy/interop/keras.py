@@ -22,6 +22,7 @@ from convstudy.spec import (
     OptimizerSpec, Pool, Shape, Study, build_study, check_memory, fmt_shape, pydantic_reason,
 )
 from convstudy.spec import Layer as _Layer
+from convstudy.spec.search import reserved
 from convstudy.untrusted import load_untrusted
 
 # Keys that never change what the network computes (names, dtype policies, RNG seeds, input hints).
@@ -310,6 +311,8 @@ def model_name(doc: dict[str, Any], path: Path, given: str | None) -> str:
     if given is not None:
         if not _NAME.match(given):
             raise UserError(f"--name {given!r}: letters, digits and _.+- only, starting with a letter or digit")
+        if why := reserved(given):
+            raise UserError(f"--name {given!r}: {why}; choose another")
         return given
     keras_name, _ = keras_layers(doc, path.name)
     if isinstance(keras_name, str) and not re.fullmatch(r"sequential(_\d+)?", keras_name):
@@ -317,6 +320,8 @@ def model_name(doc: dict[str, Any], path: Path, given: str | None) -> str:
     else:
         candidate = path.stem
     cleaned = re.sub(r"[^A-Za-z0-9_.+-]", "-", candidate).lstrip("_.+-")[:64]
+    if why := reserved(cleaned):
+        raise UserError(f"{path.name}: {why}; give the model another with --name")
     return cleaned or "imported"
 
 

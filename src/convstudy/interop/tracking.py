@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from convstudy.errors import UserError
-from convstudy.store import EpochRow, StudyStore, TrialRecord
+from convstudy.store import EpochRow, State, StudyStore, TrialRecord
 
 INSTALL = "pip install 'convstudy[tracking]'"
 EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
@@ -27,8 +27,11 @@ EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss":
 TEST_METRICS = {"test_loss": "test/loss", "test_accuracy": "test/accuracy"}
 # What the TensorBoard HParams dashboard and MLflow's table compare runs on (the last value of each).
 SUMMARY_METRICS = ("test/accuracy", "test/loss", "val/accuracy", "val/loss")
-_MLFLOW_STATUS = {"complete": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "running": "RUNNING",
-                  "pending": "SCHEDULED"}
+# MLflow's run status of each trial state (the `state` tag keeps the state itself). A pruned trial ended as its
+# search meant it to: FINISHED, as Ray Tune's MLflow logger marks a trial its scheduler stopped early.
+MLFLOW_STATUS = {State.PENDING: "SCHEDULED", State.RUNNING: "RUNNING", State.COMPLETE: "FINISHED",
+                 State.FAILED: "FAILED", State.DIVERGED: "FAILED", State.PRUNED: "FINISHED"}
+ENDED = ("FINISHED", "FAILED")  # MLflow's terminal statuses among those
 _MAX_PARAM = 6000  # MLflow's limit on a parameter's value
 
 
@@ -211,11 +214,17 @@ def _export(store: StudyStore, uri: str) -> MlflowExport:
         client.log_batch(parent.info.run_id, params=[Param(k, _param(v)) for k, v in
                                                      {"dataset": study.dataset, "fingerprint": fingerprint}.items()])
     parent_id = parent.info.run_id
-    _log_report(client, parent_id, store)
-
-    done = Counter(_sync_trial(client, exp_id, parent_id, t, known.get(t.key), store) for t in found)
-    if all(t.rec.state.value in ("complete", "failed", "diverged") for t in found):
+    try:
+        _log_report(client, parent_id, store)
+        done = Counter(_sync_trial(client, exp_id, parent_id, t, known.get(t.key), store) for t in found)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the export's own error is the one to report
+            client.set_terminated(parent_id, "FAILED")  # not left RUNNING forever; a rerun sets it again
+        raise
+    if all(MLFLOW_STATUS[t.rec.state] in ENDED for t in found):
         client.set_terminated(parent_id, "FINISHED")
+    else:
+        client.update_run(parent_id, status="RUNNING")
     return MlflowExport(uri, exp_id, done["created"], done["updated"], done["unchanged"])
 
 
@@ -238,15 +247,15 @@ def _sync_trial(client, exp_id: str, parent_id: str, t: Trial, run, store: Study
     metrics = [Metric(tag, float(getattr(e, col)), _ms(when), e.epoch)
                for e, when in zip(t.epochs, t.times()) if e.epoch > logged
                for col, tag in EPOCH_METRICS.items() if getattr(e, col) is not None]
-    if rec.state == "complete" and logged_state != "complete":
+    if rec.state == State.COMPLETE and logged_state != State.COMPLETE.value:
         last = t.times()[-1] if t.epochs else rec.finished_at
         metrics += [Metric(k, float(v), _ms(last), rec.epochs_done) for k, v in t.test_metrics().items()]
     if not new and not metrics and logged_state == rec.state.value:
         return "unchanged"
     client.log_batch(run.info.run_id, metrics=metrics, tags=[
         RunTag("state", rec.state.value), RunTag("convstudy.epochs", str(max([logged] + [e.epoch for e in t.epochs])))])
-    status = _MLFLOW_STATUS[rec.state.value]
-    if status in ("FINISHED", "FAILED"):
+    status = MLFLOW_STATUS[rec.state]
+    if status in ENDED:
         client.set_terminated(run.info.run_id, status, end_time=_ms(rec.finished_at))
     else:
         client.update_run(run.info.run_id, status=status)

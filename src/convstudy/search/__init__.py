@@ -13,17 +13,21 @@ trials in study.db. Whatever a crash interrupts, a rerun of the same command con
 Optuna trial still RUNNING is re-attached to its model (suggesting again returns its stored values)
 and its convstudy trial resumes from its checkpoint (claim takes over a dead owner's trial); a trial
 that ended in study.db but was not yet told to Optuna is told from study.db. Nothing is asked twice.
+One process searches a directory at a time (OUT/search.lock); several trials at once run through Ray.
 
 `--confirm K` then trains the top K configurations on every seed of the study by the normal run path.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import optuna
+from filelock import FileLock, Timeout
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -35,10 +39,11 @@ from convstudy.search.optuna_study import open_study, suggest
 from convstudy.spec import ModelSpec, Study
 from convstudy.spec.search import SAMPLED_NAME, check_search, sampled_name, search_space
 from convstudy.spec.space import space_model
-from convstudy.store import FINISHED, State, StudyStore
+from convstudy.store import FINISHED, State, StudyStore, study_dir
 
 MAX_INVALID = 100  # sampled configurations in a row that give no valid model: the space is the problem
 EXPLORE_AFTER = 10  # repeats in a row after which one configuration is drawn by Optuna's RandomSampler
+LOCK = "search.lock"  # beside search.db, held by the one process that searches the directory
 
 
 class Search:
@@ -175,15 +180,44 @@ def run_search(study: Study, opts: RunOptions, console: Console | None = None, b
         trials = study.search.trials.model_copy(update={"count": budget})
         study = study.model_copy(update={"search": study.search.model_copy(update={"trials": trials})})
     check_search(study, get_info(study.dataset), "--trials" if budget is not None else study.name)
+    with _alone(Path(opts.out)):
+        return _search_and_confirm(study, opts, console, confirm)
+
+
+@contextmanager
+def _alone(out: Path) -> Iterator[None]:
+    """Hold OUT/search.lock while this process searches. A second search beside it would ask Optuna for
+    configurations without seeing the models the first sampled (and write the study's spec over the first's):
+    it is refused in one line. The OS releases the lock when the holder ends, a kill -9 included."""
+    lock = FileLock(study_dir(out) / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"{out}: another convstudy run is searching this study directory; rerun when it has ended "
+                        "(several trials at once: --executor ray)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _search_and_confirm(study: Study, opts: RunOptions, console: Console | None,
+                        confirm: int) -> tuple[StudyStore, bool]:
     one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
     store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed))
     if not finished or not confirm:
         return store, finished
     top = best_configurations(store, study, confirm)
+    say = (console or Console(highlight=False)).print
+    if not top:  # like Optuna's best_trials, nothing complete is no best; an empty --models would mean all models
+        ended = Counter(r.state.value for r in store.db.trials()
+                        if r.seed == study.seeds[0] and SAMPLED_NAME.match(r.model))
+        say(f"--confirm {confirm}: no search trial completed ({', '.join(f'{n} {s}' for s, n in ended.items())}), "
+            "so there is nothing to confirm")
+        return store, finished
     full = study.model_copy(update={"models": store.study.models})
     store.close()
-    (console or Console(highlight=False)).print(
-        f"confirming the best {len(top)} configurations on seeds {', '.join(map(str, study.seeds))}: {', '.join(top)}")
+    say(f"confirming the best {len(top)} configurations on seeds {', '.join(map(str, study.seeds))}: {', '.join(top)}")
     return run_study(full, replace(opts, models=tuple(top)), console)
 
 

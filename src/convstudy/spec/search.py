@@ -30,7 +30,16 @@ def sampled_name(number: int) -> str:
 
 def is_sampled(model: dict[str, Any]) -> bool:
     """Whether a model (in its dict form) was sampled by a search: named trial-NNNN, with factor levels."""
-    return bool(SAMPLED_NAME.match(model["name"]) and model.get("factors"))
+    return bool(SAMPLED_NAME.match(str(model.get("name", ""))) and model.get("factors"))
+
+
+def reserved(name: str) -> str | None:
+    """Why no model may be given `name` by hand, by a space or by an import (None: it may). A search names its
+    sampled models trial-NNNN and finds them by that name: another model so named would stand in for an
+    Optuna trial it never was, its numbers told to Optuna and credited to the sampled settings."""
+    if SAMPLED_NAME.match(name):
+        return f'model name "{name}" is kept for a search\'s sampled models (trial-NNNN)'
+    return None
 
 
 class _Frozen(BaseModel):
@@ -201,7 +210,7 @@ def check_some_model_valid(space: Any, info: Any, source: str) -> None:
 
 
 def check_search(study: Any, info: Any, source: str) -> None:
-    """What the section needs of its space and the study: the sampler fits the factors, the names are free."""
+    """What the section needs of its space: the sampler fits the factors (Study keeps trial-NNNN names free)."""
     from convstudy.errors import UserError
     from convstudy.spec.space import Levels
 
@@ -221,5 +230,3 @@ def check_search(study: Any, info: Any, source: str) -> None:
         if levels := [f.name for f in space.factors if isinstance(f, Levels)]:
             raise UserError(f'{where}: sampler cmaes samples numeric ranges only; factor "{levels[0]}" is a list of '
                             "levels (use tpe, or make it a range)")
-    if taken := [m.name for m in study.models if SAMPLED_NAME.match(m.name) and not m.factors]:
-        raise UserError(f'{where}: model name "{taken[0]}" is kept for sampled models (trial-NNNN); rename it')

@@ -23,6 +23,7 @@ from pydantic import model_validator
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import Float, Int, LayerError, Shape, _clip, parse_layer, pydantic_reason, show_value
+from convstudy.spec.search import reserved
 from convstudy.spec.study import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -383,6 +384,8 @@ def expand_spaces(raw: Any, dataset: Any, taken: Iterable[str], source: str = "<
         spaces.add(space.name)
         expanded, skipped = expand(space, info.input_shape, info.num_classes, source)
         for m in expanded:
+            if why := reserved(m.name):
+                raise UserError(f"{source}: {label} ({_combo_text(m.factors)}): {why}; set names = PATTERN")
             if m.name in names:
                 raise UserError(f'{source}: {label} ({_combo_text(m.factors)}): model name "{m.name}" is taken; set '
                                 "names = PATTERN")

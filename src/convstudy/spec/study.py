@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from convstudy.errors import UserError
-from convstudy.spec.search import SearchSpec, is_sampled
+from convstudy.spec.search import SearchSpec, is_sampled, reserved
 from convstudy.spec.layers import (
     Activation, Dense, Dropout, Float, Int, LayerError, Shape, _clip, _Layer, parse_layer, pydantic_reason, show_value,
 )
@@ -329,6 +329,13 @@ class Study(_Frozen):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 1 <= lo <= hi <= 1000:
             raise ValueError(f"racing seeds need integers 1 <= min <= max <= 1000 (got min {lo!r}, max {hi!r})")
         return {**data, "seeds": hi, "race": lo if lo < hi else None}
+
+    @model_validator(mode="after")
+    def _names_free(self) -> "Study":
+        # A search's sampled models join a study only through its store (model_copy, never validated here).
+        if taken := [why for m in self.models if (why := reserved(m.name))]:
+            raise ValueError(f"{taken[0]}; rename it")
+        return self
 
     @model_validator(mode="after")
     def _racing_ok(self) -> "Study":

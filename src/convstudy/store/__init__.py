@@ -29,8 +29,23 @@ from convstudy.store.files import (
 from convstudy.untrusted import load_untrusted
 
 __all__ = ["FINISHED", "DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
-           "owner_alive", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
+           "owner_alive", "study_dir", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
            "save_tensors", "quarantine", "check_numerics"]
+
+
+def study_dir(out: str | Path) -> Path:
+    """`out` made (with its parents) and checked writable, for a run to write a study into; StoreError otherwise."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"--out {out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".convstudy-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(f"--out {out}: cannot be used as a study directory ({exc.strerror or exc})") from None
+    return out
 
 
 class StudyStore:
@@ -42,16 +57,7 @@ class StudyStore:
     @classmethod
     def create_or_open(cls, out: str | Path, study: Study) -> "StudyStore":
         """Open `out` for `study`, creating it; a different spec already there is refused, never merged."""
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise StoreError(f"--out {out}: exists and is not a directory")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".convstudy-write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as exc:
-            raise StoreError(f"--out {out}: cannot be used as a study directory ({exc.strerror or exc})") from None
+        out = study_dir(out)
         db = StudyDB(out / "study.db")
         try:
             # Everything is checked before anything is written, so a refusal leaves the directory as it was.
@@ -89,7 +95,13 @@ class StudyStore:
             raw = db.get_meta("study")
             if raw is None:
                 raise StoreError(f"{path}: has no study spec")
-            return cls(out, db, build_study(json.loads(raw), source=str(path)))
+            data = json.loads(raw)
+            models = data.get("models") if isinstance(data, dict) and data.get("search") is not None else None
+            if isinstance(models, list):
+                # A search's sampled models rejoin as the store added them: validating a Study refuses their names.
+                data = {**data, "models": [m for m in models if not (isinstance(m, dict) and is_sampled(m))]}
+                return cls(out, db, _with_sampled(build_study(data, source=str(path)), models))
+            return cls(out, db, build_study(data, source=str(path)))
         except BaseException:
             db.close()
             raise
