@@ -176,7 +176,7 @@ def watch_and_kill(db: Path, driver: subprocess.Popen, workers: list[Node], epoc
                    timeout: float) -> dict | None:
     """Wait for a running trial with 1..epochs-1 epochs done on a worker node; SIGKILL that node.
 
-    A node that also holds the driver's event queue is preferred: losing it is the worst case.
+    When a worker node holds the driver's event queue, that node is the one killed: the worst case.
     """
     sql = ("SELECT t.id, t.model, t.seed, (SELECT COUNT(*) FROM epochs e WHERE e.trial_id = t.id), "
            "(SELECT detail FROM events v WHERE v.kind = 'worker' AND v.trial_id = t.id ORDER BY v.id DESC LIMIT 1) "
@@ -188,18 +188,19 @@ def watch_and_kill(db: Path, driver: subprocess.Popen, workers: list[Node], epoc
             running = rows(db, sql) if db.exists() else []
         except sqlite3.Error:  # the schema is not there yet
             continue
+        queue_nodes = [n for n in workers if holds_queue(n)]
         found = []
         for tid, model, seed, done, worker in running:
             if not worker or not 1 <= done < epochs:
                 continue
             pid = int(re.match(r"[^,]*:(\d+),", worker).group(1))
             node = next((n for n in workers if pid in {p.pid for p in n.tree()}), None)
-            if node is not None:  # not on the head node
-                found.append((not holds_queue(node), tid, model, seed, done, pid, node))
+            if node is not None and (node in queue_nodes or not queue_nodes):  # not on the head node
+                found.append((tid, model, seed, done, pid, node))
         if not found:
             continue
-        _, tid, model, seed, done, pid, node = min(found, key=lambda f: f[:2])
-        node_id, queue = node.node_id(), holds_queue(node)
+        tid, model, seed, done, pid, node = found[0]
+        node_id, queue = node.node_id(), node in queue_nodes
         killed = node.kill(signal.SIGKILL)
         return {"trial_id": tid, "model": model, "seed": seed, "epochs_done_at_kill": done, "worker_pid": pid,
                 "node": node.name, "node_id": node_id, "node_held_event_queue": queue, "pids_killed": len(killed),
@@ -256,7 +257,10 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="rmn-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     study = root / "multinode.toml"
     study.write_text(STUDY.format(epochs=args.epochs))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # No token auth: a token another Ray on this host left in ~/.ray turns it on for the head only, and the
+    # worker nodes then fail to join; this cluster listens on this host alone.
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")  # for every node and driver
+    env = dict(os.environ)
     common = [str(study), "--data-dir", args.data_dir, "--train-limit", str(args.train_limit), "--device", "cpu",
               "--quiet"]
     summary: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -272,7 +276,7 @@ def main() -> int:
         nodes.append(Node("head", root, ["--head", "--port", str(port), "--num-cpus", str(args.head_cpus),
                                           "--include-dashboard", "false", "--dashboard-port", str(free_port()),
                                           "--ray-client-server-port", str(free_port())]))
-        time.sleep(5)
+        cluster_nodes(address, 1)  # a worker node started before the head's GCS answers fails to join
         for i in range(args.workers):
             nodes.append(Node(f"worker{i + 1}", root, ["--address", address, "--num-cpus", "1"]))
         listed = cluster_nodes(address, 1 + args.workers)
