@@ -172,7 +172,7 @@ def holds_queue(node: Node) -> bool:
     return False
 
 
-def watch_and_kill(db: Path, driver: subprocess.Popen, workers: list[Node], epochs: int,
+def watch_and_kill(db: Path, driver: subprocess.Popen, nodes: list[Node], epochs: int,
                    timeout: float) -> dict | None:
     """Wait for a running trial with 1..epochs-1 epochs done on a worker node; SIGKILL that node.
 
@@ -181,6 +181,7 @@ def watch_and_kill(db: Path, driver: subprocess.Popen, workers: list[Node], epoc
     sql = ("SELECT t.id, t.model, t.seed, (SELECT COUNT(*) FROM epochs e WHERE e.trial_id = t.id), "
            "(SELECT detail FROM events v WHERE v.kind = 'worker' AND v.trial_id = t.id ORDER BY v.id DESC LIMIT 1) "
            "FROM trials t WHERE t.state = 'running'")
+    workers = nodes[1:]
     deadline = time.monotonic() + timeout
     while driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -201,9 +202,11 @@ def watch_and_kill(db: Path, driver: subprocess.Popen, workers: list[Node], epoc
             continue
         tid, model, seed, done, pid, node = found[0]
         node_id, queue = node.node_id(), node in queue_nodes
+        queue_on = [n.name for n in nodes if holds_queue(n)]
         killed = node.kill(signal.SIGKILL)
         return {"trial_id": tid, "model": model, "seed": seed, "epochs_done_at_kill": done, "worker_pid": pid,
-                "node": node.name, "node_id": node_id, "node_held_event_queue": queue, "pids_killed": len(killed),
+                "node": node.name, "node_id": node_id, "node_held_event_queue": queue,
+                "event_queue_on": queue_on, "pids_killed": len(killed),
                 "at": time.strftime("%H:%M:%S")}
     return None
 
@@ -252,6 +255,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="worker nodes, one CPU each")
     ap.add_argument("--head-cpus", type=int, default=1, help="CPUs the head node offers to trials")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds the Ray study may take")
+    ap.add_argument("--output", type=Path, default=RESULTS, help=f"the JSON summary (default: {RESULTS})")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (kept anyway on failure)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="rmn-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
@@ -266,7 +270,7 @@ def main() -> int:
     summary: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                      "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_before": os.getloadavg()},
-                     "versions": versions(), "setup": vars(args) | {"models": ["c24", "c32"], "seeds": 2}}
+                     "versions": versions(), "setup": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"models": ["c24", "c32"], "seeds": 2}}
     nodes: list[Node] = []
     driver = None
     old_term = signal.signal(signal.SIGTERM, interrupted)
@@ -288,7 +292,7 @@ def main() -> int:
         t0 = time.monotonic()
         driver = run_cli([*common, "--executor", "ray", "--address", address, "--cpus-per-trial", "1",
                           "--out", str(root / "ray"), "--storage", str(root / "shared-ckpt")], env, root / "ray.log")
-        kill = watch_and_kill(root / "ray" / "study.db", driver, nodes[1:], args.epochs, args.timeout)
+        kill = watch_and_kill(root / "ray" / "study.db", driver, nodes, args.epochs, args.timeout)
         summary["kill"] = kill
         while (rc := driver.poll()) is None and time.monotonic() - t0 < args.timeout:
             for node in nodes:  # note each node's worker pids, to tell where the lost trial resumed
@@ -332,8 +336,8 @@ def main() -> int:
     summary["workdir"] = str(root) if keep else None
     if not keep:
         shutil.rmtree(root, ignore_errors=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 
@@ -345,6 +349,7 @@ def checks(s: dict, epochs: int) -> dict[str, bool]:
     return {
         "no_error": "error" not in s,
         "killed_mid_trial": bool(kill) and 1 <= kill["epochs_done_at_kill"] < epochs,
+        "event_queue_on_driver_node": bool(kill) and kill["event_queue_on"] == ["head"],
         "ray_study_exited_0": ray_run.get("rc") == 0,
         "every_trial_complete": bool(ray_run.get("trials")) and all(t["state"] == "complete" for t in ray_run["trials"]),
         "victim_retried_once": victim.get("attempts") == 2 and victim.get("restarts") == 1,
