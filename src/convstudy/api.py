@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from convstudy.results import Results
     from convstudy.spec import Study
 
-# `--streams` is kept for old command lines only; a new API does not take it.
-_NOT_OPTIONS = ("command", "study", "func", "streams")
+_NOT_OPTIONS = ("command", "study", "func")
 
 
 def run(study: "Study | str | Path", **options: Any) -> "Results":

@@ -49,12 +49,6 @@ def register(sub) -> None:
     p.add_argument("--workers", type=positive_int, default=1,
                    help="local executor: N processes training trials at once, each with 1/N of the CPU cores "
                         "(on a GPU they time-slice it)")
-    p.add_argument("--stack-seeds", type=count_or_auto, default=None, metavar="N|auto",
-                   help="local executor: train up to N seeds of a model together as one stacked network "
-                        "(auto: 1, each alone, until a benchmark shows stacking faster on a device)")
-    p.add_argument("--streams", type=count_or_auto, default=None, metavar="1|auto",
-                   help="kept for old command lines: trials side by side in one process were removed "
-                        "(never measured faster); only 1 or auto is accepted")
     p.add_argument("--latency", action="store_true",
                    help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
     add_latency_options(p, "latency-")
@@ -63,16 +57,6 @@ def register(sub) -> None:
     p.add_argument("--confirm", type=positive_int, metavar="K",
                    help="a study with a [search]: after it, train its best K configurations on every seed")
     p.set_defaults(func=run)
-
-
-def count_or_auto(value: str) -> int | None:
-    """`--stack-seeds`: a positive count or `auto` (None)."""
-    if value == "auto":
-        return None
-    try:
-        return positive_int(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {value!r}") from None
 
 
 def seeds_arg(value: str) -> int | dict[str, int]:
@@ -117,16 +101,11 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
                                train_limit=args.train_limit)
     if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
-    if args.stack_seeds is not None and args.stack_seeds > 1 and args.executor != "local":
-        raise UserError("--stack-seeds: only the local executor trains seeds together; leave it out with --executor ray")
-    if args.streams is not None and args.streams > 1:
-        raise UserError(f"--streams {args.streams}: trials side by side in one process were removed; use "
-                        "--workers N for several trial processes, or --executor ray with --gpus-per-trial")
     names = selected(study, args)
     opts = RunOptions(out=args.out or Path("runs") / study.name, models=tuple(names) if names else None,
                       device=args.device, precision=args.precision, data_dir=args.data_dir, executor=args.executor,
                       address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
-                      storage=args.storage, quiet=args.quiet, stack_seeds=args.stack_seeds)
+                      storage=args.storage, quiet=args.quiet)
     if study.search is not None and (names or args.workers > 1):
         raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
                         "samples, one at a time (several at once: --executor ray)")

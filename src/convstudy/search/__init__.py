@@ -176,7 +176,7 @@ def run_search(study: Study, opts: RunOptions, console: Console | None = None, b
         study = study.model_copy(update={"search": study.search.model_copy(update={"trials": trials})})
     check_search(study, get_info(study.dataset), "--trials" if budget is not None else study.name)
     one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
-    store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed))
+    store, finished = run_study(one_seed, replace(opts, models=None), console, grow=Search(one_seed))
     if not finished or not confirm:
         return store, finished
     top = best_configurations(store, study, confirm)
