@@ -8,10 +8,10 @@ from convstudy.spec.layers import (
 )
 from convstudy.spec.memory import check_memory, machine_memory, training_bytes
 from convstudy.spec.space import FloatRange, IntRange, Levels, Space, expand, select_models, space_model
-from convstudy.spec.study import (
-    AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study,
-    parse_augment, summarize, with_overrides,
+from convstudy.spec.models import (
+    AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, TrainOverrides, TrainSettings, parse_augment, summarize,
 )
+from convstudy.spec.study import Study, build_study, with_overrides
 
 __all__ = [
     "ACTIVATIONS", "Layer", "Shape", "pydantic_reason", "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",
