@@ -216,6 +216,6 @@ def train_on_worker(job: TrialJob, arrays: dict[str, Any], settings: TrainSettin
     torch.set_num_threads(job.plan.threads)
     data = make_trial_data(dataset_from_arrays(arrays), settings, torch.device(job.plan.device))
     where = f"{socket.gethostname()}:{os.getpid()}"
-    for event in run_trial([job], data, storage):
+    for event in run_trial(job, data, storage):
         if not isinstance(event, Progress):  # the driver's table shows epochs, not batches
             queue.put((where, event))

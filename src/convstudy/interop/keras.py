@@ -8,11 +8,11 @@ because training a silently different network would make the comparison meaningl
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from pydantic import ValidationError
 
 from convstudy.data import get_info
@@ -394,34 +394,9 @@ def keras_optimizer(doc: dict[str, Any], source: str = "model.json") -> dict[str
 
 
 def study_toml(study: Study) -> str:
-    """The study as a TOML file in the layout of the docs' examples (checked by re-reading it)."""
+    """The study as a TOML file (tomli_w's layout) that `build_study` reads back as the same study."""
     d = study.to_dict()
-    lines = [f"name = {_toml(d['name'])}", f"description = {_toml(d['description'])}",
-             f"dataset = {_toml(d['dataset'])}", f"seeds = {_toml(d['seeds'])}", "", "[train]"]
     train = {"epochs": study.train.epochs, "batch_size": study.train.batch_size,
              "optimizer": study.train.optimizer.name, "validation": study.train.validation, **d["train"]}
-    lines += [f"{k} = {_toml(v)}" for k, v in train.items()]
-    for m in d["models"]:
-        lines += ["", "[[models]]"] + [f"{k} = {_toml(v)}" for k, v in m.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"no TOML for {value}")
-        return repr(value)
-    if isinstance(value, str):
-        escaped = "".join(c if c.isprintable() and c not in '"\\' else
-                          {'"': '\\"', "\\": "\\\\"}.get(c, f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
-                          for c in value)
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {type(value).__name__}")
+    return tomli_w.dumps({"name": d["name"], "description": d["description"], "dataset": d["dataset"],
+                          "seeds": d["seeds"], "train": train, "models": d["models"]})

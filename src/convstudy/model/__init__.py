@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from convstudy.model.conv import Conv2d
-from convstudy.model.stack import member_tensors, stack_modules, stack_tensors  # noqa: F401  (public)
 from convstudy.spec import ModelSpec, fmt_shape
 from convstudy.spec.layers import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Shape
 

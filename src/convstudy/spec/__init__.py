@@ -10,10 +10,10 @@ from convstudy.spec.memory import check_memory, machine_memory, training_bytes
 from convstudy.spec.overrides import retarget, with_overrides
 from convstudy.spec.recipe import check_schedule_keys
 from convstudy.spec.space import FloatRange, IntRange, Levels, Space, expand, select_models, space_model
-from convstudy.spec.study import (
-    AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, Study, TrainOverrides, TrainSettings, build_study,
-    parse_augment, summarize,
+from convstudy.spec.models import (
+    AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, TrainOverrides, TrainSettings, parse_augment, summarize,
 )
+from convstudy.spec.study import Study, build_study
 
 __all__ = [
     "ACTIVATIONS", "Layer", "Shape", "pydantic_reason", "BUILTIN", "NOTEBOOK_ACCURACY", "seed_study", "load_study_file", "resolve_study", "LAYERS", "Activation",

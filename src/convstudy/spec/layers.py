@@ -25,8 +25,13 @@ class LayerError(ValueError):
     """A layer that cannot be parsed or does not fit its input; the spec loader adds file/model/index."""
 
 
-class _Layer(BaseModel):
+class Frozen(BaseModel):
+    """Every spec record: immutable once built, and an unknown key is an error, never ignored."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Layer(Frozen):
     positional: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,9 +10,9 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from convstudy.spec.layers import Int, _clip
+from convstudy.spec.layers import Frozen, Int, _clip
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
@@ -42,11 +42,7 @@ def reserved(name: str) -> str | None:
     return None
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Objective(_Frozen):
+class Objective(Frozen):
     """One objective: a metric of OBJECTIVES and its direction (default: the metric's natural one)."""
 
     metric: str
@@ -69,7 +65,7 @@ class Objective(_Frozen):
         return self.direction or OBJECTIVES[self.metric]
 
 
-class Budget(_Frozen):
+class Budget(Frozen):
     """How long a search samples: `count` trials and/or `epochs` trained in all, whichever ends first."""
 
     count: Int | None = Field(default=None, ge=1, le=100_000)
@@ -87,7 +83,7 @@ class Budget(_Frozen):
         return self
 
 
-class SearchSpec(_Frozen):
+class SearchSpec(Frozen):
     """The `[search]` section; `space` is a model template in the spaces syntax (spec.space)."""
 
     space: dict[str, Any]

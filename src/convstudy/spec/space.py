@@ -18,13 +18,13 @@ import random
 import re
 from typing import Any, Iterable, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from pydantic import model_validator
 
 from convstudy.errors import UserError
-from convstudy.spec.layers import Float, Int, LayerError, Shape, _clip, parse_layer, pydantic_reason, show_value
+from convstudy.spec.layers import Float, Frozen, Int, LayerError, Shape, _clip, parse_layer, pydantic_reason, show_value
+from convstudy.spec.models import ModelSpec
 from convstudy.spec.search import reserved
-from convstudy.spec.study import ModelSpec
 
 log = logging.getLogger(__name__)
 Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
@@ -34,11 +34,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 MAX_COMBINATIONS = 100_000  # a grid beyond this is no study to train; it is a search's space
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Levels(_Frozen):
+class Levels(Frozen):
     """A factor with listed levels (JSON scalars): what a grid or a sample expands."""
 
     name: str
@@ -55,7 +51,7 @@ class Levels(_Frozen):
         return (type(value) is bool, value) in {(type(v) is bool, v) for v in self.levels}
 
 
-class IntRange(_Frozen):
+class IntRange(Frozen):
     """Integers from `low` to `high` (both included) on a `step` grid, or log-uniform: for a search only."""
 
     name: str
@@ -73,7 +69,7 @@ class IntRange(_Frozen):
         return type(value) is int and self.low <= value <= self.high and (value - self.low) % self.step == 0
 
 
-class FloatRange(_Frozen):
+class FloatRange(Frozen):
     """Reals from `low` to `high`, uniform (optionally on a `step` grid) or log-uniform: for a search only."""
 
     name: str
@@ -128,7 +124,7 @@ def parse_factor(name: Any, value: Any) -> Factor:
     raise ValueError(f'factor "{name}" is a list of levels or a range {{low, high}}, not {show_value(value)}')
 
 
-class Space(_Frozen):
+class Space(Frozen):
     """A model template and its factors. `names` is the naming pattern; `sample` draws N combinations (seeded)."""
 
     name: str = Field(pattern=NAME_RE.pattern)
