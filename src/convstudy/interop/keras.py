@@ -22,7 +22,7 @@ from convstudy.spec import (
     OptimizerSpec, Pool, Shape, Study, build_study, check_memory, fmt_shape, pydantic_reason,
 )
 from convstudy.spec import Layer as _Layer
-from convstudy.spec.search import reserved
+from convstudy.spec.models import reserved
 from convstudy.untrusted import load_untrusted
 
 # Keys that never change what the network computes (names, dtype policies, RNG seeds, input hints).

@@ -37,7 +37,8 @@ from convstudy.executors import EpochDone, RunOptions, run_study
 from convstudy.model import summarize_model
 from convstudy.search.optuna_study import open_study, storage_url, suggest
 from convstudy.spec import ModelSpec, Study
-from convstudy.spec.search import SAMPLED_NAME, check_search, sampled_name, search_space
+from convstudy.spec.models import SAMPLED_NAME, sampled_name
+from convstudy.spec.search import check_search, search_space
 from convstudy.spec.space import space_model
 from convstudy.store import FINISHED, State, StudyStore, study_dir
 

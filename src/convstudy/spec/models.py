@@ -307,3 +307,26 @@ def summarize(model: ModelSpec, settings: TrainSettings) -> str:
         parts.append(", ".join(sorted(extra)))
     parts.append(OPTIMIZER_NAMES[settings.optimizer.name])
     return " | ".join(parts)
+
+
+# A sampled model is named after its Optuna trial number; the study's fingerprint leaves such models out.
+SAMPLED_NAME = re.compile(r"^trial-\d{4,}$")
+
+
+def sampled_name(number: int) -> str:
+    """The convstudy model name of Optuna trial `number` (one name per trial, stable across reruns)."""
+    return f"trial-{number:04d}"
+
+
+def is_sampled(model: dict[str, Any]) -> bool:
+    """Whether a model (in its dict form) was sampled by a search: named trial-NNNN, with factor levels."""
+    return bool(SAMPLED_NAME.match(str(model.get("name", ""))) and model.get("factors"))
+
+
+def reserved(name: str) -> str | None:
+    """Why no model may be given `name` by hand, by a space or by an import (None: it may). A search names its
+    sampled models trial-NNNN and finds them by that name: another model so named would stand in for an
+    Optuna trial it never was, its numbers told to Optuna and credited to the sampled settings."""
+    if SAMPLED_NAME.match(name):
+        return f'model name "{name}" is kept for a search\'s sampled models (trial-NNNN)'
+    return None

@@ -23,8 +23,7 @@ from pydantic import model_validator
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import Float, Frozen, Int, LayerError, Shape, _clip, parse_layer, pydantic_reason, show_value
-from convstudy.spec.models import ModelSpec
-from convstudy.spec.search import reserved
+from convstudy.spec.models import ModelSpec, reserved
 
 log = logging.getLogger(__name__)
 Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]

@@ -14,8 +14,8 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import Frozen, Int, LayerError, _clip, parse_layer, pydantic_reason, show_value
-from convstudy.spec.models import ModelSpec, TrainSettings, _opt_dict, check_recipe
-from convstudy.spec.search import SearchSpec, is_sampled, reserved
+from convstudy.spec.models import ModelSpec, TrainSettings, _opt_dict, check_recipe, is_sampled, reserved
+from convstudy.spec.search import SearchSpec
 
 
 class Study(Frozen):
