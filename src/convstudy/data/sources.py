@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from convstudy.data import cache
 from convstudy.data.images import IMAGE_SUFFIXES, BadImage, decode_image, image_size
 from convstudy.data.split import stratified_split
 from convstudy.errors import UserError
+from convstudy.untrusted import open_untrusted, read_untrusted_bytes
 
 KINDS = ("folder", "npz", "csv")
 _KEYS = {
@@ -35,6 +38,7 @@ _ESCAPE = {"%": "%25", ",": "%2C", "|": "%7C", "=": "%3D"}
 MAX_CLASSES = 100_000
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_ARRAY_BYTES = 64 << 30
+MAX_CSV_BYTES = 2 << 30  # Kaggle's MNIST train.csv is 73 MiB; CIFAR-10 as CSV is about 600 MiB
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
@@ -259,7 +263,7 @@ def _folder_layout(src: Source) -> _Layout:
                 raise UserError(f"{top}: has no folder for class \"{name}\"")
         picked = []
         for name in sorted(dirs, key=classes.index):
-            images = sorted(e.name for e in _scandir(dirs[name])
+            images = sorted(_regular(e).name for e in _scandir(dirs[name])
                             if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith("."))
             if not images:
                 raise UserError(f"{dirs[name]}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -271,6 +275,13 @@ def _folder_layout(src: Source) -> _Layout:
 
 def _subdirs(folder: str) -> dict[str, str]:
     return {e.name: e.path for e in _scandir(folder) if not e.name.startswith(".") and e.is_dir()}
+
+
+def _regular(entry: os.DirEntry) -> os.DirEntry:
+    # Refused while listing, before any decoding; open_untrusted checks again when the file is opened.
+    if not entry.is_file():
+        open_untrusted(entry.path, "image file").close()  # raises, naming what the entry is instead
+    return entry
 
 
 def _scandir(folder: str) -> list[os.DirEntry]:
@@ -343,13 +354,15 @@ def _npz_image_shape(path: Path) -> tuple[int, int, int]:
     return _image_shape(path, "x_train", header[0])
 
 
-def _open_npz(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not an NPZ file ({exc})") from None
+@contextmanager
+def _open_npz(path: Path) -> Iterator[zipfile.ZipFile]:
+    with open_untrusted(path, "dataset file") as f:
+        try:
+            zf = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserError(f"{path}: not an NPZ file ({exc})") from None
+        with zf:
+            yield zf
 
 
 def _npy_header(zf: zipfile.ZipFile, path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -385,11 +398,13 @@ def _decode_npz(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     with _open_npz(path) as zf:
         for name in NPZ_ARRAYS:
             _npy_header(zf, path, name)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {name: npz[name] for name in NPZ_ARRAYS}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: cannot be read as NPZ ({exc})") from None
+        try:  # what np.load does, on the file already opened and checked
+            raw = {}
+            for name in NPZ_ARRAYS:
+                with zf.open(f"{name}.npy") as f:
+                    raw[name] = np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path}: cannot be read as NPZ ({exc})") from None
     out, converted = {}, 0
     for split in ("train", "test"):
         x, y = raw[f"x_{split}"], raw[f"y_{split}"]
@@ -452,12 +467,7 @@ def _decode_csv(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _read_csv(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Kaggle-MNIST rows `label,p0,p1,...` (HWC order), an optional header line, into NHWC and labels."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    raw = read_untrusted_bytes(path, "dataset file", MAX_CSV_BYTES)
     lines = raw.replace(b"\r\n", b"\n").split(b"\n")
     first = 0
     if lines and not lines[0].split(b",", 1)[0].strip().lstrip(b"-").isdigit():

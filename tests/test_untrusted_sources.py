@@ -1,0 +1,146 @@
+"""Hostile data files through the CLI: one stderr line, exit 2, no hang and bounded memory, for every source.
+
+Each case runs `convstudy models`, `run` or `predict` in a subprocess under `ulimit -v` (what importing torch
+needs plus 1.5 GiB), so a reader that slurps /dev/zero fails with MemoryError instead of waking the OOM killer,
+and under a timeout, so a reader that blocks on a FIFO fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import convstudy_cmd, write_image_folder
+
+GUARD_S = 60  # a hang guard, far above the few seconds a refusal takes on a loaded machine
+
+STUDY = """\
+name = "h"
+dataset = "{dataset}"
+seeds = 1
+
+[train]
+epochs = 1
+batch_size = 8
+
+[[models]]
+name = "a"
+layers = ["conv(4,3)", "flatten", "dense(3)"]
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+    """The subprocess environment: own decoded cache, no CUDA (its address-space reservation dwarfs any ulimit)."""
+    cache = tmp_path_factory.mktemp("decoded")
+    return {**os.environ, "CONVSTUDY_CACHE_DIR": str(cache), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+            "COLUMNS": "200", "TERM": "dumb", "MPLBACKEND": "Agg"}
+
+
+@pytest.fixture(scope="module")
+def limit_kib(env) -> int:
+    """`ulimit -v` for the CLI: the address space of an interpreter that imported convstudy's stack, plus 1.5 GiB."""
+    probe = ("import torch, numpy, PIL.Image, convstudy.data, convstudy.cli\n"
+             "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmPeak')))")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout) + (3 << 19)
+
+
+def refused(args: list[str | Path], env: dict[str, str], limit_kib: int) -> str:
+    """Run the CLI under the memory limit; assert exit 2 with exactly one stderr line, and return that line."""
+    argv = ["bash", "-c", f'ulimit -v {limit_kib}; exec "$0" "$@"', *convstudy_cmd(*args)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=GUARD_S)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("convstudy: error: ")
+    return lines[0]
+
+
+def models_with(tmp_path: Path, dataset: str) -> list[str | Path]:
+    """`convstudy models` of a study on `dataset`: resolving the source reads it (shape, classes)."""
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(dataset=dataset))
+    return ["models", study]
+
+
+def fifo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+# ---------------------------------------------------------------- special files (issue 25 item 5)
+
+@pytest.mark.parametrize("dataset, says", [
+    ("npz:/dev/zero", "/dev/zero: not a regular file (a device)"),
+    ("csv:/dev/zero,size=4x4", "/dev/zero: not a regular file (a device)"),
+    ("npz:/dev/urandom", "/dev/urandom: not a regular file (a device)"),
+    ("csv:/dev/urandom,size=4x4", "/dev/urandom: not a regular file (a device)"),
+    ("npz:{tmp}/pipe.npz", "pipe.npz: not a regular file (a FIFO)"),
+    ("csv:{tmp}/pipe.csv,size=4x4", "pipe.csv: not a regular file (a FIFO)"),
+    ("npz:{tmp}", "is a directory, not a dataset file"),
+])
+def test_devices_fifos_and_directories_are_refused_as_dataset_files(tmp_path, env, limit_kib, dataset, says):
+    fifo(tmp_path / "pipe.npz")
+    fifo(tmp_path / "pipe.csv")
+    line = refused(models_with(tmp_path, dataset.format(tmp=tmp_path)), env, limit_kib)
+    assert says in line
+
+
+def test_a_fifo_among_a_folders_images_is_refused_by_run(tmp_path, env, limit_kib):
+    write_image_folder(tmp_path / "imgs", per_class=3, size=(12, 12))
+    fifo(tmp_path / "imgs" / "cat" / "x.png")
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY.format(dataset=f"folder:{tmp_path / 'imgs'}"))
+    line = refused(["run", study, "--out", tmp_path / "out", "--quiet"], env, limit_kib)
+    assert "cat/x.png: not a regular file (a FIFO)" in line
+
+
+def without_blocking(call, pipe: Path) -> object:
+    """`call()`'s result or exception, run in a thread; if it blocks on `pipe`, release it and fail the test."""
+    result: list[object] = []
+
+    def target() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # noqa: BLE001 -- handed to the test thread
+            result.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(GUARD_S)
+    if thread.is_alive():  # release the blocked open() so the test fails instead of hanging
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(GUARD_S)
+        pytest.fail(f"reading the FIFO {pipe.name} blocked")
+    (out,) = result
+    return out
+
+
+@pytest.mark.parametrize("digits", [False, True])
+def test_predicts_image_reader_refuses_a_fifo_without_blocking(tmp_path, digits):
+    from convstudy.interop.images import ImageError, load_image
+
+    pipe = fifo(tmp_path / "x.png")
+    error = without_blocking(lambda: load_image(pipe, (12, 12, 3), digits), pipe)
+    assert isinstance(error, ImageError) and str(error).startswith("not a regular file (a FIFO)")
+
+
+def test_a_fifo_in_the_decoded_cache_is_a_miss(tmp_path, monkeypatch):
+    from convstudy.data import load_dataset
+
+    monkeypatch.setenv("CONVSTUDY_CACHE_DIR", str(tmp_path / "decoded"))
+    write_image_folder(tmp_path / "imgs", per_class=3, size=(12, 12))
+    source = f"folder:{tmp_path / 'imgs'}"
+    first = load_dataset(source)
+    (npy,) = (tmp_path / "decoded").rglob("x_train.npy")
+    npy.unlink()
+    again = without_blocking(lambda: load_dataset(source), fifo(npy))
+    assert again.provenance["decoded_cache"] == "miss" and again.x_train.equal(first.x_train)
