@@ -53,6 +53,19 @@ def limit_kib(env) -> int:
     return int(done.stdout) + (3 << 19)
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, env) -> Path:
+    """A study trained for one epoch on a 3-class folder of 12x12 images: something for `predict` to load."""
+    root = tmp_path_factory.mktemp("trained")
+    write_image_folder(root / "imgs", per_class=4, size=(12, 12))
+    study = root / "s.toml"
+    study.write_text(STUDY.format(dataset=f"folder:{root / 'imgs'}"))
+    done = subprocess.run(convstudy_cmd("run", study, "--out", root / "out", "--quiet"), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return root / "out"
+
+
 def refused(args: list[str | Path], env: dict[str, str], limit_kib: int) -> str:
     """Run the CLI under the memory limit; assert exit 2 with exactly one stderr line, and return that line."""
     argv = ["bash", "-c", f'ulimit -v {limit_kib}; exec "$0" "$@"', *convstudy_cmd(*args)]
@@ -101,6 +114,20 @@ def test_a_fifo_among_a_folders_images_is_refused_by_run(tmp_path, env, limit_ki
     study.write_text(STUDY.format(dataset=f"folder:{tmp_path / 'imgs'}"))
     line = refused(["run", study, "--out", tmp_path / "out", "--quiet"], env, limit_kib)
     assert "cat/x.png: not a regular file (a FIFO)" in line
+
+
+def test_a_fifo_given_to_predict_is_refused(tmp_path, env, limit_kib, trained):
+    line = refused(["predict", trained, "--model", "a", fifo(tmp_path / "x.png")], env, limit_kib)
+    assert line.endswith("x.png: not a regular file (a FIFO); an image file must be a regular file")
+
+
+@pytest.mark.parametrize("content", [b"not an image", None])
+def test_predict_of_only_bad_images_prints_only_their_errors(tmp_path, env, limit_kib, trained, content):
+    image = tmp_path / "bad.png"
+    if content is not None:
+        image.write_bytes(content)
+    line = refused(["predict", trained, "--model", "a", image], env, limit_kib)
+    assert "bad.png: " in line and "model" not in line  # no header line before the error
 
 
 def without_blocking(call, pipe: Path) -> object:
