@@ -171,3 +171,40 @@ def test_a_fifo_in_the_decoded_cache_is_a_miss(tmp_path, monkeypatch):
     npy.unlink()
     again = without_blocking(lambda: load_dataset(source), fifo(npy))
     assert again.provenance["decoded_cache"] == "miss" and again.x_train.equal(first.x_train)
+
+
+# ---------------------------------------------------------------- huge labels (item 6)
+
+def write_npz(path: Path, label: int, dtype=np.int64) -> Path:
+    x = np.zeros((10, 4, 4), np.uint8)
+    y = np.array([label if i == 3 else i % 2 for i in range(10)], dtype)
+    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=np.arange(10, dtype=dtype) % 2)
+    return path
+
+
+def write_csv(path: Path, label: str, header: bool = False, rows: int = 10) -> Path:
+    lines = ["label," + ",".join(f"pixel{i}" for i in range(16))] if header else []
+    lines += [f"{label if i == 3 else i % 2}," + ",".join(["7"] * 16) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("label", [2**62, 10**9, 10**7, 100_000])
+def test_a_huge_npz_label_is_refused_before_naming_classes(tmp_path, env, limit_kib, label):
+    path = write_npz(tmp_path / "big.npz", label)
+    line = refused(models_with(tmp_path, f"npz:{path}"), env, limit_kib)
+    assert f"big.npz: y_train holds the label {label}; labels are class indices 0 to 99,999" in line
+
+
+def test_a_uint64_label_past_int64_is_refused_not_wrapped(tmp_path, env, limit_kib):
+    path = write_npz(tmp_path / "u.npz", 2**64 - 1, np.uint64)
+    study = models_with(tmp_path, f"npz:{path},classes=a|b|c")[1]
+    line = refused(["run", study, "--out", tmp_path / "out", "--quiet"], env, limit_kib)
+    assert f"u.npz: y_train holds the label {2**64 - 1}" in line
+
+
+@pytest.mark.parametrize("label", ["1000000000", "10000000", str(2**62)])
+def test_a_huge_csv_label_is_refused_naming_file_and_label(tmp_path, env, limit_kib, label):
+    path = write_csv(tmp_path / "big.csv", label)
+    line = refused(models_with(tmp_path, f"csv:{path},size=4x4"), env, limit_kib)
+    assert f"big.csv: data row 4: label {label} is out of range" in line

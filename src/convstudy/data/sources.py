@@ -36,6 +36,7 @@ _KEYS = {
 }
 _ESCAPE = {"%": "%25", ",": "%2C", "|": "%7C", "=": "%3D"}
 MAX_CLASSES = 100_000
+_LABELS = f"labels are class indices 0 to {MAX_CLASSES - 1:,}"
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_ARRAY_BYTES = 64 << 30
 MAX_CSV_BYTES = 2 << 30  # Kaggle's MNIST train.csv is 73 MiB; CIFAR-10 as CSV is about 600 MiB
@@ -418,8 +419,9 @@ def _decode_npz(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise UserError(f"{path}: y_{split} must be a 1-D array of integer labels (got {y.dtype} {y.shape})")
         if len(x) != len(y):
             raise UserError(f"{path}: x_{split} holds {len(x)} images but y_{split} holds {len(y)} labels")
-        if len(y) and int(y.min()) < 0:
-            raise UserError(f"{path}: y_{split} holds the negative label {int(y.min())}")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < MAX_CLASSES:  # before astype wraps a uint64
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise UserError(f"{path}: y_{split} holds the label {bad}; {_LABELS}")
         pixels = _to_uint8(path, f"x_{split}", x).reshape(len(x), shape[0], shape[1], shape[2])
         pixels, changed = _to_channels(pixels, src.channels or shape[2])
         converted += changed
@@ -487,14 +489,16 @@ def _read_csv(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.n
         values = np.array(b",".join(rows).split(b","), dtype=np.bytes_).astype(np.int64).reshape(len(rows), want)
     except ValueError:
         values = None
-    if values is None or values.min() < 0 or values[:, 1:].max() > 255:
+    if values is None or values.min() < 0 or values[:, 1:].max() > 255 or values[:, 0].max() >= MAX_CLASSES:
         for number, line in enumerate(rows, 1):
             try:
                 ints = [int(v) for v in line.split(b",")]
             except ValueError:
                 raise UserError(f"{path}: data row {number} holds a value that is not an integer") from None
-            if ints[0] < 0 or min(ints[1:]) < 0 or max(ints[1:]) > 255:
-                raise UserError(f"{path}: data row {number}: labels are >= 0 and pixels in 0..255")
+            if not 0 <= ints[0] < MAX_CLASSES:
+                raise UserError(f"{path}: data row {number}: label {ints[0]} is out of range; {_LABELS}")
+            if min(ints[1:]) < 0 or max(ints[1:]) > 255:
+                raise UserError(f"{path}: data row {number}: pixels are 0..255")
     assert values is not None
     return values[:, 1:].astype(np.uint8).reshape(len(rows), *shape), values[:, 0].copy()
 
