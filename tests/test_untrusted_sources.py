@@ -207,4 +207,28 @@ def test_a_uint64_label_past_int64_is_refused_not_wrapped(tmp_path, env, limit_k
 def test_a_huge_csv_label_is_refused_naming_file_and_label(tmp_path, env, limit_kib, label):
     path = write_csv(tmp_path / "big.csv", label)
     line = refused(models_with(tmp_path, f"csv:{path},size=4x4"), env, limit_kib)
-    assert f"big.csv: data row 4: label {label} is out of range" in line
+    assert f"big.csv: row 4, column 1: label {label} is out of range" in line
+
+
+# ---------------------------------------------------------------- CSV cells (item 8)
+
+@pytest.mark.parametrize("cell, says", [
+    ("1" + "0" * 399, "row 5, column 1: label 100000000000... (400 characters) is out of range"),
+    ("9" * 5000, "row 5, column 1: label 999999999999... (5000 characters) is out of range"),
+    ("-" + "9" * 30, "row 5, column 1: label -99999999999... (31 characters) is out of range"),
+    ("1e400", "row 5, column 1: 1e400 is not an integer"),
+    ("", "row 5, column 1: an empty cell is not an integer"),
+], ids=["400 digits", "5000 digits", "-31 digits", "1e400", "empty"])
+def test_a_bad_csv_label_cell_names_file_row_and_column(tmp_path, env, limit_kib, cell, says):
+    path = write_csv(tmp_path / "c.csv", cell, header=True)
+    line = refused(models_with(tmp_path, f"csv:{path},size=4x4"), env, limit_kib)
+    assert f"c.csv: {says}" in line
+
+
+def test_a_huge_csv_pixel_names_file_row_and_column(tmp_path, env, limit_kib):
+    path = write_csv(tmp_path / "p.csv", "1")
+    text = path.read_text().splitlines()
+    text[6] = text[6].rsplit(",", 1)[0] + "," + "7" * 400
+    path.write_text("\n".join(text))
+    line = refused(models_with(tmp_path, f"csv:{path},size=4x4"), env, limit_kib)
+    assert "p.csv: row 7, column 17: pixel 777777777777... (400 characters) is out of range; pixels are 0 to 255" in line

@@ -475,32 +475,43 @@ def _read_csv(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.n
     if lines and not lines[0].split(b",", 1)[0].strip().lstrip(b"-").isdigit():
         first = 1  # a header such as label,pixel0,...
     want = 1 + math.prod(shape)
-    rows = []
+    rows: list[tuple[int, bytes]] = []  # (line number, line)
     for number, line in enumerate(lines[first:], first + 1):
         if not line.strip():
             continue
         if line.count(b",") != want - 1:
             raise UserError(f"{path}: row {number} has {line.count(b',') + 1} values, expected {want} "
                             f"(a label and {want - 1} pixels for {shape[0]}x{shape[1]}x{shape[2]})")
-        rows.append(line)
+        rows.append((number, line))
     if not rows:
         return np.empty((0, *shape), np.uint8), np.empty(0, np.int64)
     try:
-        values = np.array(b",".join(rows).split(b","), dtype=np.bytes_).astype(np.int64).reshape(len(rows), want)
-    except ValueError:
+        cells = b",".join(line for _, line in rows).split(b",")
+        values = np.array(cells, dtype=np.bytes_).astype(np.int64).reshape(len(rows), want)
+    except (ValueError, OverflowError):  # OverflowError: a cell past int64
         values = None
     if values is None or values.min() < 0 or values[:, 1:].max() > 255 or values[:, 0].max() >= MAX_CLASSES:
-        for number, line in enumerate(rows, 1):
-            try:
-                ints = [int(v) for v in line.split(b",")]
-            except ValueError:
-                raise UserError(f"{path}: data row {number} holds a value that is not an integer") from None
-            if not 0 <= ints[0] < MAX_CLASSES:
-                raise UserError(f"{path}: data row {number}: label {ints[0]} is out of range; {_LABELS}")
-            if min(ints[1:]) < 0 or max(ints[1:]) > 255:
-                raise UserError(f"{path}: data row {number}: pixels are 0..255")
-    assert values is not None
+        raise _bad_cell(path, rows)
     return values[:, 1:].astype(np.uint8).reshape(len(rows), *shape), values[:, 0].copy()
+
+
+def _bad_cell(path: Path, rows: list[tuple[int, bytes]]) -> UserError:
+    """The first cell that is not an integer in its column's range, named by row (line number) and column."""
+    for number, line in rows:
+        for column, cell in enumerate(line.split(b","), 1):
+            what, top = ("label", MAX_CLASSES - 1) if column == 1 else ("pixel", 255)
+            text = cell.strip().decode("ascii", "replace")
+            shown = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
+            try:
+                value = int(cell) if len(text) <= 20 else None  # int() of thousands of digits is slow or refused
+            except ValueError:
+                value = None
+            if value is None and not text.lstrip("+-").isdigit():
+                return UserError(f"{path}: row {number}, column {column}: {shown or 'an empty cell'} is not an integer")
+            if value is None or not 0 <= value <= top:
+                rule = _LABELS if column == 1 else "pixels are 0 to 255"
+                return UserError(f"{path}: row {number}, column {column}: {what} {shown} is out of range; {rule}")
+    return UserError(f"{path}: a value is not an integer in range")  # unreachable: int() is what numpy applies
 
 
 # ---------------------------------------------------------------- spelling
