@@ -66,9 +66,10 @@ def trained(tmp_path_factory, env) -> Path:
     return root / "out"
 
 
-def refused(args: list[str | Path], env: dict[str, str], limit_kib: int) -> str:
+def refused(args: list[str | Path | bytes], env: dict[str, str], limit_kib: int) -> str:
     """Run the CLI under the memory limit; assert exit 2 with exactly one stderr line, and return that line."""
-    argv = ["bash", "-c", f'ulimit -v {limit_kib}; exec "$0" "$@"', *convstudy_cmd(*args)]
+    argv = ["bash", "-c", f'ulimit -v {limit_kib}; exec "$0" "$@"', *convstudy_cmd(),
+            *(a if isinstance(a, bytes) else str(a) for a in args)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=GUARD_S)
     lines = done.stderr.splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
@@ -232,3 +233,33 @@ def test_a_huge_csv_pixel_names_file_row_and_column(tmp_path, env, limit_kib):
     path.write_text("\n".join(text))
     line = refused(models_with(tmp_path, f"csv:{path},size=4x4"), env, limit_kib)
     assert "p.csv: row 7, column 17: pixel 777777777777... (400 characters) is out of range; pixels are 0 to 255" in line
+
+
+# ---------------------------------------------------------------- names that are not UTF-8 (item 7)
+
+def test_a_class_folder_named_in_non_utf8_bytes_is_refused_escaped(tmp_path, env, limit_kib):
+    write_image_folder(tmp_path / "imgs", per_class=3, size=(12, 12))
+    os.rename(tmp_path / "imgs" / "frog", os.fsencode(tmp_path / "imgs") + b"/\xff\xfe")
+    study = models_with(tmp_path, f"folder:{tmp_path / 'imgs'}")[1]
+    line = refused(["run", study, "--out", tmp_path / "out", "--quiet"], env, limit_kib)
+    assert line.endswith("imgs/\\xff\\xfe: folder name is not valid UTF-8; rename it (class names are taken "
+                         "from folder names)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dataset_path_in_non_utf8_bytes_is_refused_escaped(tmp_path, env, limit_kib):
+    root = os.fsencode(tmp_path) + b"/\xffimgs"
+    write_image_folder(Path(os.fsdecode(root)), per_class=3, size=(12, 12))
+    write_image_folder(tmp_path / "imgs", per_class=3, size=(12, 12))
+    study = models_with(tmp_path, f"folder:{tmp_path / 'imgs'}")[1]
+    line = refused(["run", study, "--out", tmp_path / "out", "--quiet", "--dataset", b"folder:" + root], env,
+                   limit_kib)
+    assert 'dataset: path "' in line and '/\\xffimgs" is not valid UTF-8' in line
+
+
+def test_a_class_name_with_a_lone_surrogate_is_refused():
+    from convstudy.data.sources import parse_source
+    from convstudy.errors import UserError
+
+    with pytest.raises(UserError, match=r'dataset: classes "\\ud800" is not valid UTF-8'):
+        parse_source('{"kind": "npz", "path": "x.npz", "classes": ["\\ud800", "b"]}')

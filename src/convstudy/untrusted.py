@@ -96,7 +96,11 @@ def read_untrusted_text(path: str | Path, what: str = "file", max_bytes: int = M
 
 def shown_path(path: str | Path) -> str:
     """`path` as printable text: bytes that are not UTF-8 (surrogate-escaped by os) shown as \\xNN."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    text = str(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no byte stands for (a JSON "\\ud800" escape)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _require_regular(mode: int, path: Path, what: str) -> None:

@@ -26,7 +26,7 @@ from convstudy.data import cache
 from convstudy.data.images import IMAGE_SUFFIXES, BadImage, decode_image, image_size
 from convstudy.data.split import stratified_split
 from convstudy.errors import UserError
-from convstudy.untrusted import open_untrusted, read_untrusted_bytes
+from convstudy.untrusted import open_untrusted, read_untrusted_bytes, shown_path
 
 KINDS = ("folder", "npz", "csv")
 _KEYS = {
@@ -275,7 +275,21 @@ def _folder_layout(src: Source) -> _Layout:
 
 
 def _subdirs(folder: str) -> dict[str, str]:
-    return {e.name: e.path for e in _scandir(folder) if not e.name.startswith(".") and e.is_dir()}
+    dirs = {e.name: e.path for e in _scandir(folder) if not e.name.startswith(".") and e.is_dir()}
+    for name, path in dirs.items():
+        if not _is_utf8(name):  # a class name: studies, reports and the database are UTF-8
+            raise UserError(f"{shown_path(path)}: folder name is not valid UTF-8; rename it (class names are "
+                            "taken from folder names)")
+    return dirs
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether `text` is valid Unicode: os and sys.argv hand undecodable bytes over as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _regular(entry: os.DirEntry) -> os.DirEntry:
@@ -322,7 +336,7 @@ def _decode_folder(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             except BadImage as exc:
                 if not src.skip_bad:
                     raise UserError(f"{path}: {exc}; remove it or set skip_bad = true in the dataset") from None
-                skipped.append((os.path.relpath(path, src.path), str(exc)))
+                skipped.append((shown_path(os.path.relpath(path, src.path)), str(exc)))
                 continue
             converted += changed
             y[n] = index[name]
@@ -520,6 +534,11 @@ def _build(kind: str, raw: dict[str, Any]) -> Source:
     path = raw.get("path")
     if not isinstance(path, str) or not path.strip():
         raise UserError(f"dataset: {kind} needs path = \"...\" (a {'folder' if kind == 'folder' else 'file'})")
+    for key in ("path", "test", "classes"):
+        texts = raw.get(key) if isinstance(raw.get(key), list) else [raw.get(key)]
+        bad = next((t for t in texts if isinstance(t, str) and not _is_utf8(t)), None)
+        if bad is not None:
+            raise UserError(f'dataset: {key} "{shown_path(bad)}" is not valid UTF-8 (studies and reports are UTF-8)')
     fields: dict[str, Any] = {"kind": kind, "path": path}
     if "size" in raw:
         fields["size"] = _size(raw["size"])
