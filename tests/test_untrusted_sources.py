@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import struct
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +265,29 @@ def test_a_class_name_with_a_lone_surrogate_is_refused():
 
     with pytest.raises(UserError, match=r'dataset: classes "\\ud800" is not valid UTF-8'):
         parse_source('{"kind": "npz", "path": "x.npz", "classes": ["\\ud800", "b"]}')
+
+
+# ---------------------------------------------------------------- the rest of item 11
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height (1-bit grey) and holds no pixel data: what Image.open sees of a bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_in_a_folder_is_one_line_not_a_warning(tmp_path, env, limit_kib):
+    write_image_folder(tmp_path / "imgs", per_class=3, size=(12, 12))
+    png_header_only(tmp_path / "imgs" / "dog" / "zzz.png", 10_000, 10_000)  # past Pillow's 89.5 M pixel limit
+    study = models_with(tmp_path, f"folder:{tmp_path / 'imgs'}")[1]
+    line = refused(["run", study, "--out", tmp_path / "out", "--quiet"], env, limit_kib)
+    assert "dog/zzz.png: image has more than 89,478,485 pixels, too many to decode safely" in line
+
+
+def test_a_decompression_bomb_given_to_predict_is_one_line(tmp_path, env, limit_kib, trained):
+    bomb = png_header_only(tmp_path / "bomb.png", 10_000, 10_000)
+    line = refused(["predict", trained, "--model", "a", bomb], env, limit_kib)
+    assert "bomb.png: cannot read image (image has more than 89,478,485 pixels" in line

@@ -22,12 +22,16 @@ class BadImage(ValueError):
 
 @contextmanager
 def open_image(path: str | Path) -> Iterator[Image.Image]:
-    """Pillow's lazy image of a regular file (UnreadableFile otherwise, without blocking on a FIFO)."""
-    with open_untrusted(path, "image file") as f, Image.open(f) as img:
-        yield img
+    """Pillow's lazy image of a regular file (UnreadableFile otherwise, without blocking on a FIFO). Past
+    Image.MAX_IMAGE_PIXELS it is a decompression bomb, raised rather than printed as Pillow's warning."""
+    with open_untrusted(path, "image file") as f, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(f) as img:
+            yield img
 
 
-_PILLOW_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+_PILLOW_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+                  SyntaxError, ValueError)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -72,7 +76,7 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int, resize:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "not an image Pillow can read (corrupt, or not PNG/JPEG/BMP)"
-    if isinstance(exc, Image.DecompressionBombError):
-        return "image has too many pixels to decode safely"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"image has more than {Image.MAX_IMAGE_PIXELS:,} pixels, too many to decode safely"
     text = str(exc).split(" '")[0] if isinstance(exc, OSError) else str(exc)
     return f"corrupt or truncated image ({text or type(exc).__name__})"
