@@ -291,3 +291,10 @@ def test_a_decompression_bomb_given_to_predict_is_one_line(tmp_path, env, limit_
     bomb = png_header_only(tmp_path / "bomb.png", 10_000, 10_000)
     line = refused(["predict", trained, "--model", "a", bomb], env, limit_kib)
     assert "bomb.png: cannot read image (image has more than 89,478,485 pixels" in line
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "label,pixel0,pixel1\n"], ids=["empty", "blank lines", "header only"])
+def test_a_csv_without_rows_says_so(tmp_path, env, limit_kib, text):
+    (tmp_path / "e.csv").write_text(text)
+    line = refused(models_with(tmp_path, f"csv:{tmp_path / 'e.csv'},size=4x4"), env, limit_kib)
+    assert line.endswith("e.csv: the CSV has no data rows (expected lines of a label and 16 pixels)")

@@ -498,7 +498,7 @@ def _read_csv(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.n
                             f"(a label and {want - 1} pixels for {shape[0]}x{shape[1]}x{shape[2]})")
         rows.append((number, line))
     if not rows:
-        return np.empty((0, *shape), np.uint8), np.empty(0, np.int64)
+        raise UserError(f"{path}: the CSV has no data rows (expected lines of a label and {want - 1} pixels)")
     try:
         cells = b",".join(line for _, line in rows).split(b",")
         values = np.array(cells, dtype=np.bytes_).astype(np.int64).reshape(len(rows), want)
