@@ -298,3 +298,28 @@ def test_a_csv_without_rows_says_so(tmp_path, env, limit_kib, text):
     (tmp_path / "e.csv").write_text(text)
     line = refused(models_with(tmp_path, f"csv:{tmp_path / 'e.csv'},size=4x4"), env, limit_kib)
     assert line.endswith("e.csv: the CSV has no data rows (expected lines of a label and 16 pixels)")
+
+
+def test_a_single_class_is_refused(tmp_path, env, limit_kib):
+    write_image_folder(tmp_path / "one", classes=("cat",), per_class=3, size=(12, 12))
+    line = refused(models_with(tmp_path, f"folder:{tmp_path / 'one'}"), env, limit_kib)
+    assert line.endswith('one: one class folder ("cat"); a classifier needs at least 2 classes')
+
+
+@pytest.mark.parametrize("dataset, says", [
+    ("npz:{tmp}/zeros.npz", "zeros.npz: every label is 0, one class; a classifier needs at least 2 classes"),
+    ("csv:{tmp}/zeros.csv,size=4x4", "zeros.csv: every label is 0, one class; a classifier needs at least 2 classes"),
+    ("folder:{tmp}/imgs,classes=cat", 'dataset: classes lists one class ("cat"); a classifier needs at least 2'),
+])
+def test_a_single_class_from_labels_or_declared_is_refused(tmp_path, monkeypatch, dataset, says):
+    from convstudy.data import canonical_dataset
+    from convstudy.errors import UserError
+
+    monkeypatch.setenv("CONVSTUDY_CACHE_DIR", str(tmp_path / "decoded"))
+    np.savez(tmp_path / "zeros.npz", x_train=np.zeros((4, 4, 4), np.uint8), y_train=np.zeros(4, np.int64),
+             x_test=np.zeros((2, 4, 4), np.uint8), y_test=np.zeros(2, np.int64))
+    write_csv(tmp_path / "zeros.csv", "0", rows=1)
+    write_image_folder(tmp_path / "imgs", per_class=3, size=(12, 12))
+    with pytest.raises(UserError) as err:
+        canonical_dataset(dataset.format(tmp=tmp_path))
+    assert says in str(err.value)

@@ -37,6 +37,7 @@ _KEYS = {
 _ESCAPE = {"%": "%25", ",": "%2C", "|": "%7C", "=": "%3D"}
 MAX_CLASSES = 100_000
 _LABELS = f"labels are class indices 0 to {MAX_CLASSES - 1:,}"
+_TWO_CLASSES = "a classifier needs at least 2 classes"
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_ARRAY_BYTES = 64 << 30
 MAX_CSV_BYTES = 2 << 30  # Kaggle's MNIST train.csv is 73 MiB; CIFAR-10 as CSV is about 600 MiB
@@ -160,6 +161,8 @@ def resolve(src: Source) -> Source:
     if src.classes is None:
         arrays, _ = _decoded(src)
         top = max(int(arrays["y_train"].max(initial=0)), int(arrays["y_test"].max(initial=0)))
+        if top == 0:
+            raise UserError(f"{src.path}: every label is 0, one class; {_TWO_CLASSES}")
         src = replace(src, classes=tuple(str(i) for i in range(top + 1)))
     return src
 
@@ -252,6 +255,8 @@ def _folder_layout(src: Source) -> _Layout:
     class_dirs = _subdirs(tops["train"])
     if not class_dirs:
         raise UserError(f"{tops['train']}: no class folders (expected {tops['train']}/<class>/*.png|jpg|jpeg|bmp)")
+    if len(class_dirs) == 1 and not src.classes:
+        raise UserError(f'{tops["train"]}: one class folder ("{next(iter(class_dirs))}"); {_TWO_CLASSES}')
     classes = src.classes or tuple(sorted(class_dirs))
     files: dict[str, list[tuple[str, str]]] = {}
     for split, top in tops.items():
@@ -610,6 +615,8 @@ def _classes(value: Any) -> tuple[str, ...]:
     if (not isinstance(value, (list, tuple)) or not value or len(value) > MAX_CLASSES
             or not all(isinstance(v, str) and v.strip() for v in value)):
         raise UserError("dataset: classes is a non-empty list of class names")
+    if len(value) == 1:
+        raise UserError(f'dataset: classes lists one class ("{_show(value[0], quote=False)}"); {_TWO_CLASSES}')
     if len(set(value)) != len(value):
         dup = next(v for v in value if value.count(v) > 1)
         raise UserError(f'dataset: class "{_show(dup, quote=False)}" is listed twice')
