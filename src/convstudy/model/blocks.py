@@ -15,8 +15,7 @@ from torch import nn
 
 from convstudy.model.conv import Conv2d
 from convstudy.spec.layers import (
-    Activation, BatchNorm, Conv, Dense, DepthwiseConv, Dropout, Flatten, GlobalAvgPool, GlobalMaxPool, GroupNorm,
-    LayerNorm, Pool, Residual, SeparableConv, Shape, SqueezeExcite,
+    BatchNorm, Conv, Dense, DepthwiseConv, Pool, Residual, SeparableConv, Shape,
 )
 
 ACT: dict[str, Callable[[], nn.Module]] = {
