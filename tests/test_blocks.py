@@ -99,3 +99,22 @@ def test_bad_block_is_one_line_with_exit_2(layer, words, tmp_path, capsys):
 def test_gap_on_a_flat_input_names_the_layer_and_shape():
     with pytest.raises(LayerError, match="layer 2 gap: needs an HxWxC feature map but gets a flat 784 input"):
         ModelSpec(name="m", layers=["flatten", "gap", "dense(10)"]).check((28, 28, 1), 10)
+
+
+def test_models_shows_a_residual_block_and_its_keras_count(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\n[[models]]\nname = "m"\n'
+                    'layers = ["conv(8,3,same)", "residual([sepconv(16,3,same),bn],projection_bn=true)", "gap", "dense(10)"]\n')
+    assert main(["models", str(path)]) == 0
+    out = capsys.readouterr().out
+    # rich would read "[sepconv...]" as markup and drop it; the row must show the block as written.
+    assert "residual([sepconv(16,3,same),bn],projection_bn=true)" in out.replace("\n", "") or "residual([sepconv" in out
+    assert "1 Residual" in out
+
+
+def test_the_modern_fashion_example_expands_to_its_eight_models():
+    from pathlib import Path
+
+    study = load_study_file(Path(__file__).parents[1] / "examples" / "modern_fashion.toml")
+    assert len(study.models) == 8
+    assert {m.factors["conv"] for m in study.models} == {"conv", "sepconv"}
