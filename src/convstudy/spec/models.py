@@ -284,14 +284,18 @@ def _opt_dict(opt: Any) -> Any:
 
 def summarize(model: ModelSpec, settings: TrainSettings) -> str:
     """The notebook's one-line description, generated: `ConvNet(32-64) | 2 Dropouts | 1 MaxPool | Dense(128-10) | Adadelta`."""
-    convs = [layer for layer in model.layers if layer.type == "conv"]
-    pools = [layer for layer in model.layers if layer.type == "pool"]
-    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
-    drops = sum(isinstance(layer, Dropout) for layer in model.layers)
-    bns = sum(layer.type == "bn" for layer in model.layers)
+    layers = _flat(model.layers)  # a residual block's layers count as the model's
+    convs = [layer for layer in layers if layer.type in ("conv", "sepconv")]
+    pools = [layer for layer in layers if layer.type == "pool"]
+    dense = [layer for layer in layers if isinstance(layer, Dense)]
+    drops = sum(isinstance(layer, Dropout) for layer in layers)
+    bns = sum(layer.type == "bn" for layer in layers)
+    blocks = sum(layer.type == "residual" and layer.skip for layer in layers)
     parts = []
     if convs:
         parts.append(f"ConvNet({'-'.join(str(c.filters) for c in convs)})")
+    if blocks:
+        parts.append(f"{blocks} Residual{'s' * (blocks != 1)}")
     if drops:
         parts.append(f"{drops} Dropout{'s' * (drops != 1)}")
     if pools:
@@ -302,11 +306,15 @@ def summarize(model: ModelSpec, settings: TrainSettings) -> str:
         parts.append("Padding: same")
     if bns:
         parts.append(f"{bns} BatchNorm" if bns > 1 else "BatchNorm")
-    extra = {layer.fn for layer in model.layers if isinstance(layer, Activation)}
+    extra = {layer.fn for layer in layers if isinstance(layer, Activation)}
     if extra:
         parts.append(", ".join(sorted(extra)))
     parts.append(OPTIMIZER_NAMES[settings.optimizer.name])
     return " | ".join(parts)
+
+
+def _flat(layers: tuple[_Layer, ...]) -> list[_Layer]:
+    return [inner for layer in layers for inner in (layer, *_flat(getattr(layer, "layers", ())))]
 
 
 # A sampled model is named after its Optuna trial number; the study's fingerprint leaves such models out.

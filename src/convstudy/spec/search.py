@@ -7,7 +7,6 @@ itself (convstudy.search) reads nothing else from the study file.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
