@@ -62,6 +62,15 @@ KIND_MODELS = {
     "dense": [["flatten", "dense(16,tanh)", "dense(12,linear)", "dense(10)"]],
     "bn": [["conv(4,3)", "bn", "pool(2)", "bn(momentum=0.9,epsilon=0.01)", "flatten", "dense(8)", "bn", "dense(10)"]],
     "activation": [[f"conv(4,3,activation={fn})", fn, "flatten", f"dense(16,{fn})", "dense(10)"] for fn in ACTIVATIONS],
+    "dwconv": [["conv(4,3)", "dwconv(3,multiplier=2)", "dwconv(3,same,stride=2)", "flatten", "dense(10)"]],
+    "sepconv": [["conv(4,3)", "sepconv(6,3,same)", "sepconv(8,5,same,stride=3)", "flatten", "dense(10)"]],
+    "gap": [["conv(4,3)", "gap", "dense(10)"]],
+    "gmp": [["conv(4,3)", "gmp", "dense(10)"]],
+    "ln": [["conv(4,3)", "ln", "flatten", "dense(10)"]],
+    "gn": [["conv(8,3)", "gn(2)", "flatten", "dense(10)"]],
+    "se": [["conv(8,3)", "se", "flatten", "dense(10)"]],
+    "residual": [["conv(8,3,same)", "residual([conv(8,3,same),bn,conv(8,3,same,activation=linear)])",
+                  "residual([conv(16,3,same,stride=2)],projection_bn=true)", "gap", "dense(10)"]],
 }
 KIND_CASES = [pytest.param(layers, id=f"{kind}-{i}") for kind, models in KIND_MODELS.items()
               for i, layers in enumerate(models)]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 import torch
 
 from convstudy.data import get_info
 from convstudy.interop.export import TOLERANCE, check_onnx, onnx_bytes
-from convstudy.interop.keras import _toml
 from convstudy.interop.predict import Trained, probabilities
 from convstudy.model import MODULES, build_model, chain, count_params, predict_proba, summarize_model
 from convstudy.spec import LAYERS, ModelSpec, Residual, TrainSettings, parse_layer
@@ -73,7 +73,7 @@ def test_layer_kind_end_to_end(kind):
             assert parse_layer(layer.to_string()) == layer
             assert parse_layer(layer.to_dict()) == layer
             assert parse_layer(json.loads(json.dumps(layer.to_dict()))) == layer
-        text = "\n".join(f"{k} = {_toml(v)}" for k, v in spec.to_dict().items())
+        text = tomli_w.dumps(spec.to_dict())
         assert ModelSpec.model_validate(tomllib.loads(text)) == spec
         again = build_model(ModelSpec.model_validate(spec.to_dict()), shape)
         again.load_state_dict(net.state_dict())
