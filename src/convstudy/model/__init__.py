@@ -22,6 +22,21 @@ _ACT = {
 }
 
 
+class ChannelsLastFlatten(nn.Flatten):
+    """nn.Flatten whose gradient goes back in its input's channels_last layout (same values).
+
+    Flattening an NHWC-stored tensor in NCHW order copies it, and the copy's gradient comes back NCHW;
+    on the CPU, max pooling's backward then converted layouts twice at full size (k3-1: ~10% of a
+    fp32 step, docs/benchmarks.md). Converting the small flattened gradient once instead is cheaper.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.requires_grad and x.dim() == 4 and x.device.type == "cpu" and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            x.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
 class SamePad(nn.Module):
     """TensorFlow's 'same' padding for strided convs: the odd pixel goes bottom/right."""
 
@@ -62,7 +77,7 @@ def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = ()) 
         elif isinstance(layer, Dropout):
             mods.append(nn.Dropout(layer.rate))
         elif isinstance(layer, Flatten):
-            mods.append(nn.Flatten())
+            mods.append(ChannelsLastFlatten())
         elif isinstance(layer, Dense):
             mods.append(nn.Linear(shape[0], layer.units))
             if i != last:
