@@ -127,9 +127,9 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
     """Everything about how `spec` trains on `device`, decided once per trial, here.
 
     The convolutions that measured faster as DFT matrix products (stride-1 kernels of DFT_MIN_KERNEL or
-    more over DFT_MIN_CHANNELS+ inputs, on the CPU in bf16, and in fp32 where the CPU has no native bf16,
-    the only CPUs timed in fp32) are read off a model built on the meta device, so nothing is allocated
-    and a resumed trial makes the same choice.
+    more over DFT_MIN_CHANNELS+ inputs; on the CPU in bf16, and in fp32 where the CPU has no native bf16:
+    with native bf16, fp32 is a user's explicit choice and stays direct) are read off a model built on
+    the meta device, so nothing is allocated and a resumed trial makes the same choice.
     """
     dft: list[str] = []
     if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and not cpu_has_native_bf16())):
