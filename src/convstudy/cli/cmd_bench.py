@@ -66,16 +66,17 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(doc, indent=2))
         return 0
-    t = doc["threads"]
+    t, tried = doc["threads"], ", ".join(map(str, doc["baseline"]["threads_tried"]))
     table = Table(title=f"training throughput on {device.type}, {precision}; trainer {t} threads, 1 process; plain "
-                        f"loop at {t} (PyTorch's default) and at {', '.join(map(str, doc['baseline']['threads_tried']))} "
-                        f"threads; matmul peak {doc['peak_gflops']:.0f} GFLOP/s", title_justify="left")
+                        f"loop at {t} (PyTorch's default) and at {tried} threads; matmul peak "
+                        f"{doc['peak_gflops']:.0f} GFLOP/s", title_justify="left")
     for col in ("model", "samples/s", f"plain loop, {t} thr", "ratio", "best plain loop", "ratio to best",
                 "GFLOP/s", "peak share"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for m in doc["models"]:
         table.add_row(m["name"], f"{m['samples_per_s']:,.0f}", f"{m['baseline_samples_per_s']:,.0f}",
-                      f"{m['ratio']:.2f}x", f"{m['best_baseline_samples_per_s']:,.0f} ({m['best_baseline_threads']} thr)",
+                      f"{m['ratio']:.2f}x",
+                      f"{m['best_baseline_samples_per_s']:,.0f} ({m['best_baseline_threads']} thr)",
                       f"{m['best_ratio']:.2f}x", f"{m['gflops']:.1f}", f"{100 * m['peak_share']:.1f}%")
     console.print(table)
     if doc["load"]:
