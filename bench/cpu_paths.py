@@ -1,24 +1,26 @@
 """What each CPU speed switch is worth, per seed model: one JSON line per model and variant.
 
-    python bench/cpu_paths.py --models k7-3,k3-2 --threads 1 [--compile]
+    python bench/cpu_paths.py --models k7-3,k3-2 --threads 1 [--compile] [--precision fp32] [--kept-only]
 
-Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast,
-channels_last): `direct` (every conv direct), `dft` (the train stage's DFT choice), and with
+Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast or
+fp32, channels_last): `direct` (every conv direct), `dft` (the train stage's DFT choice), and with
 --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
 them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
-with glibc's default malloc and with `keep_freed_memory()`.
+with glibc's default malloc and with `keep_freed_memory()` (only the latter with --kept-only).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 
 
-def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, batches: int) -> dict:
+def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, batches: int,
+            precision: str = "bf16") -> dict:
     import torch
 
     from dataclasses import replace
@@ -37,7 +39,7 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     n = batches * settings.batch_size
     split = Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
                   torch.randint(0, 10, (n,), generator=gen))
-    chosen = plan(spec, (28, 28, 1), torch.device("cpu"), "bf16", threads)  # the train stage's algorithm choice
+    chosen = plan(spec, (28, 28, 1), torch.device("cpu"), precision, threads)  # the train stage's algorithm choice
     plans = {"direct": replace(chosen, dft=())}
     if chosen.dft:
         plans["dft"] = chosen
@@ -60,7 +62,8 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
             t0 = time.perf_counter()
             epoch(net)
             seconds[key] += time.perf_counter() - t0
-    return {"model": model, "threads": threads, "allocator": "kept" if tuned else "glibc default",
+    return {"model": model, "precision": precision, "threads": threads, "conv_dft": list(chosen.dft),
+            "allocator": "kept" if tuned else "glibc default", "load": os.getloadavg()[0],
             **{f"{k}_samples_per_s": round(rounds * n / s, 1) for k, s in seconds.items()}}
 
 
@@ -71,16 +74,20 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
+    ap.add_argument("--kept-only", action="store_true", help="only the allocator setting the trainer uses")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "TUNED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         model, tuned = args.child
-        print(json.dumps(measure(model, args.threads, tuned == "1", args.compile, args.rounds, args.batches)))
+        print(json.dumps(measure(model, args.threads, tuned == "1", args.compile, args.rounds, args.batches,
+                                 args.precision)))
         return 0
     for model in args.models.split(","):
-        for tuned in ("0", "1"):
+        for tuned in ("1",) if args.kept_only else ("0", "1"):
             cmd = [sys.executable, __file__, "--threads", str(args.threads), "--rounds", str(args.rounds),
-                   "--batches", str(args.batches), *(["--compile"] if args.compile else []), "--child", model, tuned]
+                   "--batches", str(args.batches), "--precision", args.precision,
+                   *(["--compile"] if args.compile else []), "--child", model, tuned]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             print(out, flush=True)
     return 0

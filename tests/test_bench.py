@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import torch
 
 
+from convstudy.bench import thread_counts
 from convstudy.cli import main
 
 
@@ -21,6 +24,32 @@ def test_bench_json_reports_both_loops_and_the_peak(capsys):
     assert m["samples_per_s"] > 0 and m["baseline_samples_per_s"] > 0
     assert abs(m["ratio"] - m["samples_per_s"] / m["baseline_samples_per_s"]) < 0.01
     assert 0 < m["peak_share"] == pytest.approx(m["gflops"] / doc["peak_gflops"], rel=0.01)
+
+
+def test_bench_reports_each_sides_threads_and_the_ratio_to_the_best_plain_loop(capsys):
+    threads = torch.get_num_threads()
+    code = main(["bench", "--models", "k3-2", "--device", "cpu", "--seconds", "0.5", "--format", "json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["threads"] == doc["trainer"]["threads"] == doc["baseline"]["default_threads"] == threads
+    assert doc["trainer"]["workers"] == doc["baseline"]["workers"] == 1
+    tried = doc["baseline"]["threads_tried"]
+    assert tried == thread_counts(threads, os.cpu_count()) and 1 in tried and threads in tried
+    assert len(doc["load"]) == 2
+    (m,) = doc["models"]
+    by = m["baseline_by_threads"]
+    assert sorted(map(int, by)) == tried
+    assert m["baseline_samples_per_s"] == by[str(threads)]  # the old field keeps its meaning: default threads
+    assert m["best_baseline_samples_per_s"] == max(by.values()) == by[str(m["best_baseline_threads"])]
+    assert abs(m["best_ratio"] - m["samples_per_s"] / m["best_baseline_samples_per_s"]) < 0.01
+    assert m["best_ratio"] <= m["ratio"] + 1e-9
+    assert torch.get_num_threads() == threads  # the process's setting is restored
+
+
+def test_thread_counts_are_powers_of_two_up_to_the_cpus_with_the_default_and_cpu_count():
+    assert thread_counts(2, 2) == [1, 2]
+    assert thread_counts(6, 12) == [1, 2, 4, 6, 8, 12]
+    assert thread_counts(1, 1) == [1]
 
 
 def test_bench_unknown_model_is_a_user_error(capsys):

@@ -73,20 +73,90 @@ def test_strided_or_grouped_convs_stay_direct():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, stride=2, groups=2))
 
 
-def test_rule_picks_the_large_5x5_and_7x7_convs_on_the_cpu_in_bf16_only():
+def _chosen(name, device="cpu", precision="bf16"):
+    return list(plan(seed_study().model(name), (28, 28, 1), torch.device(device), precision, 1).dft)
+
+
+def test_rule_picks_the_large_5x5_and_7x7_convs_on_a_cpu_with_native_bf16_in_bf16_only(monkeypatch):
+    monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: True)
+    assert _chosen("k7-3") == ["3"]  # conv(64,7,same) over 256 channels; not the 1- or 64-channel ones
+    assert _chosen("k7-1") == ["2"]
+    assert _chosen("k7-3", precision="fp32") == []  # fp32 on these CPUs: not timed, left direct
+    assert _chosen("k7-3", device="cuda") == []
+    assert _chosen("k5-1") == ["2"]  # conv(64,5) over 128 channels; not conv(32,5) over 64
+    assert _chosen("k5-3") == ["3"]
+    assert _chosen("k5-2") == [] and _chosen("k3-1") == []
     study = seed_study()
-
-    def chosen(name, device="cpu", precision="bf16"):
-        return list(plan(study.model(name), (28, 28, 1), torch.device(device), precision, 1).dft)
-
-    assert chosen("k7-3") == ["3"]  # conv(64,7,same) over 256 channels; not the 1- or 64-channel ones
-    assert chosen("k7-1") == ["2"]
-    assert chosen("k7-3", precision="fp32") == []
-    assert chosen("k7-3", device="cuda") == []
-    assert chosen("k5-1") == ["2"]  # conv(64,5) over 128 channels; not conv(32,5) over 64
-    assert chosen("k5-3") == ["3"]
-    assert chosen("k5-2") == [] and chosen("k3-1") == []
     direct = build_model(study.model("k7-3"), (28, 28, 1))
     dft = build_model(study.model("k7-3"), (28, 28, 1), dft=("3",))
     assert dft[3].algorithm == "dft" and direct[3].algorithm == "direct"
     assert set(dft.state_dict()) == set(direct.state_dict())  # checkpoints and exports are unchanged
+
+
+def test_rule_picks_the_same_convs_in_fp32_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: False)
+    for name in ("k5-1", "k5-3", "k7-1", "k7-2", "k7-3", "k5-2", "k3-1", "k7-4"):
+        assert _chosen(name, precision="fp32") == _chosen(name, precision="bf16"), name
+    assert _chosen("k7-3", precision="fp32") == ["3"]
+    assert _chosen("k7-3", device="cuda", precision="fp32") == []
+
+
+# The seed layers the fp32 rule picks, at their own sizes: (cin, cout, h, w, kernel, padding).
+FP32_LAYERS = [(256, 64, 14, 14, 7, "same"), (128, 64, 22, 22, 7, 0), (128, 64, 24, 24, 5, 0),
+               (128, 64, 14, 14, 5, "same")]
+
+
+@pytest.mark.parametrize("kernel,padding,h,w", [(7, "same", 14, 14), (7, 0, 22, 22), (5, 0, 24, 24)])
+def test_dft_gradcheck_at_the_fp32_layer_geometries(kernel, padding, h, w):
+    """float64 gradcheck of the same module (and code path) the fp32 plan runs, with fewer channels."""
+    _, dft = _pair(2, 2, kernel, padding)
+    x = torch.randn(1, 2, h, w, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+
+    def f(x, weight, bias):
+        return torch.func.functional_call(dft, {"weight": weight, "bias": bias}, (x,))
+
+    inputs = (x.requires_grad_(), dft.weight.detach().clone().requires_grad_(),
+              dft.bias.detach().clone().requires_grad_())
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+@pytest.mark.parametrize("cin,cout,h,w,kernel,padding", FP32_LAYERS)
+def test_dft_in_fp32_matches_direct_fp32_within_fp32_rounding(cin, cout, h, w, kernel, padding):
+    """Forward and both gradients of DFT and direct fp32 against float64, within a rounding bound.
+
+    A sum of m fp32 products a_i b_i is off by at most about lambda * sqrt(m) * u * sum |a_i b_i|
+    (u = 2^-24; Higham & Mary's probabilistic bound, lambda a small constant; 4 here). The sums
+    |a_i b_i| are the same convolution of |x|, |w| and |grad| (computed in float64 below); m
+    counts every reduction either path makes: direct cin*k*k, cout*k*k, n*Ho*Wo; the DFT's
+    transforms (w, 2h, 2P, 2V), channel mix (2cin, 2cout), batch (n) and kernel spectrum (2PV)
+    products, whose unitary-scaled transforms do not amplify the error.
+    """
+    n = 4
+    conv, dft = _pair(cin, cout, kernel, padding, torch.float32)
+    x = torch.randn(n, cin, h, w).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(conv(x))
+    ho, wo = g.shape[-2:]
+    pad = (kernel - 1) if padding == "same" else 0
+    p, v = h + pad, (w + pad) // 2 + 1
+    m = (cin + cout) * kernel**2 + n * ho * wo + w + 2 * h + 2 * p + 2 * v + 2 * cin + 2 * cout + n + 2 * p * v
+    tol = 4 * 2.0**-24 * m**0.5
+
+    def run(mod, dtype, xx, gg, magnitude=False):
+        xx = xx.detach().to(dtype, copy=True).requires_grad_()
+        w, b = (t.detach().to(dtype) for t in (mod.weight, mod.bias))
+        w, b = (w.abs(), b.abs()) if magnitude else (w, b)
+        params = {"weight": w.requires_grad_(), "bias": b.requires_grad_()}
+        y = torch.func.functional_call(mod, params, (xx,))
+        y.backward(gg.to(dtype))
+        return y, xx.grad, params["weight"].grad
+
+    exact = run(conv, torch.float64, x, g)
+    scale = run(conv, torch.float64, x.abs(), g.abs(), magnitude=True)  # sum |a_i b_i| of every output and gradient
+    for mod in (dft, conv):
+        got = run(mod, torch.float32, x, g)
+        for name, a, e, s in zip(("output", "input grad", "weight grad"), got, exact, scale):
+            err = (a.double() - e).abs()
+            assert (err <= tol * s).all(), (mod.algorithm, name, (err / s).max().item(), tol)
+    # Hence DFT and direct fp32 differ by at most twice the bound: only by rounding.
+    y_dft, y_dir = run(dft, torch.float32, x, g)[0], run(conv, torch.float32, x, g)[0]
+    assert ((y_dft - y_dir).abs().double() <= 2 * tol * scale[0]).all()

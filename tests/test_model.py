@@ -89,3 +89,34 @@ def test_flops_count_multiply_adds_twice():
     spec = ModelSpec(name="m", layers=["conv(2,3)", "flatten", "dense(10)"])
     summary = summarize_model(spec, (28, 28, 1))
     assert summary.flops == 2 * (9 * 1 * 2 * 26 * 26) + 2 * (26 * 26 * 2 * 10)
+
+
+def test_flatten_sends_channels_last_gradients_back_and_trains_the_same():
+    """The flatten's gradient keeps the NHWC layout (max pooling's backward then converts nothing); same bits."""
+    spec = seed_study().model("k3-1")  # ... pool, dropout, flatten, dense ...
+    flat = next(m for m in build_model(spec, (28, 28, 1)) if isinstance(m, torch.nn.Flatten))
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    h = x * 1  # not a leaf: a leaf's .grad takes its layout anyway; the pooling before it is what matters
+    y = flat(h)
+    seen = []
+    h.register_hook(seen.append)  # runs after the flatten's own hook
+    g = torch.randn(4, 8 * 6 * 6)
+    y.backward(g)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(seen[0], g.view(4, 8, 6, 6))
+
+    weights = []
+    for plain in (False, True):
+        torch.manual_seed(0)
+        model = build_model(spec, (28, 28, 1)).to(memory_format=torch.channels_last)
+        if plain:
+            i = next(i for i, m in enumerate(model) if isinstance(m, torch.nn.Flatten))
+            model[i] = torch.nn.Flatten()
+        opt = torch.optim.Adam(model.parameters())
+        xb = torch.rand(16, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+        for _ in range(2):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), torch.arange(16) % 10).backward()
+            opt.step()
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])

@@ -2,12 +2,16 @@
 
 Both loops train the same model on the same synthetic uint8 images, in one process, in alternating
 chunks, so that load from other processes on a shared machine hits both alike and their ratio stays
-fair. Achieved GFLOP/s count 3x the forward FLOPs per sample (forward + two backward products) and
-are set against a matrix product timed here, in the trainer's precision.
+fair. The trainer runs with the threads `convstudy run` gives a lone trial (PyTorch's default); the
+plain loop runs at that default and at each thread count from 1 up (powers of two and the CPU count),
+and the ratio against its best count is the one that counts: fewer threads can be faster on a small
+model or a busy machine. Achieved GFLOP/s count 3x the forward FLOPs per sample (forward + two backward
+products) and are set against a matrix product timed here, in the trainer's precision.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -28,10 +32,24 @@ ROUNDS = 4  # timed chunks per loop and model, alternating trainer and baseline
 class ModelBench:
     name: str
     samples_per_s: float
-    baseline_samples_per_s: float
+    baseline_samples_per_s: float  # the plain loop at PyTorch's default threads, the trainer's own
     ratio: float
     gflops: float
     peak_share: float
+    best_baseline_samples_per_s: float  # the plain loop at its fastest thread count
+    best_baseline_threads: int
+    best_ratio: float  # against the best plain loop: the ratio that counts
+    baseline_by_threads: dict[str, float]  # samples/s per thread count tried (JSON keys are strings)
+
+
+def thread_counts(default: int, cpus: int) -> list[int]:
+    """Thread counts to try for the plain loop: powers of two up to `cpus`, `cpus` itself and the default."""
+    counts = {default, cpus}
+    t = 1
+    while t <= cpus:
+        counts.add(t)
+        t *= 2
+    return sorted(counts)
 
 
 def _sync(device: torch.device) -> None:
@@ -115,51 +133,71 @@ def _timed(run: Callable[[int], int], n_batches: int, device: torch.device) -> t
     return done, time.perf_counter() - t0
 
 
+def _with_threads(run: Callable[[int], int], threads: int) -> Callable[[int], int]:
+    def timed_run(n_batches: int) -> int:
+        torch.set_num_threads(threads)
+        return run(n_batches)
+    return timed_run
+
+
 def bench_model(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, device: torch.device, seconds: float,
-                precision: str, channels_last: bool, peak_gflops: float) -> ModelBench:
-    """Time both loops on `spec` for about `seconds` in all, alternating chunks of similar duration."""
+                precision: str, channels_last: bool, peak_gflops: float,
+                baseline_threads: list[int] | None = None) -> ModelBench:
+    """Time the trainer and the plain loop (at each of `baseline_threads`) on `spec` for about `seconds` in
+    all, alternating chunks of similar duration; the trainer keeps the threads current at the call."""
     h, w, c = input_shape
     gen = torch.Generator().manual_seed(0)
     # Enough images for the longest chunk; the trainer reads a prefix, the baseline cycles its loader.
     n_max = 256 * settings.batch_size
     x = torch.randint(0, 256, (n_max, c, h, w), dtype=torch.uint8, generator=gen)
     y = torch.randint(0, 10, (n_max,), generator=gen)
+    threads = torch.get_num_threads()
+    counts = sorted({threads, *(baseline_threads or [])})
     ours = trainer_loop(spec, settings, input_shape, x, y, device, precision, channels_last)
     base = plain_loop(spec, settings, input_shape, x, y, device)
-    warm = 2 * (1 + 3)  # past the CUDA graph capture and cuDNN's algorithm search
-    _timed(ours, warm, device)
-    _timed(base, warm, device)
-    _, t_ours = _timed(ours, 4, device)
-    _, t_base = _timed(base, 4, device)
-    per_chunk = seconds / (2 * ROUNDS)
-    chunk_ours = int(max(2, min(256, per_chunk / (t_ours / 4))))
-    chunk_base = int(max(2, min(256, per_chunk / (t_base / 4))))
-    totals = {"ours": [0, 0.0], "base": [0, 0.0]}
-    for _ in range(ROUNDS):
-        for key, run, chunk in (("ours", ours, chunk_ours), ("base", base, chunk_base)):
-            done, dt = _timed(run, chunk, device)
-            totals[key][0] += done
-            totals[key][1] += dt
+    loops = {"ours": _with_threads(ours, threads), **{t: _with_threads(base, t) for t in counts}}
+    try:
+        warm = 2 * (1 + 3) if device.type == "cuda" else 2  # past CUDA graph capture and cuDNN's algorithm search
+        chunks = {}
+        for key, run in loops.items():
+            _timed(run, warm, device)
+            _, t4 = _timed(run, 4, device)
+            chunks[key] = int(max(2, min(256, seconds / (len(loops) * ROUNDS) / (t4 / 4))))
+        totals = {key: [0, 0.0] for key in loops}
+        for _ in range(ROUNDS):
+            for key, run in loops.items():
+                done, dt = _timed(run, chunks[key], device)
+                totals[key][0] += done
+                totals[key][1] += dt
+    finally:
+        torch.set_num_threads(threads)
     sps = totals["ours"][0] / totals["ours"][1]
-    base_sps = totals["base"][0] / totals["base"][1]
+    by_threads = {t: totals[t][0] / totals[t][1] for t in counts}
+    base_sps = by_threads[threads]
+    best = max(counts, key=by_threads.__getitem__)
     gflops = sps * 3 * summarize_model(spec, input_shape).flops / 1e9
     return ModelBench(spec.name, round(sps, 1), round(base_sps, 1), round(sps / base_sps, 3), round(gflops, 2),
-                      round(gflops / peak_gflops, 4))
+                      round(gflops / peak_gflops, 4), round(by_threads[best], 1), best,
+                      round(sps / by_threads[best], 3), {str(t): round(v, 1) for t, v in by_threads.items()})
 
 
 def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shape, device: torch.device,
                  seconds: float, precision: str, channels_last: bool,
                  on_model: Callable[[ModelBench], None] | None = None) -> dict:
-    """The benchmark's JSON document: the peak, then one entry per model.
+    """The benchmark's JSON document: the peak, the threads and processes each side used, one entry per model.
 
     The trainer's process settings (configure_backends: on the CPU, an allocator that keeps freed
     memory) apply to the whole process, so the baseline runs with them too: a conservative ratio.
+    On CUDA the plain loop runs at the default threads only (the GPU does the work).
     """
     configure_backends(device)
+    threads = torch.get_num_threads()
+    counts = thread_counts(threads, os.cpu_count() or threads) if device.type == "cpu" else [threads]
+    load = [round(os.getloadavg()[0], 2)] if hasattr(os, "getloadavg") else []
     peak = matmul_peak(device, precision)
     results = []
     for spec, settings in specs:
-        r = bench_model(spec, settings, input_shape, device, seconds, precision, channels_last, peak)
+        r = bench_model(spec, settings, input_shape, device, seconds, precision, channels_last, peak, counts)
         results.append(r)
         if on_model is not None:
             on_model(r)
@@ -167,7 +205,12 @@ def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shap
         "device": device.type,
         "precision": precision,
         "channels_last": channels_last,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
+        # One process each; the trainer as `convstudy run` trains a lone trial (--workers 1), the plain
+        # loop with a DataLoader in the main process (num_workers 0).
+        "trainer": {"threads": threads, "workers": 1},
+        "baseline": {"default_threads": threads, "threads_tried": counts, "workers": 1, "loader_workers": 0},
+        "load": load + ([round(os.getloadavg()[0], 2)] if load else []),  # 1-minute load average, start and end
         "peak_gflops": round(peak, 1),
         "seconds_per_model": seconds,
         "models": [asdict(r) for r in results],

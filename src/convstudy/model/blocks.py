@@ -38,6 +38,21 @@ def same_pads(shape: Shape, kernel: int, stride: int) -> tuple[int, int, int, in
     return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
 
+class ChannelsLastFlatten(nn.Flatten):
+    """nn.Flatten whose gradient goes back in its input's channels_last layout (same values).
+
+    Flattening an NHWC-stored tensor in NCHW order copies it, and the copy's gradient comes back NCHW;
+    on the CPU, max pooling's backward then converted layouts twice at full size (k3-1: ~10% of a
+    fp32 step, docs/benchmarks.md). Converting the small flattened gradient once instead is cheaper.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.requires_grad and x.dim() == 4 and x.device.type == "cpu" and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            x.register_hook(lambda g: g.contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
 class DepthwiseConv2d(Conv2d):
     """A depthwise Conv2d: Keras's kernel is (k, k, C, multiplier), so its glorot fans are k*k*C and k*k*multiplier."""
 
@@ -144,7 +159,7 @@ MODULES: dict[str, Callable[..., list[nn.Module]]] = {
     "gap": lambda layer, shape, last: [nn.AdaptiveAvgPool2d(1), nn.Flatten()],
     "gmp": lambda layer, shape, last: [nn.AdaptiveMaxPool2d(1), nn.Flatten()],
     "dropout": lambda layer, shape, last: [nn.Dropout(layer.rate)],
-    "flatten": lambda layer, shape, last: [nn.Flatten()],
+    "flatten": lambda layer, shape, last: [ChannelsLastFlatten()],
     "dense": _dense, "bn": _bn,
     "ln": lambda layer, shape, last: [ChannelLayerNorm(shape[-1], eps=layer.epsilon)],
     "gn": lambda layer, shape, last: [nn.GroupNorm(layer.groups, shape[-1], eps=layer.epsilon)],

@@ -90,11 +90,12 @@ def keep_freed_memory() -> bool:
     return ok
 
 
-# Convolutions that train faster as separable-DFT matrix products (model.conv) on the CPU in bf16:
-# stride-1 kernels of 5x5 or more over 128+ input channels. Measured per layer (forward + backward,
-# batch 128) on this project's 2-core AVX-512 machine (docs/benchmarks.md): the 5x5 convs of k5-1
-# and k5-3 ran 1.7-1.9x faster than oneDNN's direct bf16 convolution, the 7x7 convs of k7-1, k7-2 and
-# k7-3 2.4-3.1x; 64-channel and 1-channel layers gained nothing, so they stay direct.
+# Convolutions that train faster as separable-DFT matrix products (model.conv) on the CPU: stride-1
+# kernels of 5x5 or more over 128+ input channels. Measured per layer (forward + backward, batch 128,
+# docs/benchmarks.md): in bf16 on a 2-core AVX-512 machine the 5x5 convs of k5-1 and k5-3 ran 1.7-1.9x
+# faster than oneDNN's direct bf16 convolution, the 7x7 convs of k7-1, k7-2 and k7-3 2.4-3.1x; in fp32
+# with AVX2 kernels (bench/conv_fp32.py) the same layers ran 2.5x (5x5) and 3.1-3.4x (7x7) faster at
+# 1 thread. 64-channel layers were mixed (0.4-1.3x) and 1-channel layers slower, so they stay direct.
 DFT_MIN_KERNEL = 5
 DFT_MIN_CHANNELS = 128
 
@@ -125,12 +126,13 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
          threads: int, cuda_graphs: bool = True, foreach: bool | None = None) -> Plan:
     """Everything about how `spec` trains on `device`, decided once per trial, here.
 
-    The convolutions that measured faster as DFT matrix products (CPU, bf16, stride-1 kernels of
-    DFT_MIN_KERNEL or more over DFT_MIN_CHANNELS+ inputs) are read off a model built on the meta
-    device, so nothing is allocated and a resumed trial makes the same choice.
+    The convolutions that measured faster as DFT matrix products (stride-1 kernels of DFT_MIN_KERNEL or
+    more over DFT_MIN_CHANNELS+ inputs; on the CPU in bf16, and in fp32 where the CPU has no native bf16:
+    with native bf16, fp32 is a user's explicit choice and stays direct) are read off a model built on
+    the meta device, so nothing is allocated and a resumed trial makes the same choice.
     """
     dft: list[str] = []
-    if device.type == "cpu" and precision == "bf16":
+    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and not cpu_has_native_bf16())):
         with torch.device("meta"):
             model = build_model(spec, input_shape)
         dft = [name for name, mod in model.named_modules()
