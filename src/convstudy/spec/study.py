@@ -234,6 +234,9 @@ class ModelSpec(_Frozen):
     # The factor levels this model was expanded or sampled with (name -> a JSON scalar), in factor order;
     # empty for a model written out by hand. Reports, `--where` and the factor effects read them.
     factors: dict[str, str | int | float | bool] = {}
+    # The [[spaces]] template it came from ("" for a model written out): the design-space comparisons group
+    # by it. Left out of the fingerprint, so a study stored before it was recorded stays the same study.
+    space: str = ""
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -279,10 +282,20 @@ class ModelSpec(_Frozen):
         out["layers"] = [layer.to_string() for layer in self.layers]
         if self.factors:
             out["factors"] = dict(self.factors)
+        if self.space:
+            out["space"] = self.space
         overrides = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
         if overrides:
             out["train"] = {k: (_opt_dict(v) if k == "optimizer" else v) for k, v in overrides.items()}
         return out
+
+
+class ReportSettings(_Frozen):
+    """`[report]`: how reports compare; it changes no trained number, so the fingerprint leaves it out."""
+
+    # Complexity normalisation of the design-space error EDFs (docs/design-spaces.md): weights that make
+    # the distribution of parameters (or FLOPs) uniform over bins, so a space is not better for being bigger.
+    normalize: Literal["params", "flops", "none"] = "params"
 
 
 class Study(_Frozen):
@@ -303,6 +316,7 @@ class Study(_Frozen):
     models: tuple[ModelSpec, ...]
     # A search (convstudy.search) adds the models it samples to `models` as it goes; see fingerprint.
     search: SearchSpec | None = None
+    report: ReportSettings = ReportSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -380,6 +394,7 @@ class Study(_Frozen):
             "train": train,
             "models": [m.to_dict() for m in self.models],
             **({"search": self.search.to_dict()} if self.search else {}),
+            **({"report": self.report.model_dump()} if self.report != ReportSettings() else {}),
         }
 
     def fingerprint(self) -> str:
@@ -388,6 +403,9 @@ class Study(_Frozen):
         body = self.to_dict()
         body.pop("seeds")  # and racing, which only decides how many seeds run
         body.pop("description")
+        body.pop("report", None)  # how reports compare, not what trains
+        for m in body["models"]:
+            m.pop("space", None)
         if self.search:
             body["models"] = [m for m in body["models"] if not is_sampled(m)]
             body["search"].pop("trials")
