@@ -36,7 +36,7 @@ def calls(rng: np.random.Generator, a: tuple, b: tuple, n_perm: int) -> tuple[bo
     """The report's two calls for one pair (plain KS and normalised weighted KS, Holm-adjusted together),
     and the plain KS test's call alone."""
     p_plain = ds.ks_test(a[0], b[0]).pvalue
-    p_norm = ds.weighted_ks(a[0], b[0], a[1], b[1], ds.n_bins(len(a[0])), rng, n_perm)["p"]
+    p_norm = ds.weighted_ks(a[0], b[0], a[1], b[1], ds.n_bins(len(a[0])), rng, n_perm, n_perm)["p"]
     reject = multipletests([p_plain, p_norm], alpha=ds.ALPHA, method="holm")[0]
     return bool(reject[0]), bool(reject[1]), bool(p_plain < ds.ALPHA)
 
