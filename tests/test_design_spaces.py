@@ -101,7 +101,8 @@ def test_good_range_brackets_the_best_models_level():
 
 def _models(space, n, rng, shift=0.0):
     return [{"name": f"{space}{i}", "space": space, "factors": {"f": int(f), "bn": bool(i % 2)},
-             "params": int(1000 * f), "flops": int(5000 * f), "val_accuracy": {"mean": 0.9 - shift + rng.normal(0, 0.01)}}
+             "params": int(1000 * f), "flops": int(5000 * f),
+             "val_accuracy": {"mean": 0.9 - shift + rng.normal(0, 0.01)}}
             for i, f in enumerate(rng.choice([2, 4, 8], n))]
 
 
@@ -119,6 +120,10 @@ def test_design_spaces_section_holm_adjusts_every_comparison():
     curve = out["groups"][0]["best_of_m"]
     assert curve["m"][0] == 1 and curve["m"][-1] == 30 and curve["mean"][0] > curve["mean"][-1]
     assert ds.design_spaces(_models("a", 3, rng), "val_accuracy", "params") is None
+    hand = [{**m, "space": None} for m in _models("a", 12, rng)]  # models with factors written out by hand
+    out = ds.design_spaces(hand, "val_accuracy", "none")
+    assert "bn = false" in [g["label"] for g in out["groups"]] and not any(c["kind"] == "spaces" for c in out["comparisons"])
+    assert all(c["normalized"] is None for c in out["comparisons"])
 
 
 def test_section_renders_500_models_per_space_without_warnings(recwarn):

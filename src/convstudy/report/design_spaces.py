@@ -336,7 +336,7 @@ def design_spaces(models: list[dict[str, Any]], metric: str, normalize: str) -> 
             members = [[m for m in ms if f in m["factors"] and _key(m["factors"][f]) == _key(v)] for v in levels]
             if not 2 <= len(levels) <= MAX_LEVELS or len(members[0]) < MIN_MODELS:
                 continue
-            where = f"{s}: " if len(spaces) > 1 or not s else ""
+            where = f"{s}: " if s and len(spaces) > 1 else ""
             ref = group(members[0], f"{where}{f} = {level_text(levels[0])}", space=s or None, factor=f,
                         level=levels[0])
             pairs += [("levels", group(mm, f"{where}{f} = {level_text(v)}", space=s or None, factor=f, level=v),
