@@ -148,3 +148,12 @@ def test_section_renders_500_models_per_space_without_warnings(recwarn):
     md = "\n".join(design_markdown(report))
     assert "## Design spaces" in md and "![design_edf](plots/_design_edf.png)" in md and "FLOPs" in md
     assert not [w for w in recwarn if "matplotlib" in str(w.filename)]
+
+
+def test_a_level_is_a_population_only_where_it_is_compared():
+    rng = np.random.default_rng(5)
+    models = _models("a", 14, rng)
+    for i, m in enumerate(models):
+        m["factors"]["lr"] = 0.1 if i < 10 else 0.01  # the other level has too few models to compare
+    labels = [g["label"] for g in ds.design_spaces(models, "val_accuracy", "params")["groups"]]
+    assert not any(label.startswith("lr") for label in labels)

@@ -334,13 +334,14 @@ def design_spaces(models: list[dict[str, Any]], metric: str, normalize: str) -> 
         for f in dict.fromkeys(k for m in ms for k in m["factors"]):
             levels = list({_key(m["factors"][f]): m["factors"][f] for m in ms if f in m["factors"]}.values())
             members = [[m for m in ms if f in m["factors"] and _key(m["factors"][f]) == _key(v)] for v in levels]
-            if not 2 <= len(levels) <= MAX_LEVELS or len(members[0]) < MIN_MODELS:
+            others = [(v, mm) for v, mm in zip(levels[1:], members[1:]) if len(mm) >= MIN_MODELS]
+            if not 2 <= len(levels) <= MAX_LEVELS or len(members[0]) < MIN_MODELS or not others:
                 continue
             where = f"{s}: " if s and len(spaces) > 1 else ""
             ref = group(members[0], f"{where}{f} = {level_text(levels[0])}", space=s or None, factor=f,
                         level=levels[0])
             pairs += [("levels", group(mm, f"{where}{f} = {level_text(v)}", space=s or None, factor=f, level=v),
-                       ref, s or None, f) for v, mm in zip(levels[1:], members[1:]) if len(mm) >= MIN_MODELS]
+                       ref, s or None, f) for v, mm in others]
     for i, (kind, a, b, s, f) in enumerate(pairs):
         ga, gb = groups[a], groups[b]
         result = compare(np.array(ga["errors"]), np.array(gb["errors"]), np.array(ga["complexity"]),
