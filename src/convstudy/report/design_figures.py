@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from convstudy.report.design_spaces import bin_edges, bin_index, edf, n_bins, weight_table
 from convstudy.report.figures import _label, _panel_grid, style
@@ -57,6 +58,8 @@ def design_figures(report: dict[str, Any]) -> dict[str, Figure]:
             ax_power.set_visible(False)
         for ax in (ax_best, ax_power):
             ax.grid(alpha=0.3, which="both")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 10, 100: not 10^1
+            ax.xaxis.set_minor_formatter(NullFormatter())
         fig.set_layout_engine("constrained")
         out["design_enough"] = fig
     return out
@@ -85,7 +88,8 @@ def _edf_panel(ax: Any, section: dict[str, Any], c: dict[str, Any]) -> None:
                         color=colour, alpha=0.15, linewidth=0)
         if w is not None and w.sum() > 0:
             xw, fw = edf(e[w > 0], w[w > 0])
-            ax.step(100 * xw, fw, where="post", color=colour, linewidth=1.2, linestyle="--")
+            ax.step(100 * xw, fw, where="post", color=colour, linewidth=1.2, linestyle="--",
+                    label="normalised" if i else None)
     plain, norm = c["plain"], c["normalized"]
     title = f"KS p = {plain['p_holm']:.2g}"
     if norm and norm.get("p_holm") is not None:
