@@ -46,12 +46,14 @@ def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> 
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
-    """One loss PNG per model in OUT/plots/, and factors.png / interactions.png for a study with factors."""
+    """One loss PNG per model in OUT/plots/, _factors.png / _interactions.png for a study with factors, and
+    _design_edf.png / _design_enough.png where design spaces are compared."""
+    from convstudy.report.design_figures import design_figures
     from convstudy.report.figures import factor_figures
 
     label = "test (= validation)" if report["study"]["validation"] == "test" else "validation"
     paths = [loss_figure(m, out / "plots" / f"{m['name']}.png", label) for m in report["models"]]
-    for name, fig in factor_figures(report).items():
+    for name, fig in {**factor_figures(report), **design_figures(report)}.items():
         # A model's name cannot start with "_", so these never overwrite a model's plot.
         path = out / "plots" / f"_{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

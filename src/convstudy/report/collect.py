@@ -10,6 +10,7 @@ import numpy as np
 
 from convstudy.data import get_info
 from convstudy.model import summarize_model
+from convstudy.report.design_spaces import design_spaces
 from convstudy.report.factors import factor_effects
 from convstudy.report.search import search_section
 from convstudy.report.stats import best_group, describe
@@ -62,6 +63,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "description": spec.description or summarize(spec, settings),
             "kernel": _kernel(spec),
             "factors": dict(spec.factors),
+            "space": spec.space or None,
             "optimizer": settings.optimizer.name,
             "params": summary.total_params,
             "trainable_params": summary.trainable_params,
@@ -97,6 +99,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
     metric = selection_metric(study.train.validation)
     # McNemar's test reads test predictions, so it may only decide where the test set selects.
     best_group(models, metric, correct if metric == "test_accuracy" else None)
+    spaces = design_spaces(models, metric, study.report.normalize)
     return {
         "study": {
             "name": study.name,
@@ -123,6 +126,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         "models": models,
         "best_model": best_model_summary(store, models),
         **factor_effects(models, metric),
+        **({"design_spaces": spaces} if spaces else {}),
         **({"search": search_section(store)} if study.search else {}),
     }
 

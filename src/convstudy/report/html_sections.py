@@ -35,6 +35,29 @@ def factor_effects(report: dict[str, Any]) -> str | None:
     return "\n".join(parts)
 
 
+def design_spaces(report: dict[str, Any]) -> str | None:
+    """The Design spaces section: populations, comparisons, good ranges and their figures; None without one."""
+    if not report.get("design_spaces"):
+        return None
+    from convstudy.report.design_figures import design_figures
+    from convstudy.report.figures import to_svg
+    from convstudy.report.tables import DESIGN_HEADS, design_intro, design_rows
+
+    parts = [f"<p>{escape(design_intro(report))}</p>"]
+    for head, rows in zip(DESIGN_HEADS, design_rows(report)):
+        if rows:
+            cells = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+            parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
+                         + f"</tr></thead><tbody>{cells}</tbody></table></div>")
+    captions = {"design_edf": "Error EDFs of each comparison: solid with its 95% DKW band, dashed normalised for "
+                              "complexity.",
+                "design_enough": "How many models are enough: the expected best error of m models drawn from "
+                                 "each space (95% bootstrap band), and the KS test's power by models per space."}
+    for name, fig in design_figures(report).items():
+        parts.append(f"<figure>{to_svg(fig)}<figcaption>{captions[name]}</figcaption></figure>")
+    return "\n".join(parts)
+
+
 def racing(report: dict[str, Any]) -> str | None:
     """How many seeds each raced model got and why it stopped; None for a study that did not race."""
     from convstudy.report.tables import racing_rows
@@ -50,5 +73,6 @@ def racing(report: dict[str, Any]) -> str | None:
 
 OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
     ("factors", "Factors", factor_effects),
+    ("design-spaces", "Design spaces", design_spaces),
     ("racing", "Racing", racing),
 ]

@@ -110,6 +110,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     out += [""] + [f"_{n}_" for n in footnotes(report)]
     out += _confusion_markdown(report.get("best_model"))
     out += factors_markdown(report, plots_dir)
+    out += design_markdown(report, plots_dir)
     out += racing_markdown(report)
     if report.get("search"):
         from convstudy.report.search import search_markdown
@@ -216,3 +217,60 @@ def csv_text(rows: list[list[Any]], lineterminator: str = "\r\n") -> str:
     writer.writerows([f"'{c}" if isinstance(c, str) and c.startswith(_FORMULA_START) and c != "-" else c
                       for c in row] for row in rows)
     return buf.getvalue()
+
+
+def design_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """The design-space section's rows as text, shared by Markdown and HTML: populations (label, n, median
+    and min error %, best model), comparisons (A, B, KS D, p Holm, P(A<B) [CI], the same normalised, models
+    for 80% power) and good ranges (space, factor, best, best 25%, good range); user text is not escaped here."""
+    section = report["design_spaces"]
+    groups = section["groups"]
+    pops = [[g["label"], str(g["n"]), f"{100 * g['median']:.2f}", f"{100 * g['min']:.2f}", g["best_model"]]
+            for g in groups]
+
+    def test(t: dict[str, Any] | None) -> list[str]:
+        if not t or t.get("p") is None:
+            return ["–", (t or {}).get("note") or "–", "–"]
+        lo, hi = t["p_lower_ci"]
+        return [f"{t['ks']:.3f}", f"{t['p_holm']:.2g}" + (", different" if t["different"] else ""),
+                f"{t['p_lower']:.2f} [{lo:.2f}, {hi:.2f}]"]
+
+    comps = [[groups[c["a"]]["label"], groups[c["b"]]["label"], *test(c["plain"]), *test(c["normalized"]),
+              str(c["plain"]["n_needed"] or f"> {c['plain']['power']['n'][-1]}")] for c in section["comparisons"]]
+    ranges = [[g["space"], r["factor"], f"{r['best']:g}", "{:g} – {:g}".format(*r["best_quarter"]),
+               "{:g} – {:g}".format(*r["good_range"]), "{:g} – {:g}".format(*r["range"])]
+              for g in groups for r in g.get("good_ranges", [])]
+    return pops, comps, ranges
+
+
+DESIGN_INTRO = ("Each model counts once, with its error (1 - {metric}, mean over its seeds). Populations: "
+                "each space, and each level of a factor within a space. Comparisons: the two-sample KS test "
+                "of the error EDFs, and the same normalised by {normalize} (weights uniform over shared "
+                "complexity bins; weighted KS, permutation p-value), every p-value Holm-adjusted together; "
+                "P(A<B) is the chance that a model of A has lower error than one of B (95% bootstrap CI). "
+                "Good range: where the best model of a random quarter of the space lies (RegNet's bootstrap). "
+                "Method: docs/design-spaces.md.")
+DESIGN_HEADS = (["population", "models", "median error %", "min error %", "best model"],
+                ["A", "B", "KS D", "p (Holm)", "P(A<B) [95% CI]", "normalised D", "p (Holm)", "P(A<B) [95% CI]",
+                 "models for 80% power"],
+                ["space", "factor", "best model's", "best 25%", "good range (95%)", "sampled"])
+
+
+def design_intro(report: dict[str, Any]) -> str:
+    section = report["design_spaces"]
+    norm = {"none": "nothing (plain only)", "params": "parameters", "flops": "FLOPs"}[section["normalize"]]
+    return DESIGN_INTRO.format(metric=_metric(report), normalize=norm)
+
+
+def design_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> list[str]:
+    """The Design spaces section, or nothing where no population has enough models."""
+    if not report.get("design_spaces"):
+        return []
+    out = ["", "## Design spaces", "", design_intro(report)]
+    for head, rows in zip(DESIGN_HEADS, design_rows(report)):
+        if rows:
+            out += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            out += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
+    if plots_dir:
+        out += [""] + [f"![{name}]({plots_dir}/_{name}.png)" for name in ("design_edf", "design_enough")]
+    return out

@@ -226,6 +226,9 @@ class ModelSpec(Frozen):
     # The factor levels this model was expanded or sampled with (name -> a JSON scalar), in factor order;
     # empty for a model written out by hand. Reports, `--where` and the factor effects read them.
     factors: dict[str, str | int | float | bool] = {}
+    # The [[spaces]] template it came from ("" for a model written out): the design-space comparisons group
+    # by it. Left out of the fingerprint, so a study stored before it was recorded stays the same study.
+    space: str = ""
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -271,6 +274,8 @@ class ModelSpec(Frozen):
         out["layers"] = [layer.to_string() for layer in self.layers]
         if self.factors:
             out["factors"] = dict(self.factors)
+        if self.space:
+            out["space"] = self.space
         overrides = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
         if overrides:
             out["train"] = {k: (_opt_dict(v) if k == "optimizer" else v) for k, v in overrides.items()}

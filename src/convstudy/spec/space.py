@@ -290,7 +290,7 @@ def _build(space: Space, levels: dict[str, Any], input_shape: Shape, num_classes
         raise _Invalid(f'model name "{_clip(name)}" is not a valid name (letters, digits, _ . + -, at most 64; set '
                        "names = PATTERN)")
     raw = {"name": name, "description": _fill(space.description, levels), "layers": layers,
-           "train": _fill(space.train, levels), "factors": levels}
+           "train": _fill(space.train, levels), "factors": levels, "space": space.name}
     try:
         model = ModelSpec.model_validate(raw)
     except ValidationError as exc:

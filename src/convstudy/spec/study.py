@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -16,6 +16,14 @@ from convstudy.errors import UserError
 from convstudy.spec.layers import Frozen, Int, LayerError, _clip, parse_layer, pydantic_reason, show_value
 from convstudy.spec.models import ModelSpec, TrainSettings, _opt_dict, check_recipe, is_sampled, reserved
 from convstudy.spec.search import SearchSpec
+
+
+class ReportSettings(Frozen):
+    """`[report]`: how reports compare; it changes no trained number, so the fingerprint leaves it out."""
+
+    # Complexity normalisation of the design-space error EDFs (docs/design-spaces.md): weights that make
+    # the distribution of parameters (or FLOPs) uniform over bins, so a space is not better for being bigger.
+    normalize: Literal["params", "flops", "none"] = "params"
 
 
 class Study(Frozen):
@@ -36,6 +44,7 @@ class Study(Frozen):
     models: tuple[ModelSpec, ...]
     # A search (convstudy.search) adds the models it samples to `models` as it goes; see fingerprint.
     search: SearchSpec | None = None
+    report: ReportSettings = ReportSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -120,6 +129,7 @@ class Study(Frozen):
             "train": train,
             "models": [m.to_dict() for m in self.models],
             **({"search": self.search.to_dict()} if self.search else {}),
+            **({"report": self.report.model_dump()} if self.report != ReportSettings() else {}),
         }
 
     def fingerprint(self) -> str:
@@ -128,6 +138,9 @@ class Study(Frozen):
         body = self.to_dict()
         body.pop("seeds")  # and racing, which only decides how many seeds run
         body.pop("description")
+        body.pop("report", None)  # how reports compare, not what trains
+        for m in body["models"]:
+            m.pop("space", None)
         if self.search:
             body["models"] = [m for m in body["models"] if not is_sampled(m)]
             body["search"].pop("trials")
