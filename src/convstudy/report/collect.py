@@ -11,6 +11,7 @@ import numpy as np
 from convstudy.data import get_info
 from convstudy.model import summarize_model
 from convstudy.report.factors import factor_effects
+from convstudy.report.fidelity import fidelity_section
 from convstudy.report.html_best import best_model_summary
 from convstudy.report.search import search_section
 from convstudy.report.stats import best_group, describe
@@ -96,6 +97,8 @@ def collect(store: StudyStore) -> dict[str, Any]:
     metric = selection_metric(study.train.validation)
     # McNemar's test reads test predictions, so it may only decide where the test set selects.
     best_group(models, metric, correct if metric == "test_accuracy" else None)
+    fidelity = fidelity_section(models)
+    warnings += fidelity["warnings"] if fidelity else []
     return {
         "study": {
             "name": study.name,
@@ -123,6 +126,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         "best_model": best_model_summary(store, models),
         **factor_effects(models, metric),
         **({"search": search_section(store)} if study.search else {}),
+        **({"fidelity": fidelity} if fidelity else {}),
     }
 
 
