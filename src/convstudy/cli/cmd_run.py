@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, help="override the number of epochs")
     p.add_argument("--seeds", type=seeds_arg, metavar="N|MIN..MAX",
                    help="train every model with seeds 0..N-1; MIN..MAX races: every model trains MIN seeds, then "
-                        "only models whose place in or out of the best group is undecided get more, up to MAX")
+                        "only models whose place in or out of the best group is undecided get more, up to MAX; "
+                        "MIN..MAX@PP sets the race margin in pp (default: from the seed noise)")
     p.add_argument("--dataset", metavar="NAME|SOURCE",
                    help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
                         "or a source, compact (folder:PATH,size=32x32,channels=3,classes=cat|dog) or as JSON "
@@ -77,14 +78,21 @@ def count_or_auto(value: str) -> int | None:
 
 
 def seeds_arg(value: str) -> int | dict[str, int]:
-    """`--seeds`: a count N, or MIN..MAX for racing."""
+    """`--seeds`: a count N, or MIN..MAX for racing, MIN..MAX@PP with a race margin in pp."""
     lo, sep, hi = value.partition("..")
     if not sep:
         return positive_int(value)
+    hi, at, margin = hi.partition("@")
     try:
-        return {"min": positive_int(lo), "max": positive_int(hi)}
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected N or MIN..MAX (e.g. 2..10), got {value!r}") from None
+        out: dict = {"min": positive_int(lo), "max": positive_int(hi)}
+        if at:
+            out["margin"] = float(margin)
+            if not 0 < out["margin"] <= 100:
+                raise ValueError
+        return out
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected N or MIN..MAX (e.g. 2..10), or MIN..MAX@PP with a "
+                                         f"race margin in pp (2..10@1.5), got {value!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

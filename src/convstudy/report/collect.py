@@ -14,7 +14,7 @@ from convstudy.report.factors import factor_effects
 from convstudy.report.fidelity import fidelity_section
 from convstudy.report.html_best import best_model_summary
 from convstudy.report.search import search_section
-from convstudy.report.stats import best_group, describe
+from convstudy.report.stats import ALPHA, best_group, describe, look_alpha
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
 from convstudy.store import DamagedFile, StoreError, StudyStore
 
@@ -96,7 +96,9 @@ def collect(store: StudyStore) -> dict[str, Any]:
                 correct[spec.name] = (probs.argmax(1) == labels.long()).numpy()
     metric = selection_metric(study.train.validation)
     # McNemar's test reads test predictions, so it may only decide where the test set selects.
-    best_group(models, metric, correct if metric == "test_accuracy" else None)
+    # A raced study's rounds called models worse at look_alpha; its best group is drawn at the same level.
+    alpha = look_alpha(study.race, len(study.seeds)) if study.race else ALPHA
+    best_group(models, metric, correct if metric == "test_accuracy" else None, alpha)
     fidelity = fidelity_section(models)
     warnings += fidelity["warnings"] if fidelity else []
     return {
@@ -111,6 +113,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "validation": study.train.validation,
             "validation_note": VALIDATION_NOTE if study.train.validation == "test" else None,
             "selection_metric": metric,
+            "best_group_alpha": alpha,
             "train_limit": study.train.train_limit,
             "trials": len(trials),
             "states": dict(Counter(r.state for r in trials)),

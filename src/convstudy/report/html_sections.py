@@ -37,13 +37,14 @@ def factor_effects(report: dict[str, Any]) -> str | None:
 
 def racing(report: dict[str, Any]) -> str | None:
     """How many seeds each raced model got and why it stopped; None for a study that did not race."""
-    from convstudy.report.tables import racing_rows
+    from convstudy.report.tables import RACING_NOTE, racing_rows
 
     rows = racing_rows(report)
     if not rows:
         return None
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return ("<p>Seeds went only to models whose place in or out of the best group was undecided.</p>"
+    note = RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05))
+    return (f"<p>{escape(note)}</p>"
             '<div class="scroll"><table><thead><tr><th>model</th><th>seeds</th><th>stopped</th></tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
 

@@ -153,6 +153,12 @@ def factor_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]
     return mains, pairs
 
 
+RACING_NOTE = ("Seeds went only to models whose place was undecided: a model stopped once called worse than the best "
+               "(Tukey-Kramer at {alpha:.3g} per round, so 0.05 over the whole race) or shown within the race margin "
+               "of it; the best group is drawn at the same level. This rests on the seed noise measured in the "
+               "first round and on the final epoch's ranking (see Rank stability for how early epochs agree).")
+
+
 def racing_rows(report: dict[str, Any]) -> list[list[str]]:
     """Per raced model: its name, the seeds it got and why it stopped (none for a study that did not race)."""
     return [[m["name"], str(m["racing"]["seeds"]), m["racing"]["stopped"]] for m in report["models"] if m.get("racing")]
@@ -163,7 +169,7 @@ def racing_markdown(report: dict[str, Any]) -> list[str]:
     rows = racing_rows(report)
     if not rows:
         return []
-    return ["", "## Racing", "", "Seeds went only to models whose place in or out of the best group was undecided.",
+    return ["", "## Racing", "", RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05)),
             "", "| model | seeds | stopped |", "|---|---:|---|", *(f"| {' | '.join(md_text(c) for c in r)} |" for r in rows)]
 
 
