@@ -1,7 +1,7 @@
 """Racing seeds (`seeds = {min = 2, max = 10}`): seeds go only where a model's place is undecided.
 
 Every model first trains the study's first `race` seeds. Then, round by round, each model whose
-place (in or out of the best group) the best-group procedure has not decided gets its next seed,
+place is undecided (not yet called worse, nor shown within the race margin: `decider`) gets its next seed,
 until every place is decided or all seeds ran. The rounds are a pure function of the finished
 trials in study.db (`race`), so a run killed at any moment and rerun replays the same rounds,
 trains the same trials and ends with the same report; `bench/racing.py` replays a fixed-seed study.
