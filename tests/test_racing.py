@@ -10,13 +10,17 @@ import pytest
 from conftest import db_rows, finish, kill_when, start_run, trial_results, write_tiny_study
 
 from convstudy.cli import main
-from convstudy.executors.racing import decide, race
+from convstudy.executors.racing import decider, default_margin, race
+from convstudy.report.stats import look_alpha, race_decisions
 from convstudy.spec import build_study
 
 
 def _values(means: dict[str, float], seeds: int, std: float = 0.001, rng_seed: int = 0) -> dict:
     rng = np.random.default_rng(rng_seed)
     return {(m, s): mu + std * rng.standard_normal() for m, mu in means.items() for s in range(seeds)}
+
+
+decide = decider(2, 10)
 
 
 def test_a_round_asks_for_the_missing_trials_first():
@@ -27,12 +31,36 @@ def test_a_round_asks_for_the_missing_trials_first():
 def test_clearly_worse_models_stop_early_and_close_ones_race_on():
     means = {"best": 0.99, "close": 0.9895, "bad": 0.95, "awful": 0.90}
     finished = _values(means, 10)
-    state = race(list(means), range(10), 2, finished, decide)
+    state = race(list(means), range(10), 2, finished, decider(2, 10, margin=0.0001))
     assert state.done
     assert len(state.seeds["bad"]) < 10 and len(state.seeds["awful"]) < 10
-    assert state.why["bad"] == "place decided"
+    assert state.why["bad"] == "called worse than the best"
     assert len(state.seeds["best"]) > 2  # the close race needs more seeds than the minimum
     assert sum(map(len, state.seeds.values())) < 40
+
+
+def test_models_within_the_margin_stop_too_and_say_so():
+    """Issue 30: with the old 0.2 pp rule, in-group models with 1 pp seed noise raced to the maximum; a margin
+    of practical equivalence stops them once shown within it (the default: from the first round's noise)."""
+    means = {"a": 0.91, "b": 0.91, "c": 0.905, "far": 0.85}
+    finished = _values(means, 10, std=0.01, rng_seed=3)
+    old = race(list(means), range(10), 2, finished, decider(2, 10, margin=0.002))
+    assert all(len(old.seeds[m]) == 10 for m in ("a", "b", "c"))
+    new = race(list(means), range(10), 2, finished, decide)
+    assert sum(map(len, new.seeds.values())) < sum(map(len, old.seeds.values()))
+    assert any(why.startswith("within ") and why.endswith("pp of the best (race margin)") for why in new.why.values())
+    assert new.why["far"] == "called worse than the best"
+
+
+def test_the_default_margin_follows_the_seed_noise_and_rounds_decide_at_a_bonferroni_level():
+    first = {m: [0.9, 0.92] for m in "abcd"}
+    wider = {m: [0.88, 0.94] for m in "abcd"}
+    assert default_margin(wider, 10, 0.05) == pytest.approx(3 * default_margin(first, 10, 0.05))
+    assert look_alpha(2, 10) == pytest.approx(0.05 / 9)
+    assert default_margin({m: [0.9] for m in "ab"}, 10, 0.05) == 0.0  # no noise measured: exact decisions only
+    # Zero seed noise: any gap is real, no gap is within a zero margin.
+    assert race_decisions({"a": [0.9, 0.9], "b": [0.8, 0.8], "c": [0.9, 0.9]}, 0.0) == \
+        {"a": "open", "b": "worse", "c": "open"}
 
 
 def test_identical_models_race_to_the_maximum_and_say_so():
@@ -70,9 +98,19 @@ def test_bad_racing_seeds_are_one_line(tmp_path, capsys, seeds, message):
     assert len(err.splitlines()) == 1 and message in err
 
 
-def test_bad_seeds_flag_is_one_line(tiny_study_file, capsys):
-    assert main(["run", str(tiny_study_file(epochs=1)), "--seeds", "3..x"]) == 2
+@pytest.mark.parametrize("flag", ["3..x", "2..5@", "2..5@0", "2..5@x"])
+def test_bad_seeds_flag_is_one_line(tiny_study_file, capsys, flag):
+    assert main(["run", str(tiny_study_file(epochs=1)), "--seeds", flag]) == 2
     assert "expected N or MIN..MAX" in capsys.readouterr().err
+
+
+def test_the_race_margin_is_kept_in_the_file_and_leaves_the_fingerprint_alone():
+    models = [{"name": "a", "layers": ["flatten", "dense(10)"]}]
+    study = build_study({"name": "r", "seeds": {"min": 2, "max": 6, "margin": 1.5}, "models": models})
+    assert study.race_margin == 1.5 and build_study(study.to_dict()) == study
+    assert study.fingerprint() == build_study({"name": "r", "seeds": 6, "models": models}).fingerprint()
+    with pytest.raises(Exception, match="racing margin is in percentage points"):
+        build_study({"name": "r", "seeds": {"min": 2, "max": 6, "margin": "wide"}, "models": models})
 
 
 def _raced_trials(db) -> dict:

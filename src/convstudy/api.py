@@ -56,15 +56,22 @@ def where_clause(text: str) -> tuple[str, str]:
     return name.strip(), level.strip()
 
 
-def seeds_arg(value: str) -> int | dict[str, int]:
-    """`--seeds`: a count N, or MIN..MAX for racing."""
+def seeds_arg(value: str) -> int | dict[str, int | float]:
+    """`--seeds`: a count N, or MIN..MAX for racing, MIN..MAX@PP with a race margin in pp."""
     lo, sep, hi = value.partition("..")
     if not sep:
         return positive_int(value)
+    hi, at, margin = hi.partition("@")
     try:
-        return {"min": positive_int(lo), "max": positive_int(hi)}
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected N or MIN..MAX (e.g. 2..10), got {value!r}") from None
+        out: dict[str, int | float] = {"min": positive_int(lo), "max": positive_int(hi)}
+        if at:
+            out["margin"] = float(margin)
+            if not 0 < out["margin"] <= 100:
+                raise ValueError
+        return out
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected N or MIN..MAX (e.g. 2..10), or MIN..MAX@PP with a "
+                                         f"race margin in pp (2..10@1.5), got {value!r}") from None
 
 
 def seconds(text: str) -> float:

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, help="override the number of epochs")
     p.add_argument("--seeds", type=seeds_arg, metavar="N|MIN..MAX",
                    help="train every model with seeds 0..N-1; MIN..MAX races: every model trains MIN seeds, then "
-                        "only models whose place in or out of the best group is undecided get more, up to MAX")
+                        "only models whose place in or out of the best group is undecided get more, up to MAX; "
+                        "MIN..MAX@PP sets the race margin in pp (default: from the seed noise)")
     p.add_argument("--dataset", metavar="NAME|SOURCE",
                    help="train on another dataset: a registered name (mnist, fashion-mnist, kmnist, cifar10, cifar100) "
                         "or a source, compact (folder:PATH,size=32x32,channels=3,classes=cat|dog) or as JSON "

@@ -1,7 +1,7 @@
 """Racing seeds (`seeds = {min = 2, max = 10}`): seeds go only where a model's place is undecided.
 
 Every model first trains the study's first `race` seeds. Then, round by round, each model whose
-place (in or out of the best group) the best-group procedure has not decided gets its next seed,
+place is undecided (not yet called worse, nor shown within the race margin: `decider`) gets its next seed,
 until every place is decided or all seeds ran. The rounds are a pure function of the finished
 trials in study.db (`race`), so a run killed at any moment and rerun replays the same rounds,
 trains the same trials and ends with the same report; `bench/racing.py` replays a fixed-seed study.
@@ -9,12 +9,16 @@ trains the same trials and ends with the same report; `bench/racing.py` replays 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 from rich.console import Console
 
-Decide = Callable[[Mapping[str, Sequence[float]]], Mapping[str, bool]]
+from convstudy.report.stats import ALPHA, look_alpha, race_decisions, seed_noise, tukey_critical
+
+# model -> metric per seed  ->  model -> why its place is decided ("" or False: undecided)
+Decide = Callable[[Mapping[str, Sequence[float]]], Mapping[str, "str | bool"]]
 
 
 @dataclass(frozen=True)
@@ -41,23 +45,40 @@ def race(models: Sequence[str], seeds: Sequence[int], first: int,
         decided = decide(values)
         grow = [m for m in models if not decided.get(m, False) and n[m] < len(seeds)]
         if not grow:
-            why = {m: ("place decided" if decided.get(m, False) else f"all {len(seeds)} seeds ran, undecided")
-                   for m in models}
+            why = {m: (d if isinstance(d := decided.get(m, False), str) and d else "place decided" if d
+                       else f"all {len(seeds)} seeds ran, undecided") for m in models}
             return Race(wanted, True, why)
         for m in grow:
             n[m] += 1
 
 
-# In the best group is decided when the simultaneous 95% upper bound of (best - model) is below this:
-# the model cannot be more than 0.2 pp of accuracy behind the best (out of it: adjusted p < 0.05).
-RACE_MARGIN = 0.002
+POWER_Z = 2.326  # the default margin is the gap that all the seeds call worse 99% of the time
 
 
-def decide(values: Mapping[str, Sequence[float]]) -> dict[str, bool]:
-    """Whether each model's place is decided, by the report's best-group procedure (report.stats.places)."""
-    from convstudy.report.stats import places
+def default_margin(first: Mapping[str, Sequence[float]], max_seeds: int, alpha: float) -> float:
+    """The default race margin (accuracy units) from the seed noise of the first round: the smallest gap to the
+    best that `max_seeds` seeds per model call worse at level `alpha` with 99% power, (q + z sqrt 2) sigma / sqrt(max)."""
+    sigma = seed_noise(first)
+    if not sigma:
+        return 0.0  # no noise measured (or one seed each): only exact decisions
+    q = tukey_critical(len(first), len(first) * (max_seeds - 1), alpha)
+    return (q + POWER_Z * math.sqrt(2)) * sigma / math.sqrt(max_seeds)
 
-    return {name: place.decided for name, place in places(values, margin=RACE_MARGIN).items()}
+
+def decider(first: int, max_seeds: int, margin: float | None = None, alpha: float = ALPHA) -> Decide:
+    """Racing's rule: a model stops once called worse than the best (Tukey-Kramer) or shown within `margin` of
+    it (simultaneous upper bound; None: `default_margin` from every model's first seeds), each round at
+    `look_alpha`, so the whole race keeps family-wise `alpha` for its worse calls."""
+    alpha = look_alpha(first, max_seeds, alpha)
+
+    def decide(values: Mapping[str, Sequence[float]]) -> dict[str, str]:
+        delta = margin if margin is not None else default_margin({m: v[:first] for m, v in values.items()},
+                                                                   max_seeds, alpha)
+        reasons = {"worse": "called worse than the best", "best": "the best; every other place decided",
+                   "within": f"within {100 * delta:.2f} pp of the best (race margin)"}
+        return {m: reasons.get(d, "") for m, d in race_decisions(values, delta, alpha).items()}
+
+    return decide
 
 
 def finished_values(store, validation: str) -> dict[tuple[str, int], float | None]:
@@ -91,6 +112,7 @@ def run_racing(study, opts, console: Console, run: Callable) -> tuple[object, bo
         finally:
             existing.close()
     store = None
+    decide = decider(study.race, len(study.seeds), None if study.race_margin is None else study.race_margin / 100)
     while not (state := race(models, study.seeds, study.race, finished, decide)).done:
         store, ok = run(study, replace(opts, seeds_of=state.seeds), console=console)
         if not ok:

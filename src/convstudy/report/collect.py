@@ -12,8 +12,9 @@ from convstudy.data import get_info
 from convstudy.model import summarize_model
 from convstudy.report.design_spaces import design_spaces
 from convstudy.report.factors import factor_effects
+from convstudy.report.fidelity import fidelity_section
 from convstudy.report.search import search_section
-from convstudy.report.stats import best_group, describe
+from convstudy.report.stats import ALPHA, best_group, describe, look_alpha
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
 from convstudy.store import DamagedFile, StoreError, StudyStore
 
@@ -98,8 +99,12 @@ def collect(store: StudyStore) -> dict[str, Any]:
                 correct[spec.name] = (probs.argmax(1) == labels.long()).numpy()
     metric = selection_metric(study.train.validation)
     # McNemar's test reads test predictions, so it may only decide where the test set selects.
-    best_group(models, metric, correct if metric == "test_accuracy" else None)
+    # A raced study's rounds called models worse at look_alpha; its best group is drawn at the same level.
+    alpha = look_alpha(study.race, len(study.seeds)) if study.race else ALPHA
+    best_group(models, metric, correct if metric == "test_accuracy" else None, alpha)
     spaces = design_spaces(models, metric, study.report.normalize)
+    fidelity = fidelity_section(models)
+    warnings += fidelity["warnings"] if fidelity else []
     return {
         "study": {
             "name": study.name,
@@ -112,6 +117,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "validation": study.train.validation,
             "validation_note": VALIDATION_NOTE if study.train.validation == "test" else None,
             "selection_metric": metric,
+            "best_group_alpha": alpha,
             "train_limit": study.train.train_limit,
             "trials": len(trials),
             "states": dict(Counter(r.state for r in trials)),
@@ -128,6 +134,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         **factor_effects(models, metric),
         **({"design_spaces": spaces} if spaces else {}),
         **({"search": search_section(store)} if study.search else {}),
+        **({"fidelity": fidelity} if fidelity else {}),
     }
 
 

@@ -1,4 +1,4 @@
-"""Report sections that show only when their data is in the report: the factor effects and racing.
+"""Report sections that show only when their data is in the report: the factor effects, racing and rank stability.
 
 Each is `f(report) -> HTML or None`; `render_html` adds the sections whose function returns HTML, in
 `OPTIONAL_SECTIONS` order. The statistics come from elsewhere (collect); these only draw them, escaped.
@@ -60,19 +60,35 @@ def design_spaces(report: dict[str, Any]) -> str | None:
 
 def racing(report: dict[str, Any]) -> str | None:
     """How many seeds each raced model got and why it stopped; None for a study that did not race."""
-    from convstudy.report.tables import racing_rows
+    from convstudy.report.tables import RACING_NOTE, racing_rows
 
     rows = racing_rows(report)
     if not rows:
         return None
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return ("<p>Seeds went only to models whose place in or out of the best group was undecided.</p>"
+    note = RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05))
+    return (f"<p>{escape(note)}</p>"
             '<div class="scroll"><table><thead><tr><th>model</th><th>seeds</th><th>stopped</th></tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
+
+
+def rank_stability(report: dict[str, Any]) -> str | None:
+    """Each epoch's ranking against the final one (tau, CI) and the warnings; None without a multi-epoch ranking."""
+    from convstudy.report.tables import fidelity_rows
+
+    lead, rows = fidelity_rows(report)
+    if not rows:
+        return None
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    warn = "".join(f'<p class="note warn">{escape(w)}</p>' for w in report["fidelity"]["warnings"])
+    return (f"<p>{escape(lead)}</p>{warn}"
+            '<div class="scroll"><table><thead><tr><th>check</th><th>epoch</th><th>tau</th><th>95% CI</th>'
+            f"<th>models</th><th>seeds</th></tr></thead><tbody>{body}</tbody></table></div>")
 
 
 OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
     ("factors", "Factors", factor_effects),
     ("design-spaces", "Design spaces", design_spaces),
     ("racing", "Racing", racing),
+    ("rank-stability", "Rank stability", rank_stability),
 ]

@@ -112,6 +112,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     out += factors_markdown(report, plots_dir)
     out += design_markdown(report, plots_dir)
     out += racing_markdown(report)
+    out += fidelity_markdown(report)
     if report.get("search"):
         from convstudy.report.search import search_markdown
 
@@ -153,6 +154,12 @@ def factor_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]
     return mains, pairs
 
 
+RACING_NOTE = ("Seeds went only to models whose place was undecided: a model stopped once called worse than the best "
+               "(Tukey-Kramer at {alpha:.3g} per round, so 0.05 over the whole race) or shown within the race margin "
+               "of it; the best group is drawn at the same level. This rests on the seed noise measured in the "
+               "first round and on the final epoch's ranking (see Rank stability for how early epochs agree).")
+
+
 def racing_rows(report: dict[str, Any]) -> list[list[str]]:
     """Per raced model: its name, the seeds it got and why it stopped (none for a study that did not race)."""
     return [[m["name"], str(m["racing"]["seeds"]), m["racing"]["stopped"]] for m in report["models"] if m.get("racing")]
@@ -163,8 +170,43 @@ def racing_markdown(report: dict[str, Any]) -> list[str]:
     rows = racing_rows(report)
     if not rows:
         return []
-    return ["", "## Racing", "", "Seeds went only to models whose place in or out of the best group was undecided.",
+    return ["", "## Racing", "", RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05)),
             "", "| model | seeds | stopped |", "|---|---:|---|", *(f"| {' | '.join(md_text(c) for c in r)} |" for r in rows)]
+
+
+def fidelity_rows(report: dict[str, Any]) -> tuple[str, list[list[str]]]:
+    """The Rank stability section's lead sentence and rows (check, epoch, tau, 95% CI, models, seeds); no rows
+    for a study with one epoch or fewer than 3 finished models."""
+    fid = report.get("fidelity")
+    if not fid:
+        return "", []
+    rows, lead = [], []
+    for key, label in (("rank_stability", "epoch"), ("pruning", "pruning epoch")):
+        part = fid.get(key)
+        if not part:
+            continue
+        for r in part["rows"]:
+            ci = r["ci95"]
+            rows.append([label, str(r["epoch"]), "–" if r["tau"] is None else f"{r['tau']:.2f}",
+                         f"{ci[0]:.2f} … {ci[1]:.2f}" if ci else "–", str(r["models"]), str(r["seeds"])])
+        last = part["epochs"]
+    if stab := fid.get("rank_stability"):
+        lead.append(f"The ranking reaches tau >= {stab['stable_tau']} against the final one from epoch "
+                    f"{stab['stable_from']} on.")
+    if fid.get("left_out"):
+        lead.append(f"Left out (trained to another last epoch): {', '.join(fid['left_out'])}.")
+    return (f"Kendall's tau between each epoch's ranking of the models (mean validation metric over finished "
+            f"seeds) and epoch {last}'s, with a 95% bootstrap CI over models and seeds. " + " ".join(lead)), rows
+
+
+def fidelity_markdown(report: dict[str, Any]) -> list[str]:
+    """The Rank stability section: does an early epoch rank the models like the last one, and its warnings."""
+    lead, rows = fidelity_rows(report)
+    if not rows:
+        return []
+    return ["", "## Rank stability", "", md_text(lead), "", "| check | epoch | tau | 95% CI | models | seeds |",
+            "|---|---:|---:|---|---:|---:|", *(f"| {' | '.join(md_text(c) for c in r)} |" for r in rows),
+            *(f"\n**Warning:** {md_text(w)}" for w in report["fidelity"]["warnings"])]
 
 
 def factors_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> list[str]:

@@ -40,6 +40,9 @@ class Study(Frozen):
     # Racing (`seeds = {min = 2, max = 10}`): every model trains its first `race` seeds, then only models
     # whose place in or out of the best group is undecided get more, up to all of `seeds`. None: all seeds.
     race: Int | None = None
+    # Racing's margin in pp (`seeds = {min = 2, max = 10, margin = 1.5}`): a model shown within it of the best
+    # stops. None: derived from the seed noise of the first round (executors.racing.default_margin).
+    race_margin: float | None = Field(default=None, gt=0, le=100)
     train: TrainSettings = TrainSettings()
     models: tuple[ModelSpec, ...]
     # A search (convstudy.search) adds the models it samples to `models` as it goes; see fingerprint.
@@ -65,12 +68,16 @@ class Study(Frozen):
         seeds = data.get("seeds") if isinstance(data, dict) else None
         if not isinstance(seeds, dict):
             return data
-        if set(seeds) != {"min", "max"}:
-            raise ValueError("racing seeds are {min = N, max = M}, e.g. seeds = {min = 2, max = 10}")
+        if not {"min", "max"} <= set(seeds) <= {"min", "max", "margin"}:
+            raise ValueError("racing seeds are {min = N, max = M} and an optional margin = PP, "
+                             "e.g. seeds = {min = 2, max = 10, margin = 1.5}")
         lo, hi = seeds["min"], seeds["max"]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 1 <= lo <= hi <= 1000:
             raise ValueError(f"racing seeds need integers 1 <= min <= max <= 1000 (got min {lo!r}, max {hi!r})")
-        return {**data, "seeds": hi, "race": lo if lo < hi else None}
+        margin = seeds.get("margin")
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float))):
+            raise ValueError(f"racing margin is in percentage points, a number > 0 (got {margin!r})")
+        return {**data, "seeds": hi, "race": lo if lo < hi else None, "race_margin": margin if lo < hi else None}
 
     @model_validator(mode="after")
     def _names_free(self) -> "Study":
@@ -125,7 +132,9 @@ class Study(Frozen):
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset,
-            "seeds": ({"min": self.race, "max": len(self.seeds)} if self.race else list(self.seeds)),
+            "seeds": ({"min": self.race, "max": len(self.seeds),
+                       **({"margin": self.race_margin} if self.race_margin is not None else {})}
+                      if self.race else list(self.seeds)),
             "train": train,
             "models": [m.to_dict() for m in self.models],
             **({"search": self.search.to_dict()} if self.search else {}),

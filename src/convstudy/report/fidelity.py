@@ -1,0 +1,167 @@
+"""Rank fidelity: does an early epoch rank the models like the final one? (numpy and scipy only)
+
+Every shortcut in a study (fewer epochs, pruning after epoch 1) bets that a cheap measurement ranks
+models like the expensive one. A multi-epoch study stores every epoch's validation metric, so the bet
+can be checked for free: Kendall's tau between each epoch's ranking of the models (mean over seeds)
+and the final epoch's, with a percentile bootstrap CI that resamples models and, within each, seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+STABLE_TAU = 0.8  # from the first epoch whose tau, and every later epoch's, reaches this: "stable"
+LOW_TAU = 0.5  # an epoch (the first, or a pruning epoch) below this is a warning in the report
+BOOTSTRAP = 1000
+PAIRS_BUDGET = 10_000_000  # resamples x models^2: well under a second for 300 models on 12 epochs
+CHUNK_PAIRS = 4_000_000  # resamples x models^2 held in memory at once (a few tens of MB)
+
+
+def _signs(x: np.ndarray) -> np.ndarray:
+    """sign(x_i - x_j) over the last axis as int8: the pair matrix Kendall's tau counts over."""
+    a, b = x[..., :, None], x[..., None, :]
+    return (a > b).astype(np.int8) - (a < b).astype(np.int8)
+
+
+def _tau_b(sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
+    sum_ = dict(axis=(-1, -2), dtype=np.int64)
+    den = np.sqrt(np.abs(sx).sum(**sum_) * np.abs(sy).sum(**sum_).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (sx * sy).sum(**sum_) / np.where(den > 0, den, 1), np.nan)
+
+
+def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of x and y along the last axis, for many samples at once (nan where a side is constant)."""
+    return _tau_b(_signs(x), _signs(y))
+
+
+def _boot_means(curves: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, models, epochs) means over seeds, models drawn with replacement and each one's seeds too."""
+    n_seeds = np.array([len(c) for c in curves])
+    padded = np.full((len(curves), n_seeds.max(), curves[0].shape[1]), np.nan)
+    for i, c in enumerate(curves):
+        padded[i, :len(c)] = c
+    out = np.empty((n_boot, len(curves), padded.shape[2]))
+    for lo in range(0, n_boot, 100):  # chunks bound the memory of the (B, models, seeds, epochs) gather
+        b = min(100, n_boot - lo)
+        pick = rng.integers(0, len(curves), (b, len(curves)))
+        s = n_seeds[pick]
+        idx = (rng.random((b, len(curves), padded.shape[1])) * s[..., None]).astype(int)
+        # A model with s seeds averages the first s of its draws: a resample of s seeds from s.
+        keep = np.arange(padded.shape[1]) < s[..., None]
+        vals = padded[pick[..., None], idx]
+        out[lo:lo + b] = (vals * keep[..., None]).sum(2) / s[..., None]
+    return out
+
+
+def rank_agreement(curves: Mapping[str, np.ndarray], epochs: Sequence[int], n_boot: int = BOOTSTRAP,
+                   seed: int = 0) -> list[dict[str, Any]]:
+    """Per epoch in `epochs` (1-based): Kendall's tau of the models' mean at that epoch against their mean
+    at the last epoch, its 95% bootstrap CI and the models and seeds it rests on.
+
+    `curves`: model -> (seeds, epochs) metric array, every seed trained to the same last epoch.
+    """
+    names = list(curves)
+    arr = [np.asarray(curves[k], dtype=float) for k in names]
+    means = np.stack([a.mean(0) for a in arr])
+    # tau-b costs models^2 per resample: hundreds of models get fewer resamples (at least 100), in chunks.
+    n_boot = int(np.clip(PAIRS_BUDGET // len(names) ** 2, min(100, n_boot), n_boot))
+    boot = _boot_means(arr, n_boot, np.random.default_rng(seed))
+    chunk = max(1, CHUNK_PAIRS // len(names) ** 2)
+    taus = np.empty((len(epochs), n_boot))
+    for i in range(0, n_boot, chunk):
+        final = _signs(boot[i:i + chunk, :, -1])
+        for j, e in enumerate(epochs):
+            taus[j, i:i + chunk] = _tau_b(_signs(boot[i:i + chunk, :, e - 1]), final)
+    out = []
+    for j, e in enumerate(epochs):
+        tau = stats.kendalltau(means[:, e - 1], means[:, -1]).statistic
+        row = taus[j][~np.isnan(taus[j])]
+        ci = [float(np.percentile(row, 2.5)), float(np.percentile(row, 97.5))] if len(row) else None
+        out.append({"epoch": int(e), "tau": None if np.isnan(tau) else float(tau), "ci95": ci,
+                    "models": len(names), "seeds": int(sum(len(a) for a in arr))})
+    return out
+
+
+def _stable_from(rows: list[dict[str, Any]], last: int) -> int:
+    """The first epoch from which every epoch's tau reaches STABLE_TAU (the last epoch agrees with itself)."""
+    stable = last
+    for row in reversed(rows):
+        if row["tau"] is None or row["tau"] < STABLE_TAU:
+            break
+        stable = row["epoch"]
+    return stable
+
+
+def _fmt(row: dict[str, Any]) -> str:
+    ci = row["ci95"]
+    return f"tau {row['tau']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def rank_stability(curves: Mapping[str, np.ndarray], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any] | None:
+    """Each earlier epoch's agreement with the final ranking, the epoch it is stable from, and warnings in
+    plain words; None for fewer than 3 models or a single epoch, where a ranking says nothing."""
+    if len(curves) < 3:
+        return None
+    last = int(np.asarray(next(iter(curves.values()))).shape[1])
+    if last < 2:
+        return None
+    rows = rank_agreement(curves, list(range(1, last)), n_boot, seed)
+    stable = _stable_from(rows, last)
+    warnings = []
+    first = rows[0]
+    if first["tau"] is not None and first["tau"] < LOW_TAU:
+        warnings.append(f"Epoch 1 ranks the models unlike epoch {last} ({_fmt(first)}): a shorter run or a pruner "
+                        f"stopping at epoch 1 would pick different models here; the ranking settles from epoch {stable}.")
+    if stable == last:
+        warnings.append(f"The ranking was still changing at the last epoch (epoch {last - 1}: {_fmt(rows[-1])} against "
+                        f"epoch {last}): more epochs may well change it again, so treat the final ranking as provisional.")
+    return {"metric": "val_accuracy", "epochs": last, "rows": rows, "stable_from": stable,
+            "stable_tau": STABLE_TAU, "warnings": warnings}
+
+
+def pruning_fidelity(curves: Mapping[str, np.ndarray], prune_epochs: Sequence[int], n_boot: int = BOOTSTRAP,
+                     seed: int = 0) -> dict[str, Any] | None:
+    """How well each epoch a pruner stopped trials at ranks the models that ran to the end like their final
+    epoch; None without pruning epochs before the last, or with fewer than 3 finished models."""
+    if len(curves) < 3:
+        return None
+    last = int(np.asarray(next(iter(curves.values()))).shape[1])
+    at = sorted({int(e) for e in prune_epochs if 1 <= e < last})
+    if not at:
+        return None
+    rows = rank_agreement(curves, at, n_boot, seed)
+    warnings = [f"Pruning stopped trials at epoch {r['epoch']}, where the trials that ran to the end rank unlike "
+                f"their epoch {last} ({_fmt(r)}): the pruner may have stopped models that would have done well."
+                for r in rows if r["tau"] is not None and r["tau"] < LOW_TAU]
+    return {"epochs": last, "rows": rows, "warnings": warnings}
+
+
+def fidelity_section(models: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The report's `fidelity` entry from its model dicts (their `trials` with per-epoch `epochs`): rank
+    stability over the finished seeds trained to the most common last epoch, and the pruning check."""
+    finished: dict[str, list[list[float]]] = {}
+    prune_epochs = []
+    for m in models:
+        for t in m["trials"]:
+            curve = [e["val_accuracy"] for e in t["epochs"]]
+            if t["state"] == "complete" and curve and all(v is not None and np.isfinite(v) for v in curve):
+                finished.setdefault(m["name"], []).append(curve)
+            elif t["state"] == "pruned" and curve:
+                prune_epochs.append(len(curve))
+    lengths = [len(c) for cs in finished.values() for c in cs]
+    if not lengths:
+        return None
+    last = max(set(lengths), key=lengths.count)
+    curves = {k: np.array([c for c in cs if len(c) == last]) for k, cs in finished.items()}
+    curves = {k: v for k, v in curves.items() if len(v)}
+    stability = rank_stability(curves)
+    pruning = pruning_fidelity(curves, prune_epochs) if prune_epochs else None
+    if stability is None and pruning is None:
+        return None
+    left_out = sorted(set(finished) - set(curves))
+    return {"rank_stability": stability, "pruning": pruning, "left_out": left_out,
+            "warnings": (stability or {}).get("warnings", []) + (pruning or {}).get("warnings", [])}

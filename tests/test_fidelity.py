@@ -1,0 +1,111 @@
+"""Rank fidelity (issue 30): does an early epoch rank the models like the final one, and does the report say so?"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from convstudy.report import collect, render
+from convstudy.report.fidelity import fidelity_section, kendall_tau_b, pruning_fidelity, rank_stability
+from convstudy.spec import build_study
+from convstudy.store import State, StudyStore
+
+EPOCHS = 6
+
+
+def _curves(reversed_until: int, models: int = 6, seeds: int = 3, noise: float = 0.002) -> dict[str, np.ndarray]:
+    """Model i ends at 0.90 + 0.01 i; up to epoch `reversed_until` the order is the reverse of the final one."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for i in range(models):
+        final = 0.90 + 0.01 * i
+        early = 0.90 + 0.01 * (models - 1 - i)
+        curve = [early if e <= reversed_until else final for e in range(1, EPOCHS + 1)]
+        out[f"m{i}"] = np.array(curve) + noise * rng.standard_normal((seeds, EPOCHS))
+    return out
+
+
+def test_vectorised_tau_b_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (50, 9)).astype(float), rng.integers(0, 4, (50, 9)).astype(float)
+    want = [stats.kendalltau(a, b).statistic for a, b in zip(x, y)]
+    np.testing.assert_allclose(kendall_tau_b(x, y), want)
+    assert np.isnan(kendall_tau_b(np.ones(5), np.arange(5.0)))
+
+
+def test_early_epochs_in_reverse_order_warn():
+    """Acceptance 3: early epochs rank the models in the reverse of the final order: the report warns."""
+    found = rank_stability(_curves(reversed_until=3))
+    rows = {r["epoch"]: r for r in found["rows"]}
+    assert rows[1]["tau"] == pytest.approx(-1.0) and rows[1]["ci95"][1] < 0
+    assert rows[4]["tau"] == pytest.approx(1.0)
+    assert found["stable_from"] == 4
+    assert len(found["warnings"]) == 1 and "Epoch 1 ranks the models unlike epoch 6" in found["warnings"][0]
+    assert "settles from epoch 4" in found["warnings"][0]
+
+
+def test_a_consistent_ranking_is_stable_from_epoch_1_without_warnings():
+    found = rank_stability(_curves(reversed_until=0))
+    assert found["stable_from"] == 1 and found["warnings"] == []
+    assert all(r["tau"] == pytest.approx(1.0) and r["ci95"][0] > 0 for r in found["rows"])
+
+
+def test_a_ranking_still_changing_at_the_last_epoch_warns():
+    found = rank_stability(_curves(reversed_until=EPOCHS - 1))
+    assert found["stable_from"] == EPOCHS
+    assert any("still changing at the last epoch" in w for w in found["warnings"])
+
+
+def test_too_little_to_rank_gives_nothing():
+    assert rank_stability(dict(list(_curves(0).items())[:2])) is None
+    assert rank_stability({k: v[:, :1] for k, v in _curves(0).items()}) is None
+
+
+def test_pruning_epoch_agreement_over_the_trials_that_ran_to_the_end():
+    found = pruning_fidelity(_curves(reversed_until=1), [1, 1, 2, EPOCHS])
+    assert [r["epoch"] for r in found["rows"]] == [1, 2]
+    assert len(found["warnings"]) == 1 and "Pruning stopped trials at epoch 1" in found["warnings"][0]
+    assert pruning_fidelity(_curves(0), [EPOCHS]) is None
+
+
+def _fabricate(out, curves: dict[str, np.ndarray], pruned: dict[str, int] | None = None) -> None:
+    """A study directory with these validation curves (no training); `pruned`: model -> epoch it stopped at."""
+    models = [{"name": k, "layers": ["flatten", "dense(10)"]} for k in [*curves, *(pruned or {})]]
+    seeds = len(next(iter(curves.values())))
+    study = build_study({"name": "fid", "seeds": seeds, "train": {"epochs": EPOCHS}, "models": models}, source="test")
+    store = StudyStore.create_or_open(out, study)
+    store.db.ensure_trials([(m.name, s, i) for i, m in enumerate(study.models) for s in study.seeds])
+    for rec in store.db.trials():
+        curve = curves[rec.model][rec.seed] if rec.model in curves else np.full(pruned[rec.model], 0.5)
+        for e, v in enumerate(curve, 1):
+            store.db.record_epoch(rec.id, e, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": float(v),
+                                              "seconds": 0.1})
+        if rec.model in curves:
+            store.db.finish(rec.id, test_loss=0.3, test_accuracy=float(curve[-1]), device="cpu")
+        else:
+            store.db.mark(rec.id, State.PRUNED)
+    store.close()
+
+
+def test_the_report_shows_rank_stability_and_warns_in_every_format(tmp_path):
+    _fabricate(tmp_path / "out", _curves(reversed_until=3), pruned={"cut": 1})
+    store = StudyStore.open_existing(tmp_path / "out")
+    try:
+        report = collect(store)
+    finally:
+        store.close()
+    fid = report["fidelity"]
+    assert fid["rank_stability"]["stable_from"] == 4
+    assert [r["epoch"] for r in fid["pruning"]["rows"]] == [1]
+    assert any("Epoch 1 ranks the models unlike epoch 6" in w for w in report["study"]["warnings"])
+    md, html = render(report, "markdown"), render(report, "html")
+    assert "## Rank stability" in md and "**Warning:** Epoch 1 ranks the models unlike epoch 6" in md
+    assert "Rank stability" in html and "Epoch 1 ranks the models unlike epoch 6" in html
+    assert '"fidelity"' in render(report, "json")
+
+
+def test_a_single_epoch_study_has_no_fidelity_section():
+    models = [{"name": f"m{i}", "trials": [{"state": "complete", "epochs": [{"val_accuracy": 0.9 + i / 100}]}]}
+              for i in range(4)]
+    assert fidelity_section(models) is None
