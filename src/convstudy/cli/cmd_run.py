@@ -60,7 +60,8 @@ def register(sub) -> None:
                    help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
     add_latency_options(p, "latency-")
     p.add_argument("--trials", type=positive_int, metavar="N",
-                   help="a study with a [search]: sample N configurations in all (overrides its trials count)")
+                   help="a study with a [search]: sample N configurations in all (overrides its trials count); "
+                        "with a [fair]: N per level")
     p.add_argument("--confirm", type=positive_int, metavar="K",
                    help="a study with a [search]: after it, train its best K configurations on every seed")
     p.set_defaults(func=run)
@@ -134,7 +135,11 @@ def prepare(args: argparse.Namespace) -> tuple["Study", "RunOptions", int]:
     if study.search is not None and (names or args.workers > 1):
         raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
                         "samples, one at a time (several at once: --executor ray)")
-    if study.search is None and (args.trials or args.confirm):
+    if study.fair is not None and (names or args.workers > 1 or args.confirm):
+        flag = "--models/--where" if names else "--workers" if args.workers > 1 else "--confirm"
+        raise UserError(f"{flag}: a [fair] study tunes and retrains every level itself (several trials at once: "
+                        "--executor ray)")
+    if study.search is None and study.fair is None and (args.trials or args.confirm):
         raise UserError(f"{'--trials' if args.trials else '--confirm'}: {study.name} has no [search] section")
     return study, opts, args.workers
 
@@ -159,6 +164,10 @@ def execute(study: "Study", opts: "RunOptions", workers: int, console: Console,
         from convstudy.search import run_search
 
         store, finished = run_search(study, opts, console, trials, confirm)
+    elif study.fair is not None:
+        from convstudy.search.fair import run_fair
+
+        store, finished = run_fair(study, opts, console, trials)
     else:
         store, finished = _train(study, opts, workers, console)
     if latency and finished:

@@ -11,6 +11,7 @@ import numpy as np
 from convstudy.data import get_info
 from convstudy.model import summarize_model
 from convstudy.report.factors import factor_effects
+from convstudy.report.fair import fair_section
 from convstudy.report.html_best import best_model_summary
 from convstudy.report.search import search_section
 from convstudy.report.stats import best_group, describe
@@ -123,6 +124,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         "best_model": best_model_summary(store, models),
         **factor_effects(models, metric),
         **({"search": search_section(store)} if study.search else {}),
+        **({"fair": fair_section(store)} if study.fair else {}),
     }
 
 

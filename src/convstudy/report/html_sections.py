@@ -48,7 +48,15 @@ def racing(report: dict[str, Any]) -> str | None:
             f"<tbody>{body}</tbody></table></div>")
 
 
+def fair(report: dict[str, Any]) -> str | None:
+    """The fair comparison (report.fair_view); None for a study without a [fair] section."""
+    from convstudy.report.fair_view import fair_html
+
+    return fair_html(report)
+
+
 OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
     ("factors", "Factors", factor_effects),
     ("racing", "Racing", racing),
+    ("fair", "Fair comparison", fair),
 ]

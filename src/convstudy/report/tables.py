@@ -115,6 +115,10 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
         from convstudy.report.search import search_markdown
 
         out += ["", search_markdown(report["search"])]
+    if report.get("fair"):
+        from convstudy.report.fair_view import fair_markdown
+
+        out += ["", fair_markdown(report["fair"])]
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]
