@@ -78,9 +78,12 @@ def scientific_levels(spec: FairSpec) -> list[dict[str, Any]]:
 def check_fair(study: Any, info: Any, source: str) -> None:
     """What the section needs beyond its fields: roles that do not overlap, a nuisance that changes something and
     has room to move, holdout validation, and a valid model for every level; each mistake one UserError line."""
+    from pydantic import ValidationError
+
     from convstudy.errors import UserError
-    from convstudy.spec.search import check_some_model_valid, grid_values, search_space
-    from convstudy.spec.space import parse_factor
+    from convstudy.spec.layers import pydantic_reason
+    from convstudy.spec.search import check_some_model_valid, grid_values
+    from convstudy.spec.space import Space, parse_factor
 
     spec, where = study.fair, f"{source}: fair"
     if study.search is not None:
@@ -107,7 +110,10 @@ def check_fair(study: Any, info: Any, source: str) -> None:
             raise UserError(f'{where}: nuisance "{name}" has no room: one value ({values[0]}); give it a range, or '
                             "write the value into the template (fixed)")
     for levels in combos:
-        space = search_space(spec.level_search(levels), where)  # an idle nuisance: "changes no layer or train setting"
+        try:  # an idle nuisance: 'factor "x" changes no layer or train setting'
+            space = Space.model_validate(spec.level_search(levels).space)
+        except ValidationError as exc:
+            raise UserError(f"{where}.space: {pydantic_reason(exc)}") from None
         check_some_model_valid(space, info, source)
 
 
