@@ -26,8 +26,8 @@ def _summary(f: dict[str, Any]) -> list[str]:
              "Fixed (held constant, a caveat on the conclusion): "
              + ", ".join(f"{k} {v}" for k, v in f["fixed"].items() if k != "layers") + "; layers "
              + " ".join(map(str, f["fixed"]["layers"])) + ".",
-             "Each level's best setting on validation (first seed) was retrained on every seed; the levels are compared "
-             "on test accuracy, which nothing was selected on."]
+             "Each level's best setting on validation (first seed) was retrained on every seed; the levels are "
+             "compared on test accuracy, which nothing was selected on."]
     t = f["tuned"]
     if t["best"]:
         lines.append(f"Tuned: best {t['best']}; best group: {', '.join(t['best_group'])}.")

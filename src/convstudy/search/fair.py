@@ -1,4 +1,4 @@
-"""Fair comparisons (issue 29): tune every scientific level's nuisance hyperparameters, retrain each winner on all seeds.
+"""Fair comparisons (issue 29): tune each scientific level's nuisance hyperparameters, retrain each winner on all seeds.
 
 `run_fair` trains the study's own models first (the fixed recipe, if the study has one) in OUT, then, for
 each combination of scientific levels (spec.fair.scientific_levels), runs one search with `--confirm 1` in

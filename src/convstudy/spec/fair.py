@@ -67,7 +67,8 @@ def scientific_levels(spec: FairSpec) -> list[dict[str, Any]]:
 
     raw = spec.space.get("factors")
     if not isinstance(raw, dict) or not raw:
-        raise ValueError('space.factors lists the scientific factors and their levels, e.g. optimizer = ["sgd", "adam"]')
+        raise ValueError('space.factors lists the scientific factors and their levels, e.g. optimizer = ["sgd", '
+                         '"adam"]')
     factors = [parse_factor(k, v) for k, v in raw.items()]
     ranged = [f.name for f in factors if not isinstance(f, Levels)]
     if ranged:
