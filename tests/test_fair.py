@@ -181,6 +181,9 @@ def test_killed_during_a_levels_search_and_its_retraining_the_rerun_trains_nothi
     assert sorted({(lv, s) for lv, _, s, _ in rows}) == sorted((lv, s) for lv in LEVELS for s in (0, 1))
     got = json.loads((out / "report.json").read_text())["fair"]
     assert got == want
+    assert "## Fair comparison" in (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "Isolation plot of optimizer" in page and "Best of k nuisance trials" in page
 
 
 def _bad(tmp_path: Path, old: str, new: str) -> Path:

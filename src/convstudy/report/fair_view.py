@@ -6,6 +6,7 @@ from html import escape
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from convstudy.report.factors import level_text
 from convstudy.report.plots import PALETTE
@@ -73,7 +74,7 @@ def fair_markdown(f: dict[str, Any]) -> str:
 
 def isolation_figure(f: dict[str, Any], factor: str) -> Figure:
     """Level of `factor` on x; per combination of the other scientific factors, the best validation accuracy over
-    the nuisance trials and the retrained winner's test accuracy (mean, 95% CI)."""
+    the nuisance trials and the retrained winner's test accuracy (mean, 95% CI), beside the fixed recipe's."""
     fig = Figure(figsize=(5.2, 3.4))
     ax = fig.subplots()
     xs = list(dict.fromkeys(level_text(lv["levels"][factor]) for lv in f["levels"]))
@@ -88,11 +89,13 @@ def isolation_figure(f: dict[str, Any], factor: str) -> Figure:
                 [100 * lv["best"]["val_accuracy"] for lv in done], "s", mfc="none", color=colour,
                 label=f"best validation{tag}")
         tested = [lv for lv in lvs if lv["test_accuracy"]["mean"] is not None]
-        means = [100 * lv["test_accuracy"]["mean"] for lv in tested]
-        cis = [lv["test_accuracy"]["ci95"] or [lv["test_accuracy"]["mean"]] * 2 for lv in tested]
-        ax.errorbar([xs.index(level_text(lv["levels"][factor])) + 0.08 for lv in tested], means,
-                    yerr=[[m - 100 * c[0] for m, c in zip(means, cis)], [100 * c[1] - m for m, c in zip(means, cis)]],
-                    fmt="o", capsize=4, color=colour, label=f"winner's test, 95% CI{tag}")
+        _ci_points(ax, [xs.index(level_text(lv["levels"][factor])) + 0.08 for lv in tested],
+                   [lv["test_accuracy"] for lv in tested], "o", colour, f"winner's test, 95% CI{tag}")
+        if f["fixed_recipe"]:
+            fixed = f["fixed_recipe"]["test_accuracy"]
+            shown = [lv for lv in lvs if fixed.get(lv["label"], {}).get("mean") is not None]
+            _ci_points(ax, [xs.index(level_text(lv["levels"][factor])) + 0.24 for lv in shown],
+                       [fixed[lv["label"]] for lv in shown], "^", "#777777", f"fixed recipe's test, 95% CI{tag}")
     ax.set_xticks(range(len(xs)), xs)
     ax.set_xlim(-0.5, len(xs) - 0.5)
     ax.set_xlabel(factor)
@@ -102,6 +105,14 @@ def isolation_figure(f: dict[str, Any], factor: str) -> Figure:
         ax.legend(fontsize=7)
     fig.set_layout_engine("constrained")
     return fig
+
+
+def _ci_points(ax: Any, xs: list[float], stats: list[dict[str, Any]], marker: str, colour: str, name: str) -> None:
+    """Means (%) at `xs` with their 95% CIs as error bars (none where one seed gives no CI)."""
+    means = [100 * s["mean"] for s in stats]
+    cis = [[100 * v for v in s["ci95"]] if s["ci95"] else [m, m] for s, m in zip(stats, means)]
+    ax.errorbar(xs, means, yerr=[[m - c[0] for m, c in zip(means, cis)], [c[1] - m for m, c in zip(means, cis)]],
+                fmt=marker, capsize=4, color=colour, label=name)
 
 
 def best_of_k_figure(f: dict[str, Any]) -> Figure:
@@ -116,6 +127,7 @@ def best_of_k_figure(f: dict[str, Any]) -> Figure:
         ax.plot(c["k"], [100 * v for v in c["expected"]], color=colour, label=lv["label"])
         ax.fill_between(c["k"], [100 * v for v in c["low"]], [100 * v for v in c["high"]], color=colour, alpha=0.2)
     ax.set_xlabel("nuisance trials k")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("expected best validation (%)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing trained yet: no empty legend (and no matplotlib warning)
