@@ -20,6 +20,7 @@ def _pct(d: dict[str, Any]) -> str:
 
 
 def _summary(f: dict[str, Any]) -> list[str]:
+    """The section's sentences: roles, budget, what was retrained and compared, the verdicts and warnings."""
     budget = ", ".join(f"{k} {v}" for k, v in f["budget"].items())
     lines = [f"Scientific: {', '.join(f['scientific'])}. Nuisance, tuned for every level by Optuna's {f['sampler']} "
              f"sampler (seed {f['seed']}, pruner {f['pruner']}, budget per level: {budget}): "
@@ -29,7 +30,12 @@ def _summary(f: dict[str, Any]) -> list[str]:
              + " ".join(map(str, f["fixed"]["layers"])) + ".",
              "Each level's best setting on validation (first seed) was retrained on every seed; the levels are "
              "compared on test accuracy, which nothing was selected on."]
-    t = f["tuned"]
+    return lines + verdict_lines(f)
+
+
+def verdict_lines(f: dict[str, Any]) -> list[str]:
+    """The tuned and fixed-recipe verdicts, whether they differ, and the warnings (also shown on the terminal)."""
+    lines, t = [], f["tuned"]
     if t["best"]:
         lines.append(f"Tuned: best {t['best']}; best group: {', '.join(t['best_group'])}.")
     if f["fixed_recipe"] and f["fixed_recipe"]["best"]:
