@@ -227,3 +227,31 @@ def test_trials_0_on_the_command_line_is_refused(tmp_path, capsys):
     assert main(["run", str(path), "--trials", "0", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--trials: expected a positive integer, got 0" in err[0], err
+
+
+def test_the_section_renders_both_verdicts_the_warnings_and_the_plots_without_training():
+    from convstudy.report.fair_view import fair_html, fair_markdown, verdict_lines
+    from convstudy.report.stats import describe
+
+    spec = fair_spec(high=0.3)
+    lr = parse_factor("lr", spec.nuisance["lr"])
+    winners = {lv: tune(spec, lv) for lv in OPTIMUM}
+    levels = [{"levels": {"optimizer": lv}, "label": f"optimizer={lv}", "trials": [w] * 3, "best": w,
+               "boundary": {"lr": at_boundary(w["nuisance"]["lr"], lr)}, "seeds": list(SEEDS),
+               "test_accuracy": describe([accuracy(lv, w["nuisance"]["lr"], s) for s in SEEDS]),
+               "best_of_k": best_of_k([w["val_accuracy"]] * 3)} for lv, w in winners.items()]
+    tuned = verdict({lv["label"]: lv["test_accuracy"]["values"] for lv in levels})
+    fixed = {**verdict({f"optimizer={lv}": [accuracy(lv, 1e-3, s) for s in SEEDS] for lv in OPTIMUM}),
+             "test_accuracy": {f"optimizer={lv}": describe([accuracy(lv, 1e-3, s) for s in SEEDS]) for lv in OPTIMUM}}
+    f = {"scientific": ["optimizer"], "nuisance": spec.nuisance, "fixed": {"epochs": 1, "layers": ["flatten"]},
+         "sampler": "qmc", "pruner": "none", "seed": 0, "budget": {"count": 16}, "levels": levels, "tuned": tuned,
+         "fixed_recipe": fixed, "verdict_change": verdict_change(fixed, tuned),
+         "warnings": ["optimizer=c: the best lr (0.29) lies in the outer 10% of its range; widen the range"]}
+    lines = verdict_lines(f)
+    assert lines[0] == "Tuned: best optimizer=b; best group: optimizer=b."
+    assert lines[1].startswith("Fixed recipe: best optimizer=a") and lines[2].startswith("The verdict changes")
+    assert lines[-1].endswith("widen the range")
+    md = fair_markdown(f)
+    assert "| optimizer=c | 3 |" in md and "| lr |" in md  # the edge column names lr for c only
+    page = fair_html({"fair": f})
+    assert page.count("<svg") == 2 and "Isolation plot of optimizer" in page
