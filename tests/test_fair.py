@@ -255,3 +255,16 @@ def test_the_section_renders_both_verdicts_the_warnings_and_the_plots_without_tr
     assert "| optimizer=c | 3 |" in md and "| lr |" in md  # the edge column names lr for c only
     page = fair_html({"fair": f})
     assert page.count("<svg") == 2 and "Isolation plot of optimizer" in page
+
+
+def test_a_study_built_in_python_gets_the_same_checks(tmp_path):
+    from convstudy.errors import UserError
+    from convstudy.executors import RunOptions
+    from convstudy.search.fair import run_fair
+    from convstudy.spec import load_study_file
+
+    study = load_study_file(_bad(tmp_path, "seed = 1", "seed = 1"))
+    bad = study.model_copy(update={"fair": study.fair.model_copy(update={"nuisance": {"optimizer": ["sgd", "adam"]}})})
+    with pytest.raises(UserError, match='nuisance "optimizer" is also a scientific factor'):
+        run_fair(bad, RunOptions(out=tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -16,11 +16,13 @@ from typing import Any
 
 from rich.console import Console
 
+from convstudy.data import get_info
+from convstudy.errors import UserError
 from convstudy.executors import RunOptions, run_study
 from convstudy.report import write_reports
 from convstudy.search import run_search
 from convstudy.spec import Study
-from convstudy.spec.fair import level_dirname, scientific_levels
+from convstudy.spec.fair import check_fair, level_dirname, scientific_levels
 from convstudy.spec.space import level_text
 from convstudy.store import StudyStore, study_dir
 
@@ -37,6 +39,9 @@ def run_fair(study: Study, opts: RunOptions, console: Console | None = None,
     """Run (or resume) `study`'s fixed recipe and then its per-level searches and retraining into `opts.out`;
     returns the main study's store and whether every level ended (`budget`: --trials, per level)."""
     console = console or Console(highlight=False)
+    if study.fair is None:
+        raise UserError(f"{study.name}: has no [fair] section")
+    check_fair(study, get_info(study.dataset), study.name)  # a Study built in Python skips build_study's checks
     if study.models:
         store, finished = run_study(study, opts, console)
         if not finished:
