@@ -268,3 +268,17 @@ def test_a_study_built_in_python_gets_the_same_checks(tmp_path):
     with pytest.raises(UserError, match='nuisance "optimizer" is also a scientific factor'):
         run_fair(bad, RunOptions(out=tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_qmc_asked_while_its_first_trial_runs_logs_nothing(caplog):
+    """Ray asks for a level's next trial before the first has ended; QMCSampler's warning about conditional
+    spaces (a convstudy space has none) would be one stray stderr line per level."""
+    search = fair_spec(high=1.0).level_search({"optimizer": "a"})
+    space = search_space(search)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=sampler(search, space, 0))
+    first = study.ask()
+    suggest(first, space)
+    second = study.ask()
+    assert suggest(second, space)["lr"] != suggest(first, space)["lr"]
+    assert not [r for r in caplog.records if r.name.startswith("optuna")]

@@ -5,6 +5,7 @@ Optuna is the only search engine here: convstudy writes no sampler or pruner of 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSa
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler({f.name: grid_values(f) for f in space.factors}, seed=seed)
     if spec.sampler == "qmc":  # scrambled Sobol; the first trial, which fixes its dimensions, is a random draw
+        _quiet_qmc()
         with warnings.catch_warnings():  # "experimental since 3.0": stable in use, and no line for the user to act on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
@@ -42,6 +44,19 @@ def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSa
     except ImportError:
         raise UserError("search: sampler cmaes needs the cmaes package: pip install cmaes") from None
     return optuna.samplers.CmaEsSampler(seed=seed)
+
+
+def _no_conditions_warning(record: logging.LogRecord) -> bool:
+    return "does not include any conditions" not in record.getMessage()
+
+
+def _quiet_qmc() -> None:
+    """Drop QMCSampler's "assumes that the search space does not include any conditions" line: it is logged
+    whenever a trial is asked while the first is still running (Ray), and a convstudy space has no conditional
+    parameters (every factor is suggested in every trial)."""
+    log = logging.getLogger("optuna.samplers._qmc")
+    if _no_conditions_warning not in log.filters:
+        log.addFilter(_no_conditions_warning)
 
 
 def pruner(spec: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
