@@ -208,6 +208,11 @@ BAD = {
                          'factors = {optimizer = ["sgd", "adam"], width = {low = 1, high = 4}}\n\n[fair.nuisance]',
                          'scientific factor "width" is a range'),
     "test as validation": ('validation = "holdout"', 'validation = "test"', 'set [train] validation = "holdout"'),
+    "per_level for no level": ("seed = 1", 'seed = 1\n[fair.per_level."optimizer=sdg"]\ntrain = {optimizer = '
+                               '{momentum = 0.9}}', 'per_level "optimizer=sdg" names no combination of levels; they '
+                               'are: optimizer=sgd, optimizer=adam'),
+    "per_level setting a level does not take": ("seed = 1", 'seed = 1\n[fair.per_level."optimizer=adam"]\ntrain = '
+                                                '{optimizer = {momentum = 0.9}}', 'adam has no argument "momentum"'),
     "unknown sampler": ("seed = 1", 'seed = 1\nsampler = "grid"', 'unknown sampler "grid"; valid: qmc, tpe, random'),
 }
 
@@ -306,3 +311,12 @@ def test_the_same_fair_study_runs_on_ray(tiny_mnist, tmp_path):
     assert fair["tuned"]["best"] in ("optimizer=sgd", "optimizer=adam") and fair["fixed_recipe"]["best"]
     for level in LEVELS:  # two sampled on seed 0, the winner again on seed 1
         assert len(db_rows(out / "fair" / level / "study.db", "SELECT id FROM trials")) == 3
+
+
+def test_per_level_settings_join_only_their_levels_template():
+    """SGD's momentum, which Adam does not take: fixed for one level, merged into the template key by key."""
+    spec = fair_spec(high=1.0).model_copy(update={"per_level": {"optimizer=b": {"train": {"optimizer": {
+        "momentum": 0.9}}}}})
+    train = {lv: spec.level_search({"optimizer": lv}).space["train"]["optimizer"] for lv in OPTIMUM}
+    assert train["b"] == {"name": "{optimizer}", "lr": "{lr}", "momentum": 0.9}
+    assert train["a"] == train["c"] == {"name": "{optimizer}", "lr": "{lr}"}

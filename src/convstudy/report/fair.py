@@ -16,10 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from convstudy.report.factors import fit_effects, level_text
+from convstudy.report.factors import fit_effects
 from convstudy.report.stats import describe, places
 from convstudy.spec import Study
 from convstudy.spec.fair import level_dirname, scientific_levels
+from convstudy.spec.fair import level_label as label
 from convstudy.spec.space import parse_factor
 from convstudy.store import State, StoreError, StudyStore
 
@@ -88,11 +89,6 @@ def verdict_change(fixed: Mapping[str, Any] | None, tuned: Mapping[str, Any]) ->
             f"{tuned['best']} (best group: {', '.join(tuned['best_group'])}).")
 
 
-def label(levels: Mapping[str, Any]) -> str:
-    """A combination of scientific levels as one name: `optimizer=adam, kernel=3`."""
-    return ", ".join(f"{k}={level_text(v)}" for k, v in levels.items())
-
-
 def fair_section(store: StudyStore) -> dict[str, Any]:
     """`report["fair"]`: roles, per level its trials, winner, retrained seeds, best-of-k and boundary flags, the
     tuned and fixed-recipe verdicts, and the warnings (a range to widen, a budget still climbing)."""
@@ -159,7 +155,8 @@ def _fixed_recipe(store: StudyStore, names: list[str], combos: list[dict[str, An
     """The study's own models whose factors are exactly the scientific ones, compared like the tuned winners; None
     when the study runs no fixed recipe."""
     wanted = {label(c) for c in combos}
-    models = {label(m.factors): m.name for m in store.study.models if set(m.factors) == set(names)}
+    models = {label({k: m.factors[k] for k in names}): m.name for m in store.study.models
+              if set(m.factors) == set(names)}
     models = {k: v for k, v in models.items() if k in wanted}
     if not models:
         return None
@@ -184,4 +181,6 @@ def _fixed_settings(study: Study) -> dict[str, Any]:
     """What the comparison holds constant: [train] overlaid with the template's train settings (the scientific and
     nuisance ones shown as their {placeholder})."""
     train = study.train.model_dump(mode="json", exclude_none=True)
-    return {**train, **study.fair.space.get("train", {}), "layers": list(study.fair.space.get("layers", []))}
+    per_level = {"per_level": study.fair.per_level} if study.fair.per_level else {}
+    return {**train, **study.fair.space.get("train", {}), **per_level,
+            "layers": list(study.fair.space.get("layers", []))}

@@ -10,6 +10,7 @@ which convstudy.search.fair runs in its own directory. Validated here, before an
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -30,6 +31,9 @@ class FairSpec(_Frozen):
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"
     reduction_factor: Int | None = Field(default=None, ge=2, le=100)
     seed: Int = Field(default=0, ge=0, le=2**32 - 1)
+    # Settings of one combination of levels only, merged into the template: SGD's momentum, which Adam does not
+    # take. Keyed by the combination's label, e.g. "optimizer=sgd"; fixed, like the template.
+    per_level: dict[str, dict[str, Any]] = {}
 
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
@@ -56,8 +60,22 @@ class FairSpec(_Frozen):
         """The `[search]` of one combination of scientific levels: the template with those levels as one-level
         factors (so every sampled model carries them in its factors) and the nuisance as the ranges to sample."""
         factors = {**{k: [v] for k, v in levels.items()}, **self.nuisance}
-        return SearchSpec(space={**self.space, "factors": factors}, sampler=self.sampler, trials=self.trials,
+        space = _merged(self.space, self.per_level.get(level_label(levels), {}))
+        return SearchSpec(space={**space, "factors": factors}, sampler=self.sampler, trials=self.trials,
                           pruner=self.pruner, reduction_factor=self.reduction_factor, seed=self.seed)
+
+
+def level_label(levels: dict[str, Any]) -> str:
+    """A combination of scientific levels as one name, `optimizer=adam, kernel=3` (true/false as in JSON)."""
+    return ", ".join(f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in levels.items())
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged in, tables key by key (a list or a value replaces)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def scientific_levels(spec: FairSpec) -> list[dict[str, Any]]:
@@ -110,6 +128,10 @@ def check_fair(study: Any, info: Any, source: str) -> None:
         if values is not None and len(values) < 2:
             raise UserError(f'{where}: nuisance "{name}" has no room: one value ({values[0]}); give it a range, or '
                             "write the value into the template (fixed)")
+    labels = [level_label(c) for c in combos]
+    if odd := [k for k in spec.per_level if k not in labels]:
+        raise UserError(f'{where}: per_level "{_clip(odd[0])}" names no combination of levels; they are: '
+                        f"{_clip(', '.join(labels), 200)}")
     for levels in combos:
         try:  # an idle nuisance: 'factor "x" changes no layer or train setting'
             space = Space.model_validate(spec.level_search(levels).space)
