@@ -22,8 +22,7 @@ from convstudy.executors import RunOptions, run_study
 from convstudy.report import write_reports
 from convstudy.search import run_search
 from convstudy.spec import Study
-from convstudy.spec.fair import check_fair, level_dirname, scientific_levels
-from convstudy.spec.space import level_text
+from convstudy.spec.fair import check_fair, level_dirname, level_label, scientific_levels
 from convstudy.store import StudyStore, study_dir
 
 
@@ -31,7 +30,7 @@ def level_study(study: Study, levels: dict[str, Any]) -> Study:
     """The search study of one combination of scientific levels: the study's data, seeds and [train], no models of
     its own, and the combination's [search]. It keeps the study's name (it is alone in its directory)."""
     return study.model_copy(update={"models": (), "fair": None, "search": study.fair.level_search(levels),
-                                    "description": f"{study.name}: nuisance search at {_text(levels)}"})
+                                    "description": f"{study.name}: nuisance search at {level_label(levels)}"})
 
 
 def run_fair(study: Study, opts: RunOptions, console: Console | None = None,
@@ -51,7 +50,7 @@ def run_fair(study: Study, opts: RunOptions, console: Console | None = None,
     combos = scientific_levels(study.fair)
     root = study_dir(opts.out) / "fair"
     for i, levels in enumerate(combos):
-        console.print(f"fair: level {i + 1} of {len(combos)} ({_text(levels)}): tuning "
+        console.print(f"fair: level {i + 1} of {len(combos)} ({level_label(levels)}): tuning "
                       f"{', '.join(study.fair.nuisance)}, then the best on seeds {', '.join(map(str, study.seeds))}")
         sub, finished = run_search(level_study(study, levels), replace(opts, out=root / level_dirname(i, levels)),
                                    console, budget, confirm=1)
@@ -60,7 +59,3 @@ def run_fair(study: Study, opts: RunOptions, console: Console | None = None,
             return store, False
     write_reports(store)
     return store, True
-
-
-def _text(levels: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={level_text(v)}" for k, v in levels.items())
