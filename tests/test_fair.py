@@ -320,3 +320,15 @@ def test_per_level_settings_join_only_their_levels_template():
     train = {lv: spec.level_search({"optimizer": lv}).space["train"]["optimizer"] for lv in OPTIMUM}
     assert train["b"] == {"name": "{optimizer}", "lr": "{lr}", "momentum": 0.9}
     assert train["a"] == train["c"] == {"name": "{optimizer}", "lr": "{lr}"}
+
+
+def test_a_fair_study_round_trips_and_a_larger_budget_is_the_same_study():
+    from convstudy.spec import build_study, load_study_file
+
+    study = load_study_file(Path(__file__).parent.parent / "examples" / "fair_optimizers.toml")
+    assert build_study(study.to_dict(), "again") == study
+    more = study.model_copy(update={"fair": study.fair.model_copy(update={"trials": {"count": 50}})})
+    assert more.fingerprint() == study.fingerprint()
+    other = study.model_copy(update={"fair": study.fair.model_copy(update={"nuisance": {"lr": {"low": 1e-3,
+                                                                                              "high": 1.0}}})})
+    assert other.fingerprint() != study.fingerprint()
