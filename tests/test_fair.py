@@ -327,7 +327,8 @@ def test_a_fair_study_round_trips_and_a_larger_budget_is_the_same_study():
 
     study = load_study_file(Path(__file__).parent.parent / "examples" / "fair_optimizers.toml")
     assert build_study(study.to_dict(), "again") == study
-    more = study.model_copy(update={"fair": study.fair.model_copy(update={"trials": {"count": 50}})})
+    budget = study.fair.trials.model_copy(update={"count": 50})
+    more = study.model_copy(update={"fair": study.fair.model_copy(update={"trials": budget})})
     assert more.fingerprint() == study.fingerprint()
     other = study.model_copy(update={"fair": study.fair.model_copy(update={"nuisance": {"lr": {"low": 1e-3,
                                                                                               "high": 1.0}}})})
