@@ -257,15 +257,14 @@ def trial_results(db_path: Path) -> dict[tuple[str, int], tuple[str, float | Non
 
 
 
-def trial_events(spec, settings, data, root: Path, seeds=(3,), plan=None, saved=None) -> list:
-    """run_trial's events (no progress) for `spec`'s `seeds` trained together, checkpointing under `root`."""
+def trial_events(spec, settings, data, root: Path, seed=3, plan=None, saved=None) -> list:
+    """run_trial's events (no progress) for `spec` with `seed`, checkpointing under `root`."""
     from convstudy.store import CheckpointStorage
     from convstudy.executors.trial import Progress, TrialJob, run_trial
     from convstudy.train import Plan
 
-    jobs = [TrialJob(i, spec, settings, s, (28, 28, 1), plan or Plan(), owner=f"trial {s}")
-            for i, s in enumerate(seeds)]
-    return [e for e in run_trial(jobs, data, CheckpointStorage(str(root)), saved) if not isinstance(e, Progress)]
+    job = TrialJob(0, spec, settings, seed, (28, 28, 1), plan or Plan(), owner=f"trial {seed}")
+    return [e for e in run_trial(job, data, CheckpointStorage(str(root)), saved) if not isinstance(e, Progress)]
 
 
 def dedent(text: str) -> str:

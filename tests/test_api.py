@@ -161,6 +161,19 @@ def test_import_convstudy_stays_light():
                           check=True).stdout.strip() == "[]"
 
 
+def test_the_library_sits_under_the_cli(tiny_study_file, tmp_path):
+    # convstudy.run builds the RunRequest the CLI builds from its flags; it never goes through the CLI.
+    code = ("import sys, convstudy\n"
+            "from convstudy.errors import UserError\n"
+            "try:\n"
+            f"    convstudy.run({str(tiny_study_file())!r}, out={str(tmp_path / 'o')!r}, cpus_per_trial=0)\n"
+            "except UserError as exc:\n"
+            "    print(exc)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('convstudy.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "--cpus-per-trial must be > 0 and --gpus-per-trial >= 0\n[]\n"
+
+
 def test_progress_in_jupyter_redraws_one_output_and_quiet_shows_nothing(monkeypatch):
     import io
 

@@ -122,6 +122,15 @@ def test_missing_data_offline_is_one_line(run_cli, tmp_path, tiny_study_file):
     assert res.stderr.count("\n") == 1 and "--data-dir" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_removed_speed_flags_are_unknown_arguments(tiny_study_file, tmp_path, capsys):
+    # Seed stacking and side-by-side streams were never measured faster (issue 27): both flags are gone.
+    for flag in ("--stack-seeds", "--streams"):
+        assert main(["run", str(tiny_study_file()), "--out", str(tmp_path / "o"), flag, "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"unrecognized arguments: {flag} 1" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_python_dash_m_and_version(run_cli):
     res = run_cli("--version")
     assert res.returncode == 0 and res.stdout.startswith("convstudy ")

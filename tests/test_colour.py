@@ -158,7 +158,7 @@ def test_load_image_converts_colour_explicitly_and_resizes(rgb, tmp_path):
     want = np.asarray(Image.open(colour).convert("L").resize((20, 16), Image.Resampling.BILINEAR))
     assert as_grey.shape == (1, 16, 20) and np.array_equal(as_grey[0], want)
     assert load_image(colour, (28, 28, 1), digits=True).shape == (1, 28, 28)  # MNIST-like: the digit recipe
-    for path, reason in ((tmp_path / "missing.png", "no such file"), (rgb.imgs / "frog" / "004.png", "cannot read")):
+    for path, reason in ((tmp_path / "missing.png", "no such image file"), (rgb.imgs / "frog" / "004.png", "cannot read")):
         with pytest.raises(ImageError, match=reason):
             load_image(path, (32, 32, 3), digits=False)
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import cifar_archive_bytes, convstudy_cmd, write_image_folder
-from convstudy.data import ARCHIVES, canonical_dataset, get_info, load_dataset
+from convstudy.data import REGISTRY, canonical_dataset, get_info, load_dataset
 from convstudy.errors import UserError
 from convstudy.spec import ModelSpec, Study, build_study
 
@@ -197,7 +197,7 @@ def cifar10_members(n: int, seed: int) -> tuple[dict[str, bytes], np.ndarray]:
         rec[:, 0] = np.arange(n) % 10
         records.append(rec)
         members[f"cifar-10-batches-bin/{name}"] = rec.tobytes()
-    members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(ARCHIVES["cifar10"].class_names).encode()
+    members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(REGISTRY["cifar10"].class_names).encode()
     return members, np.concatenate(records)
 
 
@@ -220,9 +220,9 @@ def test_cifar10_binary_archive_downloads_verifies_and_loads(tmp_path, server, m
     members, records = cifar10_members(20, seed=5)
     archive = cifar_archive_bytes(members)
     (root / "cifar-10-binary.tar.gz").write_bytes(archive)
-    info = dataclasses.replace(ARCHIVES["cifar10"], mirrors=(url + "missing/", url),
+    info = dataclasses.replace(REGISTRY["cifar10"], mirrors=(url + "missing/", url),
                                md5={"archive": hashlib.md5(archive).hexdigest()}, sizes={"archive": len(archive)})
-    monkeypatch.setitem(ARCHIVES, "cifar10", info)
+    monkeypatch.setitem(REGISTRY, "cifar10", info)
     ds = load_dataset("cifar10", tmp_path / "data")
     assert (tmp_path / "data" / "cifar-10-binary.tar.gz").read_bytes() == archive
     assert ds.x_train.shape == (100, 3, 32, 32) and ds.x_test.shape == (20, 3, 32, 32)
@@ -235,7 +235,7 @@ def test_cifar10_binary_archive_downloads_verifies_and_loads(tmp_path, server, m
 def test_cifar10_checksum_mismatch_is_refused(tmp_path, server, monkeypatch):
     root, url = server
     (root / "cifar-10-binary.tar.gz").write_bytes(cifar_archive_bytes(cifar10_members(4, seed=6)[0]))
-    monkeypatch.setitem(ARCHIVES, "cifar10", dataclasses.replace(ARCHIVES["cifar10"], mirrors=(url,)))
+    monkeypatch.setitem(REGISTRY, "cifar10", dataclasses.replace(REGISTRY["cifar10"], mirrors=(url,)))
     with pytest.raises(UserError, match=r"cifar10: .*no mirror served a valid copy .*MD5 mismatch \(expected "
                                         r"c32a1d4ab5d03f1284b67883e8d87530"):
         load_dataset("cifar10", tmp_path / "data")

@@ -113,14 +113,14 @@ BAD = {
     "no bias": (_set(5, use_bias=False), ["dense_1", "use_bias"]),
     "initialiser": (_set(0, kernel_initializer={"class_name": "HeNormal", "config": {"seed": None}}),
                     ["conv2d_1", "kernel_initializer"]),
-    "activation": (_set(5, activation="swish"), ["dense_1", "activation"]),
+    "activation": (_set(5, activation="exponential"), ["dense_1", "activation"]),
     "unknown option": (_set(5, lora_rank=4), ["dense_1", "lora_rank"]),
     "frozen": (_set(0, trainable=False), ["conv2d_1", "trainable"]),
     "pool padding": (_set(2, padding="same"), ["max_pooling2d_1", "padding"]),
     "input shape": (_set(0, batch_input_shape=[None, 32, 32, 3]), ["conv2d_1", "32x32x3", "28x28x1"]),
     "classes": (_set(7, units=5), ["dense(5)", "dense(10)"]),
     "classifier activation": (_set(7, activation="sigmoid"), ["dense_2", "sigmoid"]),
-    "functional": (_top(class_name="Functional"), ["Sequential", "Functional"]),
+    "subclassed": (_top(class_name="MyModel"), ["Sequential", "MyModel"]),
 }
 
 

@@ -39,6 +39,14 @@ LAYER_MODELS = {
     "dense": ["flatten", "dense(16,tanh)", "dense(10)"],
     "bn": ["conv(4,3)", "bn", "flatten", "dense(8)", "bn", "dense(10)"],
     "activation": ["conv(4,3,activation=linear)", "gelu", "flatten", "dense(10)"],
+    "dwconv": ["conv(4,3)", "dwconv(3,same,stride=2,multiplier=2)", "flatten", "dense(10)"],
+    "sepconv": ["conv(4,3)", "sepconv(8,3,same,stride=2)", "flatten", "dense(10)"],
+    "gap": ["conv(4,3)", "gap", "dense(10)"],
+    "gmp": ["conv(4,3)", "gmp", "dense(10)"],
+    "ln": ["conv(4,3)", "ln", "flatten", "dense(10)"],
+    "gn": ["conv(4,3)", "gn(2)", "flatten", "dense(10)"],
+    "se": ["conv(8,3)", "se", "flatten", "dense(10)"],
+    "residual": ["conv(4,3)", "residual([conv(8,3,same,stride=2),bn],projection_bn=true)", "gap", "dense(10)"],
 }
 
 

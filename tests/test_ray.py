@@ -135,6 +135,29 @@ def test_worker_lost_past_retries_fails_with_reason(ray_session, tiny_mnist, tmp
     assert not (opts.out / "trials" / "wide" / "seed-0" / "checkpoint.safetensors").exists()
 
 
+def test_event_queue_pinned_to_the_driver_node(ray_session, tiny_mnist, tiny_study_file, tmp_path, monkeypatch):
+    """Every trial's events pass through one queue actor; on a worker node, losing that node would take it and
+    the driver down (bench/ray_multinode.py kills nodes for real), so Ray must keep it on the driver's node."""
+    from ray.util import queue as ray_queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    made: list[dict] = []
+
+    class Recorded(ray_queue.Queue):
+        def __init__(self, maxsize: int = 0, actor_options: dict | None = None) -> None:
+            made.append(dict(actor_options or {}))
+            super().__init__(maxsize, actor_options)
+
+    monkeypatch.setattr(ray_queue, "Queue", Recorded)
+    study = resolve_study(str(tiny_study_file(epochs=1, seeds=1)))
+    _, finished = run_study(study, RunOptions(out=tmp_path / "out", executor="ray", data_dir=str(tiny_mnist.dir),
+                                              device="cpu", quiet=True, models=("small-a",)))
+    assert finished and len(made) == 1
+    where = made[0].get("scheduling_strategy")
+    assert isinstance(where, NodeAffinitySchedulingStrategy) and not where.soft
+    assert where.node_id == ray_session.get_runtime_context().get_node_id()
+
+
 def test_without_ray_one_line_and_exit_2(tiny_mnist, tiny_study_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     out = tmp_path / "out"

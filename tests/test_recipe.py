@@ -20,7 +20,7 @@ from convstudy.executors.trial import EpochDone, Finished, Progress, TrialJob, r
 from convstudy.spec import ModelSpec, OptimizerSpec, TrainSettings
 from convstudy.store import CheckpointStorage, load_tensors
 from convstudy.train import (
-    Augment, Lone, Plan, Stacked, channel_stats, evaluate, init_state, make_optimizer, make_scheduler,
+    Augment, Lone, Plan, channel_stats, evaluate, init_state, make_optimizer, make_scheduler,
     make_trial_data,
 )
 from convstudy.train.augment import cutout, flip, seeded_generator, shift
@@ -101,9 +101,12 @@ def _data(tiny_mnist, settings):
     return make_trial_data(load_dataset("mnist", tiny_mnist.dir), settings, torch.device("cpu"))
 
 
-def _events(settings, data, root, seeds=(3,), saved=None):
-    jobs = [TrialJob(i, SPEC, settings, s, (28, 28, 1), PLAN, owner=f"trial {s}") for i, s in enumerate(seeds)]
-    return [e for e in run_trial(jobs, data, CheckpointStorage(str(root)), saved) if not isinstance(e, Progress)]
+def _job(settings, seed=3):
+    return TrialJob(0, SPEC, settings, seed, (28, 28, 1), PLAN, owner=f"trial {seed}")
+
+
+def _events(settings, data, root):
+    return [e for e in run_trial(_job(settings), data, CheckpointStorage(str(root))) if not isinstance(e, Progress)]
 
 
 def test_only_training_batches_are_augmented(tiny_mnist, tmp_path, monkeypatch):
@@ -119,24 +122,6 @@ def test_only_training_batches_are_augmented(tiny_mnist, tmp_path, monkeypatch):
     model.load_state_dict(done.weights)
     loss, acc, _ = evaluate(model, data.test)  # plain, unaugmented evaluation of the final weights
     assert (loss, acc) == (done.test_loss, done.test_accuracy)
-
-
-def test_stacked_members_augment_with_their_own_generators(tiny_mnist, tmp_path):
-    settings = TrainSettings(epochs=1, batch_size=32, optimizer="sgd", augment=["flip", "crop(2)", "cutout(6)"])
-    states = [init_state(SPEC, settings, (28, 28, 1), s, PLAN) for s in (3, 4)]
-    net = Stacked(states, settings, PLAN)
-    x = _images(8, c=1, h=28, w=28)
-    out = net.augment(torch.stack([x, x.flip(0)], 1))
-    aug = Augment(settings.augment)
-    assert torch.equal(out[:, 0], aug(x, seeded_generator(3, torch.device("cpu"))))
-    assert torch.equal(out[:, 1], aug(x.flip(0), seeded_generator(4, torch.device("cpu"))))
-    # A member's checkpoint carries its own augmentation state, as its lone trial's does.
-    data = _data(tiny_mnist, settings)
-    lone = _events(settings, data, tmp_path / "lone", seeds=(3,))
-    _events(settings, data, tmp_path / "stacked", seeds=(3, 4))
-    key = CheckpointStorage.key(SPEC.name, 3)
-    assert lone and torch.equal(load_tensors(tmp_path / "lone" / key)[0]["rng.augment"],
-                                load_tensors(tmp_path / "stacked" / key)[0]["rng.augment"])
 
 
 def test_channel_normalisation_uses_the_training_splits_statistics(tiny_mnist):
@@ -204,8 +189,7 @@ def test_a_trials_schedule_steps_every_batch_and_is_in_its_checkpoint(tiny_mnist
     settings = TrainSettings(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.05}, schedule="cosine")
     data = _data(tiny_mnist, settings)
     steps = -(-len(data.train) // 32)
-    jobs = [TrialJob(0, SPEC, settings, 3, (28, 28, 1), PLAN, owner="trial 3")]
-    events = run_trial(jobs, data, CheckpointStorage(str(tmp_path)))
+    events = run_trial(_job(settings), data, CheckpointStorage(str(tmp_path)))
     next(e for e in events if isinstance(e, EpochDone))
     events.close()  # stopped after epoch 1, as an executor stops a trial
     _, meta = load_tensors(tmp_path / CheckpointStorage.key(SPEC.name, 3))
@@ -404,17 +388,16 @@ def test_schedule_keys_a_model_or_a_space_level_uses_are_accepted(tmp_path, caps
     assert main(["models", str(study)]) == 0, capsys.readouterr().err
 
 
-def test_stacked_seeds_with_augmentation_and_a_schedule_resume_exactly(tiny_mnist, tmp_path):
+def test_a_trial_with_augmentation_and_a_schedule_resumes_exactly(tiny_mnist, tmp_path):
     settings = TrainSettings(epochs=2, batch_size=32, optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9},
                              augment=["flip", "translate(2)", "cutout(6)"], schedule="one-cycle", warmup=0.3,
                              label_smoothing=0.1, normalize="channel")
     data = _data(tiny_mnist, settings)
-    whole = _events(settings, data, tmp_path / "whole", seeds=(3, 4))
-    jobs = [TrialJob(i, SPEC, settings, s, (28, 28, 1), PLAN, owner=f"trial {s}") for i, s in enumerate((3, 4))]
-    events = run_trial(jobs, data, CheckpointStorage(str(tmp_path / "cut")))
-    done = next(e for e in events if isinstance(e, EpochDone) and e.last)
-    events.close()  # after the first epoch of both members
-    resumed = _events(settings, data, tmp_path / "cut", seeds=(3, 4))
+    whole = _events(settings, data, tmp_path / "whole")
+    events = run_trial(_job(settings), data, CheckpointStorage(str(tmp_path / "cut")))
+    done = next(e for e in events if isinstance(e, EpochDone))
+    events.close()  # after the first epoch
+    resumed = _events(settings, data, tmp_path / "cut")
 
     def results(evs):
         return ([(e.job.seed, e.result.epoch, e.result.loss, e.result.val_loss, e.result.val_accuracy)

@@ -20,7 +20,15 @@ LAYER_EXAMPLES = {
     "flatten": ["flatten"],
     "dense": ["dense(128)", "dense(10,softmax)", "dense(32,activation=tanh)"],
     "bn": ["bn", "bn(momentum=0.9)"],
-    "activation": ["relu", "tanh", "activation(gelu)"],
+    "activation": ["relu", "tanh", "activation(gelu)", "silu", "activation(mish)"],
+    "dwconv": ["dwconv(3)", "dwconv(3,same,stride=2,multiplier=2,activation=linear)"],
+    "sepconv": ["sepconv(32,3)", "sepconv(16,3,same,stride=2,use_bias=false)"],
+    "gap": ["gap"],
+    "gmp": ["gmp"],
+    "ln": ["ln", "ln(epsilon=1e-05)"],
+    "gn": ["gn", "gn(8)"],
+    "se": ["se", "se(0.5,silu)"],
+    "residual": ["residual([conv(16,3,same),bn])", "residual([conv(8,3,same),residual([conv(8,3,same)])],skip=false)"],
 }
 
 

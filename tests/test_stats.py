@@ -151,7 +151,7 @@ def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monk
     monkeypatch.setattr(loop, "evaluate", spy)
     m = study.models[0]
     job = TrialJob(1, m, m.settings(study.train), 0, (28, 28, 1), Plan())
-    events = list(run_trial([job], data, CheckpointStorage(str(tmp_path))))
+    events = list(run_trial(job, data, CheckpointStorage(str(tmp_path))))
     assert isinstance(events[-1], Finished)
     assert seen.count("test") == 1 and seen[-1] == "test" and seen.count("val") == 2
 

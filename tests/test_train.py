@@ -18,7 +18,7 @@ def test_trainer_learns_synthetic_digits(tiny_mnist, tmp_path):
     ds = load_dataset("mnist", tiny_mnist.dir)
     settings = TrainSettings(epochs=3, batch_size=32, validation="holdout")
     data = make_trial_data(ds, settings, torch.device("cpu"))
-    events = trial_events(SMALL, settings, data, tmp_path, seeds=(0,))
+    events = trial_events(SMALL, settings, data, tmp_path, seed=0)
     history = [e.result for e in events if isinstance(e, EpochDone)]
     assert [r.epoch for r in history] == [1, 2, 3] and isinstance(events[-1], Finished)
     assert history[-1].loss < history[0].loss
@@ -52,7 +52,7 @@ def test_last_partial_batch_is_kept(tiny_mnist, tmp_path, monkeypatch):
     settings = TrainSettings(epochs=1, batch_size=256, validation="test")  # 600 = 2*256 + 88
     data = make_trial_data(ds, settings, torch.device("cpu"))
     job = TrialJob(0, SMALL, settings, 0, (28, 28, 1), Plan())
-    done = [e.done for e in run_trial([job], data, CheckpointStorage(str(tmp_path))) if isinstance(e, Progress)]
+    done = [e.done for e in run_trial(job, data, CheckpointStorage(str(tmp_path))) if isinstance(e, Progress)]
     assert done == [256, 512, 600]
 
 
@@ -62,7 +62,7 @@ def test_divergence_is_an_event_with_its_epoch(tiny_mnist, tmp_path):
                              optimizer=OptimizerSpec(name="sgd", args={"lr": 1e5}))
     data = make_trial_data(ds, settings, torch.device("cpu"))
     linear = ModelSpec(name="linear", layers=["conv(8,3,activation=linear)", "flatten", "dense(32,linear)", "dense(10)"])
-    events = trial_events(linear, settings, data, tmp_path, seeds=(0,))
+    events = trial_events(linear, settings, data, tmp_path, seed=0)
     assert isinstance(events[-1], Diverged) and 1 <= events[-1].epoch <= 3
     assert not any(isinstance(e, Finished) for e in events)
 

@@ -1,5 +1,8 @@
-"""The one reader for files a user hands in (study files, Keras JSON): bounded, non-blocking, plain data only.
+"""The one reader for files a user hands in (study files, Keras JSON, dataset files, images): bounded, non-blocking.
 
+`open_untrusted` opens a regular file and nothing else (a FIFO, a device, a directory is one UserError line,
+without blocking); `read_untrusted_bytes` and `read_untrusted_text` read one up to a size bound. Every data
+source (image folders, NPZ, CSV, images given to predict) and every settings file is opened through them.
 `load_untrusted(path, fmt, what=...)` reads, parses and checks a TOML, YAML or JSON file. Whatever the file
 holds (a FIFO, a 5,000-digit integer, arrays nested 5,000 deep, YAML tags or an alias bomb), the result is
 plain data (dicts with string keys, lists, str, int, float, bool, None) within fixed bounds, or one
@@ -14,7 +17,7 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import yaml
 
@@ -28,36 +31,60 @@ MAX_INT = 2**53  # beyond this, JSON readers and floats stop being exact; no set
 _MAX_INT_DIGITS = 20  # parsers are stopped before int() of more digits than any in-range integer has
 
 
-def read_untrusted_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES,
-                        missing_hint: str = "") -> str:
-    """The UTF-8 text of a regular file of at most `max_bytes`; FIFOs, devices and directories are refused."""
+class UnreadableFile(UserError):
+    """A path that is missing, not a regular file, too large or unreadable; `reason` is the message without the path."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{shown_path(path)}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def open_untrusted(path: str | Path, what: str = "file", missing_hint: str = "") -> BinaryIO:
+    """A regular file opened for binary reading; FIFOs, devices, sockets and directories are refused without
+    blocking (UnreadableFile). The caller bounds what it reads."""
     path = Path(path)
-    name = path.name or str(path)
     try:
         # stat first so that a device is refused without opening it (opening some has side effects)
         _require_regular(os.stat(path).st_mode, path, what)
         # O_NONBLOCK: if the path became a FIFO since the stat, open() returns instead of waiting for a writer
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise UserError(f"{path}: no such {what}{missing_hint}") from None
+        raise UnreadableFile(path, f"no such {what}{missing_hint}") from None
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise UnreadableFile(path, f"cannot read ({exc.strerror or exc})") from None
     try:
         _require_regular(os.fstat(fd).st_mode, path, what)
-        chunks, size = [], 0
-        while size <= max_bytes:  # read to EOF rather than trust st_size (/proc files report 0)
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    finally:
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def read_untrusted_bytes(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES,
+                         missing_hint: str = "") -> bytes:
+    """The bytes of a regular file of at most `max_bytes` (`open_untrusted`, then a bounded read)."""
+    with open_untrusted(path, what, missing_hint) as f:
+        chunks, size = [], 0
+        try:
+            while size <= max_bytes:  # read to EOF rather than trust st_size (/proc files report 0)
+                chunk = f.read(min(1 << 20, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as exc:
+            raise UnreadableFile(path, f"cannot read ({exc.strerror or exc})") from None
     if size > max_bytes:
-        raise UserError(f"{name}: larger than {_fmt_size(max_bytes)}; not a {what}")
-    raw = b"".join(chunks)
+        raise UnreadableFile(path, f"larger than {_fmt_size(max_bytes)}; not {_a(what)}")
+    return b"".join(chunks)
+
+
+def read_untrusted_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES,
+                        missing_hint: str = "") -> str:
+    """The UTF-8 text of a regular file of at most `max_bytes`; FIFOs, devices and directories are refused."""
+    raw = read_untrusted_bytes(path, what, max_bytes, missing_hint)
+    name = Path(path).name or str(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -67,14 +94,27 @@ def read_untrusted_text(path: str | Path, what: str = "file", max_bytes: int = M
     return text
 
 
+def shown_path(path: str | Path) -> str:
+    """`path` as printable text: bytes that are not UTF-8 (surrogate-escaped by os) shown as \\xNN."""
+    text = str(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no byte stands for (a JSON "\\ud800" escape)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _require_regular(mode: int, path: Path, what: str) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        raise UserError(f"{path}: is a directory, not a {what}")
+        raise UnreadableFile(path, f"is a directory, not {_a(what)}")
     kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
-    raise UserError(f"{path}: not a regular file ({kind}); a {what} must be a regular file")
+    raise UnreadableFile(path, f"not a regular file ({kind}); {_a(what)} must be a regular file")
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
 
 
 def _fmt_size(n: int) -> str:

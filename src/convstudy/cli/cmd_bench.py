@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from convstudy.cli.options import name_list
+from convstudy.api import name_list
 
 
 def positive_float(text: str) -> float:

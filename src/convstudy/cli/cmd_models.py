@@ -6,6 +6,7 @@ import argparse
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from convstudy.cli.options import add_selection, selected
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_column("Output Shape")
         table.add_column("Param #", justify="right")
         for layer in m["layers"]:
-            table.add_row(str(layer["index"]), layer["layer"], f"(None, {layer['output_shape'].replace('x', ', ')})",
+            table.add_row(str(layer["index"]), escape(layer["layer"]), f"(None, {layer['output_shape'].replace('x', ', ')})",
                           f"{layer['params']:,}")
         console.print(table)
         console.print(f"Total params: {m['params']:,}\nTrainable params: {m['trainable_params']:,}\n"

@@ -45,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_paths(args.images)
     if not paths:
         raise UserError(f"no image files in {', '.join(args.images)} (looked for .png, .jpg, .jpeg, ...)")
-    result = predict_files(trained, paths, TOP)
-    acc = f", test accuracy {trained.test_accuracy:.2%}" if trained.test_accuracy is not None else ""
-    print(f'model "{trained.spec.name}" seed {trained.seed}{acc}', file=sys.stderr)
+    result = predict_files(trained, paths, TOP)  # every image decoded before anything is printed
+    if result.rows:  # with no image readable, each error is the one line it would be alone
+        acc = f", test accuracy {trained.test_accuracy:.2%}" if trained.test_accuracy is not None else ""
+        print(f'model "{trained.spec.name}" seed {trained.seed}{acc}', file=sys.stderr)
     if args.format == "json":
         sys.stdout.write(json.dumps({
             "model": trained.spec.name, "seed": trained.seed,

@@ -1,14 +1,12 @@
 """Datasets: registered ones (MNIST-like IDX, CIFAR binary archives, verified, mirrored), described sources
 (image folder, NPZ, CSV) decoded once into a cache, and splits."""
 
-from convstudy.data.cifar import ARCHIVES
 from convstudy.data.load import Dataset, dataset_status, load_dataset, resolve_data_dir
 from convstudy.data.registry import REGISTRY, DatasetInfo, get_info
 from convstudy.data.sources import Source, canonical_source, is_source, parse_source
 from convstudy.data.split import stratified_indices, stratified_split
 
 __all__ = [
-    "ARCHIVES",
     "REGISTRY",
     "Source",
     "canonical_dataset",

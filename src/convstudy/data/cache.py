@@ -18,9 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from convstudy.errors import UserError
+from convstudy.untrusted import open_untrusted, read_untrusted_text
+
 ENV_VAR = "CONVSTUDY_CACHE_DIR"
 VERSION = 1
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+_MAX_META_BYTES = 64 << 20  # the meta lists skipped files; a folder of a million bad images stays below this
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +49,17 @@ def read(identity: Any, key: str) -> tuple[dict[str, np.ndarray], dict[str, Any]
     """The cached arrays and meta for `key`, or None on a miss or a damaged entry."""
     entry = _slot(identity) / key[:32]
     try:
-        meta = json.loads((entry / "meta.json").read_text())
+        meta = json.loads(read_untrusted_text(entry / "meta.json", max_bytes=_MAX_META_BYTES))
         if meta.get("key") != key:
             return None
-        arrays = {name: np.load(entry / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        arrays = {}
+        for name in _ARRAYS:
+            with open_untrusted(entry / f"{name}.npy") as f:
+                arrays[name] = np.load(f, allow_pickle=False)
         for name, (shape, dtype) in meta["arrays"].items():
             if list(arrays[name].shape) != shape or str(arrays[name].dtype) != dtype:
                 return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (UserError, OSError, ValueError, KeyError, TypeError):
         return None
     return arrays, meta["meta"]
 

@@ -24,16 +24,6 @@ from convstudy.data.registry import DatasetInfo
 from convstudy.errors import UserError
 
 log = logging.getLogger(__name__)
-_MIRRORS = ("https://www.cs.toronto.edu/~kriz/", "http://www.cs.toronto.edu/~kriz/", "http://www.cs.utoronto.ca/~kriz/")
-_CIFAR100_FINE = (
-    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
-    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
-    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
-    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
-    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
-    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
-    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
-).split()
 PIXELS = 32 * 32 * 3
 
 
@@ -53,20 +43,6 @@ _LAYOUTS = {
     "cifar100": Layout(("cifar-100-binary/train.bin",), "cifar-100-binary/test.bin", 2, 50000 * (2 + PIXELS)),
 }
 
-CIFAR10 = DatasetInfo(
-    name="cifar10", input_shape=(32, 32, 3), num_classes=10,
-    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    files={"archive": "cifar-10-binary.tar.gz"}, sha256={}, mirrors=_MIRRORS,
-    homepage="https://www.cs.toronto.edu/~kriz/cifar.html", license="no license stated; cite Krizhevsky 2009",
-    md5={"archive": "c32a1d4ab5d03f1284b67883e8d87530"}, sizes={"archive": 170052171}, format="cifar10",
-)
-CIFAR100 = DatasetInfo(
-    name="cifar100", input_shape=(32, 32, 3), num_classes=100, class_names=tuple(_CIFAR100_FINE),
-    files={"archive": "cifar-100-binary.tar.gz"}, sha256={}, mirrors=_MIRRORS,
-    homepage="https://www.cs.toronto.edu/~kriz/cifar.html", license="no license stated; cite Krizhevsky 2009",
-    md5={"archive": "03b5dce01913d631647c71ecec9e9cb8"}, sizes={"archive": 168513733}, format="cifar100",
-)
-ARCHIVES: dict[str, DatasetInfo] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
 def load_cifar(info: DatasetInfo, directory: Path, download: bool, own_cache: bool) -> tuple[dict[str, np.ndarray], str]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from convstudy.untrusted import open_untrusted
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -16,12 +20,26 @@ class BadImage(ValueError):
     """A file that cannot be decoded as an image of the declared shape; the message omits the path."""
 
 
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """Pillow's lazy image of a regular file (UnreadableFile otherwise, without blocking on a FIFO). Past
+    Image.MAX_IMAGE_PIXELS it is a decompression bomb, raised rather than printed as Pillow's warning."""
+    with open_untrusted(path, "image file") as f, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(f) as img:
+            yield img
+
+
+_PILLOW_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+                  SyntaxError, ValueError)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image from its header; BadImage if it is not one."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+    except _PILLOW_ERRORS as exc:
         raise BadImage(_why(exc)) from None
     return height, width
 
@@ -30,7 +48,7 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int, resize:
     """uint8 [H, W, C] at `size`, and whether grey/colour had to be converted to `channels`."""
     height, width = size
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if not resize and img.size != (width, height):
                 raise BadImage(f"image is {img.size[1]}x{img.size[0]}, the dataset's images are {height}x{width}; "
                                "declare size = [H, W] to resize them")
@@ -48,7 +66,7 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int, resize:
             array = np.asarray(img, dtype=np.uint8)
     except BadImage:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+    except _PILLOW_ERRORS as exc:
         raise BadImage(_why(exc)) from None
     if array.ndim == 2:
         array = array[:, :, None]
@@ -58,7 +76,7 @@ def decode_image(path: str | Path, size: tuple[int, int], channels: int, resize:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, UnidentifiedImageError):
         return "not an image Pillow can read (corrupt, or not PNG/JPEG/BMP)"
-    if isinstance(exc, Image.DecompressionBombError):
-        return "image has too many pixels to decode safely"
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"image has more than {Image.MAX_IMAGE_PIXELS:,} pixels, too many to decode safely"
     text = str(exc).split(" '")[0] if isinstance(exc, OSError) else str(exc)
     return f"corrupt or truncated image ({text or type(exc).__name__})"

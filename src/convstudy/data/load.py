@@ -102,6 +102,8 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
     """Per registered dataset: its shape, where its files are looked for, which are there or not."""
     rows = []
     for name, info in REGISTRY.items():
+        if info.format != "idx":  # CIFAR's one archive: not a set of IDX files to look for
+            continue
         directory = resolve_data_dir(name, data_dir)
         found = {key: _locate(directory, info.files[key]) for key in FILE_KEYS}
         rows.append({

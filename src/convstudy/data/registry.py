@@ -129,12 +129,36 @@ _KMNIST = DatasetInfo(
     sizes=dict(_IDX_SIZES),
 )
 
-REGISTRY: dict[str, DatasetInfo] = {info.name: info for info in (_MNIST, _FASHION_MNIST, _KMNIST)}
+# CIFAR-10/100: the binary archives, checked by the MD5 the Toronto page publishes (data.cifar reads them).
+_MIRRORS = ("https://www.cs.toronto.edu/~kriz/", "http://www.cs.toronto.edu/~kriz/", "http://www.cs.utoronto.ca/~kriz/")
+_CIFAR100_FINE = (
+    "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel can "
+    "castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur dolphin "
+    "elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster "
+    "man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck "
+    "pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk "
+    "skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger "
+    "tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"
+).split()
+_CIFAR10 = DatasetInfo(
+    name="cifar10", input_shape=(32, 32, 3), num_classes=10,
+    class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    files={"archive": "cifar-10-binary.tar.gz"}, sha256={}, mirrors=_MIRRORS,
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html", license="no license stated; cite Krizhevsky 2009",
+    md5={"archive": "c32a1d4ab5d03f1284b67883e8d87530"}, sizes={"archive": 170052171}, format="cifar10",
+)
+_CIFAR100 = DatasetInfo(
+    name="cifar100", input_shape=(32, 32, 3), num_classes=100, class_names=tuple(_CIFAR100_FINE),
+    files={"archive": "cifar-100-binary.tar.gz"}, sha256={}, mirrors=_MIRRORS,
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html", license="no license stated; cite Krizhevsky 2009",
+    md5={"archive": "03b5dce01913d631647c71ecec9e9cb8"}, sizes={"archive": 168513733}, format="cifar100",
+)
+# Every registered dataset, one table: IDX files (`format` idx) and CIFAR archives.
+REGISTRY: dict[str, DatasetInfo] = {info.name: info for info in (_MNIST, _FASHION_MNIST, _KMNIST, _CIFAR10, _CIFAR100)}
 
 
 def get_info(name: str | dict) -> DatasetInfo:
     """The registered dataset called `name`, or a described source's facts (shape, classes), read only if undeclared."""
-    from convstudy.data.cifar import ARCHIVES  # cifar builds on DatasetInfo
     from convstudy.data.sources import is_source, resolve, parse_source
 
     if is_source(name):
@@ -147,9 +171,7 @@ def get_info(name: str | dict) -> DatasetInfo:
         raise UserError(f"dataset must be a registered name or a source table, not {type(name).__name__}")
     if name in REGISTRY:
         return REGISTRY[name]
-    if name in ARCHIVES:
-        return ARCHIVES[name]
-    valid = sorted([*REGISTRY, *ARCHIVES])
+    valid = sorted(REGISTRY)
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
     raise UserError(f'unknown dataset "{name}"; valid: {", ".join(valid)}{hint}')

@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from convstudy.data import cache
 from convstudy.data.images import IMAGE_SUFFIXES, BadImage, decode_image, image_size
 from convstudy.data.split import stratified_split
 from convstudy.errors import UserError
+from convstudy.untrusted import open_untrusted, read_untrusted_bytes, shown_path
 
 KINDS = ("folder", "npz", "csv")
 _KEYS = {
@@ -33,8 +36,11 @@ _KEYS = {
 }
 _ESCAPE = {"%": "%25", ",": "%2C", "|": "%7C", "=": "%3D"}
 MAX_CLASSES = 100_000
+_LABELS = f"labels are class indices 0 to {MAX_CLASSES - 1:,}"
+_TWO_CLASSES = "a classifier needs at least 2 classes"
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 MAX_ARRAY_BYTES = 64 << 30
+MAX_CSV_BYTES = 2 << 30  # Kaggle's MNIST train.csv is 73 MiB; CIFAR-10 as CSV is about 600 MiB
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
@@ -155,6 +161,8 @@ def resolve(src: Source) -> Source:
     if src.classes is None:
         arrays, _ = _decoded(src)
         top = max(int(arrays["y_train"].max(initial=0)), int(arrays["y_test"].max(initial=0)))
+        if top == 0:
+            raise UserError(f"{src.path}: every label is 0, one class; {_TWO_CLASSES}")
         src = replace(src, classes=tuple(str(i) for i in range(top + 1)))
     return src
 
@@ -247,6 +255,8 @@ def _folder_layout(src: Source) -> _Layout:
     class_dirs = _subdirs(tops["train"])
     if not class_dirs:
         raise UserError(f"{tops['train']}: no class folders (expected {tops['train']}/<class>/*.png|jpg|jpeg|bmp)")
+    if len(class_dirs) == 1 and not src.classes:
+        raise UserError(f'{tops["train"]}: one class folder ("{next(iter(class_dirs))}"); {_TWO_CLASSES}')
     classes = src.classes or tuple(sorted(class_dirs))
     files: dict[str, list[tuple[str, str]]] = {}
     for split, top in tops.items():
@@ -259,7 +269,7 @@ def _folder_layout(src: Source) -> _Layout:
                 raise UserError(f"{top}: has no folder for class \"{name}\"")
         picked = []
         for name in sorted(dirs, key=classes.index):
-            images = sorted(e.name for e in _scandir(dirs[name])
+            images = sorted(_regular(e).name for e in _scandir(dirs[name])
                             if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith("."))
             if not images:
                 raise UserError(f"{dirs[name]}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -270,7 +280,28 @@ def _folder_layout(src: Source) -> _Layout:
 
 
 def _subdirs(folder: str) -> dict[str, str]:
-    return {e.name: e.path for e in _scandir(folder) if not e.name.startswith(".") and e.is_dir()}
+    dirs = {e.name: e.path for e in _scandir(folder) if not e.name.startswith(".") and e.is_dir()}
+    for name, path in dirs.items():
+        if not _is_utf8(name):  # a class name: studies, reports and the database are UTF-8
+            raise UserError(f"{shown_path(path)}: folder name is not valid UTF-8; rename it (class names are "
+                            "taken from folder names)")
+    return dirs
+
+
+def _is_utf8(text: str) -> bool:
+    """Whether `text` is valid Unicode: os and sys.argv hand undecodable bytes over as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _regular(entry: os.DirEntry) -> os.DirEntry:
+    # Refused while listing, before any decoding; open_untrusted checks again when the file is opened.
+    if not entry.is_file():
+        open_untrusted(entry.path, "image file").close()  # raises, naming what the entry is instead
+    return entry
 
 
 def _scandir(folder: str) -> list[os.DirEntry]:
@@ -310,7 +341,7 @@ def _decode_folder(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             except BadImage as exc:
                 if not src.skip_bad:
                     raise UserError(f"{path}: {exc}; remove it or set skip_bad = true in the dataset") from None
-                skipped.append((os.path.relpath(path, src.path), str(exc)))
+                skipped.append((shown_path(os.path.relpath(path, src.path)), str(exc)))
                 continue
             converted += changed
             y[n] = index[name]
@@ -343,13 +374,15 @@ def _npz_image_shape(path: Path) -> tuple[int, int, int]:
     return _image_shape(path, "x_train", header[0])
 
 
-def _open_npz(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UserError(f"{path}: not an NPZ file ({exc})") from None
+@contextmanager
+def _open_npz(path: Path) -> Iterator[zipfile.ZipFile]:
+    with open_untrusted(path, "dataset file") as f:
+        try:
+            zf = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise UserError(f"{path}: not an NPZ file ({exc})") from None
+        with zf:
+            yield zf
 
 
 def _npy_header(zf: zipfile.ZipFile, path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -385,11 +418,13 @@ def _decode_npz(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     with _open_npz(path) as zf:
         for name in NPZ_ARRAYS:
             _npy_header(zf, path, name)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {name: npz[name] for name in NPZ_ARRAYS}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: cannot be read as NPZ ({exc})") from None
+        try:  # what np.load does, on the file already opened and checked
+            raw = {}
+            for name in NPZ_ARRAYS:
+                with zf.open(f"{name}.npy") as f:
+                    raw[name] = np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{path}: cannot be read as NPZ ({exc})") from None
     out, converted = {}, 0
     for split in ("train", "test"):
         x, y = raw[f"x_{split}"], raw[f"y_{split}"]
@@ -403,8 +438,9 @@ def _decode_npz(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise UserError(f"{path}: y_{split} must be a 1-D array of integer labels (got {y.dtype} {y.shape})")
         if len(x) != len(y):
             raise UserError(f"{path}: x_{split} holds {len(x)} images but y_{split} holds {len(y)} labels")
-        if len(y) and int(y.min()) < 0:
-            raise UserError(f"{path}: y_{split} holds the negative label {int(y.min())}")
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < MAX_CLASSES:  # before astype wraps a uint64
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise UserError(f"{path}: y_{split} holds the label {bad}; {_LABELS}")
         pixels = _to_uint8(path, f"x_{split}", x).reshape(len(x), shape[0], shape[1], shape[2])
         pixels, changed = _to_channels(pixels, src.channels or shape[2])
         converted += changed
@@ -452,41 +488,49 @@ def _decode_csv(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _read_csv(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Kaggle-MNIST rows `label,p0,p1,...` (HWC order), an optional header line, into NHWC and labels."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    raw = read_untrusted_bytes(path, "dataset file", MAX_CSV_BYTES)
     lines = raw.replace(b"\r\n", b"\n").split(b"\n")
     first = 0
     if lines and not lines[0].split(b",", 1)[0].strip().lstrip(b"-").isdigit():
         first = 1  # a header such as label,pixel0,...
     want = 1 + math.prod(shape)
-    rows = []
+    rows: list[tuple[int, bytes]] = []  # (line number, line)
     for number, line in enumerate(lines[first:], first + 1):
         if not line.strip():
             continue
         if line.count(b",") != want - 1:
             raise UserError(f"{path}: row {number} has {line.count(b',') + 1} values, expected {want} "
                             f"(a label and {want - 1} pixels for {shape[0]}x{shape[1]}x{shape[2]})")
-        rows.append(line)
+        rows.append((number, line))
     if not rows:
-        return np.empty((0, *shape), np.uint8), np.empty(0, np.int64)
+        raise UserError(f"{path}: the CSV has no data rows (expected lines of a label and {want - 1} pixels)")
     try:
-        values = np.array(b",".join(rows).split(b","), dtype=np.bytes_).astype(np.int64).reshape(len(rows), want)
-    except ValueError:
+        cells = b",".join(line for _, line in rows).split(b",")
+        values = np.array(cells, dtype=np.bytes_).astype(np.int64).reshape(len(rows), want)
+    except (ValueError, OverflowError):  # OverflowError: a cell past int64
         values = None
-    if values is None or values.min() < 0 or values[:, 1:].max() > 255:
-        for number, line in enumerate(rows, 1):
-            try:
-                ints = [int(v) for v in line.split(b",")]
-            except ValueError:
-                raise UserError(f"{path}: data row {number} holds a value that is not an integer") from None
-            if ints[0] < 0 or min(ints[1:]) < 0 or max(ints[1:]) > 255:
-                raise UserError(f"{path}: data row {number}: labels are >= 0 and pixels in 0..255")
-    assert values is not None
+    if values is None or values.min() < 0 or values[:, 1:].max() > 255 or values[:, 0].max() >= MAX_CLASSES:
+        raise _bad_cell(path, rows)
     return values[:, 1:].astype(np.uint8).reshape(len(rows), *shape), values[:, 0].copy()
+
+
+def _bad_cell(path: Path, rows: list[tuple[int, bytes]]) -> UserError:
+    """The first cell that is not an integer in its column's range, named by row (line number) and column."""
+    for number, line in rows:
+        for column, cell in enumerate(line.split(b","), 1):
+            what, top = ("label", MAX_CLASSES - 1) if column == 1 else ("pixel", 255)
+            text = cell.strip().decode("ascii", "replace")
+            shown = text if len(text) <= 20 else f"{text[:12]}... ({len(text)} characters)"
+            try:
+                value = int(cell) if len(text) <= 20 else None  # int() of thousands of digits is slow or refused
+            except ValueError:
+                value = None
+            if value is None and not text.lstrip("+-").isdigit():
+                return UserError(f"{path}: row {number}, column {column}: {shown or 'an empty cell'} is not an integer")
+            if value is None or not 0 <= value <= top:
+                rule = _LABELS if column == 1 else "pixels are 0 to 255"
+                return UserError(f"{path}: row {number}, column {column}: {what} {shown} is out of range; {rule}")
+    return UserError(f"{path}: a value is not an integer in range")  # unreachable: int() is what numpy applies
 
 
 # ---------------------------------------------------------------- spelling
@@ -495,6 +539,11 @@ def _build(kind: str, raw: dict[str, Any]) -> Source:
     path = raw.get("path")
     if not isinstance(path, str) or not path.strip():
         raise UserError(f"dataset: {kind} needs path = \"...\" (a {'folder' if kind == 'folder' else 'file'})")
+    for key in ("path", "test", "classes"):
+        texts = raw.get(key) if isinstance(raw.get(key), list) else [raw.get(key)]
+        bad = next((t for t in texts if isinstance(t, str) and not _is_utf8(t)), None)
+        if bad is not None:
+            raise UserError(f'dataset: {key} "{shown_path(bad)}" is not valid UTF-8 (studies and reports are UTF-8)')
     fields: dict[str, Any] = {"kind": kind, "path": path}
     if "size" in raw:
         fields["size"] = _size(raw["size"])
@@ -566,6 +615,8 @@ def _classes(value: Any) -> tuple[str, ...]:
     if (not isinstance(value, (list, tuple)) or not value or len(value) > MAX_CLASSES
             or not all(isinstance(v, str) and v.strip() for v in value)):
         raise UserError("dataset: classes is a non-empty list of class names")
+    if len(value) == 1:
+        raise UserError(f'dataset: classes lists one class ("{_show(value[0], quote=False)}"); {_TWO_CLASSES}')
     if len(set(value)) != len(value):
         dup = next(v for v in value if value.count(v) > 1)
         raise UserError(f'dataset: class "{_show(dup, quote=False)}" is listed twice')

@@ -41,7 +41,6 @@ class RunOptions:
     gpus_per_trial: float = 0.0
     storage: str | None = None
     quiet: bool = False
-    stack_seeds: int | None = None  # None: auto, which is 1 (each seed alone) on every device for now
     seeds_of: dict[str, tuple[int, ...]] | None = None  # racing: the seeds each model has earned so far
 
 
@@ -60,11 +59,6 @@ class Growth(Protocol):
 
     def prune(self, event: EpochDone) -> bool: ...
 
-
-# `--stack-seeds auto` is 1 everywhere: stacking measured no faster on this project's 2-core CPU (3 seeds,
-# one epoch: k3-2 16.7 s stacked vs 17.1 s alone, k3-4 22.9 vs 19.5) and is not timed on a GPU yet;
-# a speed path is on by default only where docs/benchmarks.md shows it faster.
-STACK_AUTO = 1
 
 # The flag a user changes to change each recorded setting, for the message that refuses a mixed resume.
 _FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device",
@@ -98,14 +92,13 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
                                                      else "cpu")
     precision = resolve_precision(opts.precision, trial_device)
     threads = torch.get_num_threads() if local else max(1, int(opts.cpus_per_trial))
-    stack = (opts.stack_seeds or STACK_AUTO) if local else 1
     ds = load_dataset(study.dataset, opts.data_dir)  # before the store: a data error leaves it untouched
     plans = {m.name: plan(m, ds.info.input_shape, trial_device, precision, threads) for m in study.models
              if m.name in wanted_models}
     numerics = {name: p.numerics() for name, p in plans.items()}
     store = StudyStore.create_or_open(opts.out, study)
     if grow is not None:  # the models it added before are the study's (the store keeps them)
-        study, stack = store.study, 1
+        study = store.study
         wanted_models = names = [m.name for m in study.models]
         plans.update({m.name: plan(m, ds.info.input_shape, trial_device, precision, threads) for m in study.models
                       if m.name not in plans})
@@ -131,7 +124,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
                           soft_wrap=True, markup=False)
     data = make_trial_data(ds, study.train, device)
     run_id = store.db.add_run(provenance(describe(trial_device) if local else f"ray: {trial_device.type}", {
-        "executor": opts.executor, "precision": precision, "stack_seeds": stack,
+        "executor": opts.executor, "precision": precision,
         "n_train": len(data.train), "n_val": len(data.val),
         "n_test": len(data.test), "data_dir": str(ds.source_dir), "dataset": ds.provenance}))
 
@@ -161,8 +154,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
         else:
             from convstudy.executors.local import run_local
 
-            finished = run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, stack,
-                                 grow)
+            finished = run_local(store, jobs, data, run_id, view, lambda: write_reports(store), numerics, grow)
         write_reports(store)
     except Exception as exc:
         if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports

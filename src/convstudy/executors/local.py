@@ -60,12 +60,11 @@ def disk_full(exc: BaseException) -> bool:
 
 def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], data: TrialData,
               run_id: int, view: ProgressView, after_trial: Callable[[], None],
-              numerics: dict[str, dict] | None = None, stack: int = 1, grow: "Growth | None" = None) -> bool:
+              numerics: dict[str, dict] | None = None, grow: "Growth | None" = None) -> bool:
     """Claim and train wanted trials until none is left; returns False when interrupted.
 
-    With `stack` > 1, up to that many pending seeds of one model are claimed together and trained as
-    one stacked network (train.stack), by the same loop. With `grow` (a search), a free slot asks it
-    for another trial (`grow.more()`) and every epoch whether to stop the trial there (`grow.prune`).
+    With `grow` (a search), a free slot asks it for another trial (`grow.more()`) and every epoch
+    whether to stop the trial there (`grow.prune`).
     """
     owner = this_owner()
     current: set[int] = set()  # trial ids being trained, for the heartbeat
@@ -78,32 +77,28 @@ def run_local(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], Tri
                 if grow is not None and grow.more():
                     continue
                 return True
-            group = [rec]
-            same_model = {key for key in jobs if key[0] == rec.model}
-            while len(group) < stack and (more := store.db.claim(owner, same_model, run_id, numerics)):
-                group.append(more)
-            members = [jobs[(r.model, r.seed)](r.id) for r in group]
-            unfinished = {job.trial_id for job in members}
+            job = jobs[(rec.model, rec.seed)](rec.id)
+            unfinished = {job.trial_id}
             current.update(unfinished)
-            events = run_trial(members, data, storage)
+            events = run_trial(job, data, storage)
             try:
                 for event in events:
                     record(event)
                     if isinstance(event, (Finished, Diverged)):
                         unfinished.discard(event.job.trial_id)
                     if isinstance(event, EpochDone) and grow is not None and grow.prune(event):
-                        record.pruned(event)  # the search runs one trial at a time (stack 1)
+                        record.pruned(event)
                         unfinished.discard(event.job.trial_id)
                         break
-                    if isinstance(event, EpochDone) and event.last and interrupt.requested:
-                        break  # every trial of this epoch is checkpointed: stop here
+                    if isinstance(event, EpochDone) and interrupt.requested:
+                        break  # the epoch is checkpointed: stop here
             except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoints hold
                 interrupt.requested = True
             except StoreError:  # a damaged study directory is the user's to fix, not a failed trial
                 release(store, unfinished, State.PENDING, "damaged study file")
                 raise
             except Exception as exc:  # a bug or resource failure in one trial must not sink the study
-                fail(store, view, [j for j in members if j.trial_id in unfinished], exc)
+                fail(store, view, [job] if unfinished else [], exc)
                 unfinished = set()
             finally:
                 events.close()

@@ -101,11 +101,15 @@ def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int,
     from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError,
                                 RayTaskError, WorkerCrashedError)
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     lost = (WorkerCrashedError, NodeDiedError, LocalRayletDiedError, ObjectLostError, OutOfMemoryError)
     owner = this_owner()
     slots = trial_slots(ray, opts.cpus_per_trial, opts.gpus_per_trial)
-    queue = Queue(actor_options={"num_cpus": 0})
+    # The event queue lives on the driver's node: left to Ray, a 0-CPU actor may land on a worker node, and
+    # losing that node would take every running trial's events and the driver with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     data_ref = ray.put(dataset_arrays(ds))
     task = ray.remote(train_on_worker)
     record = Recorder(store, storage, view, owner)
@@ -212,6 +216,6 @@ def train_on_worker(job: TrialJob, arrays: dict[str, Any], settings: TrainSettin
     torch.set_num_threads(job.plan.threads)
     data = make_trial_data(dataset_from_arrays(arrays), settings, torch.device(job.plan.device))
     where = f"{socket.gethostname()}:{os.getpid()}"
-    for event in run_trial([job], data, storage):
+    for event in run_trial(job, data, storage):
         if not isinstance(event, Progress):  # the driver's table shows epochs, not batches
             queue.put((where, event))

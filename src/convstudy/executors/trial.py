@@ -19,7 +19,7 @@ from convstudy.store import CheckpointStorage
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.store import DIGEST_KEY, DamagedFile
 from convstudy.train import (
-    EpochResult, Lone, Plan, Stacked, TrialData, channel_stats, configure_backends, describe, epoch_means,
+    EpochResult, Lone, Plan, TrialData, channel_stats, configure_backends, describe, epoch_means,
     init_state, load_state_tensors, norm_meta,
 )
 
@@ -65,12 +65,11 @@ class Progress:
 
 @dataclass(frozen=True)
 class EpochDone:
-    """An epoch finished and its checkpoint (`digest`) is written; `last`: the last trial of the epoch."""
+    """An epoch finished and its checkpoint (`digest`) is written."""
 
     job: TrialJob
     result: EpochResult
     digest: str
-    last: bool
 
 
 @dataclass(frozen=True)
@@ -99,30 +98,18 @@ class Finished:
 Event = Union[Started, Progress, EpochDone, Diverged, Finished]
 
 
-def run_trial(jobs: list[TrialJob], data: TrialData, storage: CheckpointStorage,
-              saved: list | None = None) -> Iterator[Event]:
-    """Train `jobs` — one trial, or seeds of one model stacked (train.stack) — from their checkpoints.
-
-    Members checkpointed at different epochs cannot share steps: they then train one after another.
-    """
-    saved = saved or [trusted_checkpoint(job, storage) for job in jobs]
-    if len({int(ckpt[1]["epoch"]) if ckpt else 0 for ckpt, _ in saved}) > 1:
-        for job, one in zip(jobs, saved):
-            yield from run_trial([job], data, storage, [one])
-        return
-    first = jobs[0]
-    settings, plan = first.settings, first.plan
-    states = []
-    for job, (ckpt, note) in zip(jobs, saved):
-        state = init_state(job.model, settings, job.input_shape, job.seed, plan)
-        states.append(load_state_tensors(state, *ckpt) if ckpt else state)
-        yield Started(job, states[-1].epoch, [asdict(h) for h in states[-1].history], note)
+def run_trial(job: TrialJob, data: TrialData, storage: CheckpointStorage,
+              saved: tuple[tuple[dict, dict] | None, str | None] | None = None) -> Iterator[Event]:
+    """Train `job` from its checkpoint (`saved`: one already loaded, with its note) to its last epoch."""
+    ckpt, note = saved or trusted_checkpoint(job, storage)
+    settings, plan = job.settings, job.plan
+    state = init_state(job.model, settings, job.input_shape, job.seed, plan)
+    state = load_state_tensors(state, *ckpt) if ckpt else state
+    yield Started(job, state.epoch, [asdict(h) for h in state.history], note)
     n, batch = len(data.train), settings.batch_size
     steps = -(-n // batch)  # batches per epoch: the last partial one is kept
     norm = channel_stats(data.train.x) if settings.normalize == "channel" else None  # the training split's
-    net = (Lone(states[0], settings, plan, steps, norm) if len(jobs) == 1
-           else Stacked(states, settings, plan, steps, norm))
-    live = list(range(len(jobs)))
+    net = Lone(state, settings, plan, steps, norm)
     configure_backends(torch.device(plan.device))
     for epoch in range(net.epoch + 1, settings.epochs + 1):
         t0 = time.perf_counter()
@@ -133,25 +120,20 @@ def run_trial(jobs: list[TrialJob], data: TrialData, storage: CheckpointStorage,
             if net.scheduler is not None:
                 net.scheduler.step()
             yield Progress(min(start + batch, n))
-        losses, accs = epoch_means(loss_sum, correct, n)
-        val_losses, val_accs, _ = net.evaluate(data.val)
+        loss, acc = epoch_means(loss_sum, correct, n)
+        val_loss, val_acc, _ = net.evaluate(data.val)
         seconds = time.perf_counter() - t0
         net.epoch = epoch
-        for i in list(live):
-            if not (math.isfinite(losses[i]) and math.isfinite(val_losses[i])):
-                live.remove(i)  # its parameters are its own: the others train on unaffected
-                yield Diverged(jobs[i], epoch)
-                continue
-            result = EpochResult(epoch, losses[i], accs[i], val_losses[i], val_accs[i], seconds)
-            net.histories[i].append(result)
-            digest = storage.save(jobs[i].key, *net.checkpoint(i), jobs[i].owner)
-            yield EpochDone(jobs[i], result, digest, last=i == live[-1])
-        if not live:
+        if not (math.isfinite(loss) and math.isfinite(val_loss)):
+            yield Diverged(job, epoch)
             return
-    losses, accs, probs = net.evaluate(data.test, with_probs=True)
-    for i in live:
-        yield Finished(jobs[i], losses[i], accs[i], describe(torch.device(plan.device)), net.weights(i), probs[i],
-                       data.test.y.cpu(), norm_meta(net.norm))
+        result = EpochResult(epoch, loss, acc, val_loss, val_acc, seconds)
+        net.history.append(result)
+        digest = storage.save(job.key, *net.checkpoint(), job.owner)
+        yield EpochDone(job, result, digest)
+    loss, acc, probs = net.evaluate(data.test, with_probs=True)
+    yield Finished(job, loss, acc, describe(torch.device(plan.device)), net.weights(), probs, data.test.y.cpu(),
+                   norm_meta(net.norm))
 
 
 def trusted_checkpoint(job: TrialJob, storage: CheckpointStorage) -> tuple[tuple[dict, dict] | None, str | None]:

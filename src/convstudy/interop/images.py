@@ -35,18 +35,19 @@ def _pil():
 
 def read_gray(path: str | Path) -> np.ndarray:
     """The image as float32 gray levels in [0, 255], transparency and EXIF rotation resolved."""
-    Image, ImageOps = _pil()
+    _, ImageOps = _pil()
+    from convstudy.data.images import open_image
+    from convstudy.untrusted import UnreadableFile
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             return to_gray(img)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError("no such file") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory") from None
+    except UnreadableFile as exc:  # missing, a directory, a FIFO: the path is shown beside the reason
+        raise ImageError(exc.reason) from None
     except Exception as exc:  # Pillow raises many types for damaged files; each is this one file's problem
         reason = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise ImageError(f"cannot read image ({reason})") from None
@@ -111,15 +112,13 @@ def load_image(path: str | Path, input_shape: tuple[int, int, int], digits: bool
     if digits:
         return load_digit(path)[None]
     from convstudy.data.images import BadImage, decode_image
+    from convstudy.untrusted import UnreadableFile
 
-    path = Path(path)
-    if not path.exists():
-        raise ImageError("no such file")
-    if path.is_dir():
-        raise ImageError("is a directory")
     h, w, c = input_shape
     try:
         array, _ = decode_image(path, (h, w), c, resize=True)
+    except UnreadableFile as exc:
+        raise ImageError(exc.reason) from None
     except BadImage as exc:
         raise ImageError(f"cannot read image ({exc})") from None
     return np.ascontiguousarray(array.transpose(2, 0, 1))

@@ -1,213 +1,31 @@
-"""Keras 2 / Keras 3 Sequential `model.to_json()` files into study models, refusing what would differ.
-
-Every layer option either maps onto a convstudy layer record or must be at its Keras default; anything
-else (a dilation, a regulariser, a custom layer) is one UserError line naming the layer and the option,
-because training a silently different network would make the comparison meaningless.
+"""Keras 2 / Keras 3 `model.to_json()` files (Sequential, or functional chains with residual `Add`s) into
+study models, refusing what would differ: each layer's options through `keras_layers.CONVERTERS`, the graph
+through `keras_graph.functional_chain`; anything else is one UserError line naming the layer.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from pydantic import ValidationError
 
 from convstudy.data import get_info
 from convstudy.errors import UserError
+from convstudy.interop.keras_graph import Block, functional_chain
+from convstudy.interop.keras_layers import CONVERTERS, _Options, _show
 from convstudy.spec import (
-    ACTIVATIONS, OPTIMIZERS, Activation, BatchNorm, Conv, Dense, Dropout, Flatten, LayerError, ModelSpec,
-    OptimizerSpec, Pool, Shape, Study, build_study, check_memory, fmt_shape, pydantic_reason,
+    OPTIMIZERS, Activation, BatchNorm, Conv, Dense, LayerError, ModelSpec, OptimizerSpec, Residual, Shape, Study,
+    build_study, check_memory, fmt_shape, pydantic_reason,
 )
 from convstudy.spec import Layer as _Layer
-from convstudy.spec.search import reserved
+from convstudy.spec.models import reserved
 from convstudy.untrusted import load_untrusted
 
-# Keys that never change what the network computes (names, dtype policies, RNG seeds, input hints).
-_IGNORED = {"name", "dtype", "seed", "batch_input_shape", "batch_shape", "input_shape", "batch_size", "input_dim",
-            "autocast", "renorm_momentum", "fused"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
-MAX_JSON_BYTES = 16 << 20  # a Sequential model.to_json() is kilobytes; weights are never in it
-
-
-def _int(value: Any) -> bool:
-    """A JSON integer; `true` is not 1 here (Python's bool is an int)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _same(value: Any, allowed: Any) -> bool:
-    """Equal and of the same kind, so `1` is not `true` and `false` is not `0`."""
-    return value == allowed and isinstance(value, bool) == isinstance(allowed, bool)
-
-
-class _Options:
-    """One layer's config: converters take what they support; whatever is left over must be unset."""
-
-    def __init__(self, cfg: dict[str, Any], where: str) -> None:
-        self.cfg, self.where, self.used = cfg, where, set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.used.add(key)
-        return self.cfg.get(key, default)
-
-    def fail(self, key: str, why: str) -> UserError:
-        return UserError(f"{self.where}: {key} {_show(self.cfg.get(key))} is not supported ({why})")
-
-    def pair(self, key: str, default: int | None = None) -> int | None:
-        """A Keras int-or-(a, a) option as one int; non-square values are not supported."""
-        value = self.get(key, default)
-        if value is None or _int(value):
-            return value
-        if isinstance(value, list) and len(value) == 2 and all(_int(v) for v in value):
-            if value[0] != value[1]:
-                raise self.fail(key, "only square values")
-            return value[0]
-        raise self.fail(key, "expected an integer or a pair")
-
-    def must_be(self, key: str, allowed: tuple[Any, ...], why: str) -> None:
-        value = self.get(key, allowed[0])
-        if not any(_same(value, a) for a in allowed):
-            raise self.fail(key, why)
-
-    def finish(self) -> None:
-        """Leftover keys are fine only when unset (null/false/empty) or known not to change the network."""
-        for key, value in self.cfg.items():
-            if key in self.used or key in _IGNORED or value in (None, False, "", [], {}):
-                continue
-            if key == "trainable" and value is True:
-                continue
-            raise self.fail(key, "convstudy has no such option")
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _activation(opts: _Options, key: str = "activation") -> str:
-    value = opts.get(key)
-    name = "linear" if value is None else value
-    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
-        raise opts.fail(key, f"supported: {', '.join(ACTIVATIONS)}")
-    return name.lower()
-
-
-def _initializer(opts: _Options, key: str, wanted: str) -> None:
-    """Keras's default initialisers are what convstudy uses; any other (or a seeded variant) is refused."""
-    value = opts.get(key)
-    if value is None:
-        return
-    if not isinstance(value, (str, dict)):
-        raise opts.fail(key, "expected an initialiser name or {class_name, config}")
-    name, cfg = (value, {}) if isinstance(value, str) else (value.get("class_name"), value.get("config") or {})
-    if not isinstance(cfg, dict):
-        raise opts.fail(key, "its config is not an object")
-    canon = str(name).replace("_", "").lower()
-    if canon == "variancescaling" and (cfg.get("scale"), cfg.get("mode"), cfg.get("distribution")) == (1.0, "fan_avg", "uniform"):
-        canon = "glorotuniform"
-    if canon != wanted:
-        raise opts.fail(key, f"only the default {wanted} initialiser")
-
-
-def _regularisers(opts: _Options, *keys: str) -> None:
-    for key in keys:
-        if opts.get(key) is not None:
-            raise opts.fail(key, "regularisers and constraints are not supported")
-
-
-def _channels_last(opts: _Options) -> None:
-    opts.must_be("data_format", (None, "channels_last"), "only channels_last")
-
-
-def _conv(opts: _Options, shape: Shape) -> _Layer:
-    _channels_last(opts)
-    if opts.pair("dilation_rate", 1) != 1:
-        raise opts.fail("dilation_rate", "only 1")
-    opts.must_be("groups", (1,), "only 1")
-    opts.must_be("use_bias", (True,), "convstudy layers always have a bias")
-    opts.must_be("padding", ("valid", "same"), "only valid or same")
-    _initializer(opts, "kernel_initializer", "glorotuniform")
-    _initializer(opts, "bias_initializer", "zeros")
-    _regularisers(opts, "kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                  "bias_constraint")
-    return Conv(filters=opts.get("filters"), kernel=opts.pair("kernel_size"), padding=opts.get("padding", "valid"),
-                stride=opts.pair("strides", 1), activation=_activation(opts))
-
-
-def _pool(mode: str):
-    def convert(opts: _Options, shape: Shape) -> _Layer:
-        _channels_last(opts)
-        opts.must_be("padding", ("valid",), "only valid")
-        size = opts.pair("pool_size", 2)
-        stride = opts.pair("strides")
-        return Pool(size=size, stride=None if stride in (None, size) else stride, mode=mode)
-    return convert
-
-
-def _dropout(opts: _Options, shape: Shape) -> _Layer:
-    if opts.get("noise_shape") is not None:
-        raise opts.fail("noise_shape", "only element-wise dropout")
-    return Dropout(rate=opts.get("rate"))
-
-
-def _flatten(opts: _Options, shape: Shape) -> _Layer:
-    _channels_last(opts)
-    return Flatten()
-
-
-def _dense(opts: _Options, shape: Shape) -> _Layer:
-    opts.must_be("use_bias", (True,), "convstudy layers always have a bias")
-    _initializer(opts, "kernel_initializer", "glorotuniform")
-    _initializer(opts, "bias_initializer", "zeros")
-    _regularisers(opts, "kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
-                  "bias_constraint")
-    return Dense(units=opts.get("units"), activation=_activation(opts))
-
-
-def _batchnorm(opts: _Options, shape: Shape) -> _Layer:
-    axis = opts.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    if not (_same(axis, -1) or _same(axis, len(shape))):  # len(shape): the channel axis, batch axis counted
-        raise opts.fail("axis", "only the last (channel) axis")
-    opts.must_be("center", (True,), "only center=true")
-    opts.must_be("scale", (True,), "only scale=true")
-    for key in ("renorm", "synchronized"):
-        opts.must_be(key, (False, None), "not supported")
-    for key in ("virtual_batch_size", "adjustment", "renorm_clipping"):
-        if opts.get(key) is not None:
-            raise opts.fail(key, "not supported")
-    for key, init in (("beta_initializer", "zeros"), ("gamma_initializer", "ones"),
-                      ("moving_mean_initializer", "zeros"), ("moving_variance_initializer", "ones")):
-        _initializer(opts, key, init)
-    _regularisers(opts, "beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
-    return BatchNorm(momentum=opts.get("momentum", 0.99), epsilon=opts.get("epsilon", 1e-3))
-
-
-def _act_layer(opts: _Options, shape: Shape) -> _Layer:
-    return Activation(fn=_activation(opts))
-
-
-def _relu_layer(opts: _Options, shape: Shape) -> _Layer:
-    for key in ("max_value", "negative_slope", "threshold"):
-        value = opts.get(key)
-        if value is not None and not (_same(value, 0) or _same(value, 0.0)):
-            raise opts.fail(key, "only a plain ReLU")
-    return Activation(fn="relu")
-
-
-def _softmax_layer(opts: _Options, shape: Shape) -> _Layer:
-    opts.must_be("axis", (-1, len(shape)), "only the last axis")
-    return Activation(fn="softmax")
-
-
-CONVERTERS = {
-    "Conv2D": _conv, "Convolution2D": _conv, "MaxPooling2D": _pool("max"), "MaxPool2D": _pool("max"),
-    "AveragePooling2D": _pool("avg"), "AvgPool2D": _pool("avg"), "Dropout": _dropout, "Flatten": _flatten,
-    "Dense": _dense, "BatchNormalization": _batchnorm, "Activation": _act_layer, "ReLU": _relu_layer,
-    "Softmax": _softmax_layer,
-}
+MAX_JSON_BYTES = 16 << 20  # a model.to_json() is kilobytes; weights are never in it
 
 
 def read_keras_json(path: str | Path) -> dict[str, Any]:
@@ -220,59 +38,117 @@ def read_keras_json(path: str | Path) -> dict[str, Any]:
 
 
 def keras_layers(doc: dict[str, Any], source: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(model name, layer entries) of a Sequential model in either Keras 2 or Keras 3 form."""
+    """(model name, layer entries) of a Sequential or functional model in either Keras 2 or Keras 3 form."""
     kind = doc.get("class_name")
-    if kind != "Sequential":
-        raise UserError(f"{source}: only Sequential models can be imported (got {_show(kind)})")
+    if kind not in ("Sequential", "Functional", "Model"):
+        raise UserError(f"{source}: only Sequential and functional models can be imported (got {_show(kind)})")
     config = doc.get("config")
-    if isinstance(config, list):  # Keras <= 2.1 stored the layer list as the whole config
+    if isinstance(config, list) and kind == "Sequential":  # Keras <= 2.1 stored the layer list as the whole config
         return None, config
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-        raise UserError(f"{source}: Sequential config has no layers list")
+        raise UserError(f"{source}: {kind} config has no layers list")
     return config.get("name"), config["layers"]
 
 
 def keras_to_model(doc: dict[str, Any], source: str, name: str, input_shape: Shape) -> ModelSpec:
-    """The ModelSpec equal to a Keras Sequential model on `input_shape` inputs (H, W, C)."""
+    """The ModelSpec equal to a Keras Sequential or functional (chain + residual Add) model on (H, W, C) inputs."""
     _, entries = keras_layers(doc, source)
-    layers: list[_Layer] = []
-    wheres: list[str] = []
-    shape = tuple(input_shape)
-    for i, entry in enumerate(entries, 1):
-        if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
-            raise UserError(f"{source}: layer {i}: not a Keras layer entry (an object with class_name and config)")
-        kind = entry.get("class_name")
-        if not isinstance(kind, str):
-            raise UserError(f"{source}: layer {i}: class_name {_show(kind)} is not a layer type name")
-        cfg = entry.get("config") or {}
-        label = cfg.get("name", "?")
-        where = f'{source}: layer {i} "{label if isinstance(label, str) else "?"}" ({_show(kind)[1:-1]})'
-        _check_input(entry, cfg, where, input_shape, first=not layers)
-        if kind == "InputLayer":
-            continue
-        if kind not in CONVERTERS:
-            raise UserError(f"{where}: layer type not supported; supported: {', '.join(sorted(CONVERTERS))}, "
-                            "InputLayer")
-        opts = _Options(cfg, where)
-        if cfg.get("trainable", True) is not True:
-            raise opts.fail("trainable", "frozen layers are not supported")
-        try:
-            layer = CONVERTERS[kind](opts, shape)
-            opts.finish()
-            shape = layer.output_shape(shape)
-        except LayerError as exc:
-            raise UserError(f"{where}: {exc}") from None
-        except ValidationError as exc:  # a convstudy field out of range or of the wrong type
-            raise UserError(f"{where}: invalid option ({pydantic_reason(exc)})") from None
-        except (ValueError, TypeError) as exc:
-            reason = " ".join(str(exc).split())[:160]
-            raise UserError(f"{where}: invalid option ({reason})") from None
-        layers.append(layer)
-        wheres.append(where)
+    if doc.get("class_name") == "Sequential":
+        items: list = list(enumerate(entries, 1))
+    else:
+        items = functional_chain(entries, source)
+    keras2 = "module" not in doc  # Keras 3 files name the module of every class
+    layers, wheres, _ = _convert(items, tuple(input_shape), source, keras2, input_shape)
     if not layers:
         raise UserError(f"{source}: the model has no layers")
     layers = _classifier(layers, wheres)
     return ModelSpec(name=name, layers=tuple(layers))
+
+
+def _convert(items: list, shape: Shape, source: str, keras2: bool, input_shape: Shape | None
+             ) -> tuple[list[_Layer], list[str], Shape]:
+    """Layer records for `items` on `shape` inputs; `input_shape` is checked against declared ones (top level)."""
+    layers: list[_Layer] = []
+    wheres: list[str] = []
+    for item in items:
+        if isinstance(item, Block):
+            layer, where = _block(item, shape, source, keras2)
+        else:
+            converted = _layer(item, shape, source, keras2, input_shape, first=not layers)
+            if converted is None:
+                continue
+            layer, where = converted
+        try:
+            shape = layer.output_shape(shape)
+        except LayerError as exc:
+            raise UserError(f"{where}: {exc}") from None
+        layers.append(layer)
+        wheres.append(where)
+    return layers, wheres, shape
+
+
+def _layer(item: tuple[int, Any], shape: Shape, source: str, keras2: bool, input_shape: Shape | None,
+           first: bool) -> tuple[_Layer, str] | None:
+    """One Keras layer entry as a record (None for an InputLayer), or one UserError line naming it."""
+    i, entry = item
+    if not isinstance(entry, dict) or not isinstance(entry.get("config", {}), dict):
+        raise UserError(f"{source}: layer {i}: not a Keras layer entry (an object with class_name and config)")
+    kind = entry.get("class_name")
+    if not isinstance(kind, str):
+        raise UserError(f"{source}: layer {i}: class_name {_show(kind)} is not a layer type name")
+    cfg = entry.get("config") or {}
+    label = cfg.get("name", "?")
+    where = f'{source}: layer {i} "{label if isinstance(label, str) else "?"}" ({_show(kind)[1:-1]})'
+    if input_shape is not None:
+        _check_input(entry, cfg, where, input_shape, first=first)
+    if kind == "InputLayer":
+        return None
+    if kind not in CONVERTERS:
+        raise UserError(f"{where}: layer type not supported; supported: {', '.join(sorted(CONVERTERS))}, "
+                        "InputLayer, Add (residual blocks)")
+    opts = _Options(cfg, where, keras2)
+    if cfg.get("trainable", True) is not True:
+        raise opts.fail("trainable", "frozen layers are not supported")
+    try:
+        layer = CONVERTERS[kind](opts, shape)
+        opts.finish()
+    except ValidationError as exc:  # a convstudy field out of range or of the wrong type
+        raise UserError(f"{where}: invalid option ({pydantic_reason(exc)})") from None
+    except (ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise UserError(f"{where}: invalid option ({reason})") from None
+    return layer, where
+
+
+def _block(block: Block, shape: Shape, source: str, keras2: bool) -> tuple[_Layer, str]:
+    """A residual Add as a Residual record; its shortcut must be what convstudy would add by itself."""
+    i, entry = block.add
+    where = f'{source}: layer {i} "{entry.get("name") or (entry.get("config") or {}).get("name")}" (Add)'
+    branch, _, out = _convert(block.branch, shape, source, keras2, None)
+    short, short_wheres, short_out = _convert(block.shortcut, shape, source, keras2, None)
+    act = "linear"
+    if block.act is not None:
+        layer, act_where = _layer(block.act, out, source, keras2, None, first=False)
+        if not isinstance(layer, Activation):
+            raise UserError(f"{act_where}: only a plain activation after a residual Add is supported")
+        act = layer.fn
+    try:
+        residual = Residual(layers=tuple(branch), activation=act, projection_bn=len(short) == 2)
+        stride = residual.projection(shape)
+    except LayerError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if short_out != out:
+        raise UserError(f"{where}: adds {fmt_shape(out)} to {fmt_shape(short_out)}")
+    if not short:
+        return residual, where
+    conv = short[0]
+    want = Conv(filters=out[-1], kernel=1, stride=stride or 1, activation="linear", padding=conv.padding) \
+        if isinstance(conv, Conv) else None
+    if stride is None or conv != want or short[1:] not in ([], [BatchNorm()]):
+        raise UserError(f"{short_wheres[0]}: a residual shortcut must be the identity, or where the shapes differ a "
+                        "1x1 Conv2D with bias and no activation (strides to match) and optionally a default "
+                        "BatchNormalization")
+    return residual, where
 
 
 def _classifier(layers: list[_Layer], wheres: list[str]) -> list[_Layer]:
@@ -394,34 +270,9 @@ def keras_optimizer(doc: dict[str, Any], source: str = "model.json") -> dict[str
 
 
 def study_toml(study: Study) -> str:
-    """The study as a TOML file in the layout of the docs' examples (checked by re-reading it)."""
+    """The study as a TOML file (tomli_w's layout) that `build_study` reads back as the same study."""
     d = study.to_dict()
-    lines = [f"name = {_toml(d['name'])}", f"description = {_toml(d['description'])}",
-             f"dataset = {_toml(d['dataset'])}", f"seeds = {_toml(d['seeds'])}", "", "[train]"]
     train = {"epochs": study.train.epochs, "batch_size": study.train.batch_size,
              "optimizer": study.train.optimizer.name, "validation": study.train.validation, **d["train"]}
-    lines += [f"{k} = {_toml(v)}" for k, v in train.items()]
-    for m in d["models"]:
-        lines += ["", "[[models]]"] + [f"{k} = {_toml(v)}" for k, v in m.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"no TOML for {value}")
-        return repr(value)
-    if isinstance(value, str):
-        escaped = "".join(c if c.isprintable() and c not in '"\\' else
-                          {'"': '\\"', "\\": "\\\\"}.get(c, f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
-                          for c in value)
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"no TOML for {type(value).__name__}")
+    return tomli_w.dumps({"name": d["name"], "description": d["description"], "dataset": d["dataset"],
+                          "seeds": d["seeds"], "train": train, "models": d["models"]})

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 from scipy.stats import quantile_test
 
 from convstudy.errors import UserError
@@ -207,3 +209,39 @@ def _measure_each(store: StudyStore, models: list[str], opts: LatencyOptions, pr
             continue
         p = plan(trained.spec, trained.info.input_shape, cpu, precision, threads)
         yield name, measure_model(trained, p, opts.repeats, hw)
+
+
+def measure_and_show(store: StudyStore, models: list[str] | None, opts: LatencyOptions, console: Console) -> None:
+    """Measure `models` (default: all) of the study in `store`, record each in OUT/latency.json as soon as it is
+    measured (an interrupted run keeps what it measured), and print the table."""
+    names = [store.study.model(n).name for n in models] if models else [m.name for m in store.study.models]
+    store.read_latency()  # a damaged latency.json stops here, before the work, and is left as it is
+    budget = f"{opts.budget_s:g} s" if opts.budget_s else "none"
+    console.print(f"measuring the latency of {len(names)} model{'s' * (len(names) != 1)} on this CPU "
+                  f"({opts.repeats} repeats per batch and runtime; budget {budget})", soft_wrap=True)
+    table = Table("model", "seed", "runtime", "precision", "batch 1: ms (95% CI)", "batch 256: ms/image (95% CI)",
+                  title="Inference latency per image: median of the repeats")
+    devices, missing = set(), {}
+    with console.status(f"measuring {names[0] if names else ''}") as status:
+        for i, (name, entry) in enumerate(measure_study(store, names, opts), 1):
+            store.record_latency(name, entry, METHOD)
+            if i < len(names):
+                status.update(f"measured {i}/{len(names)}; measuring {names[i]}")
+            if "not_measured" in entry:
+                missing.setdefault(entry["not_measured"], []).append(name)
+                continue
+            devices.add(entry["device"])
+            for j, r in enumerate([entry, *entry["other_runtimes"]]):
+                table.add_row(name if j == 0 else "", str(entry["seed"]) if j == 0 else "", r["runtime"],
+                              r["precision"], _ms(r["batch1_ms"]), _ms(r["batch256_ms_per_image"]))
+    if table.rows:
+        console.print(table)
+    for device in sorted(devices):
+        console.print(f"device: {device}", soft_wrap=True)
+    for why, which in missing.items():
+        console.print(f"not measured: {', '.join(which)}: {why}", soft_wrap=True, markup=False)
+
+
+def _ms(t: dict) -> str:
+    lo, hi = t["ci95"]
+    return f"{t['median']:.4g} ({lo:.4g}–{hi:.4g})"

@@ -11,79 +11,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from convstudy.model.blocks import ACT, MODULES, chain, keras_init  # noqa: F401  (public)
 from convstudy.model.conv import Conv2d
-from convstudy.model.stack import member_tensors, stack_modules, stack_tensors  # noqa: F401  (public)
 from convstudy.spec import ModelSpec, fmt_shape
-from convstudy.spec.layers import Activation, BatchNorm, Conv, Dense, Dropout, Flatten, Pool, Shape
-
-_ACT = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "elu": nn.ELU, "selu": nn.SELU, "gelu": nn.GELU,
-    "softplus": nn.Softplus, "softmax": lambda: nn.Softmax(dim=1), "linear": nn.Identity,
-}
-
-
-def _same_pads(shape: Shape, kernel: int, stride: int) -> tuple[int, int, int, int]:
-    """TensorFlow's 'same' padding of an (H, W, C) input as (left, right, top, bottom): the odd pixel goes
-    bottom/right. Fixed at build time: traced from the tensor's shape, the ceil division became ONNX's
-    truncating Div and the exported graph padded too little."""
-    h, w = shape[0], shape[1]
-    ph = max((-(-h // stride) - 1) * stride + kernel - h, 0)
-    pw = max((-(-w // stride) - 1) * stride + kernel - w, 0)
-    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
+from convstudy.spec.layers import Shape
 
 
 def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = ()) -> nn.Sequential:
     """The torch module for `spec` on (H, W, C) inputs; the classifier's softmax is left to the loss.
 
-    `dft` names the convolution modules (their index in the Sequential) that compute as DFT matrix
+    `dft` names the convolution modules (their `named_modules` names) that compute as DFT matrix
     products (model.conv); the train stage chooses them, everything else reads a plain convolution.
     """
-    shapes = spec.shapes(input_shape)
-    mods: list[nn.Module] = []
-    shape = tuple(input_shape)
-    last = len(spec.layers) - 1
-    for i, (layer, out) in enumerate(zip(spec.layers, shapes)):
-        if isinstance(layer, Conv):
-            if layer.padding == "same" and layer.stride > 1:
-                # torch's padding="same" refuses strides, so the pad is its own module (an ONNX Pad node).
-                mods.append(nn.ZeroPad2d(_same_pads(shape, layer.kernel, layer.stride)))
-                pad: str | int = 0
-            else:
-                pad = layer.padding
-            mods.append(Conv2d(shape[-1], layer.filters, layer.kernel, stride=layer.stride, padding=pad,
-                               algorithm="dft" if str(len(mods)) in dft else "direct"))
-            mods.append(_ACT[layer.activation]())
-        elif isinstance(layer, Pool):
-            cls = nn.MaxPool2d if layer.mode == "max" else nn.AvgPool2d
-            mods.append(cls(layer.size, stride=layer.stride or layer.size))
-        elif isinstance(layer, Dropout):
-            mods.append(nn.Dropout(layer.rate))
-        elif isinstance(layer, Flatten):
-            mods.append(nn.Flatten())
-        elif isinstance(layer, Dense):
-            mods.append(nn.Linear(shape[0], layer.units))
-            if i != last:
-                mods.append(_ACT[layer.activation]())
-        elif isinstance(layer, BatchNorm):
-            cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-            # Keras momentum m keeps m of the old running value; PyTorch's momentum is the new value's share.
-            mods.append(cls(shape[-1], eps=layer.epsilon, momentum=1.0 - layer.momentum))
-        elif isinstance(layer, Activation):
-            mods.append(_ACT[layer.fn]())
-        else:  # pragma: no cover - the spec registry and this function grow together
-            raise TypeError(f"no module for layer type {layer.type}")
-        shape = out
-    model = nn.Sequential(*mods)
+    spec.shapes(input_shape)  # a LayerError naming the layer before any module is made
+    model = chain(spec.layers, input_shape, classifier=True)
     keras_init(model)
+    for name, mod in model.named_modules():
+        if name in dft and isinstance(mod, Conv2d):
+            mod.algorithm = "dft"
     return model
-
-
-def keras_init(model: nn.Module) -> None:
-    """glorot_uniform kernels and zero biases, as Keras does (PyTorch's default is kaiming_uniform)."""
-    for mod in model.modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(mod.weight)
-            nn.init.zeros_(mod.bias)
 
 
 def predict_proba(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

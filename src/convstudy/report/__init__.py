@@ -11,7 +11,8 @@ from rich.console import Console
 from convstudy.errors import UserError
 from convstudy.report.collect import VALIDATION_NOTE, collect
 from convstudy.report.plots import loss_figure
-from convstudy.report.tables import md_text, mixed_note, render_csv, render_markdown, render_terminal
+from convstudy.report.markdown import md_text
+from convstudy.report.tables import mixed_note, render_csv, render_markdown, render_terminal
 from convstudy.store import StudyStore, atomic_write
 
 FORMATS = ("table", "markdown", "csv", "json", "html")

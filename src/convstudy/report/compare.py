@@ -15,7 +15,8 @@ from rich.table import Table
 
 from convstudy.report.collect import collect
 from convstudy.report.stats import ALPHA, mcnemar_p, welch_p
-from convstudy.report.tables import acc_cell, md_text
+from convstudy.report.markdown import md_text
+from convstudy.report.tables import acc_cell
 from convstudy.store import StudyStore
 
 

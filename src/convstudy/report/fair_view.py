@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from convstudy.report.factors import level_text
+from convstudy.report.markdown import md_text
 from convstudy.report.plots import PALETTE
 
 
@@ -69,8 +70,6 @@ def _rows(f: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def fair_markdown(f: dict[str, Any]) -> str:
     """The fair comparison as a Markdown section: roles, verdicts, warnings and one row per level."""
-    from convstudy.report.tables import md_text
-
     head, rows = _rows(f)
     out = ["## Fair comparison", "", *[md_text(line) for line in _summary(f)], "",
            "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]

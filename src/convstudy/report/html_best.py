@@ -1,7 +1,7 @@
 """The best model up close: confusion matrix, per-class accuracy and its most confident mistakes.
 
-`best_model_summary` adds the numbers to the JSON report (from the stored test predictions);
-`render_best` draws them, loading the misclassified test images from the run's data directory.
+`report.collect.best_model_summary` adds the numbers to the JSON report (from the stored test
+predictions); `render_best` draws them, loading the misclassified test images from the run's data directory.
 """
 
 from __future__ import annotations
@@ -12,49 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from convstudy.data import get_info, load_dataset
-from convstudy.store import StudyStore
+from convstudy.data import load_dataset
 
-MAX_MISTAKES = 24
 METRIC_LABELS = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
-
-
-def best_model_summary(store: StudyStore, models: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Pooled confusion matrix over the best model's seeds (as `best_group` marked it: `test` "best") and
-    the most confident mistakes of one seed."""
-    best = next((m for m in models if m.get("test") == "best"), None)
-    if best is None or not best["test_accuracy"]["n"]:
-        return None
-    done = [t for t in best["trials"] if t["state"] == "complete"]
-    preds = {t["seed"]: store.load_predictions(best["name"], t["seed"]) for t in done}
-    preds = {s: p for s, p in preds.items() if p is not None}
-    if not preds:
-        return None
-    names = list(get_info(store.study.dataset).class_names)
-    k = len(names)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    for probs, labels in preds.values():
-        np.add.at(confusion, (labels.numpy(), probs.argmax(1).numpy()), 1)
-    # The seed closest to the mean accuracy stands for the model in the grid of mistakes.
-    mean = best["test_accuracy"]["mean"]
-    seed = min(preds, key=lambda s: abs(next(t["test_accuracy"] for t in done if t["seed"] == s) - mean))
-    probs, labels = preds[seed]
-    conf, pred = probs.max(1)
-    wrong = np.flatnonzero((pred != labels).numpy())
-    wrong = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")]
-    rows = confusion.sum(1)
-    return {
-        "model": best["name"],
-        "seeds": sorted(preds),
-        "seed": seed,
-        "n_test": int(labels.numel()),
-        "class_names": names,
-        "confusion": confusion.tolist(),
-        "per_class_accuracy": [float(confusion[i, i] / rows[i]) if rows[i] else None for i in range(k)],
-        "n_misclassified": int(wrong.size),
-        "misclassified": [{"index": int(i), "true": int(labels[i]), "pred": int(pred[i]),
-                           "confidence": float(conf[i])} for i in wrong[:MAX_MISTAKES]],
-    }
 
 
 def render_best(report: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import math
 import warnings
 from typing import Any
 
+from convstudy.report.markdown import md_text
 from convstudy.store import StudyStore
 
 
@@ -117,8 +118,6 @@ def _summary(s: dict[str, Any]) -> list[str]:
 
 def search_markdown(s: dict[str, Any]) -> str:
     """The search as a Markdown section: a summary and one row per trial."""
-    from convstudy.report.tables import md_text
-
     head, rows = _rows(s)
     out = ["## Search", "", *[md_text(line) for line in _summary(s)], "",
            "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]

@@ -35,9 +35,10 @@ from convstudy.data import get_info
 from convstudy.errors import UserError
 from convstudy.executors import EpochDone, RunOptions, run_study
 from convstudy.model import summarize_model
-from convstudy.search.optuna_study import open_study, suggest
+from convstudy.search.optuna_study import open_study, storage_url, suggest
 from convstudy.spec import ModelSpec, Study
-from convstudy.spec.search import SAMPLED_NAME, check_search, sampled_name, search_space
+from convstudy.spec.models import SAMPLED_NAME, sampled_name
+from convstudy.spec.search import check_search, search_space
 from convstudy.spec.space import space_model
 from convstudy.store import FINISHED, State, StudyStore, study_dir
 
@@ -54,21 +55,24 @@ class Search:
         self.space = search_space(self.spec, study.name)
         self.info = get_info(study.dataset)
         self.seed = study.seeds[0]
-        self.ids: dict[str, int] = {}  # model name -> Optuna trial id, for the trials attached here
+        self.trials: dict[str, optuna.Trial] = {}  # model name -> its live Optuna trial, for those attached here
         self.store: StudyStore | None = None
         self.add: Callable[[ModelSpec], None] | None = None
 
     def start(self, store: StudyStore, add: Callable[[ModelSpec], None]) -> None:
         """Open the Optuna study; re-attach every trial a crash left RUNNING (nothing new is asked)."""
         self.store, self.add = store, add
-        self.optuna = open_study(store.out, self.study.name, self.spec, self.space, self.study.train.epochs)
+        storage = optuna.storages.RDBStorage(storage_url(store.out))
+        self.optuna = open_study(storage, self.study.name, self.spec, self.space, self.study.train.epochs)
+        study_id = storage.get_study_id_from_name(self.study.name)
         for t in self.optuna.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self._attach(optuna.trial.Trial(self.optuna, t._trial_id))
+            trial = optuna.trial.Trial(self.optuna, storage.get_trial_id_from_study_id_trial_number(study_id, t.number))
+            self._attach(trial)
             rec = store.db.find(sampled_name(t.number), self.seed)
             # Killed between reporting an epoch and acting on the pruner's answer: act on it now.
             if (rec is not None and rec.state not in FINISHED and rec.epochs_done in t.intermediate_values
                     and self.spec.pruner != "none" and rec.epochs_done < self.study.train.epochs
-                    and optuna.trial.Trial(self.optuna, t._trial_id).should_prune()):
+                    and trial.should_prune()):
                 store.db.mark(rec.id, State.PRUNED)
         self._tell()
 
@@ -95,9 +99,9 @@ class Search:
 
     def prune(self, event: EpochDone) -> bool:
         """Report the epoch's validation metric to Optuna's pruner; True: stop the trial after this epoch."""
-        if self.spec.pruner == "none" or event.job.model.name not in self.ids:
+        trial = self.trials.get(event.job.model.name)
+        if self.spec.pruner == "none" or trial is None:
             return False
-        trial = optuna.trial.Trial(self.optuna, self.ids[event.job.model.name])
         metric = self.spec.objective[0].metric  # val_accuracy or val_loss (SearchSpec checks)
         trial.report(getattr(event.result, metric), event.result.epoch)
         return event.result.epoch < event.job.settings.epochs and trial.should_prune()
@@ -139,7 +143,7 @@ class Search:
             return "invalid"
         trial.set_user_attr("model", name)
         self.add(model)
-        self.ids[name] = trial._trial_id
+        self.trials[name] = trial
         return "new"
 
     def _tell(self) -> None:
@@ -204,7 +208,7 @@ def _alone(out: Path) -> Iterator[None]:
 def _search_and_confirm(study: Study, opts: RunOptions, console: Console | None,
                         confirm: int) -> tuple[StudyStore, bool]:
     one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
-    store, finished = run_study(one_seed, replace(opts, models=None, stack_seeds=1), console, grow=Search(one_seed))
+    store, finished = run_study(one_seed, replace(opts, models=None), console, grow=Search(one_seed))
     if not finished or not confirm:
         return store, finished
     top = best_configurations(store, study, confirm)

@@ -72,15 +72,15 @@ def pruner(spec: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(out: Path, name: str, spec: SearchSpec, space: Space, epochs: int) -> optuna.Study:
-    """Create or load the search's Optuna study in `out`.
+def open_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec, space: Space,
+               epochs: int) -> optuna.Study:
+    """Create or load the search's Optuna study in `storage` (the study directory's, `storage_url`).
 
     The sampler's seed is `spec.seed` plus the trials already sampled, so a search resumed after a
     crash draws new configurations instead of replaying its first ones (a seeded RandomSampler would). QMC keeps
     `spec.seed`: Optuna stores how far along its sequence the study is, so a resumed search continues it.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(storage_url(out))
     try:
         sampled = len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
     except KeyError:

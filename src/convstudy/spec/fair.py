@@ -16,12 +16,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from convstudy.spec.layers import Int, _clip
-from convstudy.spec.search import PRUNERS, Budget, SearchSpec, _Frozen
+from convstudy.spec.layers import Frozen
+from convstudy.spec.search import PRUNERS, Budget, SearchSpec
 
 FAIR_SAMPLERS = ("qmc", "tpe", "random")  # quasi-random first: the playbook's choice while exploring
 
 
-class FairSpec(_Frozen):
+class FairSpec(Frozen):
     """The `[fair]` section: a template whose factors are scientific, the nuisance ranges, and the per-level budget."""
 
     space: dict[str, Any]

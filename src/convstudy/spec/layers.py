@@ -2,169 +2,45 @@
 
 A layer is written either as a compact string (`conv(64,5,same)`, `dropout(0.25)`, `bn`) or as a table
 (`{type = "conv", filters = 64, kernel = 5, padding = "same"}`); both parse to the same frozen record,
-and `to_string()` / `to_dict()` give them back. Shapes use Keras's (H, W, C) order, as users read them.
+and `to_string()` / `to_dict()` give them back. A residual block nests a list of layers:
+`residual([conv(16,3,same),bn],activation=linear)` or its table. Shapes use Keras's (H, W, C) order.
+The records live by kind in layer_base, conv_layers, basic_layers and residual; `LAYERS` registers them.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "softmax", "linear")
-Act = Literal["relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "softmax", "linear"]
-Shape = tuple[int, ...]  # (H, W, C) for feature maps, (units,) once flat
-# Strict: `true` is not the integer 1 nor "8" the integer 8; a float field takes ints but not bools or strings.
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+from convstudy.spec.basic_layers import (
+    Activation, BatchNorm, Dense, Dropout, Flatten, GroupNorm, LayerNorm, SqueezeExcite,
+)
+from convstudy.spec.conv_layers import Conv, DepthwiseConv, GlobalAvgPool, GlobalMaxPool, Pool, SeparableConv
+from convstudy.spec.layer_base import (  # noqa: F401  (the public names of spec.layers)
+    ACT_ALIASES, ACTIVATIONS, KINDS, Act, Float, Frozen, Int, LayerError, Shape, _clip, _fmt, _fmt_shape, _Layer,
+    _need_map,
+    canonical_act, fmt_shape, pydantic_reason, show_value,
+)
+from convstudy.spec.residual import Residual
+
 _MAX_DIGITS = 18  # longer integer literals are out of every field's range; int() of 4,300+ digits raises
-
-
-class LayerError(ValueError):
-    """A layer that cannot be parsed or does not fit its input; the spec loader adds file/model/index."""
-
-
-class _Layer(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    positional: ClassVar[tuple[str, ...]] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Table form with defaults left out, so files stay short and round trips stay exact."""
-        return {"type": self.type, **self.model_dump(exclude_defaults=True, exclude={"type"})}
-
-    def to_string(self) -> str:
-        """Compact form, e.g. `conv(64,5,same)`; keyword arguments only where positions would be ambiguous."""
-        values = self.model_dump(exclude_defaults=True, exclude={"type"})
-        args: list[str] = []
-        for name in self.positional:
-            if name not in values:
-                break
-            args.append(_fmt(values.pop(name)))
-        args += [f"{k}={_fmt(v)}" for k, v in values.items()]
-        return f"{self.type}({','.join(args)})" if args else self.type
-
-    # Each subclass answers these two from its input shape alone; they drive validation and summaries.
-    def output_shape(self, shape: Shape) -> Shape:
-        return shape
-
-    def params(self, shape: Shape) -> tuple[int, int]:
-        """(total, trainable) parameter counts as Keras reports them."""
-        return (0, 0)
-
-    def flops(self, shape: Shape) -> int:
-        """Forward FLOPs per sample (2 per multiply-add); elementwise ops are not counted."""
-        return 0
-
-
-class Conv(_Layer):
-    """Keras Conv2D: square kernel, 'valid' or 'same' padding, ReLU unless told otherwise."""
-
-    type: Literal["conv"] = "conv"
-    filters: Int = Field(ge=1, le=65536)
-    kernel: Int = Field(ge=1, le=1024)
-    padding: Literal["valid", "same"] = "valid"
-    stride: Int = Field(default=1, ge=1, le=1024)
-    activation: Act = "relu"
-    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel", "padding")
-
-    def output_shape(self, shape: Shape) -> Shape:
-        h, w, _ = _need_map(shape, self)
-        if self.padding == "same":
-            return (-(-h // self.stride), -(-w // self.stride), self.filters)
-        if h < self.kernel or w < self.kernel:
-            raise LayerError(f"input {_fmt_shape(shape)} is smaller than the {self.kernel}x{self.kernel} kernel")
-        return ((h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1, self.filters)
-
-    def params(self, shape: Shape) -> tuple[int, int]:
-        n = self.kernel * self.kernel * shape[-1] * self.filters + self.filters
-        return (n, n)
-
-    def flops(self, shape: Shape) -> int:
-        h, w, _ = self.output_shape(shape)
-        return 2 * self.kernel * self.kernel * shape[-1] * self.filters * h * w
-
-
-class Pool(_Layer):
-    """Keras MaxPooling2D (or average pooling with mode=avg), 'valid' padding, stride defaults to size."""
-
-    type: Literal["pool"] = "pool"
-    size: Int = Field(default=2, ge=1, le=1024)
-    stride: Int | None = Field(default=None, ge=1, le=1024)
-    mode: Literal["max", "avg"] = "max"
-    positional: ClassVar[tuple[str, ...]] = ("size", "stride")
-
-    def output_shape(self, shape: Shape) -> Shape:
-        h, w, c = _need_map(shape, self)
-        if h < self.size or w < self.size:
-            raise LayerError(f"input {_fmt_shape(shape)} is smaller than the {self.size}x{self.size} pool window")
-        s = self.stride or self.size
-        return ((h - self.size) // s + 1, (w - self.size) // s + 1, c)
-
-
-class Dropout(_Layer):
-    type: Literal["dropout"] = "dropout"
-    rate: Float = Field(ge=0.0, lt=1.0)
-    positional: ClassVar[tuple[str, ...]] = ("rate",)
-
-
-class Flatten(_Layer):
-    type: Literal["flatten"] = "flatten"
-
-    def output_shape(self, shape: Shape) -> Shape:
-        n = 1
-        for d in shape:
-            n *= d
-        return (n,)
-
-
-class Dense(_Layer):
-    """Keras Dense on a flat input; the model's last dense layer is the softmax classifier."""
-
-    type: Literal["dense"] = "dense"
-    units: Int = Field(ge=1, le=1 << 20)
-    activation: Act = "relu"
-    positional: ClassVar[tuple[str, ...]] = ("units", "activation")
-
-    def output_shape(self, shape: Shape) -> Shape:
-        if len(shape) != 1:
-            raise LayerError(f"needs a flat input but gets {_fmt_shape(shape)}; add flatten before it")
-        return (self.units,)
-
-    def params(self, shape: Shape) -> tuple[int, int]:
-        n = shape[0] * self.units + self.units
-        return (n, n)
-
-    def flops(self, shape: Shape) -> int:
-        return 2 * shape[0] * self.units
-
-
-class BatchNorm(_Layer):
-    """Keras BatchNormalization: momentum 0.99 and epsilon 1e-3 (PyTorch's own defaults differ)."""
-
-    type: Literal["bn"] = "bn"
-    momentum: Float = Field(default=0.99, gt=0.0, lt=1.0)
-    epsilon: Float = Field(default=1e-3, gt=0.0, lt=1.0)
-
-    def params(self, shape: Shape) -> tuple[int, int]:
-        # Keras counts moving mean/variance in Total but not in Trainable.
-        return (4 * shape[-1], 2 * shape[-1])
-
-
-class Activation(_Layer):
-    type: Literal["activation"] = "activation"
-    fn: Act
-    positional: ClassVar[tuple[str, ...]] = ("fn",)
-
-
-Layer = Annotated[Union[Conv, Pool, Dropout, Flatten, Dense, BatchNorm, Activation], Field(discriminator="type")]
-LAYERS: dict[str, type[_Layer]] = {
-    cls.model_fields["type"].default: cls for cls in (Conv, Pool, Dropout, Flatten, Dense, BatchNorm, Activation)
-}
+_KINDS = (Conv, DepthwiseConv, SeparableConv, Pool, GlobalAvgPool, GlobalMaxPool, Dropout, Flatten, Dense, BatchNorm,
+          LayerNorm, GroupNorm, Activation, SqueezeExcite, Residual)
+Layer = Annotated[Union[_KINDS], Field(discriminator="type")]  # type: ignore[valid-type]
+LAYERS: dict[str, type[_Layer]] = {cls.model_fields["type"].default: cls for cls in _KINDS}
+KINDS.update(LAYERS)
 ALIASES = {
     "conv2d": "conv", "maxpool": "pool", "max_pool": "pool", "maxpooling2d": "pool",
     "batchnorm": "bn", "batch_norm": "bn", "batchnormalization": "bn", "linear_layer": "dense",
+    "depthwiseconv2d": "dwconv", "depthwise": "dwconv", "separableconv2d": "sepconv", "separable": "sepconv",
+    "globalaveragepooling2d": "gap", "globalmaxpooling2d": "gmp", "layernorm": "ln", "layernormalization": "ln",
+    "groupnorm": "gn", "groupnormalization": "gn", "squeeze_excite": "se", "resblock": "residual",
 }
+_ACT_NAMES = (*ACTIVATIONS, *ACT_ALIASES)
+
+
 _LAYER_ADAPTER: TypeAdapter = TypeAdapter(Layer)
 _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S)
 
@@ -183,7 +59,7 @@ def parse_layer(value: Any) -> _Layer:
     else:
         raise LayerError(f"a layer is a string like conv(32,3) or a table, not {type(value).__name__}")
     kind = ALIASES.get(kind.lower(), kind.lower())
-    if kind in ACTIVATIONS and not fields:
+    if kind in _ACT_NAMES and not fields:
         kind, fields = "activation", {"fn": kind}
     if kind not in LAYERS:
         raise LayerError(f'unknown layer "{_clip(kind)}"; valid: {", ".join(sorted(LAYERS))} or an activation')
@@ -199,7 +75,7 @@ def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
         raise LayerError(f"cannot parse layer {_clip(text)!r}; write it like conv(32,3) or dropout(0.25)")
     kind, argtext = match.group(1).lower(), match.group(2)
     kind = ALIASES.get(kind, kind)
-    if kind in ACTIVATIONS and not argtext:
+    if kind in _ACT_NAMES and not argtext:
         return kind, {}
     cls = LAYERS.get(kind)
     if cls is None:
@@ -210,11 +86,11 @@ def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
     shown = _clip(text.strip())
     positional = list(cls.positional)
     keywords = False
-    for raw in argtext.split(","):
+    for raw in _split(argtext):
         raw = raw.strip()
         if not raw:
             raise LayerError(f"empty argument in {shown!r}")
-        if "=" in raw:
+        if "=" in re.split(r"[\[(]", raw, maxsplit=1)[0]:  # a keyword; an "=" inside a nested layer is not
             key, _, val = raw.partition("=")
             key = key.strip()
             if not key:
@@ -230,8 +106,9 @@ def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
         if keywords:
             raise LayerError(f"positional argument {_clip(raw, 20)} after keyword arguments in {shown!r}")
         val = _literal(raw)
-        option = ("padding" if cls is Conv and val in ("same", "valid")
-                  else "activation" if cls in (Conv, Dense) and val in ACTIVATIONS else None)
+        option = ("padding" if "padding" in cls.model_fields and val in ("same", "valid")
+                  else "activation" if "activation" in cls.model_fields and isinstance(val, str)
+                  and val.lower() in _ACT_NAMES else None)
         if option is not None:
             if option in fields:
                 raise LayerError(f'{option} given twice ("{fields[option]}", then "{val}") in {shown!r}')
@@ -244,7 +121,25 @@ def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
     return kind, fields
 
 
+def _split(text: str) -> list[str]:
+    """`text` cut at the commas outside brackets and parentheses, so a residual's layer list stays one argument."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch in "([") - (ch in ")]")
+        if depth < 0:
+            raise LayerError(f"unbalanced brackets in {_clip(text)!r}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise LayerError(f"unbalanced brackets in {_clip(text)!r}")
+    return [*parts, text[start:]]
+
+
 def _literal(text: str) -> Any:
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [item.strip() for item in _split(inner)] if inner else []
     if re.fullmatch(r"[+-]?\d+", text):
         if len(text.lstrip("+-")) > _MAX_DIGITS:
             raise LayerError(f"integer {_clip(text, 20)} has too many digits")
@@ -258,51 +153,3 @@ def _literal(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text.strip("'\"")
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    """A user's text shortened for an error message, so a hostile megabyte stays one short line."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def _fmt_shape(shape: Shape) -> str:
-    return "x".join(str(d) for d in shape)
-
-
-def _need_map(shape: Shape, layer: _Layer) -> tuple[int, int, int]:
-    if len(shape) != 3:
-        raise LayerError(f"needs an HxWxC feature map but gets a flat {_fmt_shape(shape)} input")
-    return shape  # type: ignore[return-value]
-
-
-def pydantic_reason(exc: ValidationError) -> str:
-    """The first pydantic error as `field: reason (got value)`, one line."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p in LAYERS))
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown argument"
-    elif err["type"] == "missing":
-        msg = "missing"
-    # A validator's own message may already say what it got (seeds = 0); say it once.
-    shown = err["type"] == "missing" or isinstance(err["input"], dict) or "(got " in msg
-    got = "" if shown else f" (got {show_value(err['input'])})"
-    return f"{loc}: {msg}{got}" if loc else f"{msg}{got}"
-
-
-def show_value(value: Any) -> str:
-    """A user's value for an error message: short repr of a scalar, else its type's name."""
-    if isinstance(value, int) and value.bit_length() > 200:  # repr() of 4,300+ digits raises
-        return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return _clip(repr(value))
-    return type(value).__name__
-
-
-def fmt_shape(shape: Shape) -> str:
-    """`28x28x1` for a feature map, `128` for a flat vector, as in Keras summaries."""
-    return _fmt_shape(shape)

@@ -1,18 +1,22 @@
 """Training-memory estimates from the spec alone, so a model this machine cannot hold is refused before allocation.
 
 The estimate is a lower bound (float32 parameters, their gradients, the optimiser's state and one batch of
-layer outputs), so a refusal is certain to be right; what it leaves out (workspace, stacked seeds, data)
+layer outputs), so a refusal is certain to be right; what it leaves out (workspace, data)
 can still fail at run time.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import Shape
-from convstudy.spec.study import ModelSpec, Study, TrainSettings
+from convstudy.spec.models import ModelSpec, TrainSettings
+
+if TYPE_CHECKING:
+    from convstudy.spec.study import Study
 
 BYTES_PER_VALUE = 4  # float32 master weights; bf16 autocast keeps them float32 too
 

@@ -7,46 +7,18 @@ itself (convstudy.search) reads nothing else from the study file.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from convstudy.spec.layers import Int, _clip
+from convstudy.spec.layers import Frozen, Int, _clip
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "qmc")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 # What a search can optimise, read off each finished trial, with its natural direction. Test accuracy is
 # not among them: the search selects on validation, like the best group (issue 17).
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "params": "minimize", "mflops": "minimize"}
-# A sampled model is named after its Optuna trial number; the study's fingerprint leaves such models out.
-SAMPLED_NAME = re.compile(r"^trial-\d{4,}$")
-
-
-def sampled_name(number: int) -> str:
-    """The convstudy model name of Optuna trial `number` (one name per trial, stable across reruns)."""
-    return f"trial-{number:04d}"
-
-
-def is_sampled(model: dict[str, Any]) -> bool:
-    """Whether a model (in its dict form) was sampled by a search: named trial-NNNN, with factor levels."""
-    return bool(SAMPLED_NAME.match(str(model.get("name", ""))) and model.get("factors"))
-
-
-def reserved(name: str) -> str | None:
-    """Why no model may be given `name` by hand, by a space or by an import (None: it may). A search names its
-    sampled models trial-NNNN and finds them by that name: another model so named would stand in for an
-    Optuna trial it never was, its numbers told to Optuna and credited to the sampled settings."""
-    if SAMPLED_NAME.match(name):
-        return f'model name "{name}" is kept for a search\'s sampled models (trial-NNNN)'
-    return None
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Objective(_Frozen):
+class Objective(Frozen):
     """One objective: a metric of OBJECTIVES and its direction (default: the metric's natural one)."""
 
     metric: str
@@ -69,7 +41,7 @@ class Objective(_Frozen):
         return self.direction or OBJECTIVES[self.metric]
 
 
-class Budget(_Frozen):
+class Budget(Frozen):
     """How long a search samples: `count` trials and/or `epochs` trained in all, whichever ends first."""
 
     count: Int | None = Field(default=None, ge=1, le=100_000)
@@ -87,7 +59,7 @@ class Budget(_Frozen):
         return self
 
 
-class SearchSpec(_Frozen):
+class SearchSpec(Frozen):
     """The `[search]` section; `space` is a model template in the spaces syntax (spec.space)."""
 
     space: dict[str, Any]

@@ -18,13 +18,12 @@ import random
 import re
 from typing import Any, Iterable, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 from pydantic import model_validator
 
 from convstudy.errors import UserError
-from convstudy.spec.layers import Float, Int, LayerError, Shape, _clip, parse_layer, pydantic_reason, show_value
-from convstudy.spec.search import reserved
-from convstudy.spec.study import ModelSpec
+from convstudy.spec.layers import Float, Frozen, Int, LayerError, Shape, _clip, parse_layer, pydantic_reason, show_value
+from convstudy.spec.models import ModelSpec, reserved
 
 log = logging.getLogger(__name__)
 Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
@@ -34,11 +33,7 @@ PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 MAX_COMBINATIONS = 100_000  # a grid beyond this is no study to train; it is a search's space
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Levels(_Frozen):
+class Levels(Frozen):
     """A factor with listed levels (JSON scalars): what a grid or a sample expands."""
 
     name: str
@@ -55,7 +50,7 @@ class Levels(_Frozen):
         return (type(value) is bool, value) in {(type(v) is bool, v) for v in self.levels}
 
 
-class IntRange(_Frozen):
+class IntRange(Frozen):
     """Integers from `low` to `high` (both included) on a `step` grid, or log-uniform: for a search only."""
 
     name: str
@@ -73,7 +68,7 @@ class IntRange(_Frozen):
         return type(value) is int and self.low <= value <= self.high and (value - self.low) % self.step == 0
 
 
-class FloatRange(_Frozen):
+class FloatRange(Frozen):
     """Reals from `low` to `high`, uniform (optionally on a `step` grid) or log-uniform: for a search only."""
 
     name: str
@@ -128,7 +123,7 @@ def parse_factor(name: Any, value: Any) -> Factor:
     raise ValueError(f'factor "{name}" is a list of levels or a range {{low, high}}, not {show_value(value)}')
 
 
-class Space(_Frozen):
+class Space(Frozen):
     """A model template and its factors. `names` is the naming pattern; `sample` draws N combinations (seeded)."""
 
     name: str = Field(pattern=NAME_RE.pattern)
@@ -161,15 +156,7 @@ class Space(_Frozen):
             raise ValueError(f'factor "{next(n for n in names if names.count(n) > 1)}" is declared twice')
         used: set[str] = set()
         for i, item in enumerate(self.layers, 1):
-            if isinstance(item, dict) and "if" in item:
-                if set(item) != {"if", "layer"}:
-                    raise ValueError(f"layer {i}: a conditional layer is {{if = FACTOR, layer = ...}}")
-                cond = self.factor(item["if"], f"layer {i} if")
-                if not (isinstance(cond, Levels) and all(type(v) is bool for v in cond.levels)):
-                    raise ValueError(f'layer {i}: if = "{cond.name}" needs a factor whose levels are true/false')
-                used.add(cond.name)
-                item = item["layer"]
-            used |= self._placeholders(item, f"layer {i}")
+            used |= self._layer_factors(item, f"layer {i}")
         used |= self._placeholders(self.train, "train")
         self._placeholders(self.description, "description")
         idle = [n for n in names if n not in used]
@@ -182,6 +169,23 @@ class Space(_Frozen):
                 raise ValueError(f'names "{_clip(self.names)}" leaves out factor "{left[0]}", so models would share '
                                  "a name")
         return self
+
+    def _layer_factors(self, item: Any, where: str) -> set[str]:
+        """The factors a template layer uses; a residual's `layers` may hold conditional layers too."""
+        used: set[str] = set()
+        if isinstance(item, dict) and "if" in item:
+            if set(item) != {"if", "layer"}:
+                raise ValueError(f"{where}: a conditional layer is {{if = FACTOR, layer = ...}}")
+            cond = self.factor(item["if"], f"{where} if")
+            if not (isinstance(cond, Levels) and all(type(v) is bool for v in cond.levels)):
+                raise ValueError(f'{where}: if = "{cond.name}" needs a factor whose levels are true/false')
+            used.add(cond.name)
+            item = item["layer"]
+        if isinstance(item, dict) and isinstance(item.get("layers"), list):
+            for j, inner in enumerate(item["layers"], 1):
+                used |= self._layer_factors(inner, f"{where}, branch layer {j}")
+            item = {k: v for k, v in item.items() if k != "layers"}
+        return used | self._placeholders(item, where)
 
     def factor(self, name: Any, where: str) -> Factor:
         """The factor called `name`; ValueError naming `where` and the valid names otherwise."""
@@ -255,13 +259,24 @@ class _Invalid(Exception):
     """One combination that gives no valid model; its message names the layer or field."""
 
 
+def _select(item: Any, levels: Mapping[str, Any]) -> Any:
+    """The template layer with its conditionals (a residual's included) decided; None where it is left out."""
+    if isinstance(item, dict) and "if" in item:
+        if not levels[item["if"]]:
+            return None
+        item = item["layer"]
+    if isinstance(item, dict) and isinstance(item.get("layers"), list):
+        kept = (_select(inner, levels) for inner in item["layers"])
+        item = {**item, "layers": [inner for inner in kept if inner is not None]}
+    return item
+
+
 def _build(space: Space, levels: dict[str, Any], input_shape: Shape, num_classes: int, name: str | None) -> ModelSpec:
     layers = []
     for item in space.layers:
-        if isinstance(item, dict) and "if" in item:
-            if not levels[item["if"]]:
-                continue
-            item = item["layer"]
+        item = _select(item, levels)
+        if item is None:
+            continue
         filled = _fill(item, levels)
         try:
             layers.append(parse_layer(filled))

@@ -19,7 +19,7 @@ import torch
 
 from convstudy.errors import StoreError, UserError
 from convstudy.spec import ModelSpec, Study, build_study
-from convstudy.spec.search import is_sampled
+from convstudy.spec.models import is_sampled
 from convstudy.store.db import FINISHED, STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
 from convstudy.store.checkpoints import CheckpointStorage, storage_for
 from convstudy.store.provenance import provenance

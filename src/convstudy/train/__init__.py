@@ -13,11 +13,10 @@ from convstudy.train.loop import (
     norm_from_meta, norm_meta, seed_everything, to_input,
 )
 from convstudy.train.schedule import make_scheduler
-from convstudy.train.stack import Stacked
 from convstudy.train.state import EpochResult, TrainState, load_state_tensors, state_to_tensors
 
 __all__ = [
-    "Augment", "channel_stats", "make_scheduler", "to_input", "EpochResult", "Lone", "Plan", "Split", "Stacked", "Stepper", "TrainState", "TrialData", "configure_backends",
+    "Augment", "channel_stats", "make_scheduler", "to_input", "EpochResult", "Lone", "Plan", "Split", "Stepper", "TrainState", "TrialData", "configure_backends",
     "default_channels_last",
     "cpu_weights", "describe", "epoch_means", "evaluate", "init_state", "load_state_tensors", "make_optimizer",
     "make_trial_data", "norm_from_meta", "norm_meta", "plan", "resolve_device", "resolve_precision", "seed_everything",

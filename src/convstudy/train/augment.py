@@ -1,7 +1,7 @@
 """Training-batch augmentation on the training device: tensor ops on whole uint8 batches, as airbench does.
 
 `[train] augment = ["flip", "crop(4)", "translate(2)", "cutout(8)"]` (validated by
-`convstudy.spec.study.parse_augment`) runs, in the listed order, on every training batch, before the
+`convstudy.spec.models.parse_augment`) runs, in the listed order, on every training batch, before the
 batch becomes the network's float input; validation and test data are never augmented. Every random
 draw comes from the trial's own `torch.Generator` on the trial's device (seeded from the trial's
 seed, saved in its checkpoint), so a run is deterministic per seed and resumes bit-identically.

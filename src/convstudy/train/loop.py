@@ -1,7 +1,7 @@
 """What one trial trains with: the optimiser, the seeded start, the step (eager or a CUDA graph), evaluation.
 
-The loop itself is `executors.trial.run_trial`; this module holds its pieces, for a lone trial (`Lone`)
-and, in `train.stack`, for seeds trained together. Semantics (docs/semantics.md): Keras 2 fit() —
+The loop itself is `executors.trial.run_trial`; this module holds its pieces (`Lone`: one trial's
+network). Semantics (docs/semantics.md): Keras 2 fit() —
 reshuffle every epoch, keep the last partial batch, report the epoch's training loss/accuracy as the
 per-sample mean over its batches in training mode, validate after each epoch in inference mode.
 Speed: the dataset sits on the device as uint8; shuffling is one permutation per epoch, batches are
@@ -167,13 +167,11 @@ class Lone:
     `scheduler` when there is one. `norm`: per-channel (mean, std) for `normalize = "channel"`, else None.
     """
 
-    size = 1
-
     def __init__(self, state: TrainState, settings: TrainSettings, plan: Plan, steps_per_epoch: int = 1,
                  norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.state, self.plan, self.norm = state, plan, norm
         self.model, self.optimizer = state.model, state.optimizer
-        self.histories, self.epoch = [state.history], state.epoch
+        self.history, self.epoch = state.history, state.epoch
         self.smoothing = settings.label_smoothing
         self.augmenter = Augment(settings.augment)
         self.scheduler = make_scheduler(settings, self.optimizer, steps_per_epoch, state.schedule)
@@ -202,26 +200,23 @@ class Lone:
         loss_sum += loss.detach() * yb.shape[0]
         correct += (logits.detach().argmax(1) == yb).sum()
 
-    def evaluate(self, split: Split, with_probs: bool = False) -> tuple[list[float], list[float], list | None]:
-        loss, acc, probs = evaluate(self.model, split, self.plan.precision, self.plan.channels_last, with_probs,
-                                    self.norm)
-        return [loss], [acc], [probs] if with_probs else None
+    def evaluate(self, split: Split, with_probs: bool = False) -> tuple[float, float, torch.Tensor | None]:
+        return evaluate(self.model, split, self.plan.precision, self.plan.channels_last, with_probs, self.norm)
 
-    def checkpoint(self, index: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         self.state.epoch = self.epoch
         if self.scheduler is not None:
             self.state.schedule = self.scheduler.state_dict()
         tensors, meta = state_to_tensors(self.state)
         return tensors, {**meta, **norm_meta(self.norm)}
 
-    def weights(self, index: int) -> dict[str, torch.Tensor]:
+    def weights(self) -> dict[str, torch.Tensor]:
         return cpu_weights(self.model.state_dict())
 
 
-def epoch_means(loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> tuple[list[float], list[float]]:
-    """Per-member (mean loss, accuracy) over an epoch's `n` samples, in Python floats."""
-    losses, counts = loss_sum.reshape(-1).tolist(), correct.reshape(-1).tolist()
-    return [v / n for v in losses], [c / n for c in counts]
+def epoch_means(loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> tuple[float, float]:
+    """(mean loss, accuracy) over an epoch's `n` samples, in Python floats."""
+    return loss_sum.item() / n, correct.item() / n
 
 
 def cpu_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

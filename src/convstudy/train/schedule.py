@@ -70,7 +70,3 @@ def make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer, st
         for group, lr in zip(optimizer.param_groups, sched.get_last_lr()):
             group["lr"] = lr
     return sched
-
-
-def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(g["lr"]) for g in optimizer.param_groups]
