@@ -207,7 +207,7 @@ def load(out: str | Path) -> "Results":
 
 def execute(study: "Study | str | Path", request: RunRequest,
             console: "Console") -> tuple["StudyStore", bool, str | None]:
-    """Run (or resume) the study as `request` says: its search, `workers` local processes, racing or
+    """Run (or resume) the study as `request` says: its search or fair comparison, `workers` local processes, racing or
     `run_study`, then the latency if the run ended. Returns the store, whether every wanted trial ended,
     and the line naming the wanted trials that failed (None if none did)."""
     spec, opts = prepare(study, request)
@@ -216,6 +216,10 @@ def execute(study: "Study | str | Path", request: RunRequest,
         from convstudy.search import run_search
 
         store, finished = run_search(spec, opts, console, request.trials, request.confirm or 0)
+    elif spec.fair is not None:
+        from convstudy.search.fair import run_fair
+
+        store, finished = run_fair(spec, opts, console, request.trials)
     else:
         store, finished = _train(spec, opts, request.workers, console)
     if latency and finished:
@@ -255,7 +259,11 @@ def prepare(study: "Study | str | Path", request: RunRequest) -> tuple["Study", 
     if study.search is not None and (names or r.workers > 1):
         raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
                         "samples, one at a time (several at once: --executor ray)")
-    if study.search is None and (r.trials or r.confirm):
+    if study.fair is not None and (names or r.workers > 1 or r.confirm):
+        flag = "--models/--where" if names else "--workers" if r.workers > 1 else "--confirm"
+        raise UserError(f"{flag}: a [fair] study tunes and retrains every level itself (several trials at once: "
+                        "--executor ray)")
+    if study.search is None and study.fair is None and (r.trials or r.confirm):
         raise UserError(f"{'--trials' if r.trials else '--confirm'}: {study.name} has no [search] section")
     return study, opts
 

@@ -49,7 +49,8 @@ def register(sub) -> None:
                    help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
     add_latency_options(p, "latency-")
     p.add_argument("--trials", type=positive_int, metavar="N",
-                   help="a study with a [search]: sample N configurations in all (overrides its trials count)")
+                   help="a study with a [search]: sample N configurations in all (overrides its trials count); "
+                        "with a [fair]: N per level")
     p.add_argument("--confirm", type=positive_int, metavar="K",
                    help="a study with a [search]: after it, train its best K configurations on every seed")
     p.set_defaults(func=run)

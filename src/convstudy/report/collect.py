@@ -13,6 +13,7 @@ from convstudy.model import summarize_model
 from convstudy.report.design_spaces import design_spaces
 from convstudy.report.factors import factor_effects
 from convstudy.report.fidelity import fidelity_section
+from convstudy.report.fair import fair_section
 from convstudy.report.search import search_section
 from convstudy.report.stats import ALPHA, best_group, describe, look_alpha
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
@@ -135,6 +136,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         **({"design_spaces": spaces} if spaces else {}),
         **({"search": search_section(store)} if study.search else {}),
         **({"fidelity": fidelity} if fidelity else {}),
+        **({"fair": fair_section(store)} if study.fair else {}),
     }
 
 

@@ -86,9 +86,17 @@ def rank_stability(report: dict[str, Any]) -> str | None:
             f"<th>models</th><th>seeds</th></tr></thead><tbody>{body}</tbody></table></div>")
 
 
+def fair(report: dict[str, Any]) -> str | None:
+    """The fair comparison (report.fair_view); None for a study without a [fair] section."""
+    from convstudy.report.fair_view import fair_html
+
+    return fair_html(report)
+
+
 OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]] = [
     ("factors", "Factors", factor_effects),
     ("design-spaces", "Design spaces", design_spaces),
     ("racing", "Racing", racing),
     ("rank-stability", "Rank stability", rank_stability),
+    ("fair", "Fair comparison", fair),
 ]

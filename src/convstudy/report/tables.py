@@ -92,6 +92,11 @@ def render_terminal(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     for note in footnotes(report):
         console.print(note, style="dim")
+    if report.get("fair"):  # the table holds the fixed recipe only: the tuned verdict in lines
+        from convstudy.report.fair_view import verdict_lines
+
+        for line in verdict_lines(report["fair"]):
+            console.print(line, markup=False)
 
 
 def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> str:
@@ -117,6 +122,10 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
         from convstudy.report.search import search_markdown
 
         out += ["", search_markdown(report["search"])]
+    if report.get("fair"):
+        from convstudy.report.fair_view import fair_markdown
+
+        out += ["", fair_markdown(report["fair"])]
     if plots_dir:
         out += [""] + [f"![{md_text(m['name'])} loss]({plots_dir}/{quote(m['name'], safe='')}.png)"
                        for m in report["models"]]

@@ -5,6 +5,8 @@ Optuna is the only search engine here: convstudy writes no sampler or pruner of 
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,11 @@ def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSa
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
         return optuna.samplers.GridSampler({f.name: grid_values(f) for f in space.factors}, seed=seed)
+    if spec.sampler == "qmc":  # scrambled Sobol; the first trial, which fixes its dimensions, is a random draw
+        _quiet_qmc()
+        with warnings.catch_warnings():  # "experimental since 3.0": stable in use, and no line for the user to act on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(scramble=True, seed=seed, warn_independent_sampling=False)
     if spec.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     try:
@@ -37,6 +44,19 @@ def sampler(spec: SearchSpec, space: Space, seed: int) -> optuna.samplers.BaseSa
     except ImportError:
         raise UserError("search: sampler cmaes needs the cmaes package: pip install cmaes") from None
     return optuna.samplers.CmaEsSampler(seed=seed)
+
+
+def _no_conditions_warning(record: logging.LogRecord) -> bool:
+    return "does not include any conditions" not in record.getMessage()
+
+
+def _quiet_qmc() -> None:
+    """Drop QMCSampler's "assumes that the search space does not include any conditions" line: it is logged
+    whenever a trial is asked while the first is still running (Ray), and a convstudy space has no conditional
+    parameters (every factor is suggested in every trial)."""
+    log = logging.getLogger("optuna.samplers._qmc")
+    if _no_conditions_warning not in log.filters:
+        log.addFilter(_no_conditions_warning)
 
 
 def pruner(spec: SearchSpec, epochs: int) -> optuna.pruners.BasePruner:
@@ -57,7 +77,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec
     """Create or load the search's Optuna study in `storage` (the study directory's, `storage_url`).
 
     The sampler's seed is `spec.seed` plus the trials already sampled, so a search resumed after a
-    crash draws new configurations instead of replaying its first ones (a seeded RandomSampler would).
+    crash draws new configurations instead of replaying its first ones (a seeded RandomSampler would). QMC keeps
+    `spec.seed`: Optuna stores how far along its sequence the study is, so a resumed search continues it.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -65,8 +86,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, spec: SearchSpec
     except KeyError:
         sampled = 0
     directions = [o.goal for o in spec.objective]
+    seed = spec.seed if spec.sampler == "qmc" else spec.seed + sampled
     return optuna.create_study(storage=storage, study_name=name, load_if_exists=True, directions=directions,
-                               sampler=sampler(spec, space, spec.seed + sampled), pruner=pruner(spec, epochs))
+                               sampler=sampler(spec, space, seed), pruner=pruner(spec, epochs))
 
 
 def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:

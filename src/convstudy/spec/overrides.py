@@ -13,7 +13,7 @@ from convstudy.spec.study import Study, build_study
 
 def retarget(data: Any, dataset: Any) -> Any:
     """A raw study (a file's tables or `Study.to_dict()`) moved onto `dataset`: the dataset replaced, and each
-    classifier (the last layer of every model, space and search space, when it is a plain dense) sized to the
+    classifier (the last layer of every model, space and search or fair space, when it is a plain dense) sized to the
     data's class count, as timm's `num_classes` resets a head; every other layer stays as written."""
     from convstudy.data import canonical_dataset, get_info
 
@@ -28,8 +28,9 @@ def retarget(data: Any, dataset: Any) -> Any:
     for key in ("models", "spaces"):
         if isinstance(out.get(key), list):
             out[key] = [_with_classes(m, classes) for m in out[key]]
-    if isinstance(out.get("search"), dict) and "space" in out["search"]:
-        out["search"] = {**out["search"], "space": _with_classes(out["search"].get("space"), classes)}
+    for key in ("search", "fair"):
+        if isinstance(out.get(key), dict) and "space" in out[key]:
+            out[key] = {**out[key], "space": _with_classes(out[key].get("space"), classes)}
     return out
 
 

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from convstudy.spec.layers import Frozen, Int, _clip
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "qmc")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
 # What a search can optimise, read off each finished trial, with its natural direction. Test accuracy is
 # not among them: the search selects on validation, like the best group (issue 17).
@@ -63,7 +63,7 @@ class SearchSpec(Frozen):
     """The `[search]` section; `space` is a model template in the spaces syntax (spec.space)."""
 
     space: dict[str, Any]
-    sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2"] = "tpe"
+    sampler: Literal["tpe", "random", "grid", "cmaes", "nsga2", "qmc"] = "tpe"
     trials: Budget
     objective: tuple[Objective, ...] = (Objective(metric="val_accuracy"),)
     pruner: Literal["none", "median", "successive-halving", "hyperband"] = "none"

@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from convstudy.errors import UserError
 from convstudy.spec.layers import Frozen, Int, LayerError, _clip, parse_layer, pydantic_reason, show_value
 from convstudy.spec.models import ModelSpec, TrainSettings, _opt_dict, check_recipe, is_sampled, reserved
+from convstudy.spec.fair import FairSpec
 from convstudy.spec.search import SearchSpec
 
 
@@ -48,6 +49,9 @@ class Study(Frozen):
     # A search (convstudy.search) adds the models it samples to `models` as it goes; see fingerprint.
     search: SearchSpec | None = None
     report: ReportSettings = ReportSettings()
+    # Scientific levels compared with their nuisance hyperparameters tuned per level (convstudy.search.fair);
+    # `models` then holds the fixed recipe, if the study runs one.
+    fair: FairSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -139,6 +143,7 @@ class Study(Frozen):
             "models": [m.to_dict() for m in self.models],
             **({"search": self.search.to_dict()} if self.search else {}),
             **({"report": self.report.model_dump()} if self.report != ReportSettings() else {}),
+            **({"fair": self.fair.to_dict()} if self.fair else {}),
         }
 
     def fingerprint(self) -> str:
@@ -153,6 +158,8 @@ class Study(Frozen):
         if self.search:
             body["models"] = [m for m in body["models"] if not is_sampled(m)]
             body["search"].pop("trials")
+        if self.fair:  # a larger budget per level goes on with the same study
+            body["fair"].pop("trials")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -167,9 +174,11 @@ def build_study(data: Any, source: str = "<study>") -> Study:
         if key not in known:
             shown = f'"{_clip(key)}"' if isinstance(key, str) else show_value(key)
             raise UserError(f'{source}: unknown key {shown}; valid: {", ".join(sorted(known))}')
-    raw_models = data.get("models", [] if data.get("spaces") or "search" in data else None)
-    if not isinstance(raw_models, list) or not (raw_models or data.get("spaces") or "search" in data):
-        raise UserError(f"{source}: a study needs at least one model under [[models]] or [[spaces]], or a [search]")
+    grows = "search" in data or "fair" in data
+    raw_models = data.get("models", [] if data.get("spaces") or grows else None)
+    if not isinstance(raw_models, list) or not (raw_models or data.get("spaces") or grows):
+        raise UserError(f"{source}: a study needs at least one model under [[models]] or [[spaces]], a [search] or "
+                        "a [fair]")
     models, seen = [], set()
     for i, raw in enumerate(raw_models, 1):
         label = f'model "{_clip(raw["name"])}"' if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"model {i}"
@@ -198,6 +207,10 @@ def build_study(data: Any, source: str = "<study>") -> Study:
         from convstudy.spec.search import check_search
 
         check_search(study, info, source)
+    if study.fair is not None:
+        from convstudy.spec.fair import check_fair
+
+        check_fair(study, info, source)
     for model in study.models:
         try:
             model.check(info.input_shape, info.num_classes)
