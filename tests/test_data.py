@@ -10,7 +10,6 @@ import re
 import socket
 import struct
 import threading
-import time
 import tracemalloc
 import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -664,7 +663,7 @@ def test_stratified_indices_property(counts, share, seed):
 # ---------------------------------------------------------------- the real MNIST, when present
 
 @pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no offline MNIST copy beside the repo")
-def test_real_mnist_loads_verified_and_fast():
+def test_real_mnist_loads_verified():
     data = load_dataset("mnist", SHARED_MNIST, download=False)
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
     assert torch.bincount(data.y_train).tolist() == [
@@ -676,9 +675,6 @@ def test_real_mnist_loads_verified_and_fast():
     pixels = data.x_train.float() / 255
     assert pixels.mean().item() == pytest.approx(0.1307, abs=1e-4)
     assert pixels.std().item() == pytest.approx(0.3081, abs=1e-4)
-    start = time.perf_counter()
-    load_dataset("mnist", SHARED_MNIST, download=False)
-    assert time.perf_counter() - start < 1.0
 
 
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="no Debian dataset-fashion-mnist")
