@@ -109,3 +109,12 @@ def test_a_single_epoch_study_has_no_fidelity_section():
     models = [{"name": f"m{i}", "trials": [{"state": "complete", "epochs": [{"val_accuracy": 0.9 + i / 100}]}]}
               for i in range(4)]
     assert fidelity_section(models) is None
+
+
+def test_models_that_tie_at_an_epoch_give_a_warning_in_words_not_an_error():
+    """Found by the search tests: on tiny data every model can reach the same accuracy, so an epoch's tau is
+    undefined; the report must still be written."""
+    tied = {f"m{i}": np.array([[0.5, 0.5, 0.9 + 0.01 * i]] * 2) for i in range(4)}
+    found = rank_stability(tied)
+    assert found["rows"][-1]["tau"] is None
+    assert any("the models tie" in w for w in found["warnings"])

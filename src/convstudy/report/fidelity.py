@@ -98,6 +98,8 @@ def _stable_from(rows: list[dict[str, Any]], last: int) -> int:
 
 def _fmt(row: dict[str, Any]) -> str:
     ci = row["ci95"]
+    if row["tau"] is None:  # every model tied at that epoch (or at the last): no ranking to compare
+        return "tau undefined: the models tie"
     return f"tau {row['tau']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
