@@ -47,13 +47,7 @@ class Residual(_Layer):
     def _parse(cls, value: Any) -> Any:
         if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
             raise ValueError('a residual\'s layers is a list, e.g. ["conv(16,3,same)", "bn"]')
-        out = []
-        for j, item in enumerate(value, 1):
-            try:
-                out.append(parse_layer(item))
-            except LayerError as exc:
-                shown = item if isinstance(item, str) else item.get("type", "?") if isinstance(item, dict) else "?"
-                raise ValueError(f"layer {j} {_clip(str(shown).strip())}: {exc}") from None
+        out = parse_layers(value)
         if not out:
             raise ValueError("a residual block needs at least one layer")
         return tuple(out)
@@ -64,14 +58,7 @@ class Residual(_Layer):
 
     def branch_shapes(self, shape: Shape) -> list[Shape]:
         """Every branch layer's output shape; LayerError names the branch layer."""
-        shapes = []
-        for j, layer in enumerate(self.layers, 1):
-            try:
-                shape = layer.output_shape(shape)
-            except LayerError as exc:
-                raise LayerError(f"branch layer {j} {layer.to_string()}: {exc}") from None
-            shapes.append(shape)
-        return shapes
+        return layer_shapes(self.layers, shape, "branch layer")
 
     def projection(self, shape: Shape) -> int | None:
         """The stride of the 1x1 projection shortcut, or None where the input is added as it is."""
@@ -241,3 +228,27 @@ def _literal(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text.strip("'\"")
+
+
+def parse_layers(items: Any) -> tuple[_Layer, ...]:
+    """Every item parsed by parse_layer; a LayerError names the 1-based index and the item as written."""
+    out = []
+    for j, item in enumerate(items, 1):
+        try:
+            out.append(parse_layer(item))
+        except LayerError as exc:
+            shown = item if isinstance(item, str) else item.get("type", "?") if isinstance(item, dict) else "?"
+            raise LayerError(f"layer {j} {_clip(str(shown).strip())}: {exc}") from None
+    return tuple(out)
+
+
+def layer_shapes(layers: tuple[_Layer, ...], shape: Shape, label: str = "layer") -> list[Shape]:
+    """Each layer's output shape in turn from `shape`; a LayerError names the layer as `label N layer`."""
+    shapes = []
+    for j, layer in enumerate(layers, 1):
+        try:
+            shape = layer.output_shape(shape)
+        except LayerError as exc:
+            raise LayerError(f"{label} {j} {layer.to_string()}: {exc}") from None
+        shapes.append(shape)
+    return shapes

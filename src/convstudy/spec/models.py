@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from convstudy.spec.layers import (
-    Activation, Dense, Dropout, Float, Frozen, Int, LayerError, Shape, _clip, _Layer, parse_layer, show_value,
+    Activation, Dense, Dropout, Float, Frozen, Int, LayerError, Shape, _clip, _Layer, layer_shapes, parse_layer,
+    show_value,
 )
 
 # Keras 2's defaults, which the seed notebook ran with (tf.keras later changed Adadelta's lr to 0.001,
@@ -244,14 +245,7 @@ class ModelSpec(Frozen):
 
     def shapes(self, input_shape: Shape) -> list[Shape]:
         """Output shape of every layer; raises LayerError naming the 1-based index of the bad layer."""
-        shapes, shape = [], tuple(input_shape)
-        for i, layer in enumerate(self.layers, 1):
-            try:
-                shape = layer.output_shape(shape)
-            except LayerError as exc:
-                raise LayerError(f"layer {i} {layer.to_string()}: {exc}") from None
-            shapes.append(shape)
-        return shapes
+        return layer_shapes(self.layers, tuple(input_shape))
 
     def check(self, input_shape: Shape, num_classes: int) -> None:
         """Shape inference over the whole model plus the classifier rule (last layer: dense(num_classes))."""

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from convstudy.errors import UserError
-from convstudy.spec.layers import Frozen, Int, LayerError, _clip, parse_layer, pydantic_reason, show_value
+from convstudy.spec.layers import Frozen, Int, LayerError, _clip, parse_layers, pydantic_reason, show_value
 from convstudy.spec.models import ModelSpec, TrainSettings, _opt_dict, check_recipe, is_sampled, reserved
 from convstudy.spec.fair import FairSpec
 from convstudy.spec.search import SearchSpec
@@ -226,14 +226,10 @@ def build_study(data: Any, source: str = "<study>") -> Study:
 def _build_model(raw: dict[str, Any], source: str, label: str) -> ModelSpec:
     layers = raw.get("layers")
     if isinstance(layers, list):
-        parsed = []
-        for j, item in enumerate(layers, 1):
-            try:
-                parsed.append(parse_layer(item))
-            except LayerError as exc:
-                text = item if isinstance(item, str) else item.get("type", "?") if isinstance(item, dict) else "?"
-                raise UserError(f"{source}: {label}, layer {j} {_clip(str(text).strip())}: {exc}") from None
-        raw = {**raw, "layers": parsed}
+        try:
+            raw = {**raw, "layers": parse_layers(layers)}
+        except LayerError as exc:
+            raise UserError(f"{source}: {label}, {exc}") from None
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as exc:
