@@ -8,10 +8,13 @@ and the final epoch's, with a percentile bootstrap CI that resamples models and,
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+
+from convstudy.report.markdown import md_text
 
 STABLE_TAU = 0.8  # from the first epoch whose tau, and every later epoch's, reaches this: "stable"
 LOW_TAU = 0.5  # an epoch (the first, or a pruning epoch) below this is a warning in the report
@@ -242,3 +245,71 @@ def audit_verdict(audit: Mapping[str, Any]) -> str:
     top = audit["top_k"]
     return (f"{cheap} rankings {verb} {full} rankings: tau {'–' if t is None else f'{t:.2f}'}{ci}; {cost}; "
             f"{top['overlap']} of the top {top['k']} agree.")
+
+
+def audit_lines(audit: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]]:
+    """The audit section's verdict, its statistics line, and its table (header first), for Markdown and HTML."""
+    def est(e: Mapping[str, Any], scale: float = 1, unit: str = "") -> str:
+        if e["estimate"] is None:
+            return "undefined (a ranking ties every model)"
+        ci = f" [{scale * e['ci95'][0]:.2f}, {scale * e['ci95'][1]:.2f}]" if e["ci95"] else ""
+        return f"{scale * e['estimate']:.2f}{unit}{ci}"
+
+    top = audit["top_k"]
+    stats_line = (f"Kendall's tau {est(audit['kendall_tau'])}, Spearman's rho {est(audit['spearman_rho'])} (95% "
+                  f"bootstrap CIs over models and seeds, {audit['bootstrap']} resamples); top {top['k']}: "
+                  f"{top['overlap']} in common ({', '.join(top['cheap'])} cheap; {', '.join(top['full'])} full); "
+                  f"regret of choosing cheaply {est(audit['regret'], 100, ' pp')} (CI over seeds). The cheap "
+                  f"ranking is the cheap study's mean {audit.get('metric', 'val_accuracy')} over its seeds.")
+    rows = [["model", "stratum", "cheap rank", "cheap %", "full rank", "full %", "seeds (cheap, full)"]]
+    rows += [[r["name"], r.get("stratum", ""), str(r["cheap_rank"]), f"{100 * r['cheap']:.2f}", str(r["full_rank"]),
+              f"{100 * r['full']:.2f}", f"{r['cheap_seeds']}, {r['full_seeds']}"] for r in audit["models"]]
+    return audit["verdict"], stats_line, rows
+
+
+def audit_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The Fidelity audit section of an audit study's Markdown report; nothing for any other study."""
+    if not report.get("audit"):
+        return []
+    verdict, line, rows = audit_lines(report["audit"])
+    return ["", "## Fidelity audit", "", f"**{md_text(verdict)}**", "", md_text(line), "",
+            "| " + " | ".join(rows[0]) + " |", "|---|---|" + "---:|" * (len(rows[0]) - 2),
+            *("| " + " | ".join(md_text(c) for c in r) + " |" for r in rows[1:])]
+
+
+def audit_html(report: Mapping[str, Any]) -> str | None:
+    """The Fidelity audit section of an audit study's HTML report; None for any other study."""
+    if not report.get("audit"):
+        return None
+    verdict, line, rows = audit_lines(report["audit"])
+    head = "".join(f"<th>{escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return (f"<p><strong>{escape(verdict)}</strong></p><p>{escape(line)}</p><div class=\"scroll\"><table><thead><tr>"
+            f"{head}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def racing_evidence(report: Mapping[str, Any]) -> str:
+    """The sentence naming what a raced study's decisions rest on: its budget and how settled its ranking was."""
+    s = report["study"]
+    head = f"Racing decided on the {budget_label(s['epochs'], s.get('train_limit'))} ranking (each seed's last epoch)"
+    stab = (report.get("fidelity") or {}).get("rank_stability")
+    if not stab:
+        return head + ("; with one epoch or under 3 finished models there is no rank-stability evidence (`convstudy audit` checks it "
+                       "against a longer run).")
+    rows, last = stab["rows"], stab["epochs"]
+    if stab["stable_from"] < last:
+        row = next(r for r in rows if r["epoch"] == stab["stable_from"])
+        return head + f"; rank stability: from epoch {row['epoch']} on it agrees with epoch {last}'s ({_fmt(row)})."
+    return head + (f"; rank stability: the ranking was still changing at the last epoch (epoch {rows[-1]['epoch']} "
+                   f"against {last}: {_fmt(rows[-1])}), so more epochs may undo what racing decided.")
+
+
+def pruning_evidence(fidelity: Mapping[str, Any] | None) -> str:
+    """The sentence naming what a search's pruning rests on: how its pruning epochs rank the finished trials."""
+    part = (fidelity or {}).get("pruning")
+    if not part:
+        return "Too few trials ran to the end (3 needed) to check that the pruning epochs rank like the last one."
+    n = part["rows"][0]["models"]
+    at = "; ".join(f"epoch {r['epoch']}: {_fmt(r)}" for r in part["rows"])
+    return (f"Pruning rests on early epochs ranking like the last: over the {n} models that ran to the end, "
+            f"against epoch {part['epochs']}, {at}.")

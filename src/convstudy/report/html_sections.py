@@ -9,6 +9,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any, Callable
 
+from convstudy.report.fidelity import audit_html, racing_evidence
+
 
 def factor_effects(report: dict[str, Any]) -> str | None:
     """The Factors section: main-effect and interaction tables (pp, 95% CI, p) and their figures; None without factors."""
@@ -66,7 +68,7 @@ def racing(report: dict[str, Any]) -> str | None:
     if not rows:
         return None
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-    note = RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05))
+    note = RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05)) + " " + racing_evidence(report)
     return (f"<p>{escape(note)}</p>"
             '<div class="scroll"><table><thead><tr><th>model</th><th>seeds</th><th>stopped</th></tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
@@ -99,4 +101,5 @@ OPTIONAL_SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], str | None]]]
     ("racing", "Racing", racing),
     ("rank-stability", "Rank stability", rank_stability),
     ("fair", "Fair comparison", fair),
+    ("audit", "Fidelity audit", audit_html),
 ]

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convstudy.report.factors import level_text
+from convstudy.report.fidelity import audit_markdown, racing_evidence
 from convstudy.report.markdown import md_text
 
 BEST_MARK = "★"
@@ -118,6 +119,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     out += design_markdown(report, plots_dir)
     out += racing_markdown(report)
     out += fidelity_markdown(report)
+    out += audit_markdown(report)
     if report.get("search"):
         from convstudy.report.search import search_markdown
 
@@ -179,7 +181,7 @@ def racing_markdown(report: dict[str, Any]) -> list[str]:
     rows = racing_rows(report)
     if not rows:
         return []
-    return ["", "## Racing", "", RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05)),
+    return ["", "## Racing", "", RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05)) + " " + md_text(racing_evidence(report)),
             "", "| model | seeds | stopped |", "|---|---:|---|", *(f"| {' | '.join(md_text(c) for c in r)} |" for r in rows)]
 
 
