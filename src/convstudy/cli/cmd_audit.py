@@ -20,7 +20,7 @@ def register(sub) -> None:
                                    "Spearman's rho between the two rankings, the top-k overlap and the regret of "
                                    "choosing at the cheap budget, with bootstrap CIs.")
     p.add_argument("cheap", metavar="CHEAP_OUT", type=Path, help="the finished cheap study's directory")
-    p.add_argument("--epochs", type=positive_int, help="the full budget's epochs (default: the cheap study's)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="the full budget's epochs (default: the cheap study's)")
     limit = p.add_mutually_exclusive_group()
     limit.add_argument("--train-limit", type=positive_int, metavar="N",
                        help="the full budget's training images (default: the cheap study's limit)")
