@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from convstudy.report import collect, render
+from convstudy.report.markdown import md_text
 from convstudy.report.fidelity import (audit_statistics, fidelity_section, kendall_tau_b, pruning_evidence,
                                        pruning_fidelity, racing_evidence, rank_stability)
 from convstudy.spec import build_study
@@ -173,3 +174,18 @@ def test_the_racing_section_names_the_rank_stability_it_rests_on(tmp_path):
 def test_the_pruning_evidence_names_the_pruning_epochs_tau():
     said = pruning_evidence({"pruning": pruning_fidelity(_curves(reversed_until=1), [1])})
     assert "over the 6 models that ran to the end, against epoch 6, epoch 1: tau -1.00" in said
+
+
+def test_a_pruned_searchs_summary_names_the_fidelity_its_pruning_rests_on(tiny_mnist, tmp_path, one_thread):
+    from convstudy.cli import main
+    from test_search import write_search
+
+    study = write_search(tmp_path / "s.toml", trials=6, epochs=3, pruner="successive-halving")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["pruned"]
+    note = report["search"]["fidelity_note"]
+    assert note == pruning_evidence(report.get("fidelity"))
+    assert note.startswith(("Pruning rests on early epochs", "Too few trials ran to the end"))
+    assert md_text(note)[:30] in (out / "report.md").read_text()
