@@ -189,3 +189,15 @@ def test_a_pruned_searchs_summary_names_the_fidelity_its_pruning_rests_on(tiny_m
     assert note == pruning_evidence(report.get("fidelity"))
     assert note.startswith(("Pruning rests on early epochs", "Too few trials ran to the end"))
     assert md_text(note)[:30] in (out / "report.md").read_text()
+
+
+def test_a_search_study_without_its_search_db_still_reports(tmp_path):
+    """The fidelity hook must leave a search that has not sampled yet (no search.db) as it was: search None."""
+    from convstudy.spec import load_study_file
+    from test_search import write_search
+
+    store = StudyStore.create_or_open(tmp_path / "out", load_study_file(write_search(tmp_path / "s.toml")))
+    try:
+        assert collect(store)["search"] is None
+    finally:
+        store.close()
