@@ -261,9 +261,9 @@ def audit_lines(audit: Mapping[str, Any]) -> tuple[str, list[str], list[list[str
                   f"{top['overlap']} in common ({', '.join(top['cheap'])} cheap; {', '.join(top['full'])} full); "
                   f"regret of choosing cheaply {est(audit['regret'], 100, ' pp')} (CI over seeds). The cheap "
                   f"ranking is the cheap study's mean {audit.get('metric', 'val_accuracy')} over its seeds.")
-    rows = [["model", "stratum", "cheap rank", "cheap %", "full rank", "full %", "seeds (cheap, full)"]]
+    rows = [["model", "stratum", "cheap rank", "cheap %", "full rank", "full %", "seeds (cheap/full)"]]
     rows += [[r["name"], r.get("stratum", ""), str(r["cheap_rank"]), f"{100 * r['cheap']:.2f}", str(r["full_rank"]),
-              f"{100 * r['full']:.2f}", f"{r['cheap_seeds']}, {r['full_seeds']}"] for r in audit["models"]]
+              f"{100 * r['full']:.2f}", f"{r['cheap_seeds']}/{r['full_seeds']}"] for r in audit["models"]]
     return audit["verdict"], stats_line, rows
 
 

@@ -21,7 +21,7 @@ from convstudy.errors import UserError
 from convstudy.executors import RunOptions, run_study
 from convstudy.executors.racing import finished_values
 from convstudy.report import write_reports
-from convstudy.report.fidelity import audit_statistics, budget_label
+from convstudy.report.fidelity import audit_lines, audit_statistics, budget_label
 from convstudy.spec import Study, build_study
 from convstudy.spec.models import SAMPLED_NAME
 from convstudy.store import FINISHED, StoreError, StudyStore, atomic_write
@@ -153,16 +153,13 @@ def run_audit(plan: AuditPlan, opts: RunOptions, console: Console | None = None)
 
 
 def show_audit(result: dict[str, Any], console: Console) -> None:
-    """The audit on the terminal: both ranks and means per model, then the verdict."""
-    table = Table(title=f"Fidelity audit: {result['cheap_budget']} against {result['full_budget']} "
-                        f"({result['metric']}, mean over seeds)")
-    for col in ("model", "stratum", "cheap rank", "cheap %", "full rank", "full %"):
-        table.add_column(col, justify="left" if col in ("model", "stratum") else "right")
-    for r in result["models"]:
-        table.add_row(r["name"], r["stratum"], str(r["cheap_rank"]), f"{100 * r['cheap']:.2f}", str(r["full_rank"]),
-                      f"{100 * r['full']:.2f}")
+    """The audit on the terminal: both ranks and means per model, the statistics, then the verdict."""
+    verdict, line, rows = audit_lines(result)
+    table = Table(title=f"Fidelity audit: {result['cheap_budget']} against {result['full_budget']}")
+    for i, col in enumerate(rows[0]):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for r in rows[1:]:
+        table.add_row(*r)
     console.print(table)
-    rho = result["spearman_rho"]
-    if rho["estimate"] is not None and rho["ci95"]:
-        console.print(f"Spearman's rho {rho['estimate']:.2f} [{rho['ci95'][0]:.2f}, {rho['ci95'][1]:.2f}]")
-    console.print(result["verdict"])
+    console.print(line)
+    console.print(verdict, style="bold")
