@@ -41,7 +41,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.bench import bench_models
+    from convstudy.measure.throughput import bench_models
     from convstudy.data import get_info
     from convstudy.errors import UserError
     from convstudy.spec import resolve_study

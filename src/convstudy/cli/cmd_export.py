@@ -28,9 +28,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from convstudy.cli.outputs import check_output
     from convstudy.errors import UserError
-    from convstudy.interop.card import card_path, write_card
-    from convstudy.interop.export import ExportCheckFailed, check_inputs, export_onnx, export_safetensors
-    from convstudy.interop.predict import load_trained
+    from convstudy.deploy.card import card_path, write_card
+    from convstudy.deploy.export import ExportCheckFailed, check_inputs, export_onnx, export_safetensors
+    from convstudy.deploy.predict import load_trained
     from convstudy.report import collect
     from convstudy.store import StudyStore
 

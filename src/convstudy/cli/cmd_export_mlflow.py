@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.interop.tracking import export_mlflow
+    from convstudy.report.tracking import export_mlflow
     from convstudy.store import StudyStore
 
     store = StudyStore.open_existing(args.out)

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convstudy.errors import UserError
-    from convstudy.interop.keras import import_keras, study_toml
+    from convstudy.keras import import_keras, study_toml
     from convstudy.model import summarize_model
     from convstudy.data import get_info
 

@@ -38,7 +38,7 @@ def add_latency_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.interop.latency import LatencyOptions, measure_and_show
+    from convstudy.measure.latency import LatencyOptions, measure_and_show
     from convstudy.store import StudyStore
 
     opts = LatencyOptions(repeats=args.repeats, budget_s=args.budget, precision=args.precision, threads=args.threads)

@@ -32,8 +32,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convstudy.errors import UserError
-    from convstudy.interop.images import expand_paths
-    from convstudy.interop.predict import load_trained, predict_files
+    from convstudy.deploy.images import expand_paths
+    from convstudy.deploy.predict import load_trained, predict_files
     from convstudy.report.tables import csv_text
     from convstudy.store import StudyStore
 
