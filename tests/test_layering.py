@@ -137,3 +137,9 @@ def test_the_check_finds_a_circle_and_an_upward_import():
 def test_report_data_modules_import_no_html(module):
     # The JSON report's numbers are gathered without any HTML module; the page renders them.
     assert not {t for t in GRAPH[module] if room(t) == "report" and t.split(".")[-1].startswith("html")}
+
+
+def test_no_package_is_named_like_a_script_folder():
+    # bench/, scripts/ and examples/ are the repository's folders of scripts; a package of the same name
+    # (src/convstudy/bench once) made "bench" mean two things.
+    assert not {room(m) for m in MODULES if m not in LEAVES} & {"bench", "scripts", "examples"}
