@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from convstudy.cli import main
-from convstudy.interop.keras import import_keras
+from convstudy.keras import import_keras
 from convstudy.model import build_model, count_params, summarize_model
 from convstudy.spec import Residual
 
