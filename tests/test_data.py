@@ -592,12 +592,18 @@ def test_dataset_status_lists_present_and_missing(tmp_path):
     write_files(tmp_path / "mnist", {"train_images": TINY["train_images"]})
     write_files(tmp_path / "mnist", {"test_labels": TINY["test_labels"]}, compress=False)
     rows = {row["name"]: row for row in dataset_status(tmp_path)}
-    assert set(rows) == {n for n, i in REGISTRY.items() if i.format == "idx"}
+    assert set(rows) == set(REGISTRY)
     mnist = rows["mnist"]
     assert mnist["dir"] == str(tmp_path / "mnist") and mnist["input_shape"] == (28, 28, 1)
     assert mnist["present"] == ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"]
     assert mnist["missing"] == ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
     assert len(rows["kmnist"]["missing"]) == 4 and rows["kmnist"]["num_classes"] == 10
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-binary.tar").write_bytes(b"")  # decompressed by hand: not what is read
+    assert {row["name"]: row for row in dataset_status(tmp_path)}["cifar10"]["missing"] == ["cifar-10-binary.tar.gz"]
+    (tmp_path / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(b"")
+    cifar = {row["name"]: row for row in dataset_status(tmp_path)}["cifar10"]
+    assert cifar["present"] == ["cifar-10-binary.tar.gz"] and cifar["input_shape"] == (32, 32, 3)
 
 
 # ---------------------------------------------------------------- splits
