@@ -6,7 +6,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import re
 import socket
 import struct
 import threading
@@ -168,17 +167,9 @@ def assert_tiny(data) -> None:
 # ---------------------------------------------------------------- registry
 
 @pytest.mark.parametrize("name", sorted(n for n, i in REGISTRY.items() if i.format == "idx"))
-def test_registry_entry_is_complete(name):
-    info = get_info(name)
-    assert info.name == name
-    assert set(info.files) == set(KEYS)
-    assert len(info.class_names) == info.num_classes
-    assert info.input_shape == (28, 28, 1)
-    assert info.mirrors and all(base.endswith("/") for base in info.mirrors)
-    for key in KEYS:
-        digest = info.sha256.get(key) or info.gz_sha256.get(key)
-        assert digest and re.fullmatch(r"[0-9a-f]{64}", digest), f"{name}/{key} has no checksum"
-    assert info.sizes == REAL_SIZES
+def test_idx_entries_cap_at_the_real_file_sizes(name):
+    # The other facts of every entry are tests/test_registries.py's.
+    assert get_info(name).sizes == REAL_SIZES
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])

@@ -13,13 +13,14 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import IDX_NAMES, cifar_archive_bytes, idx_bytes, write_image_folder
+from conftest import cifar_archive_bytes, idx_bytes, write_image_folder
 from convstudy.data import REGISTRY, get_info, load_dataset
 from convstudy.data.cifar import PIXELS, _LAYOUTS
 from convstudy.data.registry import FILE_KEYS
@@ -198,8 +199,8 @@ def test_dataset_registry_entry_is_complete(name):
         digests = [info.sha256.get(key), info.gz_sha256.get(key), info.md5.get(key)]
         assert any(digests), f"{name}/{key} has no checksum"
         assert info.sizes.get(key, 0) > 0
-    assert all(len(d) == 64 for d in (*info.sha256.values(), *info.gz_sha256.values()))
-    assert all(len(d) == 32 for d in info.md5.values())
+    assert all(re.fullmatch("[0-9a-f]{64}", d) for d in (*info.sha256.values(), *info.gz_sha256.values()))
+    assert all(re.fullmatch("[0-9a-f]{32}", d) for d in info.md5.values())
     assert info.mirrors and all(base.startswith(("https://", "http://")) and base.endswith("/")
                                 for base in info.mirrors)
     assert info.homepage and info.license
