@@ -27,6 +27,7 @@ from convstudy.data.registry import FILE_KEYS
 from convstudy.data.sources import KINDS
 from convstudy.errors import UserError
 from convstudy.spec import OPTIMIZERS, build_study
+from convstudy.spec.memory import optimizer_states
 from convstudy.spec.models import BOOL_ARGS, EXTRA_ARGS
 from convstudy.store import CheckpointStorage
 from convstudy.train import TrainState, load_state_tensors, make_optimizer, state_to_tensors
@@ -115,6 +116,19 @@ def test_optimizer_state_survives_the_checkpoint_bit_identically(name, tmp_path)
     step(resumed, x, y)
     for a, b in zip(state.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name, args", [(n, a) for n in sorted(OPTIMIZERS)
+                                         for a in ({}, {"momentum": 0.9}) if not a or "momentum" in OPTIMIZERS[n]])
+def test_memory_estimate_counts_the_state_the_optimizer_keeps(name, args):
+    settings = study_settings({"name": name, **args})
+    model = torch.nn.Linear(8, 3)
+    opt = make_optimizer(settings.optimizer, model.parameters())
+    model(torch.ones(2, 8)).sum().backward()
+    opt.step()
+    for p in model.parameters():
+        kept = [v for v in opt.state[p].values() if torch.is_tensor(v) and v.shape == p.shape]
+        assert len(kept) == optimizer_states(settings), sorted(opt.state[p])
 
 
 def bad_options(name: str) -> list[tuple[str, object]]:
