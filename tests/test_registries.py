@@ -56,7 +56,7 @@ def study_settings(optimizer):
 
 
 def tiny_state(name: str, seed: int = 0) -> tuple[TrainState, torch.Tensor, torch.Tensor]:
-    """A linear classifier on 16 fixed points with `name`'s defaults, as the study file would give them."""
+    """A small two-layer classifier on 16 fixed points with `name`'s defaults, as a study file gives them."""
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
     opt = make_optimizer(study_settings(name).optimizer, model.parameters())
