@@ -11,7 +11,8 @@ import pytest
 
 from convstudy.cli import main
 from convstudy.keras import import_keras
-from convstudy.model import build_model, count_params, summarize_model
+from conftest import count_params
+from convstudy.model import build_model, summarize_model
 from convstudy.spec import Residual
 
 KERAS = Path(__file__).parent / "data" / "keras"
