@@ -290,6 +290,13 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fr
     return paths
 
 
+def count_params(model) -> tuple[int, int]:
+    """(total, trainable) of a torch module counted the Keras way: BatchNorm running stats count in total only."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    buffers = sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
+    return trainable + buffers, trainable
+
+
 def cifar_archive_bytes(members: dict[str, bytes]) -> bytes:
     """A tar.gz with `members` (name -> bytes): CIFAR's binary archive layout, in the real format."""
     import io

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 
-from convstudy.bench import thread_counts
+from convstudy.measure.throughput import thread_counts
 from convstudy.cli import main
 
 

@@ -22,9 +22,9 @@ from PIL import Image
 
 from convstudy.cli import main
 from convstudy.data import load_dataset
-from convstudy.interop.export import TOLERANCE, load_exported
-from convstudy.interop.images import ImageError, load_image
-from convstudy.interop.predict import load_trained
+from convstudy.deploy.export import TOLERANCE, load_exported
+from convstudy.deploy.images import ImageError, load_image
+from convstudy.deploy.predict import load_trained
 from convstudy.store import StudyStore, save_tensors
 from convstudy.train import channel_stats, make_trial_data
 

@@ -6,7 +6,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import re
 import socket
 import struct
 import threading
@@ -168,17 +167,9 @@ def assert_tiny(data) -> None:
 # ---------------------------------------------------------------- registry
 
 @pytest.mark.parametrize("name", sorted(n for n, i in REGISTRY.items() if i.format == "idx"))
-def test_registry_entry_is_complete(name):
-    info = get_info(name)
-    assert info.name == name
-    assert set(info.files) == set(KEYS)
-    assert len(info.class_names) == info.num_classes
-    assert info.input_shape == (28, 28, 1)
-    assert info.mirrors and all(base.endswith("/") for base in info.mirrors)
-    for key in KEYS:
-        digest = info.sha256.get(key) or info.gz_sha256.get(key)
-        assert digest and re.fullmatch(r"[0-9a-f]{64}", digest), f"{name}/{key} has no checksum"
-    assert info.sizes == REAL_SIZES
+def test_idx_entries_cap_at_the_real_file_sizes(name):
+    # The other facts of every entry are tests/test_registries.py's.
+    assert get_info(name).sizes == REAL_SIZES
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
@@ -592,12 +583,18 @@ def test_dataset_status_lists_present_and_missing(tmp_path):
     write_files(tmp_path / "mnist", {"train_images": TINY["train_images"]})
     write_files(tmp_path / "mnist", {"test_labels": TINY["test_labels"]}, compress=False)
     rows = {row["name"]: row for row in dataset_status(tmp_path)}
-    assert set(rows) == {n for n, i in REGISTRY.items() if i.format == "idx"}
+    assert set(rows) == set(REGISTRY)
     mnist = rows["mnist"]
     assert mnist["dir"] == str(tmp_path / "mnist") and mnist["input_shape"] == (28, 28, 1)
     assert mnist["present"] == ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"]
     assert mnist["missing"] == ["train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
     assert len(rows["kmnist"]["missing"]) == 4 and rows["kmnist"]["num_classes"] == 10
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-binary.tar").write_bytes(b"")  # decompressed by hand: not what is read
+    assert {row["name"]: row for row in dataset_status(tmp_path)}["cifar10"]["missing"] == ["cifar-10-binary.tar.gz"]
+    (tmp_path / "cifar10" / "cifar-10-binary.tar.gz").write_bytes(b"")
+    cifar = {row["name"]: row for row in dataset_status(tmp_path)}["cifar10"]
+    assert cifar["present"] == ["cifar-10-binary.tar.gz"] and cifar["input_shape"] == (32, 32, 3)
 
 
 # ---------------------------------------------------------------- splits

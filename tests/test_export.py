@@ -18,8 +18,8 @@ from rich.console import Console
 from convstudy.cli import main
 from convstudy.data import REGISTRY
 from convstudy.executors import RunOptions, run_study
-from convstudy.interop.export import TOLERANCE, check_onnx, load_exported, onnx_bytes
-from convstudy.interop.predict import load_trained
+from convstudy.deploy.export import TOLERANCE, check_onnx, load_exported, onnx_bytes
+from convstudy.deploy.predict import load_trained
 from convstudy.model import build_model
 from convstudy.spec import LAYERS, ModelSpec, build_study, seed_study
 from convstudy.spec.layers import ACTIVATIONS

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from convstudy.cli import main
-from convstudy.interop.keras import import_keras
-from convstudy.model import build_model, count_params, summarize_model
+from convstudy.keras import import_keras
+from conftest import count_params
+from convstudy.model import build_model, summarize_model
 from convstudy.spec import Residual
 
 KERAS = Path(__file__).parent / "data" / "keras"

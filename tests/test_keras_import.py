@@ -12,7 +12,7 @@ from conftest import write_image_folder
 
 from convstudy.cli import main
 from convstudy.data import get_info
-from convstudy.interop.keras import import_keras, study_toml
+from convstudy.keras import import_keras, study_toml
 from convstudy.model import summarize_model
 from convstudy.spec import build_study, load_study_file, seed_study
 from convstudy.store import StudyStore

@@ -16,7 +16,7 @@ from conftest import convstudy_cmd, write_tiny_study
 from scipy.stats import binom
 
 from convstudy.cli import main
-from convstudy.interop.latency import MAX_FACTOR, MIN_REPEATS, median_ci, onnxruntime_version
+from convstudy.measure.latency import MAX_FACTOR, MIN_REPEATS, median_ci, onnxruntime_version
 from convstudy.train import default_channels_last, resolve_precision
 
 # One xdist worker runs this file (`--dist loadgroup`), and its costly fixtures are session-scoped, so each is

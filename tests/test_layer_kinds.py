@@ -19,9 +19,10 @@ import tomli_w
 import torch
 
 from convstudy.data import get_info
-from convstudy.interop.export import TOLERANCE, check_onnx, onnx_bytes
-from convstudy.interop.predict import Trained, probabilities
-from convstudy.model import MODULES, build_model, chain, count_params, predict_proba, summarize_model
+from convstudy.deploy.export import TOLERANCE, check_onnx, onnx_bytes
+from convstudy.deploy.predict import Trained, probabilities
+from conftest import count_params
+from convstudy.model import MODULES, build_model, chain, predict_proba, summarize_model
 from convstudy.spec import LAYERS, ModelSpec, Residual, TrainSettings, parse_layer
 
 DATA = json.loads((Path(__file__).parent / "data" / "keras" / "layer_counts.json").read_text())

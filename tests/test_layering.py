@@ -1,7 +1,7 @@
 """The import graph of src/convstudy, read from the source (an AST walk): no import circles between modules,
 and no module imports from a stage to its right (docs/architecture.md):
 
-    data → spec → model → train → store → report → interop, bench → executors, search → api, results → cli
+    data → spec → keras → model → train → store → report → deploy → measure → executors, search → api, results → cli
 
 `convstudy.errors` and `convstudy.untrusted` are shared leaves every stage may import. The root package
 (`convstudy/__init__.py`: the version, and `run`/`load`, which reach convstudy.api only when called) counts
@@ -19,7 +19,7 @@ import pytest
 import convstudy
 
 SRC = Path(convstudy.__file__).parent
-STAGES = ["data", "spec", "model", "train", "store", "report", ("interop", "bench"), ("executors", "search"),
+STAGES = ["data", "spec", "keras", "model", "train", "store", "report", "deploy", "measure", ("executors", "search"),
           ("api", "results"), ("cli", "__main__")]
 RANK = {room: i for i, stage in enumerate(STAGES) for room in ((stage,) if isinstance(stage, str) else stage)}
 LEAVES = {"convstudy", "convstudy.errors", "convstudy.untrusted"}
@@ -137,3 +137,9 @@ def test_the_check_finds_a_circle_and_an_upward_import():
 def test_report_data_modules_import_no_html(module):
     # The JSON report's numbers are gathered without any HTML module; the page renders them.
     assert not {t for t in GRAPH[module] if room(t) == "report" and t.split(".")[-1].startswith("html")}
+
+
+def test_no_package_is_named_like_a_script_folder():
+    # bench/, scripts/ and examples/ are the repository's folders of scripts; a package of the same name
+    # (src/convstudy/bench once) made "bench" mean two things.
+    assert not {room(m) for m in MODULES if m not in LEAVES} & {"bench", "scripts", "examples"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convstudy.model import build_model, count_params, summarize_model
+from conftest import count_params
+from convstudy.model import build_model, summarize_model
 from convstudy.spec import ModelSpec, seed_study
 
 # Keras's model.summary() totals for the notebook's models (BN moving stats count in total only).

@@ -22,7 +22,7 @@ from rich.console import Console
 from convstudy.cli import main
 from convstudy.data import REGISTRY
 from convstudy.executors import RunOptions, run_study
-from convstudy.interop.images import ImageError, expand_paths, load_digit, mnist_style, read_gray
+from convstudy.deploy.images import ImageError, expand_paths, load_digit, mnist_style, read_gray
 from convstudy.spec import build_study
 
 

@@ -305,14 +305,12 @@ def test_fifo_study_file_is_refused_fast(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not a regular file" in done.stderr
 
 
-# Issue 14 item 8: what training would refuse (or die of) is refused when the file is read.
+# Issue 14 item 8: what training would refuse (or die of) is refused when the file is read. The bounds here;
+# a negative value for every argument of every optimiser is tests/test_registries.py's.
 @pytest.mark.parametrize("optimizer, reason", [
-    ('{name = "sgd", weight_decay = -5}', "sgd weight_decay must be"),
     ('{name = "sgd", momentum = 999999}', "sgd momentum must be in [0, 1)"),
-    ('{name = "sgd", momentum = -0.1}', "sgd momentum must be in [0, 1)"),
     ('{name = "sgd", momentum = 1.0}', "sgd momentum must be in [0, 1)"),
     ('{name = "sgd", lr = 0}', "sgd lr must be"),
-    ('{name = "sgd", lr = -1}', "sgd lr must be"),
     ('{name = "sgd", lr = nan}', "sgd lr must be"),
     ('{name = "sgd", lr = inf}', "sgd lr must be"),
     ('{name = "adam", beta1 = 1.0}', "adam beta1 must be in [0, 1)"),
@@ -320,7 +318,6 @@ def test_fifo_study_file_is_refused_fast(tmp_path):
     ('{name = "adam", eps = 0}', "adam eps must be"),
     ('{name = "adamw", weight_decay = inf}', "adamw weight_decay must be"),
     ('{name = "adadelta", rho = 1}', "adadelta rho must be in [0, 1)"),
-    ('{name = "rmsprop", rho = -0.5}', "rmsprop rho must be in [0, 1)"),
     ('{name = "rmsprop", momentum = 2}', "rmsprop momentum must be in [0, 1)"),
 ])
 def test_optimizer_settings_out_of_range_exit_2(optimizer, reason, tmp_path, capsys):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convstudy.errors import UserError
-from convstudy.interop.keras import import_keras
+from convstudy.keras import import_keras
 from convstudy.spec import LayerError, Study, build_study, load_study_file, parse_layer
 from convstudy.spec.layers import _Layer
 from convstudy.untrusted import parse_untrusted

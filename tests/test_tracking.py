@@ -212,7 +212,7 @@ def test_an_export_that_fails_midway_ends_the_study_run_and_a_rerun_completes_it
                                                                                    monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    from convstudy.interop import tracking
+    from convstudy.report import tracking
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (tmp_path / "mlruns").as_uri()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from conftest import trial_events
 from convstudy.data import load_dataset
 from convstudy.executors.trial import Diverged, EpochDone, Finished
 from convstudy.spec import ModelSpec, TrainSettings, OptimizerSpec
-from convstudy.train import make_optimizer, make_trial_data
+from convstudy.train import make_trial_data
 
 SMALL = ModelSpec(name="small", layers=["conv(8,3)", "pool(2)", "flatten", "dense(32)", "dense(10)"])
 
@@ -65,14 +64,3 @@ def test_divergence_is_an_event_with_its_epoch(tiny_mnist, tmp_path):
     events = trial_events(linear, settings, data, tmp_path, seed=0)
     assert isinstance(events[-1], Diverged) and 1 <= events[-1].epoch <= 3
     assert not any(isinstance(e, Finished) for e in events)
-
-
-@pytest.mark.parametrize("name", ["adadelta", "adam", "adamw", "sgd", "rmsprop"])
-def test_optimizer_registry_uses_keras_defaults(name):
-    from convstudy.spec import OPTIMIZERS
-
-    opt = make_optimizer(OptimizerSpec(name=name), torch.nn.Linear(2, 2).parameters())
-    group = opt.param_groups[0]
-    assert group["lr"] == OPTIMIZERS[name]["lr"]
-    if "eps" in OPTIMIZERS[name]:
-        assert group["eps"] == 1e-7

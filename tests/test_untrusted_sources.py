@@ -156,7 +156,7 @@ def without_blocking(call, pipe: Path) -> object:
 
 @pytest.mark.parametrize("digits", [False, True])
 def test_predicts_image_reader_refuses_a_fifo_without_blocking(tmp_path, digits):
-    from convstudy.interop.images import ImageError, load_image
+    from convstudy.deploy.images import ImageError, load_image
 
     pipe = fifo(tmp_path / "x.png")
     error = without_blocking(lambda: load_image(pipe, (12, 12, 3), digits), pipe)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from convstudy.executors import RunOptions
-    from convstudy.interop.latency import LatencyOptions
+    from convstudy.measure.latency import LatencyOptions
     from convstudy.results import Results
     from convstudy.spec import Study
     from convstudy.store import StudyStore
@@ -223,7 +223,7 @@ def execute(study: "Study | str | Path", request: RunRequest,
     else:
         store, finished = _train(spec, opts, request.workers, console)
     if latency and finished:
-        from convstudy.interop.latency import measure_and_show
+        from convstudy.measure.latency import measure_and_show
         from convstudy.report import write_reports
 
         measure_and_show(store, opts.models, latency, console)
@@ -272,7 +272,7 @@ def latency_options(request: RunRequest) -> "LatencyOptions | None":
     """`--latency`'s options, checked before anything trains; None without --latency."""
     if not request.latency:
         return None
-    from convstudy.interop.latency import LatencyOptions
+    from convstudy.measure.latency import LatencyOptions
 
     latency = LatencyOptions(repeats=request.latency_repeats, budget_s=request.latency_budget,
                              precision=request.precision)

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from convstudy.api import name_list
+from convstudy.cli.options import add_command
 
 
 def positive_float(text: str) -> float:
@@ -22,14 +23,13 @@ def positive_float(text: str) -> float:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure training samples/s against a plain PyTorch loop",
-                       description="Train each model of STUDY (default: seed) on synthetic images with convstudy's "
-                                   "trainer (PyTorch's default threads, as `convstudy run` trains a lone trial) and "
-                                   "with a plain eager PyTorch loop (fp32, DataLoader, batch 128) at that default and "
-                                   "at 1, 2, 4 ... threads up to the CPU count (CPU only), alternating in one process, "
-                                   "and report samples/s, the ratio against the plain loop at the default threads and "
-                                   "against its best thread count (the one that counts), and achieved GFLOP/s as a "
-                                   "share of a measured matrix-product peak.")
+    p = add_command(sub, "bench", "measure training samples/s against a plain PyTorch loop",
+                    "Train each model of STUDY (default: seed) on synthetic images with convstudy's trainer "
+                    "(PyTorch's default threads, as `convstudy run` trains a lone trial) and with a plain eager "
+                    "PyTorch loop (fp32, DataLoader, batch 128) at that default and at 1, 2, 4 ... threads up to the "
+                    "CPU count (CPU only), alternating in one process, and report samples/s, the ratio against the "
+                    "plain loop at the default threads and against its best thread count (the one that counts), and "
+                    "achieved GFLOP/s as a share of a measured matrix-product peak.", run)
     p.add_argument("--study", default="seed", help="built-in study name or study file (default: seed)")
     p.add_argument("--models", type=name_list, help="only these models, comma-separated")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -37,11 +37,10 @@ def register(sub) -> None:
                    help="the trainer's precision (the baseline is always fp32); auto: the trainer's default")
     p.add_argument("--seconds", type=positive_float, default=10.0, help="timed seconds per model (default: 10)")
     p.add_argument("--format", default="table", choices=("table", "json"))
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.bench import bench_models
+    from convstudy.measure.throughput import bench_models
     from convstudy.data import get_info
     from convstudy.errors import UserError
     from convstudy.spec import resolve_study

@@ -4,40 +4,35 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import closing
 from pathlib import Path
 
-from convstudy.cli.options import add_data_dir
+from convstudy.cli.options import add_command, add_data_dir
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a trained model as ONNX or safetensors, with a model card",
-                       description="Export one trial's final weights. ONNX files take float32 images "
-                                   "[batch, C, H, W] of the study's shape (pixel/255; a normalize = \"channel\" "
-                                   "model's per-channel mean/std is built in) and return probabilities; the export "
-                                   "is checked with onnxruntime against PyTorch on 256 test images. A Markdown "
-                                   "model card is written beside FILE (FILE.md).")
-    p.add_argument("out", metavar="OUT", type=Path, help="study directory")
-    p.add_argument("--model", required=True, help="model name in the study")
-    p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")
+    p = add_command(sub, "export", "export a trained model as ONNX or safetensors, with a model card",
+                    "Export one trial's final weights. ONNX files take float32 images [batch, C, H, W] of the "
+                    "study's shape (pixel/255; a normalize = \"channel\" model's per-channel mean/std is built in) "
+                    "and return probabilities; the export is checked with onnxruntime against PyTorch on 256 test "
+                    "images. A Markdown model card is written beside FILE (FILE.md).", run, weights=True)
     p.add_argument("--format", required=True, choices=("onnx", "safetensors"))
     p.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
     add_data_dir(p)  # where the check images are; default: the data directory of the study's last run
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from convstudy.cli.outputs import check_output
+    from convstudy.deploy.card import card_path, write_card
+    from convstudy.deploy.export import ExportCheckFailed, check_inputs, export_onnx, export_safetensors
+    from convstudy.deploy.predict import load_trained
     from convstudy.errors import UserError
-    from convstudy.interop.card import card_path, write_card
-    from convstudy.interop.export import ExportCheckFailed, check_inputs, export_onnx, export_safetensors
-    from convstudy.interop.predict import load_trained
     from convstudy.report import collect
     from convstudy.store import StudyStore
 
     check_output(args.output)
     check_output(card_path(args.output), "model card")
-    store = StudyStore.open_existing(args.out)
-    try:
+    with closing(StudyStore.open_existing(args.out)) as store:
         trained = load_trained(store, args.model, args.seed)
         try:
             if args.format == "onnx":
@@ -56,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
                               check)
         except OSError as exc:
             raise UserError(f"model card {card_path(args.output)}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        store.close()
     size = args.output.stat().st_size / 1e6
     print(f'exported model "{trained.spec.name}" seed {trained.seed} to {args.output} ({size:.1f} MB)')
     print(check)

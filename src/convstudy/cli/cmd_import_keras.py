@@ -22,10 +22,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.errors import UserError
-    from convstudy.interop.keras import import_keras, study_toml
-    from convstudy.model import summarize_model
     from convstudy.data import get_info
+    from convstudy.errors import UserError
+    from convstudy.keras import import_keras, study_toml
+    from convstudy.model import summarize_model
 
     study_name = None
     if args.output is not None:

@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from contextlib import closing
 
 from rich.console import Console
 
 from convstudy.api import DEFAULT_BUDGET_S, DEFAULT_REPEATS, name_list, positive_int, seconds
+from convstudy.cli.options import add_command
 
 
 def register(sub) -> None:
-    p = sub.add_parser("latency", help="measure each trained model's inference latency on this CPU",
-                       description="Measure the inference latency of each model's final weights (its lowest complete "
-                                   "seed) on this machine's CPU, per image at batch 1 and at batch 256: PyTorch as the "
-                                   "trainer runs it (precision, channels_last, convolution algorithms) and onnxruntime "
-                                   "when installed. Median and 95% CI over timed repeats, with the hardware, go to "
-                                   "OUT/latency.json (nothing else in OUT is written); reports show them.")
-    p.add_argument("out", metavar="OUT", type=Path, help="study directory")
+    p = add_command(sub, "latency", "measure each trained model's inference latency on this CPU",
+                    "Measure the inference latency of each model's final weights (its lowest complete seed) on this "
+                    "machine's CPU, per image at batch 1 and at batch 256: PyTorch as the trainer runs it (precision, "
+                    "channels_last, convolution algorithms) and onnxruntime when installed. Median and 95% CI over "
+                    "timed repeats, with the hardware, go to OUT/latency.json (nothing else in OUT is written); "
+                    "reports show them.", run, study_dir=True)
     p.add_argument("--models", type=name_list, help="only these models, comma-separated (default: every model)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="PyTorch's precision; auto: the trainer's choice for this CPU (bf16 where it runs natively)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="intra-op threads of PyTorch and onnxruntime (default: PyTorch's, as the trainer runs)")
     add_latency_options(p)
-    p.set_defaults(func=run)
 
 
 def add_latency_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -38,15 +37,12 @@ def add_latency_options(p: argparse.ArgumentParser, prefix: str = "") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from convstudy.interop.latency import LatencyOptions, measure_and_show
+    from convstudy.measure.latency import LatencyOptions, measure_and_show
     from convstudy.store import StudyStore
 
     opts = LatencyOptions(repeats=args.repeats, budget_s=args.budget, precision=args.precision, threads=args.threads)
     opts.check()  # before any work
-    store = StudyStore.open_existing(args.out)
-    try:
+    with closing(StudyStore.open_existing(args.out)) as store:
         measure_and_show(store, args.models, opts, Console(highlight=False))
-    finally:
-        store.close()
     print(f"latency: {store.latency_path}; `convstudy report {store.out} --format html` shows it on the Pareto front")
     return 0

@@ -5,43 +5,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from contextlib import closing
 
 from rich.console import Console
 from rich.table import Table
+
+from convstudy.cli.options import add_command
 
 TOP = 3
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify PNG/JPEG files (or directories of them) with a trained model",
-                       description="Prepare images as the model's training data was and print each file's "
-                                   "top-3 classes. For a described source or CIFAR: converted to the model's "
-                                   "channels (RGB kept; grey to RGB or RGB to grey explicitly) and resized to its "
-                                   "size; for MNIST-like datasets: grayscale, light background inverted, fitted "
-                                   "into 20x20, centred by mass in 28x28. Then /255 (and the training split's "
-                                   "mean/std for a normalize = \"channel\" model). Unreadable images get one "
-                                   "error line each (exit status 2); the rest are still predicted.")
-    p.add_argument("out", metavar="OUT", type=Path, help="study directory")
-    p.add_argument("--model", required=True, help="model name in the study")
-    p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")
+    p = add_command(sub, "predict", "classify PNG/JPEG files (or directories of them) with a trained model",
+                    "Prepare images as the model's training data was and print each file's top-3 classes. For a "
+                    "described source or CIFAR: converted to the model's channels (RGB kept; grey to RGB or RGB to "
+                    "grey explicitly) and resized to its size; for MNIST-like datasets: grayscale, light background "
+                    "inverted, fitted into 20x20, centred by mass in 28x28. Then /255 (and the training split's "
+                    "mean/std for a normalize = \"channel\" model). Unreadable images get one error line each (exit "
+                    "status 2); the rest are still predicted.", run, weights=True)
     p.add_argument("images", metavar="IMAGES", nargs="+", help="image files or directories")
     p.add_argument("--format", default="table", choices=("table", "json", "csv"))
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from convstudy.deploy.images import expand_paths
+    from convstudy.deploy.predict import load_trained, predict_files
     from convstudy.errors import UserError
-    from convstudy.interop.images import expand_paths
-    from convstudy.interop.predict import load_trained, predict_files
     from convstudy.report.tables import csv_text
     from convstudy.store import StudyStore
 
-    store = StudyStore.open_existing(args.out)
-    try:
+    with closing(StudyStore.open_existing(args.out)) as store:
         trained = load_trained(store, args.model, args.seed)
-    finally:
-        store.close()
     paths = expand_paths(args.images)
     if not paths:
         raise UserError(f"no image files in {', '.join(args.images)} (looked for .png, .jpg, .jpeg, ...)")

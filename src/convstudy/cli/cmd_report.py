@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _tensorboard(args: argparse.Namespace) -> int:
     from convstudy.errors import UserError
-    from convstudy.interop.tracking import write_tensorboard
+    from convstudy.report.tracking import write_tensorboard
     from convstudy.store import StudyStore
 
     if args.output is None:

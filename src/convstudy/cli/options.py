@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Callable
 
 from convstudy.api import name_list, where_clause
 
@@ -26,3 +28,17 @@ def selected(study, args: argparse.Namespace) -> list[str] | None:
     if args.models is None and not args.where:
         return None
     return [m.name for m in select_models(study.models, args.models, args.where)]
+
+
+def add_command(sub, name: str, help: str, description: str, run: Callable[[argparse.Namespace], int], *,
+                study_dir: bool = False, weights: bool = False) -> argparse.ArgumentParser:
+    """A subcommand's parser that runs `run`: with `study_dir` its OUT argument, with `weights` also the
+    `--model`/`--seed` that pick one trained trial (the study directory's commands share their wording)."""
+    p = sub.add_parser(name, help=help, description=description)
+    if study_dir or weights:
+        p.add_argument("out", metavar="OUT", type=Path, help="study directory")
+    if weights:
+        p.add_argument("--model", required=True, help="model name in the study")
+        p.add_argument("--seed", type=int, help="which seed's weights (default: the lowest complete seed)")
+    p.set_defaults(func=run)
+    return p

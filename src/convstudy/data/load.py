@@ -102,10 +102,8 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
     """Per registered dataset: its shape, where its files are looked for, which are there or not."""
     rows = []
     for name, info in REGISTRY.items():
-        if info.format != "idx":  # CIFAR's one archive: not a set of IDX files to look for
-            continue
         directory = resolve_data_dir(name, data_dir)
-        found = {key: _locate(directory, info.files[key]) for key in FILE_KEYS}
+        found = {key: _locate(directory, file, idx=info.format == "idx") for key, file in info.files.items()}
         rows.append({
             "name": name,
             "input_shape": info.input_shape,
@@ -117,10 +115,10 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
     return rows
 
 
-def _locate(directory: Path, file_name: str) -> Path | None:
-    """The file as served (.gz) or decompressed by hand, whichever is there, .gz first."""
+def _locate(directory: Path, file_name: str, idx: bool = True) -> Path | None:
+    """The file as served (.gz) or, for an IDX file, decompressed by hand, whichever is there, .gz first."""
     candidates = [directory / file_name]
-    if file_name.endswith(".gz"):
+    if idx and file_name.endswith(".gz"):
         candidates.append(directory / file_name[: -len(".gz")])
     return next((path for path in candidates if path.is_file()), None)
 

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,12 +28,6 @@ from convstudy.data.split import stratified_split
 from convstudy.errors import UserError
 from convstudy.untrusted import open_untrusted, read_untrusted_bytes, shown_path
 
-KINDS = ("folder", "npz", "csv")
-_KEYS = {
-    "folder": ("path", "size", "resize", "channels", "classes", "test_fraction", "split_seed", "skip_bad"),
-    "npz": ("path", "size", "channels", "classes"),
-    "csv": ("path", "test", "size", "channels", "classes", "test_fraction", "split_seed"),
-}
 _ESCAPE = {"%": "%25", ",": "%2C", "|": "%7C", "=": "%3D"}
 MAX_CLASSES = 100_000
 _LABELS = f"labels are class indices 0 to {MAX_CLASSES - 1:,}"
@@ -124,9 +118,9 @@ def parse_source(value: Any) -> Source:
     kind = value.get("kind")
     if kind not in KINDS:
         raise UserError(f'dataset: kind must be one of {", ".join(KINDS)} (got {_show(kind)})')
-    unknown = [k for k in value if k != "kind" and k not in _KEYS[kind]]
+    unknown = [k for k in value if k != "kind" and k not in KINDS[kind].options]
     if unknown:
-        raise UserError(f'dataset: {kind} has no option "{_show(unknown[0], quote=False)}"; valid: {", ".join(_KEYS[kind])}')
+        raise UserError(f'dataset: {kind} has no option "{_show(unknown[0], quote=False)}"; valid: {", ".join(KINDS[kind].options)}')
     return _build(kind, value)
 
 
@@ -203,8 +197,7 @@ def _decoded(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if hit is not None:
         arrays, meta = hit
         return arrays, {**meta, "key": key, "cache": "hit"}
-    decode = {"folder": _decode_folder, "npz": _decode_npz, "csv": _decode_csv}[src.kind]
-    arrays, meta = decode(src)
+    arrays, meta = KINDS[src.kind].decode(src)
     cache.write(src.decode_key(), key, arrays, meta)
     return arrays, {**meta, "key": key, "cache": "miss"}
 
@@ -531,6 +524,25 @@ def _bad_cell(path: Path, rows: list[tuple[int, bytes]]) -> UserError:
                 rule = _LABELS if column == 1 else "pixels are 0 to 255"
                 return UserError(f"{path}: row {number}, column {column}: {what} {shown} is out of range; {rule}")
     return UserError(f"{path}: a value is not an integer in range")  # unreachable: int() is what numpy applies
+
+
+# ---------------------------------------------------------------- the kinds
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of described dataset: the options its table takes and how its files decode to NCHW arrays."""
+
+    options: tuple[str, ...]
+    decode: Callable[[Source], tuple[dict[str, np.ndarray], dict[str, Any]]]
+
+
+# Every source kind, one table (tests/test_registries.py loads and refuses a tiny file of each).
+KINDS: dict[str, SourceKind] = {
+    "folder": SourceKind(("path", "size", "resize", "channels", "classes", "test_fraction", "split_seed", "skip_bad"),
+                         _decode_folder),
+    "npz": SourceKind(("path", "size", "channels", "classes"), _decode_npz),
+    "csv": SourceKind(("path", "test", "size", "channels", "classes", "test_fraction", "split_seed"), _decode_csv),
+}
 
 
 # ---------------------------------------------------------------- spelling

@@ -69,10 +69,3 @@ def summarize_model(spec: ModelSpec, input_shape: Shape) -> Summary:
         rows.append(SummaryRow(i, layer.to_string(), fmt_shape(out), p_total))
         total, trainable, shape = total + p_total, trainable + p_train, out
     return Summary(tuple(rows), total, trainable, flops)
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) counted the Keras way: BatchNorm running stats count in total only."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    buffers = sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
-    return trainable + buffers, trainable

@@ -12,7 +12,7 @@ from convstudy.spec.overrides import retarget, with_overrides
 from convstudy.spec.recipe import check_schedule_keys
 from convstudy.spec.space import FloatRange, IntRange, Levels, Space, expand, select_models, space_model
 from convstudy.spec.models import (
-    AUGMENTS, OPTIMIZERS, SCHEDULES, ModelSpec, OptimizerSpec, TrainOverrides, TrainSettings, parse_augment, summarize,
+    AUGMENTS, OPTIMIZERS, ModelSpec, OptimizerSpec, TrainOverrides, TrainSettings, parse_augment, summarize,
 )
 from convstudy.spec.study import Study, build_study
 
@@ -23,6 +23,6 @@ __all__ = [
     "Residual", "canonical_act",
     "OPTIMIZERS", "ModelSpec", "OptimizerSpec", "Study", "TrainOverrides", "TrainSettings", "build_study",
     "summarize", "with_overrides", "retarget", "check_memory", "check_schedule_keys", "machine_memory", "training_bytes",
-    "AUGMENTS", "SCHEDULES",
+    "AUGMENTS",
     "parse_augment", "FloatRange", "IntRange", "Levels", "Space", "expand", "select_models", "space_model",
 ]

@@ -99,7 +99,6 @@ AUGMENTS: dict[str, tuple[str, int, int] | None] = {
     "translate": ("pixels", 1, 32),     # shift by up to p pixels each way, edges reflected
     "cutout": ("square size", 1, 256),  # zero one random s x s square (clipped to the image)
 }
-SCHEDULES = ("constant", "step", "cosine", "one-cycle")
 _AUGMENT_RE = re.compile(r"^([a-z_-]+)\s*(?:\(\s*([0-9]{1,9})\s*\))?$")
 
 

@@ -125,9 +125,6 @@ class StudyStore:
     def trial_dir(self, model: str, seed: int) -> Path:
         return self.out / "trials" / model / f"seed-{seed}"
 
-    def checkpoint_path(self, model: str, seed: int) -> Path:
-        return self.trial_dir(model, seed) / "checkpoint.safetensors"
-
     def weights_path(self, model: str, seed: int) -> Path:
         return self.trial_dir(model, seed) / "weights.safetensors"
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from convstudy.data import DatasetInfo, get_info
 from convstudy.errors import StoreError, UserError
-from convstudy.interop.images import ImageError, load_image
+from convstudy.deploy.images import ImageError, load_image
 from convstudy.model import build_model, predict_proba
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.store import StudyStore
@@ -112,7 +112,7 @@ def probabilities(trained: Trained, images: np.ndarray) -> torch.Tensor:
 
 
 def predict_files(trained: Trained, paths: list[Path], k: int = 3) -> Predictions:
-    """Decode each file to the model's input (interop.images.load_image) and classify the readable ones;
+    """Decode each file to the model's input (deploy.images.load_image) and classify the readable ones;
     errors never stop the rest."""
     out = Predictions()
     ok, images = [], []

@@ -1,6 +1,6 @@
 """Keras 2 / Keras 3 `model.to_json()` files (Sequential, or functional chains with residual `Add`s) into
-study models, refusing what would differ: each layer's options through `keras_layers.CONVERTERS`, the graph
-through `keras_graph.functional_chain`; anything else is one UserError line naming the layer.
+study models, refusing what would differ: each layer's options through `keras.layers.CONVERTERS`, the graph
+through `keras.graph.functional_chain`; anything else is one UserError line naming the layer.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from convstudy.data import get_info
 from convstudy.errors import UserError
-from convstudy.interop.keras_graph import Block, functional_chain
-from convstudy.interop.keras_layers import CONVERTERS, _Options, _show
+from convstudy.keras.graph import Block, functional_chain
+from convstudy.keras.layers import CONVERTERS, _Options, _show
 from convstudy.spec import (
     OPTIMIZERS, Activation, BatchNorm, Conv, Dense, LayerError, ModelSpec, OptimizerSpec, Residual, Shape, Study,
     build_study, check_memory, fmt_shape, pydantic_reason,

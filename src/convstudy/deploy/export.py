@@ -16,7 +16,7 @@ from torch import nn
 import convstudy
 from convstudy.data import load_dataset
 from convstudy.errors import UserError
-from convstudy.interop.predict import Trained, deployed
+from convstudy.deploy.predict import Trained, deployed
 from convstudy.model import predict_proba
 from convstudy.store import StudyStore, atomic_write, load_tensors, save_tensors
 from convstudy.train import norm_from_meta, norm_meta, to_input

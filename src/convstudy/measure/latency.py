@@ -25,8 +25,8 @@ from rich.table import Table
 from scipy.stats import quantile_test
 
 from convstudy.errors import UserError
-from convstudy.interop.export import INPUT_NAME, onnx_bytes, ort_session
-from convstudy.interop.predict import Trained, load_trained
+from convstudy.deploy.export import INPUT_NAME, onnx_bytes, ort_session
+from convstudy.deploy.predict import Trained, load_trained
 from convstudy.model import build_model, predict_proba
 from convstudy.store import StudyStore, provenance
 from convstudy.train import Plan, configure_backends, plan, resolve_precision

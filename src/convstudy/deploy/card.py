@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from convstudy.interop.predict import Trained
+from convstudy.deploy.predict import Trained
 from convstudy.model import summarize_model
 from convstudy.report import md_text, mixed_note
 
