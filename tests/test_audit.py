@@ -11,6 +11,9 @@ import pytest
 
 from conftest import convstudy_cmd, db_rows, kill_when
 
+# One xdist worker runs this file (`--dist loadgroup`), so the module's cheap study is trained once.
+pytestmark = pytest.mark.xdist_group("test_audit")
+
 FIVE = """\
 name = "five"
 dataset = "mnist"
