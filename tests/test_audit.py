@@ -64,10 +64,10 @@ def audit_cmd(cheap, out, tiny, *extra) -> list[str]:
                          "--data-dir", tiny.dir, "--quiet", *extra)
 
 
-def test_an_audit_compares_the_rankings_and_resumes_after_kill_9_to_the_same_numbers(cheap, tmp_path,
+def test_an_audit_compares_the_rankings_and_resumes_after_kill_9_to_the_numbers_of_a_whole_run(cheap, tmp_path,
                                                                                      tiny_mnist_session):
     tiny = tiny_mnist_session
-    whole = subprocess.run(audit_cmd(cheap, tmp_path / "whole", tiny), env=tiny.env, capture_output=True,
+    whole = subprocess.run(audit_cmd(cheap, tmp_path / "whole", tiny, "--workers", "2"), env=tiny.env, capture_output=True,
                            text=True, timeout=240)
     assert whole.returncode == 0, whole.stderr
     assert "rankings" in whole.stdout and "tau" in whole.stdout

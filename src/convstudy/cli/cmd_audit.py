@@ -32,6 +32,8 @@ def register(sub) -> None:
     add_data_dir(p)
     p.add_argument("--device", default="auto", type=TYPES["device"], metavar="{" + ",".join(DEVICES) + "}")
     p.add_argument("--precision", default="auto", type=TYPES["precision"], metavar="{" + ",".join(PRECISIONS) + "}")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="N processes training trials at once, each with 1/N of the CPU cores (on a GPU they time-slice it)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=run)
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_audit(args.cheap, args.epochs, args.train_limit, args.full, args.models_per_stratum, args.seeds)
     out = args.out or args.cheap / "audit"
     opts = RunOptions(out=out, device=args.device, precision=args.precision, data_dir=args.data_dir, quiet=args.quiet)
-    store, result = run_audit(plan, opts, console)
+    store, result = run_audit(plan, opts, console, args.workers)
     failed = sum(t.state == "failed" for t in store.db.trials())
     store.close()
     if result is None:

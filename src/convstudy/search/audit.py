@@ -128,12 +128,18 @@ def check_out(out: Path, study: Study) -> None:
         have.close()
 
 
-def run_audit(plan: AuditPlan, opts: RunOptions, console: Console | None = None) -> tuple[StudyStore, dict | None]:
-    """Train (or resume) the audit study into `opts.out`, then compare the rankings; returns the store and the
-    audit (None while any audit trial has not ended). The audit goes to OUT/audit.json and OUT's report."""
+def run_audit(plan: AuditPlan, opts: RunOptions, console: Console | None = None,
+              workers: int = 1) -> tuple[StudyStore, dict | None]:
+    """Train (or resume) the audit study into `opts.out` (`workers` local processes), then compare the rankings;
+    returns the store and the audit (None while any audit trial has not ended), also in OUT/audit.json and OUT's report."""
     console = console or Console(highlight=False)
     check_out(opts.out, plan.study)
-    store, finished = run_study(plan.study, opts, console)
+    if workers > 1:
+        from convstudy.executors.pool import run_with_workers
+
+        store, finished = run_with_workers(plan.study, opts, workers, console)
+    else:
+        store, finished = run_study(plan.study, opts, console)
     trials = store.db.trials()
     if not finished or any(t.state not in FINISHED for t in trials):
         return store, None
