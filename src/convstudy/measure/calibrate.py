@@ -21,7 +21,7 @@ import torch
 
 from convstudy.spec import ModelSpec, Shape, TrainSettings
 
-STEPS = 3  # timed batches per thread count and round, after one warm-up batch
+STEPS = 2  # timed batches per thread count and round, after one warm-up batch
 ROUNDS = 2  # rounds over the thread counts, interleaved; the faster round counts (a brief load spike loses)
 # Environment variables that change which kernels run (docs/benchmarks.md, the AVX2 section).
 _ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
