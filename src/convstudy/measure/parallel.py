@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
@@ -40,9 +40,6 @@ class Parallelism:
     workers: int
     threads: int
     why: str  # one line: what it was decided from
-
-    def detail(self) -> str:
-        return json.dumps({"workers": self.workers, "threads": self.threads, "why": self.why})
 
 
 def best_threads(rates: dict[str, dict[int, float]], trials: dict[str, int], cpus: int) -> int:
@@ -140,6 +137,6 @@ def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[i
         return
     db = StudyDB(opts.out / "study.db")
     try:
-        db.add_event(None, "parallelism", choice.detail())
+        db.add_event(None, "parallelism", json.dumps(asdict(choice)))
     finally:
         db.close()
