@@ -283,8 +283,8 @@ def latency_options(request: RunRequest) -> "LatencyOptions | None":
 def _train(study: "Study", opts: "RunOptions", workers: int, console: "Console") -> tuple["StudyStore", bool]:
     from functools import partial
 
-    from convstudy.measure.parallel import measured
     from convstudy.executors import run_study
+    from convstudy.measure.parallel import measured
 
     with measured(study, opts, workers, console) as workers:  # neither --workers nor OMP_NUM_THREADS: measured
         runner = run_study
