@@ -159,11 +159,22 @@ def test_study_rates_are_measured_once_per_machine_and_model(tiny_study_file, tm
         calls.append(spec.name)
         return {t: 100.0 * t for t in counts}
 
-    first = parallel.study_rates(study, "fp32", [1, 2], measure=fake)
+    first = parallel.study_rates(study, (28, 28, 1), "fp32", [1, 2], measure=fake)
     assert calls == ["small-a", "small-b"] and first == {"small-a": {1: 100.0, 2: 200.0},
                                                           "small-b": {1: 100.0, 2: 200.0}}
-    assert parallel.study_rates(study, "fp32", [1, 2], measure=fake) == first and len(calls) == 2
-    parallel.study_rates(study, "fp32", [1, 2, 4], measure=fake)  # a count not measured yet: measured again
+    assert parallel.study_rates(study, (28, 28, 1), "fp32", [1, 2], measure=fake) == first and len(calls) == 2
+    parallel.study_rates(study, (28, 28, 1), "fp32", [1, 2, 4], measure=fake)  # a count not measured yet: measured again
     assert len(calls) == 4
     (tmp_path / "cache" / "calibration.json").write_text("{not json")  # a damaged cache is only a miss
-    assert parallel.study_rates(study, "fp32", [1, 2], measure=fake) == first and len(calls) == 6
+    assert parallel.study_rates(study, (28, 28, 1), "fp32", [1, 2], measure=fake) == first and len(calls) == 6
+
+
+def test_a_wrong_data_dir_is_refused_before_any_calibration(tiny_study_file, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["CONVSTUDY_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run(convstudy_cmd("run", tiny_study_file(), "--out", tmp_path / "out", "--device", "cpu",
+                                        "--data-dir", tmp_path / "nowhere"),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "nowhere" in done.stderr and "calibrating" not in done.stdout
+    assert not (tmp_path / "cache" / "calibration.json").exists() and not (tmp_path / "out").exists()

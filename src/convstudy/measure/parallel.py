@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 
 from convstudy.measure.calibrate import load_cache, machine_key, measure_rates, model_key, save_cache
-from convstudy.data import get_info
+from convstudy.data import load_dataset
 from convstudy.spec import Study
 from convstudy.store import FINISHED, StudyDB
 from convstudy.train import resolve_device, resolve_precision
@@ -64,10 +64,9 @@ def choose(rates: dict[str, dict[int, float]], trials: dict[str, int], pending: 
     return Parallelism(workers, threads, why)
 
 
-def study_rates(study: Study, precision: str, counts: list[int], console: "Console | None" = None,
-                measure: Callable = measure_rates) -> dict[str, dict[int, float]]:
+def study_rates(study: Study, shape: tuple[int, ...], precision: str, counts: list[int],
+                console: "Console | None" = None, measure: Callable = measure_rates) -> dict[str, dict[int, float]]:
     """Each model's samples/s by threads: from the cache, else measured now (a few steps each) and cached."""
-    shape = get_info(study.dataset).input_shape
     cache = load_cache()
     mine = cache.setdefault(machine_key(), {})
     rates: dict[str, dict[int, float]] = {}
@@ -110,7 +109,11 @@ def decide(study: Study, opts, console: "Console | None" = None) -> Parallelism 
     cpus = os.cpu_count() or 1
     pending, recorded = _trials_state(study, opts)
     precision = resolve_precision(opts.precision, torch.device("cpu"))
-    rates = {} if recorded else study_rates(study, precision, thread_counts(torch.get_num_threads(), cpus), console)
+    if recorded:
+        rates = {}
+    else:  # the data first: a wrong --data-dir or a bad source is refused before any measuring
+        shape = load_dataset(study.dataset, opts.data_dir).info.input_shape
+        rates = study_rates(study, shape, precision, thread_counts(torch.get_num_threads(), cpus), console)
     return choose(rates, {m.name: len(study.seeds) for m in study.models}, pending, cpus, recorded)
 
 
