@@ -392,7 +392,7 @@ def test_cli_report_html_default_and_output_file(study_dir, tmp_path):
 
 
 def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_path, monkeypatch):
-    from convstudy.report import figures, plots, render, write_plots
+    from convstudy.report import curves as plots, render, write_plots
 
     report = json.loads((study_dir / "report.json").read_text())
     names = [m["name"] for m in report["models"]]
@@ -403,8 +403,7 @@ def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_
         drawn.append(model["name"])
         return draw(ax, model, *args, **kwargs)
 
-    for module in (plots, figures):  # the PNG (plots) and the HTML's SVG (figures)
-        monkeypatch.setattr(module, "draw_loss", counting)
+    monkeypatch.setattr(plots, "draw_loss", counting)  # the PNG and the HTML's SVG
     monkeypatch.setattr(plots, "_RENDERED", type(plots._RENDERED)())  # a cold cache
 
     def refresh(out):

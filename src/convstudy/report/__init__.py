@@ -1,4 +1,9 @@
-"""Report stage: tables (terminal, Markdown, CSV), JSON and plots from a study directory."""
+"""Report stage: a study directory's report as JSON, a terminal table, Markdown, CSV or one HTML page, and plots.
+
+`collect` gathers the numbers once (collect.py, and per section its own module: models, best, factors, design
+spaces, racing, rank stability, search, fair); each section module also draws itself, through markup.py's
+escaping helpers; markdown.py and html.py put the sections in order.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,18 @@ from rich.console import Console
 
 from convstudy.errors import UserError
 from convstudy.report.collect import VALIDATION_NOTE, collect
-from convstudy.report.plots import loss_figure
-from convstudy.report.markdown import md_text
-from convstudy.report.tables import mixed_note, render_csv, render_markdown, render_terminal
+from convstudy.report.curves import loss_figure
+from convstudy.report.design_view import design_figures
+from convstudy.report.factors import factor_figures
+from convstudy.report.markdown import render_markdown
+from convstudy.report.markup import csv_text, md_text
+from convstudy.report.models import footnotes, mixed_note, render_csv, render_terminal, summary_rows
 from convstudy.store import StudyStore, atomic_write
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
 
-__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "md_text", "mixed_note", "render", "write_plots",
-           "write_reports"]
+__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "csv_text", "footnotes", "md_text", "mixed_note", "render",
+           "summary_rows", "write_plots", "write_reports"]
 
 
 def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> str:
@@ -48,9 +56,6 @@ def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     """One loss PNG per model in OUT/plots/, _factors.png / _interactions.png for a study with factors, and
     _design_edf.png / _design_enough.png where design spaces are compared."""
-    from convstudy.report.design_figures import design_figures
-    from convstudy.report.figures import factor_figures
-
     label = "test (= validation)" if report["study"]["validation"] == "test" else "validation"
     paths = [loss_figure(m, out / "plots" / f"{m['name']}.png", label) for m in report["models"]]
     for name, fig in {**factor_figures(report), **design_figures(report)}.items():
