@@ -389,36 +389,3 @@ def test_cli_report_html_default_and_output_file(study_dir, tmp_path):
     target = tmp_path / "elsewhere.html"
     assert main(["report", str(study_dir), "--format", "html", "-o", str(target)]) == 0
     assert 'id="best-model"' in target.read_text()
-
-
-def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_path, monkeypatch):
-    from convstudy.report import curves as plots, render, write_plots
-
-    report = json.loads((study_dir / "report.json").read_text())
-    names = [m["name"] for m in report["models"]]
-    drawn: list[str] = []
-    draw = plots.draw_loss
-
-    def counting(ax, model, *args, **kwargs):
-        drawn.append(model["name"])
-        return draw(ax, model, *args, **kwargs)
-
-    monkeypatch.setattr(plots, "draw_loss", counting)  # the PNG and the HTML's SVG
-    monkeypatch.setattr(plots, "_RENDERED", type(plots._RENDERED)())  # a cold cache
-
-    def refresh(out):
-        write_plots(report, out)
-        html = re.sub(r"<footer>.*?</footer>", "", render(report, "html"))  # the footer's minute may roll over
-        return {p.name: p.read_bytes() for p in sorted((out / "plots").glob("*.png"))}, html
-
-    best = next(m["name"] for m in report["models"] if m["test"] == "best")  # the selected best (validation)
-    fresh, html = refresh(tmp_path / "a")
-    assert sorted(drawn) == sorted(names + [best])  # cold: each model's PNG, the best model's SVG
-    again, html_again = refresh(tmp_path / "b")
-    assert len(drawn) == len(names) + 1 and again == fresh and html_again == html  # nothing changed, nothing drawn
-
-    report["models"][0]["epochs"][-1]["val_loss"] += 0.25
-    changed, html_changed = refresh(tmp_path / "c")
-    assert drawn[len(names) + 1:] == [names[0]] * (2 if names[0] == best else 1)  # only the model whose curve moved
-    assert changed[f"{names[0]}.png"] != fresh[f"{names[0]}.png"] and html_changed != html
-    assert all(changed[f"{n}.png"] == fresh[f"{n}.png"] for n in names[1:])

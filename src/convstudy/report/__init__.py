@@ -32,7 +32,7 @@ __all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "csv_text", "footnotes", "md
 def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> str:
     """The report as text in `fmt`; `table` renders through rich (to `console` or a string)."""
     if fmt == "json":
-        return json.dumps(report, indent=2, allow_nan=False, default=_nan_safe) + "\n"
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
     if fmt == "markdown":
         return render_markdown(report)
     if fmt == "csv":
@@ -76,7 +76,3 @@ def write_reports(store: StudyStore) -> dict[str, Any]:
                        ("report.html", render(report, "html"))):
         atomic_write(store.out / name, text.encode(), 0o644)
     return report
-
-
-def _nan_safe(obj: Any) -> Any:
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

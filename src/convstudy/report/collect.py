@@ -36,6 +36,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         by_model.setdefault(rec.model, []).append(rec)
     models, correct, warnings = [], {}, []
     racing = json.loads(store.db.get_meta("racing") or "{}")
+    n_train = runs[-1].get("n_train") if runs else None
     try:
         latency = store.read_latency()
     except StoreError as exc:  # shown, never fatal: the rest of the report stands without it
@@ -58,7 +59,6 @@ def collect(store: StudyStore) -> dict[str, Any]:
                              "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
                              "settings": r.settings, "epochs": [_epoch_dict(e) for e in rows]})
         epoch_secs = [e["seconds"] for s in per_seed for e in s["epochs"]]
-        n_train = _n_train(runs)
         entry = {
             "name": spec.name,
             "description": spec.description or summarize(spec, settings),
@@ -190,7 +190,3 @@ def _distinct(items) -> list[Any]:
 def _kernel(spec) -> str:
     kernels = sorted({layer.kernel for layer in spec.layers if layer.type == "conv"})
     return "/".join(f"{k}x{k}" for k in kernels) or "-"
-
-
-def _n_train(runs: list[dict[str, Any]]) -> int | None:
-    return runs[-1].get("n_train") if runs else None

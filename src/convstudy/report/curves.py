@@ -1,5 +1,5 @@
 """Loss and accuracy by epoch: the PNG per model, the page's overlay of all models, and the data from which its
-script draws curves on demand and parallel coordinates (html_explore.js, DOM calls and `textContent` only).
+script draws curves on demand and parallel coordinates (page.js, DOM calls and `textContent` only).
 
 The data rides in a `<script type="application/json">` block (never executed; `<`, `>` and `&` are written as
 JSON escapes, so no user text can close the block). Readers without JavaScript get the table and a static figure.
@@ -7,12 +7,9 @@ JSON escapes, so no user text can close the block). Readers without JavaScript g
 
 from __future__ import annotations
 
-import io
-import json
 import math
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -23,45 +20,17 @@ from convstudy.report.models import factor_names
 
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 OVERLAY_MAX = 16  # models one figure can tell apart (8 colours x 2 line styles); past it, pick curves instead
-T = TypeVar("T")
-_RENDERED: OrderedDict[str, Any] = OrderedDict()
-MEMO_SIZE = 256  # figures kept per process: a study's per-model figures in both formats, many times over
-
-
-def memo_figure(key: list[Any], render: Callable[[], T]) -> T:
-    """`render()`, or what it returned before for the same `key` (JSON: everything the figure draws).
-
-    A running study refreshes its reports after every trial; without this, each refresh re-drew every
-    model's figures (about 2.5 s for the 12 seed models), while only the models that trained since change.
-    """
-    digest = json.dumps(key, sort_keys=True, default=str)
-    if digest in _RENDERED:
-        _RENDERED.move_to_end(digest)
-        return _RENDERED[digest]
-    value = _RENDERED[digest] = render()
-    if len(_RENDERED) > MEMO_SIZE:
-        _RENDERED.popitem(last=False)
-    return value
 
 
 def loss_figure(model: dict[str, Any], path: Path, validation_label: str = "validation") -> Path | None:
     """Write `path` (PNG), the notebook's figure for one model's mean curves; None if it has no epochs yet."""
     if not model["epochs"]:
         return None
-    title = f"{model['name']}: {model['description']}"
-
-    def render() -> bytes:
-        fig = Figure(figsize=(6, 4), dpi=100)
-        ax = fig.subplots()
-        draw_loss(ax, model, validation_label, title=title)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-
-    png = memo_figure(["loss.png", title, model["epochs"], validation_label], render)
+    fig = Figure(figsize=(6, 4), dpi=100)
+    draw_loss(fig.subplots(), model, validation_label, title=f"{model['name']}: {model['description']}")
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
+    fig.savefig(path, format="png")
     return path
 
 
@@ -69,15 +38,10 @@ def loss_svg(model: dict[str, Any], validation_label: str) -> str | None:
     """The same figure for the page (SVG, titled by the model's name); None if it has no epochs yet."""
     if not model["epochs"]:
         return None
-
-    def render() -> str:
-        fig = Figure(figsize=(5.2, 3.4))
-        ax = fig.subplots()
-        draw_loss(ax, model, validation_label, title=model["name"])
-        fig.tight_layout()
-        return to_svg(fig)
-
-    return memo_figure(["loss.svg", model["name"], model["epochs"], validation_label], render)
+    fig = Figure(figsize=(5.2, 3.4))
+    draw_loss(fig.subplots(), model, validation_label, title=model["name"])
+    fig.tight_layout()
+    return to_svg(fig)
 
 
 def draw_loss(ax: Any, model: dict[str, Any], validation_label: str, title: str) -> None:

@@ -2,7 +2,8 @@
 
 A Content-Security-Policy forbids every network request, so the page can be mailed, archived or opened
 offline and shows the same thing. Each section draws itself (report.models, report.curves, ...) through
-report.markup, which escapes every piece of user text; the script (html_explore.js) uses `textContent` only.
+report.markup, which escapes every piece of user text; the script (page.js) uses `textContent` only, and the
+style sheet (page.css) is phone-friendly and printable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from convstudy.report.design_view import design_html
 from convstudy.report.factors import factors_html
 from convstudy.report.fair_view import fair_html
 from convstudy.report.fidelity_view import fidelity_html
-from convstudy.report.html_style import CSS
 from convstudy.report.markup import el, esc, section
 from convstudy.report.models import footnote, mixed_note, render_filters, render_table
 from convstudy.report.racing import racing_html
@@ -39,9 +39,9 @@ def page(title: str, body: str, data: str = "", refresh: bool = False) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">{reload}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<link rel="icon" href="data:,">'  # else browsers fetch /favicon.ico
-            f"{el('title', esc(title))}<style>{CSS}</style></head>\n<body><main>\n{body}\n"
+            f"{el('title', esc(title))}<style>{asset('page.css')}</style></head>\n<body><main>\n{body}\n"
             f"<footer>convstudy {esc(__version__)} · {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</footer>"
-            f"</main>{data}<script>{script()}</script></body></html>\n")
+            f"</main>{data}<script>{asset('page.js')}</script></body></html>\n")
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -136,7 +136,8 @@ def json_block(ident: str, data: Any) -> str:
     return f'<script type="application/json" id="{ident}">{text}</script>'
 
 
-@lru_cache(maxsize=1)
-def script() -> str:
-    """The page's one script (sorting, filters, parallel coordinates, curves), a package data file."""
-    return files("convstudy.report").joinpath("html_explore.js").read_text(encoding="utf-8")
+@lru_cache(maxsize=2)
+def asset(name: str) -> str:
+    """A package data file inlined in the page: its style sheet or its one script (sorting, filters, parallel
+    coordinates, curves)."""
+    return files("convstudy.report").joinpath(name).read_text(encoding="utf-8")
