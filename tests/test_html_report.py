@@ -389,3 +389,19 @@ def test_cli_report_html_default_and_output_file(study_dir, tmp_path):
     target = tmp_path / "elsewhere.html"
     assert main(["report", str(study_dir), "--format", "html", "-o", str(target)]) == 0
     assert 'id="best-model"' in target.read_text()
+
+
+def test_html_is_escaped_in_one_place():
+    """Issue 27: every section writes HTML through report.markup, so no module escapes (or forgets to) on its own."""
+    from pathlib import Path
+
+    import convstudy.report
+    from convstudy.report.markup import el, esc, table
+
+    assert el("td", esc("<b>&"), data_v='"1"', class_=None, title="it's") == \
+        '<td data-v="&quot;1&quot;" title="it&#x27;s">&lt;b&gt;&amp;</td>'
+    assert table(["<h>"], [["<c>", 2]], scroll=False) == \
+        "<table><thead><tr><th>&lt;h&gt;</th></tr></thead><tbody><tr><td>&lt;c&gt;</td><td>2</td></tr></tbody></table>"
+    for path in Path(convstudy.report.__file__).parent.glob("*.py"):
+        if path.name != "markup.py":
+            assert not re.search(r"\bescape\b|import html\b|from html import", path.read_text()), path.name

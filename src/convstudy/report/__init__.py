@@ -7,6 +7,7 @@ escaping helpers; markdown.py and html.py put the sections in order.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -42,14 +43,9 @@ def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> 
 
         return render_html(report)
     if fmt == "table":
-        if console is not None:
-            render_terminal(report, console)
-            return ""
-        import io
-
-        buf = io.StringIO()
-        render_terminal(report, Console(file=buf, width=200, highlight=False))
-        return buf.getvalue()
+        out = console or Console(file=io.StringIO(), width=200, highlight=False)
+        render_terminal(report, out)
+        return "" if console else out.file.getvalue()
     raise UserError(f"--format {fmt}: unknown format; valid: {', '.join(FORMATS)}")
 
 
