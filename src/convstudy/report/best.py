@@ -4,7 +4,6 @@ images from the run's data directory."""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -151,13 +150,7 @@ def _test_images(report: dict[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray] 
     if not data_dir:
         return None, "no data directory is recorded for this study"
     try:
-        return _load_test_set(report["study"]["dataset"], data_dir), None
+        ds = load_dataset(report["study"]["dataset"], data_dir, download=False)
+        return (ds.x_test.numpy(), ds.y_test.numpy()), None
     except Exception as exc:  # noqa: BLE001  (any reason the files are unusable now; the report still renders)
         return None, f"the {report['study']['dataset']} test set could not be loaded from {data_dir} ({exc})"
-
-
-@lru_cache(maxsize=2)
-def _load_test_set(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    # Cached: the report is rewritten after every trial of a run, and the data does not change meanwhile.
-    ds = load_dataset(name, data_dir, download=False)
-    return ds.x_test.numpy(), ds.y_test.numpy()

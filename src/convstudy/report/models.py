@@ -18,15 +18,14 @@ from convstudy.report.markup import csv_text, el, esc, md_table, sortable
 from convstudy.store import STATES
 
 BEST_MARK = "★"
+NUMERIC = ("params", "MFLOPs", "n", "s/epoch")  # right-aligned columns
 
 
 def acc_cell(stat: dict[str, Any]) -> str:
     """`99.31 ± 0.04` (percent) over seeds, `99.31` for one seed, `–` when nothing finished."""
     if not stat["n"]:
         return "–"
-    if stat["n"] == 1:
-        return f"{100 * stat['mean']:.2f}"
-    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+    return f"{100 * stat['mean']:.2f}" + (f" ± {100 * stat['std']:.2f}" if stat["n"] > 1 else "")
 
 
 def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -101,9 +100,6 @@ def render_terminal(report: dict[str, Any], console: Console) -> None:
 
         for line in verdict_lines(report["fair"]):
             console.print(line, markup=False)
-
-
-NUMERIC = ("params", "MFLOPs", "n", "s/epoch")  # right-aligned columns
 
 
 def models_markdown(report: dict[str, Any]) -> list[str]:
