@@ -1,4 +1,5 @@
-"""Everything a report shows, gathered once from a study directory into one JSON-able dict."""
+"""Everything a report shows, gathered once from a study directory into one JSON-able dict: the study's header
+and per-model entries (every section reads them), then each section's own numbers from its module."""
 
 from __future__ import annotations
 
