@@ -38,6 +38,8 @@ def pytest_configure(config) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    # In-process runs keep this thread count rather than measure one (measure.parallel, tested on its own).
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items) -> None:

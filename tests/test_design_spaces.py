@@ -129,10 +129,8 @@ def test_design_spaces_section_holm_adjusts_every_comparison():
 def test_section_renders_500_models_per_space_without_warnings(recwarn):
     import warnings
 
-    from convstudy.report.design_figures import design_figures
+    from convstudy.report.design_view import design_figures, design_html as html_section, design_markdown
     from convstudy.report.figures import to_svg
-    from convstudy.report.html_sections import design_spaces as html_section
-    from convstudy.report.tables import design_markdown
 
     rng = np.random.default_rng(4)
     report = {"study": {"selection_metric": "val_accuracy"},

@@ -100,7 +100,8 @@ def test_six_factors_draw_every_interaction_in_readable_panels():
     import itertools
     import warnings
 
-    from convstudy.report.figures import PANELS_PER_ROW, factor_figures, to_svg
+    from convstudy.report.factors import factor_figures
+    from convstudy.report.figures import PANELS_PER_ROW, to_svg
 
     rng = np.random.default_rng(0)
     names = ["a", "b", "c", "d", "e", "f"]

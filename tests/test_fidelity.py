@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from convstudy.report import collect, render
-from convstudy.report.markdown import md_text
+from convstudy.report.markup import md_text
 from convstudy.report.fidelity import (audit_statistics, fidelity_section, kendall_tau_b, pruning_evidence,
                                        pruning_fidelity, racing_evidence, rank_stability)
 from convstudy.spec import build_study

@@ -391,35 +391,17 @@ def test_cli_report_html_default_and_output_file(study_dir, tmp_path):
     assert 'id="best-model"' in target.read_text()
 
 
-def test_a_refresh_redraws_only_the_figures_whose_curves_changed(study_dir, tmp_path, monkeypatch):
-    from convstudy.report import figures, plots, render, write_plots
+def test_html_is_escaped_in_one_place():
+    """Issue 27: every section writes HTML through report.markup, so no module escapes (or forgets to) on its own."""
+    from pathlib import Path
 
-    report = json.loads((study_dir / "report.json").read_text())
-    names = [m["name"] for m in report["models"]]
-    drawn: list[str] = []
-    draw = plots.draw_loss
+    import convstudy.report
+    from convstudy.report.markup import el, esc, table
 
-    def counting(ax, model, *args, **kwargs):
-        drawn.append(model["name"])
-        return draw(ax, model, *args, **kwargs)
-
-    for module in (plots, figures):  # the PNG (plots) and the HTML's SVG (figures)
-        monkeypatch.setattr(module, "draw_loss", counting)
-    monkeypatch.setattr(plots, "_RENDERED", type(plots._RENDERED)())  # a cold cache
-
-    def refresh(out):
-        write_plots(report, out)
-        html = re.sub(r"<footer>.*?</footer>", "", render(report, "html"))  # the footer's minute may roll over
-        return {p.name: p.read_bytes() for p in sorted((out / "plots").glob("*.png"))}, html
-
-    best = next(m["name"] for m in report["models"] if m["test"] == "best")  # the selected best (validation)
-    fresh, html = refresh(tmp_path / "a")
-    assert sorted(drawn) == sorted(names + [best])  # cold: each model's PNG, the best model's SVG
-    again, html_again = refresh(tmp_path / "b")
-    assert len(drawn) == len(names) + 1 and again == fresh and html_again == html  # nothing changed, nothing drawn
-
-    report["models"][0]["epochs"][-1]["val_loss"] += 0.25
-    changed, html_changed = refresh(tmp_path / "c")
-    assert drawn[len(names) + 1:] == [names[0]] * (2 if names[0] == best else 1)  # only the model whose curve moved
-    assert changed[f"{names[0]}.png"] != fresh[f"{names[0]}.png"] and html_changed != html
-    assert all(changed[f"{n}.png"] == fresh[f"{n}.png"] for n in names[1:])
+    assert el("td", esc("<b>&"), data_v='"1"', class_=None, title="it's") == \
+        '<td data-v="&quot;1&quot;" title="it&#x27;s">&lt;b&gt;&amp;</td>'
+    assert table(["<h>"], [["<c>", 2]], scroll=False) == \
+        "<table><thead><tr><th>&lt;h&gt;</th></tr></thead><tbody><tr><td>&lt;c&gt;</td><td>2</td></tr></tbody></table>"
+    for path in Path(convstudy.report.__file__).parent.glob("*.py"):
+        if path.name != "markup.py":
+            assert not re.search(r"\bescape\b|import html\b|from html import", path.read_text()), path.name

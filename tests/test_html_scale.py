@@ -253,7 +253,7 @@ def _collect(out: Path) -> dict:
 
 def test_a_big_front_names_only_its_pareto_points():
     """Past LABELLED_POINTS models the trade-off figure draws every point but names only the front's."""
-    from convstudy.report.figures import LABELLED_POINTS, tradeoff_svg
+    from convstudy.report.tradeoffs import LABELLED_POINTS, tradeoff_svg
 
     n = LABELLED_POINTS + 10
     points = [{"name": f"model-{i:03d}", "params": 1000 + 100 * i, "mflops": 1.0 + i, "seconds": 2.0,
@@ -277,7 +277,7 @@ def test_a_model_of_zero_mflops_reports_quietly_on_a_cost_axis_that_holds_it(tmp
     done = subprocess.run([sys.executable, "-m", "convstudy", "report", str(out), "--format", "html"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == f"wrote {out / 'report.html'}\n", done.stderr
-    from convstudy.report.figures import tradeoff_figure, tradeoff_points
+    from convstudy.report.tradeoffs import tradeoff_figure, tradeoff_points
 
     points = tradeoff_points(_collect(out)["models"])
     assert [p["name"] for p in points] == ["nothing", "some"] and points[0]["mflops"] == 0.0

@@ -133,7 +133,7 @@ def test_the_check_finds_a_circle_and_an_upward_import():
     assert RANK["store"] > RANK["train"] and RANK["cli"] > RANK["api"] > RANK["executors"] > RANK["report"]
 
 
-@pytest.mark.parametrize("module", ["convstudy.report.collect", "convstudy.report.stats", "convstudy.report.tables"])
+@pytest.mark.parametrize("module", ["convstudy.report.collect", "convstudy.report.stats", "convstudy.report.models"])
 def test_report_data_modules_import_no_html(module):
     # The JSON report's numbers are gathered without any HTML module; the page renders them.
     assert not {t for t in GRAPH[module] if room(t) == "report" and t.split(".")[-1].startswith("html")}

@@ -145,6 +145,6 @@ def test_report_csv_neutralises_every_text_cell_a_spreadsheet_would_run(tmp_path
 
 
 def test_csv_text_leaves_numbers_and_plain_text_alone():
-    from convstudy.report.tables import csv_text
+    from convstudy.report.markup import csv_text
 
     assert csv_text([["a-b", -0.5, 3, None, "=1+2", "@x", "-", "- 1"]]) == "a-b,-0.5,3,,'=1+2,'@x,-,'- 1\r\n"

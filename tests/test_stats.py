@@ -211,7 +211,7 @@ def _hostile_report() -> dict:
 
 
 def test_markdown_report_escapes_user_text():
-    from convstudy.report.tables import render_markdown
+    from convstudy.report.markdown import render_markdown
 
     md = render_markdown(_hostile_report())
     html = _md_html(md)

@@ -116,7 +116,7 @@ class RunRequest:
     gpus_per_trial: float = 0.0
     storage: str | None = None
     quiet: bool = False
-    workers: int = 1
+    workers: int = 0  # 0: not given; measured (measure.parallel)
     latency: bool = False
     latency_budget: float = DEFAULT_BUDGET_S
     latency_repeats: int = DEFAULT_REPEATS
@@ -284,17 +284,19 @@ def _train(study: "Study", opts: "RunOptions", workers: int, console: "Console")
     from functools import partial
 
     from convstudy.executors import run_study
+    from convstudy.measure.parallel import measured
 
-    runner = run_study
-    if workers > 1 and opts.executor == "local":
-        from convstudy.executors.pool import run_with_workers
+    with measured(study, opts, workers, console) as workers:  # neither --workers nor OMP_NUM_THREADS: measured
+        runner = run_study
+        if workers > 1 and opts.executor == "local":
+            from convstudy.executors.pool import run_with_workers
 
-        runner = partial(run_with_workers, workers=workers)
-    if study.race:
-        from convstudy.executors.racing import run_racing
+            runner = partial(run_with_workers, workers=workers)
+        if study.race:
+            from convstudy.executors.racing import run_racing
 
-        return run_racing(study, opts, console, runner)
-    return runner(study, opts, console=console)
+            return run_racing(study, opts, console, runner)
+        return runner(study, opts, console=console)
 
 
 def failed_note(store: "StudyStore", study: "Study", opts: "RunOptions") -> str | None:

@@ -92,7 +92,7 @@ class Results:
         means, warnings) are in `.attrs["notes"]`. For numbers to compute with, use `frame()`."""
         import pandas as pd
 
-        from convstudy.report.tables import footnotes, summary_rows
+        from convstudy.report.models import footnotes, summary_rows
 
         report = self._report()
         rows = summary_rows(report)

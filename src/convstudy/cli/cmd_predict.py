@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from convstudy.deploy.images import expand_paths
     from convstudy.deploy.predict import load_trained, predict_files
     from convstudy.errors import UserError
-    from convstudy.report.tables import csv_text
+    from convstudy.report.markup import csv_text
     from convstudy.store import StudyStore
 
     with closing(StudyStore.open_existing(args.out)) as store:

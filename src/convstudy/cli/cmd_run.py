@@ -42,9 +42,10 @@ def register(sub) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs let small trials share one")
     p.add_argument("--storage", help="checkpoint storage every Ray worker can reach (path or pyarrow URI)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=0,
                    help="local executor: N processes training trials at once, each with 1/N of the CPU cores "
-                        "(on a GPU they time-slice it)")
+                        "(on a GPU they time-slice it); default on the CPU, unless OMP_NUM_THREADS is set: "
+                        "measured on this machine (a short calibration, cached), else 1")
     p.add_argument("--latency", action="store_true",
                    help="after the run, measure each model's inference latency on this CPU (as `convstudy latency`)")
     add_latency_options(p, "latency-")

@@ -1,7 +1,13 @@
-"""Report stage: tables (terminal, Markdown, CSV), JSON and plots from a study directory."""
+"""Report stage: a study directory's report as JSON, a terminal table, Markdown, CSV or one HTML page, and plots.
+
+`collect` gathers the numbers once (collect.py, and per section its own module: models, best, factors, design
+spaces, racing, rank stability, search, fair); each section module also draws itself, through markup.py's
+escaping helpers; markdown.py and html.py put the sections in order.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -10,21 +16,24 @@ from rich.console import Console
 
 from convstudy.errors import UserError
 from convstudy.report.collect import VALIDATION_NOTE, collect
-from convstudy.report.plots import loss_figure
-from convstudy.report.markdown import md_text
-from convstudy.report.tables import mixed_note, render_csv, render_markdown, render_terminal
+from convstudy.report.curves import loss_figure
+from convstudy.report.design_view import design_figures
+from convstudy.report.factors import factor_figures
+from convstudy.report.markdown import render_markdown
+from convstudy.report.markup import csv_text, md_text
+from convstudy.report.models import footnotes, mixed_note, render_csv, render_terminal, summary_rows
 from convstudy.store import StudyStore, atomic_write
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
 
-__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "md_text", "mixed_note", "render", "write_plots",
-           "write_reports"]
+__all__ = ["FORMATS", "VALIDATION_NOTE", "collect", "csv_text", "footnotes", "md_text", "mixed_note", "render",
+           "summary_rows", "write_plots", "write_reports"]
 
 
 def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> str:
     """The report as text in `fmt`; `table` renders through rich (to `console` or a string)."""
     if fmt == "json":
-        return json.dumps(report, indent=2, allow_nan=False, default=_nan_safe) + "\n"
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
     if fmt == "markdown":
         return render_markdown(report)
     if fmt == "csv":
@@ -34,23 +43,15 @@ def render(report: dict[str, Any], fmt: str, console: Console | None = None) -> 
 
         return render_html(report)
     if fmt == "table":
-        if console is not None:
-            render_terminal(report, console)
-            return ""
-        import io
-
-        buf = io.StringIO()
-        render_terminal(report, Console(file=buf, width=200, highlight=False))
-        return buf.getvalue()
+        out = console or Console(file=io.StringIO(), width=200, highlight=False)
+        render_terminal(report, out)
+        return "" if console else out.file.getvalue()
     raise UserError(f"--format {fmt}: unknown format; valid: {', '.join(FORMATS)}")
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     """One loss PNG per model in OUT/plots/, _factors.png / _interactions.png for a study with factors, and
     _design_edf.png / _design_enough.png where design spaces are compared."""
-    from convstudy.report.design_figures import design_figures
-    from convstudy.report.figures import factor_figures
-
     label = "test (= validation)" if report["study"]["validation"] == "test" else "validation"
     paths = [loss_figure(m, out / "plots" / f"{m['name']}.png", label) for m in report["models"]]
     for name, fig in {**factor_figures(report), **design_figures(report)}.items():
@@ -71,7 +72,3 @@ def write_reports(store: StudyStore) -> dict[str, Any]:
                        ("report.html", render(report, "html"))):
         atomic_write(store.out / name, text.encode(), 0o644)
     return report
-
-
-def _nan_safe(obj: Any) -> Any:
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

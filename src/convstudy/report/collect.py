@@ -1,4 +1,5 @@
-"""Everything a report shows, gathered once from a study directory into one JSON-able dict."""
+"""Everything a report shows, gathered once from a study directory into one JSON-able dict: the study's header
+and per-model entries (every section reads them), then each section's own numbers from its module."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from convstudy.data import get_info
 from convstudy.model import summarize_model
+from convstudy.report.best import best_model_summary
 from convstudy.report.design_spaces import design_spaces
 from convstudy.report.factors import factor_effects
 from convstudy.report.fidelity import fidelity_section, pruning_evidence
@@ -18,8 +20,6 @@ from convstudy.report.search import search_section
 from convstudy.report.stats import ALPHA, best_group, describe, look_alpha
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
 from convstudy.store import DamagedFile, StoreError, StudyStore
-
-MAX_MISTAKES = 24  # the best model's most confident mistakes the report keeps
 
 VALIDATION_NOTE = ("The test set was also the validation data (the notebook's semantics): per-epoch validation "
                    "numbers and the final test accuracy come from the same 10,000 images, so model selection "
@@ -37,6 +37,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
         by_model.setdefault(rec.model, []).append(rec)
     models, correct, warnings = [], {}, []
     racing = json.loads(store.db.get_meta("racing") or "{}")
+    n_train = runs[-1].get("n_train") if runs else None
     try:
         latency = store.read_latency()
     except StoreError as exc:  # shown, never fatal: the rest of the report stands without it
@@ -59,7 +60,6 @@ def collect(store: StudyStore) -> dict[str, Any]:
                              "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
                              "settings": r.settings, "epochs": [_epoch_dict(e) for e in rows]})
         epoch_secs = [e["seconds"] for s in per_seed for e in s["epochs"]]
-        n_train = _n_train(runs)
         entry = {
             "name": spec.name,
             "description": spec.description or summarize(spec, settings),
@@ -195,45 +195,3 @@ def _distinct(items) -> list[Any]:
 def _kernel(spec) -> str:
     kernels = sorted({layer.kernel for layer in spec.layers if layer.type == "conv"})
     return "/".join(f"{k}x{k}" for k in kernels) or "-"
-
-
-def _n_train(runs: list[dict[str, Any]]) -> int | None:
-    return runs[-1].get("n_train") if runs else None
-
-
-def best_model_summary(store: StudyStore, models: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Pooled confusion matrix over the best model's seeds (as `best_group` marked it: `test` "best") and
-    the most confident mistakes of one seed."""
-    best = next((m for m in models if m.get("test") == "best"), None)
-    if best is None or not best["test_accuracy"]["n"]:
-        return None
-    done = [t for t in best["trials"] if t["state"] == "complete"]
-    preds = {t["seed"]: store.load_predictions(best["name"], t["seed"]) for t in done}
-    preds = {s: p for s, p in preds.items() if p is not None}
-    if not preds:
-        return None
-    names = list(get_info(store.study.dataset).class_names)
-    k = len(names)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    for probs, labels in preds.values():
-        np.add.at(confusion, (labels.numpy(), probs.argmax(1).numpy()), 1)
-    # The seed closest to the mean accuracy stands for the model in the grid of mistakes.
-    mean = best["test_accuracy"]["mean"]
-    seed = min(preds, key=lambda s: abs(next(t["test_accuracy"] for t in done if t["seed"] == s) - mean))
-    probs, labels = preds[seed]
-    conf, pred = probs.max(1)
-    wrong = np.flatnonzero((pred != labels).numpy())
-    wrong = wrong[np.argsort(-conf.numpy()[wrong], kind="stable")]
-    rows = confusion.sum(1)
-    return {
-        "model": best["name"],
-        "seeds": sorted(preds),
-        "seed": seed,
-        "n_test": int(labels.numel()),
-        "class_names": names,
-        "confusion": confusion.tolist(),
-        "per_class_accuracy": [float(confusion[i, i] / rows[i]) if rows[i] else None for i in range(k)],
-        "n_misclassified": int(wrong.size),
-        "misclassified": [{"index": int(i), "true": int(labels[i]), "pred": int(pred[i]),
-                           "confidence": float(conf[i])} for i in wrong[:MAX_MISTAKES]],
-    }

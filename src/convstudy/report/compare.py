@@ -15,8 +15,8 @@ from rich.table import Table
 
 from convstudy.report.collect import collect
 from convstudy.report.stats import ALPHA, mcnemar_p, welch_p
-from convstudy.report.markdown import md_text
-from convstudy.report.tables import acc_cell
+from convstudy.report.markup import el, esc, md_table, md_text, section, sortable
+from convstudy.report.models import acc_cell
 from convstudy.store import StudyStore
 
 
@@ -156,38 +156,27 @@ def render_compare_markdown(cmp: dict[str, Any]) -> str:
     """A Markdown table (for a README or a pull request) with the notes as a list."""
     cols = _columns(cmp)
     out = [f"# {md_text(cmp['a']['name'])} vs {md_text(cmp['b']['name'])}", "",
-           "| " + " | ".join(md_text(c) for c in cols) + " |",
-           "|" + "|".join("---" if c in ("model", "test") else "---:" for c in cols) + "|"]
-    out += ["| " + " | ".join(md_text(c) for c in _cells(row)) + " |" for row in cmp["models"]]
+           *md_table([md_text(c) for c in cols], map(_cells, cmp["models"]),
+                     "".join("l" if c in ("model", "test") else "r" for c in cols))]
     out += [""] + [f"- {md_text(n)}" for n in notes(cmp)]
     return "\n".join(out) + "\n"
 
 
 def render_compare_html(cmp: dict[str, Any]) -> str:
     """The comparison as one self-contained page, in the study report's style (user text escaped)."""
-    from html import escape
-
     from convstudy.report.html import page
 
-    head = "".join(f'<th scope="col" tabindex="0">{escape(c)}</th>' for c in _columns(cmp))
     rows = []
     for row in cmp["models"]:
         keys = [row["name"], row["test_accuracy_a"]["mean"], row["test_accuracy_b"]["mean"], row["difference"],
                 row["p_value"], row["test"], row["significant"], row["seconds_per_epoch_a"],
                 row["seconds_per_epoch_b"], row["speedup"]]
-        cells = "".join(_td(escape(text), key) for text, key in zip(_cells(row), keys))
-        rows.append(f'<tr class="best">{cells}</tr>' if row["significant"] else f"<tr>{cells}</tr>")
-    body = (f"<header id=\"header\"><h1>{escape(cmp['a']['name'])} vs {escape(cmp['b']['name'])}</h1></header>"
-            f'<section id="comparison"><h2>Shared models</h2><div class="scroll"><table class="sortable" '
-            f'id="comparison-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-            + "".join(f'<p class="small">{escape(n)}</p>' for n in notes(cmp)) + "</section>")
+        # data-v sorts a column: numbers numerically, True/False as 1/0
+        cells = "".join(el("td", esc(text), data_v=int(key) if isinstance(key, bool) else key)
+                        for text, key in zip(_cells(row), keys))
+        rows.append(el("tr", cells, class_="best" if row["significant"] else None))
+    body = (el("header", el("h1", f"{esc(cmp['a']['name'])} vs {esc(cmp['b']['name'])}"), id="header")
+            + section("comparison", "Shared models", sortable(_columns(cmp), rows)
+                      + "".join(el("p", esc(n), class_="small") for n in notes(cmp))))
     return page(f"{cmp['a']['name']} vs {cmp['b']['name']} · convstudy compare", body)
 
-
-def _td(text: str, key: Any) -> str:
-    """A cell whose `data-v` sorts it (numbers numerically; True/False as 1/0)."""
-    from html import escape
-
-    if key is None:
-        return f"<td>{text}</td>"
-    return f'<td data-v="{escape(str(int(key) if isinstance(key, bool) else key))}">{text}</td>'

@@ -4,6 +4,7 @@ Main effects come from `metric ~ C(f1) + C(f2) + ...` (statsmodels OLS, treatmen
 against the factor's reference, its first level in study order; numeric levels are categories too).
 A two-way interaction is fitted where its factors are fully crossed in the data, by adding it alone to
 the main effects, and tested with the F test against them (docs/semantics.md, "Factor effects").
+Below the fit, the Factors section drawn from it: its tables in Markdown and HTML, and its figures.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from convstudy.report.figures import PALETTE, label, panel_grid, style, to_svg
+from convstudy.report.markup import el, esc, figure, md_table, md_text, table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,3 +145,114 @@ def _key(value: Level) -> str:
     """Identity of a level: 1, 1.0, True and "1" stay four levels (JSON spelling, type included)."""
     v = value.item() if isinstance(value, np.generic) else value
     return f"{type(v).__name__}:{json.dumps(v)}"
+
+
+def metric_text(report: dict[str, Any]) -> str:
+    """The selection metric in words, as the sections' sentences name it."""
+    on_val = report["study"].get("selection_metric") == "val_accuracy"
+    return "final validation accuracy" if on_val else "test accuracy"
+
+
+def factor_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """The Factors section's rows as text (factor, level, effect pp, 95% CI, p) and (interaction, levels,
+    effect, CI, p), shared by Markdown and HTML; user text is not escaped here."""
+    def pp(e: dict[str, Any]) -> list[str]:
+        lo, hi = e["ci95"]
+        return [f"{100 * e['estimate']:+.2f}", f"{100 * lo:+.2f} … {100 * hi:+.2f}", f"{e['p_value']:.2g}"]
+
+    mains = []
+    for f in report.get("factors", []):
+        test = f" (F test p = {f['p_value']:.2g})" if f["p_value"] is not None else ""
+        mains.append([f"{f['name']}{test}", f"{level_text(f['reference'])} (reference)", "0", "–", "–"])
+        mains += [[f["name"], level_text(e["level"]), *pp(e)] for e in f["effects"]]
+    pairs = []
+    for i in report.get("interactions", []):
+        name = f"{i['factors'][0]} × {i['factors'][1]} (F test p = {i['p_value']:.2g})"
+        pairs += [[name, " × ".join(level_text(v) for v in e["levels"]), *pp(e)] for e in i["effects"]]
+    return mains, pairs
+
+
+_LEAD = ("Effect of each level against its factor's reference, in percentage points of {metric}: one linear model "
+         "(OLS, treatment coding) over {n} finished seeds.")
+_HEAD = ["level", "effect (pp)", "95% CI", "p"]
+
+
+def factors_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> list[str]:
+    """The Factors section (main effects, interactions, their plots), or nothing for a study without factors."""
+    if not report.get("factors"):
+        return []
+    mains, pairs = factor_rows(report)
+    fit = report["factor_fit"]
+    out = ["", "## Factors", "", _LEAD.format(metric=metric_text(report), n=fit["n"])]
+    if fit["note"]:
+        out += ["", f"_{md_text(fit['note'])}_"]
+    for head, rows in (("factor", mains), ("interaction", pairs)):
+        if rows:
+            out += ["", *md_table([head, *_HEAD], rows, "llrrr")]
+    if plots_dir:
+        out += [""] + [f"![{name}]({plots_dir}/_{name}.png)" for name in ("factors", "interactions")
+                       if report.get(name) and any(x.get("effects") for x in report[name])]
+    return out
+
+
+def factors_html(report: dict[str, Any]) -> str | None:
+    """The Factors section: main-effect and interaction tables and their figures; None without factors."""
+    if not report.get("factors"):
+        return None
+    mains, pairs = factor_rows(report)
+    fit = report["factor_fit"]
+    parts = [el("p", _LEAD.format(metric="the selection metric", n=fit["n"]))]  # no user text in it
+    if fit["note"]:
+        parts.append(el("p", esc(fit["note"]), class_="note warn"))
+    parts += [table([head, *_HEAD], rows) for head, rows in (("factor", mains), ("interaction", pairs)) if rows]
+    for name, fig in factor_figures(report).items():
+        caption = ("Main effects with 95% CIs (reference level at 0)." if name == "factors" else
+                   "Cell means of each fitted two-way interaction.")
+        parts.append(figure(to_svg(fig), caption))
+    return "\n".join(parts)
+
+
+def factor_figures(report: dict[str, Any]) -> dict[str, Any]:
+    """`factors` (each level's main effect with its 95% CI, in pp against the reference) and `interactions`
+    (cell means of each fitted pair): matplotlib Figures, only those with something to draw."""
+    metric = "validation" if report["study"].get("selection_metric") == "val_accuracy" else "test"
+    out: dict[str, Any] = {}
+    mains = [f for f in report.get("factors", []) if f["effects"]]
+    if mains:
+        fig, axes = panel_grid(len(mains), width=2.6, height=3.2, sharey=True)
+        for ax, f in zip(axes, mains):
+            est = [0.0] + [100 * e["estimate"] for e in f["effects"]]
+            lo = [0.0] + [est[i + 1] - 100 * e["ci95"][0] for i, e in enumerate(f["effects"])]
+            hi = [0.0] + [100 * e["ci95"][1] - est[i + 1] for i, e in enumerate(f["effects"])]
+            ax.errorbar(range(len(est)), est, yerr=[lo, hi], fmt="o", capsize=4, color=PALETTE[0])
+            ax.axhline(0, color="#555555", linewidth=0.8, linestyle="--")
+            ax.set_xticks(range(len(est)), [label(level_text(v)) for v in f["levels"]])
+            ax.set_xlim(-0.5, len(est) - 0.5)
+            ax.set_title(label(str(f["name"])), fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(f"effect on {metric} accuracy (pp)")
+        fig.set_layout_engine("constrained")
+        out["factors"] = fig
+    pairs = report.get("interactions", [])
+    if pairs:
+        fig, axes = panel_grid(len(pairs), width=3.2, height=3.4)
+        for ax, inter in zip(axes, pairs):
+            xs = list(dict.fromkeys(json.dumps(c["levels"][0]) for c in inter["means"]))
+            lines = list(dict.fromkeys(json.dumps(c["levels"][1]) for c in inter["means"]))
+            for i, line in enumerate(lines):
+                cells = [c for c in inter["means"] if json.dumps(c["levels"][1]) == line]
+                legend = f"{label(str(inter['factors'][1]))} = {label(level_text(json.loads(line)))}"
+                ax.plot([xs.index(json.dumps(c["levels"][0])) for c in cells], [100 * c["mean"] for c in cells],
+                        marker="o", label=legend, **style(i))
+            ax.set_xticks(range(len(xs)), [label(level_text(json.loads(x))) for x in xs])
+            ax.set_xlim(-0.5, len(xs) - 0.5)
+            ax.set_xlabel(label(str(inter["factors"][0])))
+            ax.set_title(f"{label(str(inter['factors'][0]))} × {label(str(inter['factors'][1]))} "
+                         f"(p = {inter['p_value']:.2g})",
+                         fontsize=9)
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(f"mean {metric} accuracy (%)")
+        fig.set_layout_engine("constrained")
+        out["interactions"] = fig
+    return out

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from convstudy.report.factors import level_text
-from convstudy.report.markdown import md_text
-from convstudy.report.plots import PALETTE
+from convstudy.report.figures import PALETTE, to_svg
+from convstudy.report.markup import el, esc, figure, md_table, md_text, table
 
 
 def _pct(d: dict[str, Any]) -> str:
@@ -71,10 +70,7 @@ def _rows(f: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def fair_markdown(f: dict[str, Any]) -> str:
     """The fair comparison as a Markdown section: roles, verdicts, warnings and one row per level."""
     head, rows = _rows(f)
-    out = ["## Fair comparison", "", *[md_text(line) for line in _summary(f)], "",
-           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+    return "\n".join(["## Fair comparison", "", *map(md_text, _summary(f)), "", *md_table(head, rows)]) + "\n"
 
 
 def isolation_figure(f: dict[str, Any], factor: str) -> Figure:
@@ -104,12 +100,7 @@ def isolation_figure(f: dict[str, Any], factor: str) -> Figure:
     ax.set_xticks(range(len(xs)), xs)
     ax.set_xlim(-0.5, len(xs) - 0.5)
     ax.set_xlabel(factor)
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # nothing trained yet: no empty legend (and no matplotlib warning)
-        ax.legend(fontsize=7)
-    fig.set_layout_engine("constrained")
-    return fig
+    return _finish(fig, ax, "accuracy (%)")
 
 
 def _ci_points(ax: Any, xs: list[float], stats: list[dict[str, Any]], marker: str, colour: str, name: str) -> None:
@@ -133,7 +124,11 @@ def best_of_k_figure(f: dict[str, Any]) -> Figure:
         ax.fill_between(c["k"], [100 * v for v in c["low"]], [100 * v for v in c["high"]], color=colour, alpha=0.2)
     ax.set_xlabel("nuisance trials k")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("expected best validation (%)")
+    return _finish(fig, ax, "expected best validation (%)")
+
+
+def _finish(fig: Figure, ax: Any, ylabel: str) -> Figure:
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing trained yet: no empty legend (and no matplotlib warning)
         ax.legend(fontsize=7)
@@ -146,16 +141,10 @@ def fair_html(report: dict[str, Any]) -> str | None:
     f = report.get("fair")
     if not f:
         return None
-    from convstudy.report.figures import to_svg
-
-    head, rows = _rows(f)
-    parts = [f"<p>{escape(line)}</p>" for line in _summary(f)]
-    for factor in f["scientific"]:
-        parts.append(f"<figure>{to_svg(isolation_figure(f, factor))}<figcaption>Isolation plot of "
-                     f"{escape(factor)}: each level with its own best nuisance setting.</figcaption></figure>")
-    parts.append(f"<figure>{to_svg(best_of_k_figure(f))}<figcaption>Best of k nuisance trials (expected maximum, 95% "
-                 "bootstrap band): a curve still rising at the budget asks for more trials.</figcaption></figure>")
-    parts.append('<div class="scroll"><table><thead><tr>' + "".join(f"<th>{escape(h)}</th>" for h in head)
-                 + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>"
-                                                    for r in rows) + "</tbody></table></div>")
+    parts = [el("p", esc(line)) for line in _summary(f)]
+    parts += [figure(to_svg(isolation_figure(f, factor)), f"Isolation plot of {esc(factor)}: each level with its own "
+                     "best nuisance setting.") for factor in f["scientific"]]
+    parts.append(figure(to_svg(best_of_k_figure(f)), "Best of k nuisance trials (expected maximum, 95% bootstrap "
+                        "band): a curve still rising at the budget asks for more trials."))
+    parts.append(table(*_rows(f)))
     return "\n".join(parts)

@@ -8,13 +8,10 @@ and the final epoch's, with a percentile bootstrap CI that resamples models and,
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
-
-from convstudy.report.markdown import md_text
 
 STABLE_TAU = 0.8  # from the first epoch whose tau, and every later epoch's, reaches this: "stable"
 LOW_TAU = 0.5  # an epoch (the first, or a pruning epoch) below this is a warning in the report
@@ -245,47 +242,6 @@ def audit_verdict(audit: Mapping[str, Any]) -> str:
     top = audit["top_k"]
     return (f"{cheap} rankings {verb} {full} rankings: tau {'–' if t is None else f'{t:.2f}'}{ci}; {cost}; "
             f"{top['overlap']} of the top {top['k']} agree.")
-
-
-def audit_lines(audit: Mapping[str, Any]) -> tuple[str, list[str], list[list[str]]]:
-    """The audit section's verdict, its statistics line, and its table (header first), for Markdown and HTML."""
-    def est(e: Mapping[str, Any], scale: float = 1, unit: str = "") -> str:
-        if e["estimate"] is None:
-            return "undefined (a ranking ties every model)"
-        ci = f" [{scale * e['ci95'][0]:.2f}, {scale * e['ci95'][1]:.2f}]" if e["ci95"] else ""
-        return f"{scale * e['estimate']:.2f}{unit}{ci}"
-
-    top = audit["top_k"]
-    stats_line = (f"Kendall's tau {est(audit['kendall_tau'])}, Spearman's rho {est(audit['spearman_rho'])} (95% "
-                  f"bootstrap CIs over models and seeds, {audit['bootstrap']} resamples); top {top['k']}: "
-                  f"{top['overlap']} in common ({', '.join(top['cheap'])} cheap; {', '.join(top['full'])} full); "
-                  f"regret of choosing cheaply {est(audit['regret'], 100, ' pp')} (CI over seeds). The cheap "
-                  f"ranking is the cheap study's mean {audit.get('metric', 'val_accuracy')} over its seeds.")
-    rows = [["model", "stratum", "cheap rank", "cheap %", "full rank", "full %", "seeds (cheap/full)"]]
-    rows += [[r["name"], r.get("stratum", ""), str(r["cheap_rank"]), f"{100 * r['cheap']:.2f}", str(r["full_rank"]),
-              f"{100 * r['full']:.2f}", f"{r['cheap_seeds']}/{r['full_seeds']}"] for r in audit["models"]]
-    return audit["verdict"], stats_line, rows
-
-
-def audit_markdown(report: Mapping[str, Any]) -> list[str]:
-    """The Fidelity audit section of an audit study's Markdown report; nothing for any other study."""
-    if not report.get("audit"):
-        return []
-    verdict, line, rows = audit_lines(report["audit"])
-    return ["", "## Fidelity audit", "", f"**{md_text(verdict)}**", "", md_text(line), "",
-            "| " + " | ".join(rows[0]) + " |", "|---|---|" + "---:|" * (len(rows[0]) - 2),
-            *("| " + " | ".join(md_text(c) for c in r) + " |" for r in rows[1:])]
-
-
-def audit_html(report: Mapping[str, Any]) -> str | None:
-    """The Fidelity audit section of an audit study's HTML report; None for any other study."""
-    if not report.get("audit"):
-        return None
-    verdict, line, rows = audit_lines(report["audit"])
-    head = "".join(f"<th>{escape(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-    return (f"<p><strong>{escape(verdict)}</strong></p><p>{escape(line)}</p><div class=\"scroll\"><table><thead><tr>"
-            f"{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def racing_evidence(report: Mapping[str, Any]) -> str:

@@ -6,12 +6,14 @@ Read from the study directory's Optuna storage (OUT/search.db, opened read-only)
 
 from __future__ import annotations
 
-import html
 import math
 import warnings
 from typing import Any
 
-from convstudy.report.markdown import md_text
+from matplotlib.figure import Figure
+
+from convstudy.report.figures import to_svg
+from convstudy.report.markup import el, esc, figure, md_table, md_text, table
 from convstudy.store import StudyStore
 
 
@@ -120,17 +122,11 @@ def _summary(s: dict[str, Any]) -> list[str]:
 def search_markdown(s: dict[str, Any]) -> str:
     """The search as a Markdown section: a summary and one row per trial."""
     head, rows = _rows(s)
-    out = ["## Search", "", *[md_text(line) for line in _summary(s)], "",
-           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    out += ["| " + " | ".join(md_text(c) for c in r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+    return "\n".join(["## Search", "", *map(md_text, _summary(s)), "", *md_table(head, rows)]) + "\n"
 
 
 def search_html(s: dict[str, Any]) -> str:
-    """The search as an HTML section: a summary, the objective by trial number (SVG) and the trial table."""
-    from convstudy.report.figures import to_svg
-    from matplotlib.figure import Figure
-
+    """The search's HTML: a summary, the objective by trial number (SVG) and the trial table."""
     head, rows = _rows(s)
     fig = Figure(figsize=(6, 3))
     ax = fig.subplots()
@@ -142,9 +138,6 @@ def search_html(s: dict[str, Any]) -> str:
     ax.set_ylabel(s["objectives"][0]["metric"])
     ax.legend(fontsize=8)
     fig.tight_layout()
-    table = ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-             + "</tbody></table>")
-    summary = "".join(f"<p>{html.escape(line)}</p>" for line in _summary(s))
-    return (f'<section id="search"><h2>Search</h2>\n{summary}\n<figure>{to_svg(fig)}<figcaption>'
-            f"{html.escape(s['objectives'][0]['metric'])} by trial number</figcaption></figure>\n{table}\n</section>")
+    summary = "".join(el("p", esc(line)) for line in _summary(s))
+    metric = esc(s["objectives"][0]["metric"])
+    return f"{summary}\n{figure(to_svg(fig), f'{metric} by trial number')}\n{table(head, rows, scroll=False)}"

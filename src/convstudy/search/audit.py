@@ -21,7 +21,8 @@ from convstudy.errors import UserError
 from convstudy.executors import RunOptions, run_study
 from convstudy.executors.racing import finished_values
 from convstudy.report import write_reports
-from convstudy.report.fidelity import audit_lines, audit_statistics, budget_label
+from convstudy.report.audit_view import audit_lines
+from convstudy.report.fidelity import audit_statistics, budget_label
 from convstudy.spec import Study, build_study
 from convstudy.spec.models import SAMPLED_NAME
 from convstudy.store import FINISHED, StoreError, StudyStore, atomic_write
@@ -160,11 +161,11 @@ def run_audit(plan: AuditPlan, opts: RunOptions, console: Console | None = None,
 
 def show_audit(result: dict[str, Any], console: Console) -> None:
     """The audit on the terminal: both ranks and means per model, the statistics, then the verdict."""
-    verdict, line, rows = audit_lines(result)
+    verdict, line, head, rows = audit_lines(result)
     table = Table(title=f"Fidelity audit: {result['cheap_budget']} against {result['full_budget']}")
-    for i, col in enumerate(rows[0]):
+    for i, col in enumerate(head):
         table.add_column(col, justify="left" if i < 2 else "right")
-    for r in rows[1:]:
+    for r in rows:
         table.add_row(*r)
     console.print(table)
     console.print(line)

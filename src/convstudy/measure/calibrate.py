@@ -1,0 +1,118 @@
+"""A short calibration: each model's training steps timed at 1, 2, 4 ... threads on this machine, cached.
+
+`convstudy run` decides its parallelism from it (measure.parallel) when the user gives neither `--workers`
+nor OMP_NUM_THREADS. The rates are cached per machine (CPU model, core count, torch version and the
+kernel-ISA caps, which change the kernels) and per model (layers, batch size, optimizer, augmentation,
+input shape, precision) in $CONVSTUDY_CACHE_DIR/calibration.json (default ~/.cache/convstudy), so a study
+decides the same way each time it starts on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from convstudy.spec import ModelSpec, Shape, TrainSettings
+
+STEPS = 2  # timed batches per thread count and round, after one warm-up batch
+ROUNDS = 2  # rounds over the thread counts, interleaved; the faster round counts (a brief load spike loses)
+# Environment variables that change which kernels run (docs/benchmarks.md, the AVX2 section).
+_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def calibration_file() -> Path:
+    """$CONVSTUDY_CACHE_DIR/calibration.json, else ~/.cache/convstudy/calibration.json."""
+    given = os.environ.get("CONVSTUDY_CACHE_DIR")
+    return (Path(given).expanduser() if given else Path.home() / ".cache" / "convstudy") / "calibration.json"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key() -> str:
+    """What a calibration holds for: CPU model, core count, torch version and the kernel-ISA caps."""
+    caps = ",".join(f"{k}={os.environ[k]}" for k in _ISA_CAPS if k in os.environ)
+    return f"{cpu_model()} | {os.cpu_count()} cpus | torch {torch.__version__}" + (f" | {caps}" if caps else "")
+
+
+def model_key(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, precision: str) -> str:
+    """A digest of what sets a model's step time: layers, batch size, optimizer, augmentation, input, precision."""
+    body = {"layers": [layer.to_string() for layer in spec.layers], "batch": settings.batch_size,
+            "optimizer": settings.optimizer.model_dump(mode="json"), "augment": list(settings.augment),
+            "shape": list(input_shape), "precision": precision}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_cache(path: Path | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """machine key -> model key -> {threads: samples/s}; empty if missing or unreadable (it is only a cache)."""
+    try:
+        doc = json.loads((path or calibration_file()).read_text())
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_cache(cache: dict, path: Path | None = None) -> None:
+    """Write the cache atomically; a read-only home only costs a new calibration next time."""
+    path = path or calibration_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
+def measure_rates(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, precision: str,
+                  counts: list[int], timer: Callable[[], float] = time.perf_counter,
+                  make_loop: Callable | None = None) -> dict[int, float]:
+    """Training samples/s of `spec` (convstudy's own steps on synthetic images) at each of `counts` threads.
+
+    Rounds alternate the thread counts so that load from other processes hits each alike; the faster
+    round of each counts. `make_loop` (tests) replaces the trainer's loop; the process's threads are restored.
+    """
+    from convstudy.measure.throughput import trainer_loop
+
+    cpu = torch.device("cpu")
+    if make_loop is None:
+        from convstudy.train import default_channels_last
+
+        h, w, c = input_shape
+        n = (1 + STEPS) * settings.batch_size
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=gen)
+        y = torch.randint(0, 10, (n,), generator=gen)
+        run = trainer_loop(spec, settings, input_shape, x, y, cpu, precision, default_channels_last(cpu))
+    else:
+        run = make_loop()
+    before = torch.get_num_threads()
+    best: dict[int, float] = {}
+    try:
+        for round_ in range(ROUNDS):
+            for t in counts:
+                torch.set_num_threads(t)
+                if round_ == 0:
+                    run(1)  # warm-up at this thread count (oneDNN primitives, allocator)
+                t0 = timer()
+                done = run(STEPS)
+                rate = done / max(timer() - t0, 1e-9)
+                best[t] = max(best.get(t, 0.0), rate)
+    finally:
+        torch.set_num_threads(before)
+    return {t: round(r, 1) for t, r in best.items()}
