@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
 import numpy as np
 import pytest
 from scipy import stats
 
 from convstudy.report import collect, render
-from convstudy.report.fidelity import fidelity_section, kendall_tau_b, pruning_fidelity, rank_stability
+from convstudy.report.markup import md_text
+from convstudy.report.fidelity import (audit_statistics, fidelity_section, kendall_tau_b, pruning_evidence,
+                                       pruning_fidelity, racing_evidence, rank_stability)
 from convstudy.spec import build_study
 from convstudy.store import State, StudyStore
 
@@ -118,3 +123,81 @@ def test_models_that_tie_at_an_epoch_give_a_warning_in_words_not_an_error():
     found = rank_stability(tied)
     assert found["rows"][-1]["tau"] is None
     assert any("the models tie" in w for w in found["warnings"])
+
+
+def _audit(order: list[int]) -> dict:
+    """An audit of 6 models whose full-budget means are 0.95 + 0.004 i and whose cheap ranking follows `order`."""
+    rng = np.random.default_rng(3)
+    cheap = {f"m{i}": 0.90 + 0.01 * order[i] + 0.001 * rng.standard_normal(5) for i in range(6)}
+    full = {f"m{i}": 0.95 + 0.004 * i + 0.0005 * rng.standard_normal(3) for i in range(6)}
+    return audit_statistics(cheap, full, 2, "2-epoch, 6,000-image", "12-epoch, full-data")
+
+
+def test_an_audit_of_a_cheap_ranking_in_the_full_order_agrees_and_costs_nothing():
+    found = _audit([0, 1, 2, 3, 4, 5])
+    assert found["kendall_tau"]["estimate"] == pytest.approx(1) and found["spearman_rho"]["estimate"] == pytest.approx(1)
+    assert found["kendall_tau"]["ci95"][1] == pytest.approx(1) and found["top_k"]["overlap"] == 2
+    assert found["regret"]["estimate"] == 0 and found["regret"]["cheap_winner"] == "m5"
+    assert found["verdict"].startswith("2-epoch, 6,000-image rankings agree with 12-epoch, full-data rankings: tau 1.00")
+    assert "cost nothing here (m5 wins both" in found["verdict"]
+
+
+def test_an_audit_of_a_reversed_cheap_ranking_disagrees_and_names_the_regret():
+    found = _audit([5, 4, 3, 2, 1, 0])
+    assert found["kendall_tau"]["estimate"] == pytest.approx(-1) and found["kendall_tau"]["ci95"][0] == pytest.approx(-1)
+    assert found["top_k"] == {"k": 2, "overlap": 0, "cheap": ["m0", "m1"], "full": ["m5", "m4"]}
+    regret = found["regret"]
+    assert regret["cheap_winner"] == "m0" and regret["full_winner"] == "m5"
+    assert regret["estimate"] == pytest.approx(0.02, abs=0.002) and regret["ci95"][0] > 0.015
+    assert "rankings do not agree with" in found["verdict"] and "cost 2.0" in found["verdict"]
+
+
+def test_the_racing_section_names_the_rank_stability_it_rests_on(tmp_path):
+    _fabricate(tmp_path / "out", _curves(reversed_until=3))
+    conn = sqlite3.connect(tmp_path / "out" / "study.db")
+    with conn:
+        conn.execute("INSERT INTO meta VALUES ('racing', ?)",
+                     (json.dumps({f"m{i}": {"seeds": 3, "stopped": "called worse than the best"} for i in range(6)}),))
+    conn.close()
+    store = StudyStore.open_existing(tmp_path / "out")
+    try:
+        report = collect(store)
+    finally:
+        store.close()
+    said = racing_evidence(report)
+    assert said.startswith("Racing decided on the 6-epoch, full-data ranking")
+    assert "from epoch 4 on it agrees with epoch 6's (tau" in said
+    assert said[:40] in render(report, "markdown") and said[:40] in render(report, "html")
+    assert pruning_evidence(report["fidelity"]).startswith("Too few trials ran to the end")
+
+
+def test_the_pruning_evidence_names_the_pruning_epochs_tau():
+    said = pruning_evidence({"pruning": pruning_fidelity(_curves(reversed_until=1), [1])})
+    assert "over the 6 models that ran to the end, against epoch 6, epoch 1: tau -1.00" in said
+
+
+def test_a_pruned_searchs_summary_names_the_fidelity_its_pruning_rests_on(tiny_mnist, tmp_path, one_thread):
+    from convstudy.cli import main
+    from test_search import write_search
+
+    study = write_search(tmp_path / "s.toml", trials=6, epochs=3, pruner="successive-halving")
+    out = tmp_path / "out"
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["pruned"]
+    note = report["search"]["fidelity_note"]
+    assert note == pruning_evidence(report.get("fidelity"))
+    assert note.startswith(("Pruning rests on early epochs", "Too few trials ran to the end"))
+    assert md_text(note)[:30] in (out / "report.md").read_text()
+
+
+def test_a_search_study_without_its_search_db_still_reports(tmp_path):
+    """The fidelity hook must leave a search that has not sampled yet (no search.db) as it was: search None."""
+    from convstudy.spec import load_study_file
+    from test_search import write_search
+
+    store = StudyStore.create_or_open(tmp_path / "out", load_study_file(write_search(tmp_path / "s.toml")))
+    try:
+        assert collect(store)["search"] is None
+    finally:
+        store.close()

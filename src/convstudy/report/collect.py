@@ -14,7 +14,7 @@ from convstudy.model import summarize_model
 from convstudy.report.best import best_model_summary
 from convstudy.report.design_spaces import design_spaces
 from convstudy.report.factors import factor_effects
-from convstudy.report.fidelity import fidelity_section
+from convstudy.report.fidelity import fidelity_section, pruning_evidence
 from convstudy.report.fair import fair_section
 from convstudy.report.search import search_section
 from convstudy.report.stats import ALPHA, best_group, describe, look_alpha
@@ -106,6 +106,9 @@ def collect(store: StudyStore) -> dict[str, Any]:
     spaces = design_spaces(models, metric, study.report.normalize)
     fidelity = fidelity_section(models)
     warnings += fidelity["warnings"] if fidelity else []
+    search = search_section(store) if study.search else None
+    if search is not None:  # the search summary names the fidelity its pruning rests on
+        search["fidelity_note"] = pruning_evidence(fidelity)
     return {
         "study": {
             "name": study.name,
@@ -134,9 +137,10 @@ def collect(store: StudyStore) -> dict[str, Any]:
         "best_model": best_model_summary(store, models),
         **factor_effects(models, metric),
         **({"design_spaces": spaces} if spaces else {}),
-        **({"search": search_section(store)} if study.search else {}),
+        **({"search": search} if study.search else {}),
         **({"fidelity": fidelity} if fidelity else {}),
         **({"fair": fair_section(store)} if study.fair else {}),
+        **({"audit": json.loads(audit)} if (audit := store.db.get_meta("audit")) else {}),  # convstudy audit's
     }
 
 

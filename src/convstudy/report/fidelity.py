@@ -38,8 +38,10 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _tau_b(_signs(x), _signs(y))
 
 
-def _boot_means(curves: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, models, epochs) means over seeds, models drawn with replacement and each one's seeds too."""
+def _boot_means(curves: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator,
+                picks: np.ndarray | None = None) -> np.ndarray:
+    """(n_boot, models, epochs) means over seeds, models drawn with replacement (or as `picks`, (n_boot, models),
+    says: two sides of one comparison draw the same models) and each one's seeds too."""
     n_seeds = np.array([len(c) for c in curves])
     padded = np.full((len(curves), n_seeds.max(), curves[0].shape[1]), np.nan)
     for i, c in enumerate(curves):
@@ -47,7 +49,7 @@ def _boot_means(curves: Sequence[np.ndarray], n_boot: int, rng: np.random.Genera
     out = np.empty((n_boot, len(curves), padded.shape[2]))
     for lo in range(0, n_boot, 100):  # chunks bound the memory of the (B, models, seeds, epochs) gather
         b = min(100, n_boot - lo)
-        pick = rng.integers(0, len(curves), (b, len(curves)))
+        pick = rng.integers(0, len(curves), (b, len(curves))) if picks is None else picks[lo:lo + b]
         s = n_seeds[pick]
         idx = (rng.random((b, len(curves), padded.shape[1])) * s[..., None]).astype(int)
         # A model with s seeds averages the first s of its draws: a resample of s seeds from s.
@@ -167,3 +169,103 @@ def fidelity_section(models: list[dict[str, Any]]) -> dict[str, Any] | None:
     left_out = sorted(set(finished) - set(curves))
     return {"rank_stability": stability, "pruning": pruning, "left_out": left_out,
             "warnings": (stability or {}).get("warnings", []) + (pruning or {}).get("warnings", [])}
+
+
+def budget_label(epochs: int, train_limit: int | None) -> str:
+    """A training budget in words: "2-epoch, 6,000-image" or "12-epoch, full-data"."""
+    return f"{epochs}-epoch, " + (f"{train_limit:,}-image" if train_limit else "full-data")
+
+
+def _estimate(point: float, boot: np.ndarray) -> dict[str, Any]:
+    row = boot[~np.isnan(boot)]
+    ci = [float(np.percentile(row, 2.5)), float(np.percentile(row, 97.5))] if len(row) else None
+    return {"estimate": None if np.isnan(point) else float(point), "ci95": ci}
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho along the last axis (Pearson's r of average ranks; nan where a side is constant)."""
+    rx, ry = (stats.rankdata(v, axis=-1) for v in (x, y))
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    den = np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(-1) / np.where(den > 0, den, 1), np.nan)
+
+
+def audit_statistics(cheap: Mapping[str, Sequence[float]], full: Mapping[str, Sequence[float]], top_k: int,
+                     cheap_budget: str, full_budget: str, n_boot: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+    """Does the cheap budget rank `cheap`'s models like the full one? Kendall's tau and Spearman's rho between the
+    two rankings (means over seeds) with 95% bootstrap CIs over models and seeds, the overlap of the top `top_k`,
+    and the regret of picking the cheap winner: the full winner's full-budget mean minus the cheap winner's, its CI
+    over seeds (each resample picks both winners again). Metric values in [0, 1]; models need a value on both sides."""
+    names = [m for m in cheap if len(cheap[m]) and len(full.get(m, ()))]
+    c = [np.asarray(cheap[m], dtype=float)[:, None] for m in names]  # (seeds, 1): one "epoch" per side
+    f = [np.asarray(full[m], dtype=float)[:, None] for m in names]
+    cm, fm = np.array([v.mean() for v in c]), np.array([v.mean() for v in f])
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), (n_boot, len(names)))
+    bc, bf = (_boot_means(v, n_boot, rng, picks)[..., 0] for v in (c, f))
+    # The regret resamples seeds only: a resample without the cheap winner would answer another question.
+    every = np.broadcast_to(np.arange(len(names)), (n_boot, len(names)))
+    sc, sf = (_boot_means(v, n_boot, rng, every)[..., 0] for v in (c, f))
+    regret = sf.max(1) - sf[np.arange(n_boot), sc.argmax(1)]
+    order_c, order_f = list(np.argsort(-cm, kind="stable")), list(np.argsort(-fm, kind="stable"))
+    k = min(top_k, len(names))
+    top_c, top_f = [names[i] for i in order_c[:k]], [names[i] for i in order_f[:k]]
+    models = [{"name": m, "cheap": float(cm[i]), "full": float(fm[i]), "cheap_rank": order_c.index(i) + 1,
+               "full_rank": order_f.index(i) + 1, "cheap_seeds": len(c[i]), "full_seeds": len(f[i])}
+              for i, m in enumerate(names)]
+    out = {"cheap_budget": cheap_budget, "full_budget": full_budget,
+           "models": sorted(models, key=lambda r: r["cheap_rank"]),
+           "kendall_tau": _estimate(stats.kendalltau(cm, fm).statistic, kendall_tau_b(bc, bf)),
+           "spearman_rho": _estimate(stats.spearmanr(cm, fm).statistic, _spearman(bc, bf)),
+           "top_k": {"k": k, "overlap": len(set(top_c) & set(top_f)), "cheap": top_c, "full": top_f},
+           "regret": {**_estimate(float(fm.max() - fm[order_c[0]]), regret), "cheap_winner": names[order_c[0]],
+                      "full_winner": names[order_f[0]]}, "bootstrap": n_boot}
+    out["verdict"] = audit_verdict(out)
+    return out
+
+
+def audit_verdict(audit: Mapping[str, Any]) -> str:
+    """The audit in one plain sentence: do the rankings agree (tau, CI), and what choosing cheaply cost (pp)."""
+    cheap, full = audit["cheap_budget"], audit["full_budget"]
+    tau, regret = audit["kendall_tau"], audit["regret"]
+    t = tau["estimate"]
+    verb = ("cannot be compared with" if t is None else "agree with" if t >= STABLE_TAU
+            else "roughly agree with" if t >= LOW_TAU else "do not agree with")
+    ci = f" [{tau['ci95'][0]:.2f}, {tau['ci95'][1]:.2f}]" if tau["ci95"] else ""
+    lo, hi = regret["ci95"] or (regret["estimate"], regret["estimate"])
+    cost = (f"choosing at {cheap} cost {100 * regret['estimate']:.2f} pp [{100 * lo:.2f}, {100 * hi:.2f}] "
+            f"({regret['cheap_winner']} instead of {regret['full_winner']})"
+            if regret["cheap_winner"] != regret["full_winner"] else
+            f"choosing at {cheap} cost nothing here ({regret['cheap_winner']} wins both; 95% CI up to {100 * hi:.2f} pp "
+            f"over seed resamples)")
+    top = audit["top_k"]
+    return (f"{cheap} rankings {verb} {full} rankings: tau {'–' if t is None else f'{t:.2f}'}{ci}; {cost}; "
+            f"{top['overlap']} of the top {top['k']} agree.")
+
+
+def racing_evidence(report: Mapping[str, Any]) -> str:
+    """The sentence naming what a raced study's decisions rest on: its budget and how settled its ranking was."""
+    s = report["study"]
+    head = f"Racing decided on the {budget_label(s['epochs'], s.get('train_limit'))} ranking (each seed's last epoch)"
+    stab = (report.get("fidelity") or {}).get("rank_stability")
+    if not stab:
+        return head + ("; with one epoch or under 3 finished models there is no rank-stability evidence (`convstudy audit` checks it "
+                       "against a longer run).")
+    rows, last = stab["rows"], stab["epochs"]
+    if stab["stable_from"] < last:
+        row = next(r for r in rows if r["epoch"] == stab["stable_from"])
+        return head + f"; rank stability: from epoch {row['epoch']} on it agrees with epoch {last}'s ({_fmt(row)})."
+    return head + (f"; rank stability: the ranking was still changing at the last epoch (epoch {rows[-1]['epoch']} "
+                   f"against {last}: {_fmt(rows[-1])}), so more epochs may undo what racing decided.")
+
+
+def pruning_evidence(fidelity: Mapping[str, Any] | None) -> str:
+    """The sentence naming what a search's pruning rests on: how its pruning epochs rank the finished trials."""
+    part = (fidelity or {}).get("pruning")
+    if not part:
+        return "Too few trials ran to the end (3 needed) to check that the pruning epochs rank like the last one."
+    n = part["rows"][0]["models"]
+    at = "; ".join(f"epoch {r['epoch']}: {_fmt(r)}" for r in part["rows"])
+    return (f"Pruning rests on early epochs ranking like the last: over the {n} models that ran to the end, "
+            f"against epoch {part['epochs']}, {at}.")

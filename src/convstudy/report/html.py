@@ -15,6 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 from convstudy import __version__
+from convstudy.report.audit_view import audit_html
 from convstudy.report.best import best_html
 from convstudy.report.curves import curves_html, overlay_html, page_data, parallel_html
 from convstudy.report.design_view import design_html
@@ -63,6 +64,7 @@ def render_html(report: dict[str, Any]) -> str:
         ("design-spaces", "Design spaces", design_html(report)),
         ("racing", "Racing", racing_html(report)),
         ("rank-stability", "Rank stability", fidelity_html(report)),
+        ("audit", "Fidelity audit", audit_html(report)),
         ("fair", "Fair comparison", fair_html(report)),
         ("search", "Search", search_html(report["search"]) if report.get("search") else None),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from convstudy.report.audit_view import audit_markdown
 from convstudy.report.best import best_markdown
 from convstudy.report.design_view import design_markdown
 from convstudy.report.factors import factors_markdown
@@ -28,6 +29,7 @@ def render_markdown(report: dict[str, Any], plots_dir: str | None = "plots") -> 
     out += design_markdown(report, plots_dir)
     out += racing_markdown(report)
     out += fidelity_markdown(report)
+    out += audit_markdown(report)
     out += ["", search_markdown(report["search"])] if report.get("search") else []
     out += ["", fair_markdown(report["fair"])] if report.get("fair") else []
     if plots_dir:

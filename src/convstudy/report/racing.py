@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from convstudy.report.fidelity import racing_evidence
 from convstudy.report.markup import el, esc, md_table, table
 
 RACING_NOTE = ("Seeds went only to models whose place was undecided: a model stopped once called worse than the best "
@@ -19,7 +20,7 @@ def racing_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def _note(report: dict[str, Any]) -> str:
-    return RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05))
+    return RACING_NOTE.format(alpha=report["study"].get("best_group_alpha", 0.05)) + " " + racing_evidence(report)
 
 
 def racing_markdown(report: dict[str, Any]) -> list[str]:

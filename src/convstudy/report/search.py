@@ -110,7 +110,8 @@ def _summary(s: dict[str, Any]) -> list[str]:
     if s["pareto_front"]:
         lines.append(f"Pareto front: {', '.join(s['pareto_front'])}.")
     if s["pruned"]:
-        lines.append("Pruned: " + ", ".join(f"{p['model']} after epoch {p['epoch']}" for p in s["pruned"]) + ".")
+        lines.append("Pruned: " + ", ".join(f"{p['model']} after epoch {p['epoch']}" for p in s["pruned"]) + ". "
+                     + s.get("fidelity_note", ""))
     imp = s["importances"]
     if imp and imp["values"]:
         lines.append("Parameter importances, " + imp["evaluator"] + ": "
