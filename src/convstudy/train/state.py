@@ -28,7 +28,7 @@ class TrainState:
     """Everything a trial needs to continue bit-identically: module, optimiser, RNGs, epochs done.
 
     `augment`: the augmentation generator (None without augmentation); `schedule`: the lr scheduler's
-    state_dict as last saved (None without a schedule), which Lone builds their scheduler from.
+    state_dict as last saved (None without a schedule), which run_trial builds its scheduler from.
     """
 
     model: nn.Module
