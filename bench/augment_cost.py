@@ -20,7 +20,7 @@ import torch
 
 from convstudy.data import load_dataset
 from convstudy.spec import seed_study
-from convstudy.train import Augment, Lone, init_state, make_trial_data, plan
+from convstudy.train import Augment, init_state, make_trial_data, plan, train_step
 from convstudy.train.augment import seeded_generator
 
 AUGMENT = ("flip", "crop(4)", "cutout(8)")
@@ -53,14 +53,21 @@ def main() -> None:
             order = (("steps", ()), ("steps + augment", AUGMENT))
             for label, names in order[::-1] if r % 2 else order:  # alternated, against drifting load
                 settings = base.model_copy(update={"augment": names})
-                net = Lone(init_state(spec, settings, ds.info.input_shape, 0, p), settings, p, -(-len(y) // batch))
-                net.model.train()
+                state = init_state(spec, settings, ds.info.input_shape, 0, p)
+                step, augment = train_step(state.model, state.optimizer, p, None, 0.0), Augment(names)
+                state.model.train()
                 loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
+
+                def batch_at(start: int) -> None:  # run_trial's batch: augment, step, zero_grad
+                    xb = x[start:start + batch]
+                    step(augment(xb, state.augment) if augment else xb, y[start:start + batch], loss_sum, correct)
+                    state.optimizer.zero_grad(set_to_none=True)
+
                 for start in range(0, WARMUP * batch, batch):  # oneDNN's first calls are slow: not timed
-                    net.step(net.augment(x[start:start + batch]), y[start:start + batch], loss_sum, correct)
+                    batch_at(start)
                 t0 = time.perf_counter()
                 for start in range(0, len(y), batch):
-                    net.step(net.augment(x[start:start + batch]), y[start:start + batch], loss_sum, correct)
+                    batch_at(start)
                 loss_sum.item()
                 runs[label].append(time.perf_counter() - t0)
             aug, gen = Augment(AUGMENT), seeded_generator(0, device)

@@ -26,7 +26,7 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     from dataclasses import replace
 
     from convstudy.spec.builtin import seed_study
-    from convstudy.train import Lone, Split, init_state, plan
+    from convstudy.train import init_state, plan, train_step
     from convstudy.train.device import keep_freed_memory
 
     torch.set_num_threads(threads)
@@ -37,21 +37,29 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     settings = spec.settings(study.train)
     gen = torch.Generator().manual_seed(0)
     n = batches * settings.batch_size
-    split = Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
-                  torch.randint(0, 10, (n,), generator=gen))
+    x, y = (torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
+            torch.randint(0, 10, (n,), generator=gen))
     chosen = plan(spec, (28, 28, 1), torch.device("cpu"), precision, threads)  # the train stage's algorithm choice
     plans = {"direct": replace(chosen, dft=())}
     if chosen.dft:
         plans["dft"] = chosen
-    nets = {key: Lone(init_state(spec, settings, (28, 28, 1), 0, how), settings, how) for key, how in plans.items()}
+    def net(how, compiled=False):  # (state, its step)
+        state = init_state(spec, settings, (28, 28, 1), 0, how)
+        model = torch.compile(state.model) if compiled else state.model
+        return state, train_step(model, state.optimizer, how, None, settings.label_smoothing)
+
+    nets = {key: net(how) for key, how in plans.items()}
     if compile_:
-        nets["compiled"] = Lone(init_state(spec, settings, (28, 28, 1), 0, plans["direct"]), settings, plans["direct"])
-        nets["compiled"].model = torch.compile(nets["compiled"].model)
+        nets["compiled"] = net(plans["direct"], compiled=True)
 
     def epoch(net) -> None:  # run_trial's batch loop
-        xs, ys, loss_sum, correct = net.shuffled(split)
+        state, step = net
+        state.model.train()
+        perm = torch.randperm(n, generator=state.shuffle)
+        xs, ys, loss_sum, correct = x[perm], y[perm], torch.zeros(()), torch.zeros((), dtype=torch.int64)
         for start in range(0, n, settings.batch_size):
-            net.step(xs[start:start + settings.batch_size], ys[start:start + settings.batch_size], loss_sum, correct)
+            step(xs[start:start + settings.batch_size], ys[start:start + settings.batch_size], loss_sum, correct)
+            state.optimizer.zero_grad(set_to_none=True)
         loss_sum.item()
 
     seconds = dict.fromkeys(nets, 0.0)

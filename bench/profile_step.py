@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from convstudy.spec.builtin import seed_study
-from convstudy.train import Lone, Split, init_state, plan
+from convstudy.train import init_state, plan, train_step
 from convstudy.train.device import keep_freed_memory
 
 GROUPS = [  # (group, substrings of operator names), first match wins
@@ -51,17 +51,24 @@ def main() -> int:
         how = plan(spec, (28, 28, 1), torch.device("cpu"), args.precision, torch.get_num_threads())
         if args.direct:
             how = replace(how, dft=())
-        net = Lone(init_state(spec, settings, (28, 28, 1), 0, how), settings, how)
+        state = init_state(spec, settings, (28, 28, 1), 0, how)
+        step = train_step(state.model, state.optimizer, how, None, settings.label_smoothing)
         n = (args.steps + 2) * settings.batch_size
-        split = Split(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
-                      torch.randint(0, 10, (n,), generator=gen))
-        xs, ys, loss_sum, correct = net.shuffled(split)
+        xs = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+        ys = torch.randint(0, 10, (n,), generator=gen)
+        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
         b = settings.batch_size
+        state.model.train()
+
+        def batch(i: int) -> None:  # run_trial's step and zero_grad
+            step(xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b], loss_sum, correct)
+            state.optimizer.zero_grad(set_to_none=True)
+
         for i in range(2):
-            net.step(xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b], loss_sum, correct)
+            batch(i)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for i in range(2, args.steps + 2):
-                net.step(xs[i * b:(i + 1) * b], ys[i * b:(i + 1) * b], loss_sum, correct)
+                batch(i)
         events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
         total = sum(e.self_cpu_time_total for e in events)
         groups: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """CUDA-only paths, run with `pytest -m cuda` wherever a GPU exists and skipped cleanly elsewhere.
 
-The CPU suite cannot reach them: CUDA graph capture and replay (train.loop.Stepper), bf16 autocast
+The CPU suite cannot reach them: CUDA graph capture and replay (train.loop.CudaGraph), bf16 autocast
 on a GPU, and a kill-free resume through checkpoints written from CUDA.
 """
 

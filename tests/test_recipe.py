@@ -20,7 +20,7 @@ from convstudy.executors.trial import EpochDone, Finished, Progress, TrialJob, r
 from convstudy.spec import ModelSpec, OptimizerSpec, TrainSettings
 from convstudy.store import CheckpointStorage, load_tensors
 from convstudy.train import (
-    Augment, Lone, Plan, channel_stats, evaluate, init_state, make_optimizer, make_scheduler,
+    Augment, Plan, channel_stats, evaluate, init_state, make_optimizer, make_scheduler, train_step,
     make_trial_data,
 )
 from convstudy.train.augment import cutout, flip, seeded_generator, shift
@@ -203,12 +203,12 @@ def test_a_trials_schedule_steps_every_batch_and_is_in_its_checkpoint(tiny_mnist
 def test_label_smoothing_changes_the_training_loss_as_torchs_does(tiny_mnist):
     settings = TrainSettings(epochs=1, batch_size=32, optimizer="sgd", label_smoothing=0.2)
     data = _data(tiny_mnist, settings)
-    net = Lone(init_state(SPEC, settings, (28, 28, 1), 3, PLAN), settings, PLAN)
-    before = copy.deepcopy(net.model)
+    state = init_state(SPEC, settings, (28, 28, 1), 3, PLAN)
+    before = copy.deepcopy(state.model)
     xb, yb = data.train.x[:32], data.train.y[:32]
     loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
-    net.model.train()
-    net.step(xb, yb, loss_sum, correct)
+    state.model.train()
+    train_step(state.model, state.optimizer, PLAN, None, settings.label_smoothing)(xb, yb, loss_sum, correct)
     logits = before(xb.float() / 255)
     want = F.cross_entropy(logits, yb, label_smoothing=0.2)
     assert loss_sum.item() / 32 == pytest.approx(want.item(), rel=1e-6)

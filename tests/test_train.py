@@ -7,7 +7,8 @@ import torch
 from conftest import trial_events
 from convstudy.data import load_dataset
 from convstudy.executors.trial import Diverged, EpochDone, Finished
-from convstudy.spec import ModelSpec, TrainSettings, OptimizerSpec
+from convstudy.spec import ModelSpec, TrainSettings, OptimizerSpec, load_study_file
+from convstudy.store import StudyStore
 from convstudy.train import make_trial_data
 
 SMALL = ModelSpec(name="small", layers=["conv(8,3)", "pool(2)", "flatten", "dense(32)", "dense(10)"])
@@ -64,3 +65,17 @@ def test_divergence_is_an_event_with_its_epoch(tiny_mnist, tmp_path):
     events = trial_events(linear, settings, data, tmp_path, seed=0)
     assert isinstance(events[-1], Diverged) and 1 <= events[-1].epoch <= 3
     assert not any(isinstance(e, Finished) for e in events)
+
+
+def test_an_epoch_is_one_record_from_the_loop_to_study_db(tiny_mnist, tiny_study_file, tmp_path):
+    """What run_trial yields for an epoch is what study.db gives back: one record type, equal field for field."""
+    settings = TrainSettings(epochs=2, batch_size=32, validation="holdout")
+    data = make_trial_data(load_dataset("mnist", tiny_mnist.dir), settings, torch.device("cpu"))
+    history = [e.result for e in trial_events(SMALL, settings, data, tmp_path / "ckpt", seed=0)
+               if isinstance(e, EpochDone)]
+    store = StudyStore.create_or_open(tmp_path / "out", load_study_file(tiny_study_file()))
+    store.db.ensure_trials([("small-a", 0, 0)])
+    (rec,) = store.db.trials()
+    for r in history:
+        store.db.record_epoch(rec.id, r.epoch, vars(r))
+    assert store.db.epochs(rec.id) == history

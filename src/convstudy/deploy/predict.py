@@ -14,7 +14,7 @@ from convstudy.errors import StoreError, UserError
 from convstudy.deploy.images import ImageError, load_image
 from convstudy.model import build_model, predict_proba
 from convstudy.spec import ModelSpec, TrainSettings
-from convstudy.store import StudyStore
+from convstudy.store import State, StudyStore
 from convstudy.train import norm_from_meta, to_input
 
 Norm = tuple[torch.Tensor, torch.Tensor]  # per-channel (mean, std), shaped (1, C, 1, 1)
@@ -60,7 +60,7 @@ def pick_seed(store: StudyStore, model: str, seed: int | None) -> tuple[int, flo
     """`seed` if its trial is complete; by default the lowest complete seed (not the best: no test-set picking)."""
     store.study.model(model)  # an unknown name is a UserError listing the models
     trials = [t for t in store.db.trials() if t.model == model]
-    done = {t.seed: t.test_accuracy for t in trials if t.state == "complete"}
+    done = {t.seed: t.test_accuracy for t in trials if t.state == State.COMPLETE}
     if seed is not None:
         if seed not in done:
             state = next((t.state for t in trials if t.seed == seed), "not in the study")

@@ -1,5 +1,8 @@
 """A trial as one loop, run by every executor: `run_trial` yields what happens, the executor records it.
 
+Read `run_trial` top to bottom: shuffle, slice, augment, forward/backward/`optimizer.step()` (`train_step`;
+replayed as a CUDA graph on CUDA), `zero_grad`, `scheduler.step()`, evaluate, checkpoint, yield.
+
 The local executor runs it in a `for` loop in its own process; a Ray worker runs the same loop and
 forwards the events to the driver. Either way the events reach the study directory through
 `executors.record.Recorder`. Stopping a trial after any epoch is closing the iterator: every
@@ -19,8 +22,8 @@ from convstudy.store import CheckpointStorage
 from convstudy.spec import ModelSpec, TrainSettings
 from convstudy.store import DIGEST_KEY, DamagedFile
 from convstudy.train import (
-    EpochResult, Lone, Plan, TrialData, channel_stats, configure_backends, describe, epoch_means,
-    init_state, load_state_tensors, norm_meta,
+    Augment, CudaGraph, EpochResult, Plan, TrialData, channel_stats, configure_backends, cpu_weights, describe,
+    evaluate, init_state, load_state_tensors, make_scheduler, norm_meta, state_to_tensors, train_step,
 )
 
 
@@ -102,38 +105,51 @@ def run_trial(job: TrialJob, data: TrialData, storage: CheckpointStorage,
               saved: tuple[tuple[dict, dict] | None, str | None] | None = None) -> Iterator[Event]:
     """Train `job` from its checkpoint (`saved`: one already loaded, with its note) to its last epoch."""
     ckpt, note = saved or trusted_checkpoint(job, storage)
-    settings, plan = job.settings, job.plan
+    settings, plan, device = job.settings, job.plan, torch.device(job.plan.device)
     state = init_state(job.model, settings, job.input_shape, job.seed, plan)
     state = load_state_tensors(state, *ckpt) if ckpt else state
     yield Started(job, state.epoch, [asdict(h) for h in state.history], note)
+    model, optimizer = state.model, state.optimizer
     n, batch = len(data.train), settings.batch_size
-    steps = -(-n // batch)  # batches per epoch: the last partial one is kept
     norm = channel_stats(data.train.x) if settings.normalize == "channel" else None  # the training split's
-    net = Lone(state, settings, plan, steps, norm)
-    configure_backends(torch.device(plan.device))
-    for epoch in range(net.epoch + 1, settings.epochs + 1):
+    augment = Augment(settings.augment)
+    scheduler = make_scheduler(settings, optimizer, -(-n // batch), state.schedule)  # stepped after every batch
+    step = train_step(model, optimizer, plan, norm, settings.label_smoothing)
+    if plan.cuda_graphs and device.type == "cuda" and scheduler is None:  # a graph would freeze its lr
+        step = CudaGraph(step, batch)
+    configure_backends(device)
+    for epoch in range(state.epoch + 1, settings.epochs + 1):
         t0 = time.perf_counter()
-        xs, ys, loss_sum, correct = net.shuffled(data.train)
-        for start in range(0, n, batch):
-            # Training batches only are augmented; the schedule steps after every batch.
-            net.step(net.augment(xs[start:start + batch]), ys[start:start + batch], loss_sum, correct)
-            if net.scheduler is not None:
-                net.scheduler.step()
+        model.train()
+        perm = torch.randperm(n, generator=state.shuffle).to(device)
+        xs, ys = data.train.x.index_select(0, perm), data.train.y.index_select(0, perm)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
+        for start in range(0, n, batch):  # the last, partial batch is kept
+            xb, yb = xs[start:start + batch], ys[start:start + batch]
+            if augment:  # training batches only, with the trial's own generator
+                xb = augment(xb, state.augment)
+            step(xb, yb, loss_sum, correct)  # forward, backward, optimizer.step(); adds the batch's loss and hits
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
             yield Progress(min(start + batch, n))
-        loss, acc = epoch_means(loss_sum, correct, n)
-        val_loss, val_acc, _ = net.evaluate(data.val)
+        loss, acc = loss_sum.item() / n, correct.item() / n
+        val_loss, val_acc, _ = evaluate(model, data.val, plan.precision, plan.channels_last, norm=norm)
         seconds = time.perf_counter() - t0
-        net.epoch = epoch
         if not (math.isfinite(loss) and math.isfinite(val_loss)):
             yield Diverged(job, epoch)
             return
         result = EpochResult(epoch, loss, acc, val_loss, val_acc, seconds)
-        net.history.append(result)
-        digest = storage.save(job.key, *net.checkpoint(), job.owner)
+        state.epoch = epoch
+        state.history.append(result)
+        if scheduler is not None:
+            state.schedule = scheduler.state_dict()
+        tensors, meta = state_to_tensors(state)
+        digest = storage.save(job.key, tensors, {**meta, **norm_meta(norm)}, job.owner)
         yield EpochDone(job, result, digest)
-    loss, acc, probs = net.evaluate(data.test, with_probs=True)
-    yield Finished(job, loss, acc, describe(torch.device(plan.device)), net.weights(), probs, data.test.y.cpu(),
-                   norm_meta(net.norm))
+    loss, acc, probs = evaluate(model, data.test, plan.precision, plan.channels_last, True, norm)
+    yield Finished(job, loss, acc, describe(device), cpu_weights(model.state_dict()), probs, data.test.y.cpu(),
+                   norm_meta(norm))
 
 
 def trusted_checkpoint(job: TrialJob, storage: CheckpointStorage) -> tuple[tuple[dict, dict] | None, str | None]:

@@ -22,7 +22,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from convstudy.model import build_model, summarize_model
 from convstudy.spec import ModelSpec, Shape, TrainSettings
-from convstudy.train import Lone, Split, configure_backends, init_state, make_optimizer, plan, seed_everything
+from convstudy.train import (
+    CudaGraph, configure_backends, init_state, make_optimizer, make_scheduler, plan, seed_everything, train_step,
+)
 
 BASELINE_BATCH = 128
 ROUNDS = 4  # timed chunks per loop and model, alternating trainer and baseline
@@ -111,14 +113,21 @@ def trainer_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x
                  device: torch.device, precision: str, channels_last: bool) -> Callable[[int], int]:
     """convstudy's own steps (run_trial's batch loop) over device-resident uint8 data, `n_batches` per call."""
     how = replace(plan(spec, input_shape, device, precision, torch.get_num_threads()), channels_last=channels_last)
-    net = Lone(init_state(spec, settings, input_shape, 0, how), settings, how)
+    state = init_state(spec, settings, input_shape, 0, how)
+    step = train_step(state.model, state.optimizer, how, None, settings.label_smoothing)
+    if how.cuda_graphs and device.type == "cuda" and make_scheduler(settings, state.optimizer, 1) is None:
+        step = CudaGraph(step, settings.batch_size)
     xd, yd = x.to(device), y.to(device)
 
     def run(n_batches: int) -> int:
         n, batch = min(n_batches * settings.batch_size, len(yd)), settings.batch_size
-        xs, ys, loss_sum, correct = net.shuffled(Split(xd[:n], yd[:n]))
+        state.model.train()
+        perm = torch.randperm(n, generator=state.shuffle).to(device)
+        xs, ys = xd[:n].index_select(0, perm), yd[:n].index_select(0, perm)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
         for start in range(0, n, batch):
-            net.step(xs[start:start + batch], ys[start:start + batch], loss_sum, correct)
+            step(xs[start:start + batch], ys[start:start + batch], loss_sum, correct)
+            state.optimizer.zero_grad(set_to_none=True)
         loss_sum.item()  # the epoch's one host sync, as run_trial's
         return n
 

@@ -11,7 +11,7 @@ import numpy as np
 from convstudy.data import get_info, load_dataset
 from convstudy.report.figures import png_data_uri
 from convstudy.report.markup import el, esc, md_table, md_text
-from convstudy.store import StudyStore
+from convstudy.store import State, StudyStore
 
 MAX_MISTAKES = 24  # the best model's most confident mistakes the report keeps
 
@@ -22,7 +22,7 @@ def best_model_summary(store: StudyStore, models: list[dict[str, Any]]) -> dict[
     best = next((m for m in models if m.get("test") == "best"), None)
     if best is None or not best["test_accuracy"]["n"]:
         return None
-    done = [t for t in best["trials"] if t["state"] == "complete"]
+    done = [t for t in best["trials"] if t["state"] == State.COMPLETE]
     preds = {t["seed"]: store.load_predictions(best["name"], t["seed"]) for t in done}
     preds = {s: p for s, p in preds.items() if p is not None}
     if not preds:

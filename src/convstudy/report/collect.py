@@ -19,7 +19,7 @@ from convstudy.report.fair import fair_section
 from convstudy.report.search import search_section
 from convstudy.report.stats import ALPHA, best_group, describe, look_alpha
 from convstudy.spec import NOTEBOOK_ACCURACY, summarize
-from convstudy.store import DamagedFile, StoreError, StudyStore
+from convstudy.store import DamagedFile, State, StoreError, StudyStore
 
 VALIDATION_NOTE = ("The test set was also the validation data (the notebook's semantics): per-epoch validation "
                    "numbers and the final test accuracy come from the same 10,000 images, so model selection "
@@ -49,11 +49,11 @@ def collect(store: StudyStore) -> dict[str, Any]:
             continue
         settings = spec.settings(study.train)
         summary = summarize_model(spec, info.input_shape)
-        done = [r for r in recs if r.state == "complete"]
+        done = [r for r in recs if r.state == State.COMPLETE]
         per_seed, final_val = [], []
         for r in recs:
             rows = store.db.epochs(r.id)
-            if r.state == "complete" and rows:
+            if r.state == State.COMPLETE and rows:
                 final_val.append(rows[-1].val_accuracy)
             per_seed.append({"seed": r.seed, "state": r.state, "test_accuracy": r.test_accuracy,
                              "test_loss": r.test_loss, "diverged_epoch": r.diverged_epoch, "error": r.error,
@@ -75,16 +75,16 @@ def collect(store: StudyStore) -> dict[str, Any]:
             "val_accuracy": describe(final_val),  # the last epoch's, of the finished seeds
             "test_loss": describe([r.test_loss for r in done]),
             "states": dict(Counter(r.state for r in recs)),
-            "diverged": sum(r.state == "diverged" for r in recs),
-            "failed": sum(r.state == "failed" for r in recs),
-            "pruned": sum(r.state == "pruned" for r in recs),
+            "diverged": sum(r.state == State.DIVERGED for r in recs),
+            "failed": sum(r.state == State.FAILED for r in recs),
+            "pruned": sum(r.state == State.PRUNED for r in recs),
             "seconds_per_epoch": float(np.mean(epoch_secs)) if epoch_secs else None,
             "samples_per_s": (n_train / float(np.mean(epoch_secs))) if epoch_secs and n_train else None,
             "train_seconds": sum(r.train_seconds for r in recs),
             "latency": _without(latency["models"].get(spec.name), "hardware"),
             "notebook_accuracy": NOTEBOOK_ACCURACY.get(spec.name) if study.name == "seed" else None,
             "racing": racing.get(spec.name),  # {seeds, stopped} once a racing run has ended
-            "epochs": _mean_curves([s["epochs"] for s in per_seed if s["state"] == "complete"]
+            "epochs": _mean_curves([s["epochs"] for s in per_seed if s["state"] == State.COMPLETE]
                                    or [s["epochs"] for s in per_seed]),
             "trials": per_seed,
         }

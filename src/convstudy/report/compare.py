@@ -17,7 +17,7 @@ from convstudy.report.collect import collect
 from convstudy.report.stats import ALPHA, mcnemar_p, welch_p
 from convstudy.report.markup import el, esc, md_table, md_text, section, sortable
 from convstudy.report.models import acc_cell
-from convstudy.store import StudyStore
+from convstudy.store import State, StudyStore
 
 
 def compare_studies(a: StudyStore, b: StudyStore) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def _row(ma: dict[str, Any], mb: dict[str, Any], a: StudyStore, b: StudyStore, s
 
 
 def _complete_seeds(m: dict[str, Any]) -> list[int]:
-    return [t["seed"] for t in m["trials"] if t["state"] == "complete"]
+    return [t["seed"] for t in m["trials"] if t["state"] == State.COMPLETE]
 
 
 def _paired_seeds(ma: dict[str, Any], mb: dict[str, Any]) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from convstudy.report.models import footnote, mixed_note, render_filters, render
 from convstudy.report.racing import racing_html
 from convstudy.report.search import search_html
 from convstudy.report.tradeoffs import tradeoffs_html
+from convstudy.store import State
 
 REFRESH_S = 30
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -51,7 +52,7 @@ def render_html(report: dict[str, Any]) -> str:
     s = report["study"]
     label = "test (= validation)" if s["validation"] == "test" else "validation"
     models = report["models"]
-    running = any(s["states"].get(k) for k in ("pending", "running"))
+    running = any(s["states"].get(k) for k in (State.PENDING, State.RUNNING))
     on_val = s.get("selection_metric") == "val_accuracy"
     sections = [
         ("comparison", "Comparison", render_filters(models) + render_table(models, on_val) + footnote(report)),

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from convstudy.report.factors import level_text
 from convstudy.report.markup import csv_text, el, esc, md_table, sortable
-from convstudy.store import STATES
+from convstudy.store import STATES, State
 
 BEST_MARK = "★"
 NUMERIC = ("params", "MFLOPs", "n", "s/epoch")  # right-aligned columns
@@ -33,7 +33,7 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     on_val = report["study"].get("selection_metric") == "val_accuracy"
     rows = []
     for m in report["models"]:
-        status = ", ".join(f"{n} {s}" for s, n in sorted(m["states"].items()) if s != "complete")
+        status = ", ".join(f"{n} {s}" for s, n in sorted(m["states"].items()) if s != State.COMPLETE)
         retried = [f"seed {t['seed']}: {t['attempts']} attempts" for t in m.get("trials", []) if t.get("attempts", 1) > 1]
         status = ", ".join(filter(None, [status, *retried]))
         best = f" {BEST_MARK}" if m["same_as_best"] else ""
@@ -183,7 +183,7 @@ def _row(i: int, m: dict[str, Any], factors: list[str], notebook: bool, on_val: 
         _td(m["description"], m["description"], cls="text"),
         *(_td(level_text(levels[f]), levels[f]) if f in levels else _td("–", None) for f in factors),
         _td(", ".join(f"{n} {s}" for s, n in sorted(states.items(), key=lambda kv: STATES.index(kv[0]))),
-            states.get("complete", 0)),
+            states.get(State.COMPLETE, 0)),
         _td(f"{m['params']:,}", m["params"]),
         _td(f"{m['mflops']:.2f}", m["mflops"]),
         *([_td(acc_cell(m["val_accuracy"]), m["val_accuracy"]["mean"])] if on_val else []),

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from convstudy.report.figures import to_svg
 from convstudy.report.markup import el, esc, figure, md_table, md_text, table
-from convstudy.store import StudyStore
+from convstudy.store import State, StudyStore
 
 
 def search_section(store: StudyStore) -> dict[str, Any] | None:
@@ -55,9 +55,9 @@ def search_section(store: StudyStore) -> dict[str, Any] | None:
         "budget": spec.trials.model_dump(exclude_none=True), "trials": trials,
         "pareto_front": front if len(objectives) > 1 else [],
         "best": front[0] if front and len(objectives) == 1 else None,
-        "pruned": [{"model": t["model"], "epoch": t["epochs"]} for t in done if t["state"] == "pruned"],
+        "pruned": [{"model": t["model"], "epoch": t["epochs"]} for t in done if t["state"] == State.PRUNED],
         "epochs_trained": sum(t["epochs"] for t in done),
-        "epochs_unpruned": epochs * sum(t["state"] in ("complete", "pruned") for t in done),
+        "epochs_unpruned": epochs * sum(t["state"] in (State.COMPLETE, State.PRUNED) for t in done),
         "importances": importances(study),
     }
 

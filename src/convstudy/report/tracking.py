@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from convstudy.errors import UserError
-from convstudy.store import EpochRow, State, StudyStore, TrialRecord
+from convstudy.store import State, StudyStore, TrialRecord
+from convstudy.train import EpochResult
 
 INSTALL = "pip install 'convstudy[tracking]'"
 EPOCH_METRICS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "val/loss",
@@ -48,7 +49,7 @@ class Trial:
     """One trial as the exports see it: its row, epoch rows, model's parameters (settings, factors) and key."""
 
     rec: TrialRecord
-    epochs: list[EpochRow]
+    epochs: list[EpochResult]
     params: dict[str, str | int | float | bool]
     key: str  # stable across exports: study fingerprint/model/seed-s
 

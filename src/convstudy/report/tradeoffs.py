@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from convstudy.report.curves import OVERLAY_MAX
 from convstudy.report.figures import label, style, to_svg
 from convstudy.report.markup import esc, figure
+from convstudy.store import State
 
 
 def tradeoffs_html(models: list[dict[str, Any]]) -> str:
@@ -53,7 +54,7 @@ def tradeoff_points(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc = m["test_accuracy"]
         if not acc["n"]:
             continue
-        secs = [t["train_seconds"] for t in m["trials"] if t["state"] == "complete"]
+        secs = [t["train_seconds"] for t in m["trials"] if t["state"] == State.COMPLETE]
         p = {"name": m["name"], "params": m["params"], "mflops": m["mflops"], "seconds": float(np.mean(secs)),
              "acc": 100 * acc["mean"], "std": 100 * acc["std"]}
         measured = m.get("latency") or {}

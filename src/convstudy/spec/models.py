@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from convstudy.spec.layers import (
     Activation, Dense, Dropout, Float, Frozen, Int, LayerError, Shape, _clip, _Layer, layer_shapes, parse_layer,
@@ -130,7 +131,28 @@ def parse_augment(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-class TrainSettings(Frozen):
+class _Checked(Frozen):
+    """The field checks of TrainSettings, shared by TrainOverrides (where None means: inherited)."""
+
+    @field_validator("augment", mode="before", check_fields=False)
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        return v if v is None else parse_augment(v)
+
+    @field_validator("optimizer", mode="before", check_fields=False)
+    @classmethod
+    def _opt(cls, v: Any) -> Any:
+        return OptimizerSpec.coerce(v)
+
+    @field_validator("optimizer", check_fields=False)
+    @classmethod
+    def _opt_args(cls, v: OptimizerSpec | None) -> OptimizerSpec | None:
+        if v is not None:
+            v.resolved()
+        return v
+
+
+class TrainSettings(_Checked):
     """How a model is trained; Keras fit() semantics (see docs/semantics.md).
 
     The recipe fields default to Keras 2's fit(): no augmentation, `/255`, a constant learning rate,
@@ -154,58 +176,20 @@ class TrainSettings(Frozen):
     step_gamma: Float = Field(default=0.1, gt=0.0, lt=1.0)
     label_smoothing: Float = Field(default=0.0, ge=0.0, lt=1.0)
 
-    @field_validator("augment", mode="before")
-    @classmethod
-    def _augment(cls, v: Any) -> Any:
-        return parse_augment(v)
-
     @model_validator(mode="after")
     def _recipe(self) -> "TrainSettings":
         check_recipe(self)
         return self
 
-    @field_validator("optimizer", mode="before")
-    @classmethod
-    def _opt(cls, v: Any) -> Any:
-        return OptimizerSpec.coerce(v)
 
-    @field_validator("optimizer")
-    @classmethod
-    def _opt_args(cls, v: OptimizerSpec) -> OptimizerSpec:
-        v.resolved()
-        return v
-
-
-class TrainOverrides(Frozen):
-    """Per-model overrides of the study's training settings; unset fields inherit."""
-
-    epochs: Int | None = Field(default=None, ge=1, le=100_000)
-    batch_size: Int | None = Field(default=None, ge=1, le=1 << 20)
-    optimizer: OptimizerSpec | None = None
-    augment: tuple[str, ...] | None = None
-    normalize: Literal["/255", "channel"] | None = None
-    schedule: Literal["constant", "step", "cosine", "one-cycle"] | None = None
-    warmup: Float | None = Field(default=None, ge=0.0, le=100_000)
-    step_every: Int | None = Field(default=None, ge=1, le=100_000)
-    step_gamma: Float | None = Field(default=None, gt=0.0, lt=1.0)
-    label_smoothing: Float | None = Field(default=None, ge=0.0, lt=1.0)
-
-    @field_validator("augment", mode="before")
-    @classmethod
-    def _augment(cls, v: Any) -> Any:
-        return parse_augment(v) if v is not None else v
-
-    @field_validator("optimizer", mode="before")
-    @classmethod
-    def _opt(cls, v: Any) -> Any:
-        return OptimizerSpec.coerce(v) if v is not None else v
-
-    @field_validator("optimizer")
-    @classmethod
-    def _opt_args(cls, v: OptimizerSpec | None) -> OptimizerSpec | None:
-        if v is not None:
-            v.resolved()
-        return v
+# What a model may set for itself; the rest (validation, splits, ...) is the study's.
+OVERRIDABLE = ("epochs", "batch_size", "optimizer", "augment", "normalize", "schedule", "warmup", "step_every",
+               "step_gamma", "label_smoothing")
+TrainOverrides = create_model(
+    "TrainOverrides", __base__=_Checked, __module__=__name__,
+    __doc__="Per-model overrides of the study's training settings: TrainSettings' fields and checks; unset inherit.",
+    **{k: (Optional[TrainSettings.model_fields[k].annotation],
+           FieldInfo.merge_field_infos(TrainSettings.model_fields[k], default=None)) for k in OVERRIDABLE})
 
 
 def check_recipe(settings: TrainSettings) -> None:
@@ -239,7 +223,7 @@ class ModelSpec(Frozen):
 
     def settings(self, base: TrainSettings) -> TrainSettings:
         """The study's settings with this model's overrides applied."""
-        update = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
+        update = {k: getattr(self.train, k) for k in OVERRIDABLE if getattr(self.train, k) is not None}
         return base.model_copy(update=update)
 
     def shapes(self, input_shape: Shape) -> list[Shape]:
@@ -269,7 +253,7 @@ class ModelSpec(Frozen):
             out["factors"] = dict(self.factors)
         if self.space:
             out["space"] = self.space
-        overrides = {k: getattr(self.train, k) for k in TrainOverrides.model_fields if getattr(self.train, k) is not None}
+        overrides = {k: getattr(self.train, k) for k in OVERRIDABLE if getattr(self.train, k) is not None}
         if overrides:
             out["train"] = {k: (_opt_dict(v) if k == "optimizer" else v) for k, v in overrides.items()}
         return out

@@ -20,7 +20,7 @@ import torch
 from convstudy.errors import StoreError, UserError
 from convstudy.spec import ModelSpec, Study, build_study
 from convstudy.spec.models import is_sampled
-from convstudy.store.db import FINISHED, STATES, EpochRow, State, StudyDB, TrialRecord, owner_alive, this_owner
+from convstudy.store.db import FINISHED, STATES, State, StudyDB, TrialRecord, owner_alive, this_owner
 from convstudy.store.checkpoints import CheckpointStorage, storage_for
 from convstudy.store.provenance import provenance
 from convstudy.store.files import (
@@ -28,7 +28,7 @@ from convstudy.store.files import (
 )
 from convstudy.untrusted import load_untrusted
 
-__all__ = ["FINISHED", "DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "EpochRow", "STATES", "State", "DamagedFile", "this_owner",
+__all__ = ["FINISHED", "DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "STATES", "State", "DamagedFile", "this_owner",
            "owner_alive", "study_dir", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
            "save_tensors", "quarantine", "check_numerics"]
 

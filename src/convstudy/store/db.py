@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from convstudy.errors import StoreError
+from convstudy.train.state import EpochResult
 
 SCHEMA_VERSION = 2
 STALE_S = 90.0
@@ -100,18 +101,6 @@ class TrialRecord:
     def settings(self) -> dict[str, Any] | None:
         """The recorded device, precision, threads, memory format and conv algorithms, or None."""
         return json.loads(self.numerics) if self.numerics else None
-
-
-@dataclass(frozen=True)
-class EpochRow:
-    trial_id: int
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-    checkpoint_digest: str | None = None
 
 
 def this_owner() -> str:
@@ -381,9 +370,11 @@ class StudyDB:
             "seconds=excluded.seconds, checkpoint_digest=COALESCE(excluded.checkpoint_digest, checkpoint_digest)",
             (trial_id, epoch, m["loss"], m["accuracy"], m["val_loss"], m["val_accuracy"], m["seconds"], digest))
 
-    def epochs(self, trial_id: int) -> list[EpochRow]:
-        rows = self.conn.execute("SELECT * FROM epochs WHERE trial_id=? ORDER BY epoch", (trial_id,)).fetchall()
-        return [EpochRow(**dict(r)) for r in rows]
+    def epochs(self, trial_id: int) -> list[EpochResult]:
+        """The trial's epochs as the trial recorded them (their checkpoints' digests: `checkpoint_digests`)."""
+        rows = self.conn.execute("SELECT epoch, loss, accuracy, val_loss, val_accuracy, seconds FROM epochs "
+                                 "WHERE trial_id=? ORDER BY epoch", (trial_id,)).fetchall()
+        return [EpochResult(*r) for r in rows]
 
     def finish(self, trial_id: int, test_loss: float, test_accuracy: float, device: str,
                weights_digest: str | None = None, predictions_digest: str | None = None) -> None:

@@ -9,16 +9,15 @@ from convstudy.train.device import (
 )
 from convstudy.train.augment import Augment
 from convstudy.train.loop import (
-    Lone, Split, Stepper, TrialData, channel_stats, cpu_weights, epoch_means, evaluate, init_state, make_optimizer,
-    norm_from_meta, norm_meta, seed_everything, to_input,
+    CudaGraph, Split, TrialData, channel_stats, cpu_weights, evaluate, init_state, make_optimizer, norm_from_meta,
+    norm_meta, seed_everything, to_input, train_step,
 )
 from convstudy.train.schedule import make_scheduler
 from convstudy.train.state import EpochResult, TrainState, load_state_tensors, state_to_tensors
 
 __all__ = [
-    "Augment", "channel_stats", "make_scheduler", "to_input", "EpochResult", "Lone", "Plan", "Split", "Stepper", "TrainState", "TrialData", "configure_backends",
-    "default_channels_last",
-    "cpu_weights", "describe", "epoch_means", "evaluate", "init_state", "load_state_tensors", "make_optimizer",
-    "make_trial_data", "norm_from_meta", "norm_meta", "plan", "resolve_device", "resolve_precision", "seed_everything",
-    "state_to_tensors",
+    "Augment", "CudaGraph", "EpochResult", "Plan", "Split", "TrainState", "TrialData", "channel_stats",
+    "configure_backends", "cpu_weights", "default_channels_last", "describe", "evaluate", "init_state",
+    "load_state_tensors", "make_optimizer", "make_scheduler", "make_trial_data", "norm_from_meta", "norm_meta", "plan",
+    "resolve_device", "resolve_precision", "seed_everything", "state_to_tensors", "to_input", "train_step",
 ]

@@ -1,13 +1,10 @@
-"""What one trial trains with: the optimiser, the seeded start, the step (eager or a CUDA graph), evaluation.
+"""The pieces of a trial's loop (`executors.trial.run_trial`): the optimiser, the seeded start, the step
+(`train_step`, wrapped in `CudaGraph` on CUDA), evaluation.
 
-The loop itself is `executors.trial.run_trial`; this module holds its pieces (`Lone`: one trial's
-network). Semantics (docs/semantics.md): Keras 2 fit() —
-reshuffle every epoch, keep the last partial batch, report the epoch's training loss/accuracy as the
-per-sample mean over its batches in training mode, validate after each epoch in inference mode.
-Speed: the dataset sits on the device as uint8; shuffling is one permutation per epoch, batches are
-slices, and metrics stay tensors until the epoch ends. On CUDA the full-batch step (forward, backward,
-optimiser, metric sums) is one captured CUDA graph, because these small models are bound by
-kernel-launch overhead, not arithmetic (docs/benchmarks.md).
+Semantics (docs/semantics.md): Keras 2 fit(): reshuffle every epoch, keep the last partial batch, report
+the epoch's training loss/accuracy as the per-sample mean over its batches in training mode, validate
+after each epoch in inference mode. Speed: the dataset sits on the device as uint8; shuffling is one
+permutation per epoch, batches are slices, and metrics stay tensors until the epoch ends.
 """
 
 from __future__ import annotations
@@ -25,10 +22,11 @@ from torch import nn
 
 from convstudy.model import build_model
 from convstudy.spec import ModelSpec, OptimizerSpec, Shape, TrainSettings
-from convstudy.train.augment import Augment, seeded_generator
+from convstudy.train.augment import seeded_generator
 from convstudy.train.device import Plan
-from convstudy.train.schedule import make_scheduler
-from convstudy.train.state import TrainState, state_to_tensors
+from convstudy.train.state import TrainState
+
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 EVAL_BATCH = 2048
 GRAPH_WARMUP = 3  # eager steps on a side stream before capture, as torch.cuda.graph requires
@@ -117,106 +115,62 @@ def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, tor
     return mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1)
 
 
-class Stepper:
-    """Runs optimiser steps: eagerly, or on CUDA as one captured graph replayed for every full batch.
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, plan: Plan,
+               norm: tuple[torch.Tensor, torch.Tensor] | None, label_smoothing: float) -> Step:
+    """`step(xb, yb, loss_sum, correct)`: forward, backward and `optimizer.step()` on one uint8 batch; adds the
+    batch's summed loss and its correct count to the epoch's sums in place (tensors: no host sync)."""
 
-    `step(xb, yb, loss_sum, correct)` is one optimiser step (gradients already cleared) that adds its
-    metrics in place. The first GRAPH_WARMUP full batches run eagerly on a side stream, as
-    torch.cuda.graph requires; the next is captured and every later full batch replays it.
+    def step(xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        with autocast(xb.device, plan.precision):
+            logits = model(to_input(xb, plan.channels_last, norm))
+        loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * yb.shape[0]
+        correct += (logits.detach().argmax(1) == yb).sum()
+
+    return step
+
+
+class CudaGraph:
+    """A step replayed as one captured CUDA graph for every full batch; the last, partial one runs eagerly.
+
+    These small models are bound by kernel-launch overhead (docs/benchmarks.md). The first GRAPH_WARMUP full
+    batches run eagerly on a side stream, as torch.cuda.graph requires; the next is captured and every later
+    full batch replays it. The caller clears the gradients after every step (set to None), so the captured
+    backward writes them afresh.
     """
 
-    def __init__(self, opt: torch.optim.Optimizer, step: Callable[..., None], batch_size: int, graphs: bool) -> None:
-        self.opt, self.fn, self.batch_size, self.graphs = opt, step, batch_size, graphs
-        self.warm = 0
+    def __init__(self, step: Step, batch_size: int) -> None:
+        self.step, self.batch_size, self.warm = step, batch_size, 0
+        self.side: torch.cuda.Stream | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.side = None
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-        if not (self.graphs and xb.device.type == "cuda" and yb.shape[0] == self.batch_size):
-            self.opt.zero_grad(set_to_none=True)
-            self.fn(xb, yb, loss_sum, correct)
-        elif self.graph is None and self.warm < GRAPH_WARMUP:
+        if yb.shape[0] != self.batch_size:
+            self.step(xb, yb, loss_sum, correct)
+        elif self.warm < GRAPH_WARMUP:
             self.side = self.side or torch.cuda.Stream()
             self.side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.side):
-                self.opt.zero_grad(set_to_none=True)
-                self.fn(xb, yb, loss_sum, correct)
+                self.step(xb, yb, loss_sum, correct)
             torch.cuda.current_stream().wait_stream(self.side)
             self.warm += 1
         else:
             if self.graph is None:
-                self.x, self.y = torch.empty_like(xb), torch.empty_like(yb)
-                self.sums = (torch.zeros_like(loss_sum), torch.zeros_like(correct))
-                self.opt.zero_grad(set_to_none=True)
+                self.io = (torch.empty_like(xb), torch.empty_like(yb), torch.zeros_like(loss_sum),
+                           torch.zeros_like(correct))
                 self.graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self.graph):
-                    self.fn(self.x, self.y, *self.sums)
-            self.x.copy_(xb)
-            self.y.copy_(yb)
-            self.sums[0].zero_()
-            self.sums[1].zero_()
+                    self.step(*self.io)
+            x, y, batch_loss, batch_correct = self.io
+            x.copy_(xb)
+            y.copy_(yb)
+            batch_loss.zero_()
+            batch_correct.zero_()
             self.graph.replay()
-            loss_sum += self.sums[0]
-            correct += self.sums[1]
-
-
-class Lone:
-    """One trial's network: what run_trial does with it each batch and each epoch.
-
-    Per batch run_trial calls `augment` (the identity without augmentation), `step`, and steps
-    `scheduler` when there is one. `norm`: per-channel (mean, std) for `normalize = "channel"`, else None.
-    """
-
-    def __init__(self, state: TrainState, settings: TrainSettings, plan: Plan, steps_per_epoch: int = 1,
-                 norm: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        self.state, self.plan, self.norm = state, plan, norm
-        self.model, self.optimizer = state.model, state.optimizer
-        self.history, self.epoch = state.history, state.epoch
-        self.smoothing = settings.label_smoothing
-        self.augmenter = Augment(settings.augment)
-        self.scheduler = make_scheduler(settings, self.optimizer, steps_per_epoch, state.schedule)
-        # A captured graph would freeze the lr it was captured with: scheduled trials step eagerly.
-        self.step = Stepper(self.optimizer, self._step, settings.batch_size,
-                            plan.cuda_graphs and self.scheduler is None)
-
-    def augment(self, xb: torch.Tensor) -> torch.Tensor:
-        """The training batch, augmented with this trial's generator (unchanged without augmentation)."""
-        return self.augmenter(xb, self.state.augment) if self.augmenter else xb
-
-    def shuffled(self, split: Split) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This epoch's shuffled images and labels, and zeroed (loss sum, correct count) accumulators."""
-        self.model.train()
-        device = split.x.device
-        perm = torch.randperm(len(split), generator=self.state.shuffle).to(device)
-        return (split.x.index_select(0, perm), split.y.index_select(0, perm), torch.zeros((), device=device),
-                torch.zeros((), device=device, dtype=torch.int64))
-
-    def _step(self, xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-        with autocast(xb.device, self.plan.precision):
-            logits = self.model(to_input(xb, self.plan.channels_last, self.norm))
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=self.smoothing)
-        loss.backward()
-        self.optimizer.step()
-        loss_sum += loss.detach() * yb.shape[0]
-        correct += (logits.detach().argmax(1) == yb).sum()
-
-    def evaluate(self, split: Split, with_probs: bool = False) -> tuple[float, float, torch.Tensor | None]:
-        return evaluate(self.model, split, self.plan.precision, self.plan.channels_last, with_probs, self.norm)
-
-    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        self.state.epoch = self.epoch
-        if self.scheduler is not None:
-            self.state.schedule = self.scheduler.state_dict()
-        tensors, meta = state_to_tensors(self.state)
-        return tensors, {**meta, **norm_meta(self.norm)}
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        return cpu_weights(self.model.state_dict())
-
-
-def epoch_means(loss_sum: torch.Tensor, correct: torch.Tensor, n: int) -> tuple[float, float]:
-    """(mean loss, accuracy) over an epoch's `n` samples, in Python floats."""
-    return loss_sum.item() / n, correct.item() / n
+            loss_sum += batch_loss
+            correct += batch_correct
 
 
 def cpu_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

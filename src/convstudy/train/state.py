@@ -28,7 +28,7 @@ class TrainState:
     """Everything a trial needs to continue bit-identically: module, optimiser, RNGs, epochs done.
 
     `augment`: the augmentation generator (None without augmentation); `schedule`: the lr scheduler's
-    state_dict as last saved (None without a schedule), which Lone builds their scheduler from.
+    state_dict as last saved (None without a schedule), which run_trial builds its scheduler from.
     """
 
     model: nn.Module
@@ -41,19 +41,10 @@ class TrainState:
 
 
 def state_to_tensors(state: TrainState) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) capturing weights, optimiser state, every RNG and the epoch counter."""
-    return pack_state(state.model.state_dict(), state.optimizer.state_dict(), state.shuffle, state.epoch,
-                      state.history, state.augment, state.schedule)
-
-
-def pack_state(model_sd: dict[str, torch.Tensor], opt_sd: dict, shuffle: torch.Generator, epoch: int,
-               history: list[EpochResult], augment: torch.Generator | None = None, schedule: dict | None = None,
-               extra: dict[str, str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """state_to_tensors from the parts, with the process's global RNG states.
-
-    Only a trial with augmentation has `rng.augment`, only one with a schedule `schedule` metadata:
-    a Keras 2 recipe's checkpoint is what it always was. `extra`: more metadata (e.g. `normalize`).
-    """
+    """(tensors, metadata) capturing weights, optimiser state, every RNG (the trial's and the process's global
+    ones) and the epoch counter. Only a trial with augmentation has `rng.augment`, only one with a schedule
+    `schedule` metadata: a Keras 2 recipe's checkpoint is what it always was."""
+    model_sd, opt_sd = state.model.state_dict(), state.optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_sd.items()}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, slots in opt_sd["state"].items():
@@ -63,24 +54,23 @@ def pack_state(model_sd: dict[str, torch.Tensor], opt_sd: dict, shuffle: torch.G
             else:
                 scalars.setdefault(str(idx), {})[key] = val
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.shuffle"] = shuffle.get_state()
+    tensors["rng.shuffle"] = state.shuffle.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     np_state = np.random.get_state()
     tensors["rng.numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     meta = {
-        "epoch": str(epoch),
-        "history": json.dumps([asdict(h) for h in history]),
+        "epoch": str(state.epoch),
+        "history": json.dumps([asdict(h) for h in state.history]),
         "optim.param_groups": json.dumps(opt_sd["param_groups"]),
         "optim.scalars": json.dumps(scalars),
         "rng.python": json.dumps(random.getstate()),
         "rng.numpy.pos": json.dumps([int(np_state[2]), int(np_state[3]), float(np_state[4])]),
     }
-    if augment is not None:
-        tensors["rng.augment"] = augment.get_state()
-    if schedule is not None:
-        meta["schedule"] = json.dumps(schedule)
-    meta.update(extra or {})
+    if state.augment is not None:
+        tensors["rng.augment"] = state.augment.get_state()
+    if state.schedule is not None:
+        meta["schedule"] = json.dumps(state.schedule)
     return tensors, meta
 
 
