@@ -252,8 +252,8 @@ def prepare(study: "Study | str | Path", request: RunRequest,
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     names = ([m.name for m in select_models(study.models, r.models, r.where or [])]
              if r.models is not None or r.where else None)
-    opts = RunOptions(**{f.name: getattr(r, f.name) for f in fields(RunSettings)}, out=r.out or Path("runs") / study.name,
-                      models=tuple(names) if names else None, refresh=refresh)
+    opts = RunOptions(**{f.name: getattr(r, f.name) for f in fields(RunSettings)}, refresh=refresh,
+                      out=r.out or Path("runs") / study.name, models=tuple(names) if names else None)
     if study.search is not None and (names or r.workers > 1):
         raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
                         "samples, one at a time (several at once: --executor ray)")

@@ -44,12 +44,9 @@ class Done:
 
 
 class Launcher(Protocol):
-    """How trials are started and how their events come back; `run_trials` does everything else.
-
-    `device` and `threads` are where and with how many threads trials train (their plans say so),
-    `host` the run's device as recorded, `threads_flag` the flag that changes `threads`, `data_device`
-    where this process keeps the data, `slots` how many trials run at once.
-    """
+    """How trials are started and how their events come back; `run_trials` does everything else. Trials train
+    on `device` with `threads` threads (`threads_flag` changes them), `slots` at once; `host` is the run's
+    device as recorded, `data_device` where this process keeps the data."""
 
     device: torch.device
     data_device: torch.device
@@ -69,10 +66,8 @@ class Launcher(Protocol):
 
 
 class Interrupt:
-    """First Ctrl-C or SIGTERM: finish the running epochs, checkpoint, stop. Second: stop now (last checkpoints hold).
-
-    SIGTERM is what cluster schedulers and `kill` send before they kill, so it is handled the same way.
-    """
+    """First Ctrl-C or SIGTERM (what cluster schedulers and `kill` send before they kill): finish the running
+    epochs, checkpoint, stop. Second: stop now (the last checkpoints hold)."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -104,29 +99,33 @@ def run_trials(launcher: Launcher, record: Recorder, claim: Callable[[], TrialJo
     """
     store, view = record.store, record.view
     running: dict[int, TrialJob] = {}
-    ended: set[int] = set()  # trials whose Finished or Diverged event was recorded
+    ended: set[int] = set()  # trials whose Finished or Diverged event was recorded, or that were pruned
 
-    def drop(job: TrialJob) -> None:
+    def drop(job: TrialJob, why: str | None = None) -> None:
+        """Stop a running trial; with `why`, pending again (a later run continues it from its checkpoint)."""
         launcher.stop(job)
         running.pop(job.trial_id, None)
         view.dropped(job)
+        if why is not None:
+            store.db.mark(job.trial_id, State.PENDING, error=why)
 
     def on_event(where: str, event: Event | Done) -> bool:
         """Record one event of a running trial; True when the trial's run ended with it."""
         job = event.job
+        if not isinstance(event, Done):
+            try:
+                record(event, where)
+            except Exception as exc:  # e.g. a full disk while saving its results: its run ends here
+                launcher.stop(job)
+                event = Done(job, exc)
         if isinstance(event, Done):
             running.pop(job.trial_id)
-            settle(store, view, event, job.trial_id in ended)
-            return True
-        try:
-            record(event, where)
-        except StoreError:  # a damaged study directory is the user's to fix, not a failed trial
-            release(store, {job.trial_id}, "damaged study file")
-            drop(job)
-            raise
-        except Exception as exc:  # e.g. a full disk while saving its results
-            drop(job)
-            fail(store, view, None if job.trial_id in ended else job, exc)
+            if isinstance(event.error, StoreError):  # a damaged study directory is the user's to fix
+                drop(job, "damaged study file")
+                raise event.error
+            if event.error is not None or job.trial_id not in ended:
+                fail(store, view, None if job.trial_id in ended else job,
+                     event.error or "the worker returned before the trial ended")
             return True
         if isinstance(event, (Finished, Diverged)):
             ended.add(job.trial_id)
@@ -136,8 +135,7 @@ def run_trials(launcher: Launcher, record: Recorder, claim: Callable[[], TrialJo
             drop(job)
             return True
         elif isinstance(event, EpochDone) and interrupt.requested:  # the epoch is checkpointed: stop here
-            release(store, {job.trial_id}, "interrupted")
-            drop(job)
+            drop(job, "interrupted")
         return False
 
     with heartbeat(store.db.path, record.owner, lambda: list(running)), Interrupt() as interrupt:
@@ -156,33 +154,14 @@ def run_trials(launcher: Launcher, record: Recorder, claim: Callable[[], TrialJo
                 for where, event in launcher.poll():
                     if isinstance(event, Progress):
                         record(event)
+                    # (what a stopped trial did before it was stopped is not its record any more)
                     elif event.job.trial_id in running and on_event(where, event) and after_trial is not None:
-                        after_trial()  # not for what a stopped trial did before it was stopped
+                        after_trial()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, the last checkpoints hold
             return False
         finally:
             for job in list(running.values()):
-                if job.trial_id not in ended:
-                    release(store, {job.trial_id}, "interrupted")
-                drop(job)
-
-
-def settle(store: StudyStore, view, done: Done, ended: bool) -> None:
-    """Record how a trial's run ended: failed with its error, or fine if its end was recorded."""
-    if isinstance(done.error, StoreError):  # a damaged study directory is the user's to fix, not a failed trial
-        release(store, {done.job.trial_id}, "damaged study file")
-        view.dropped(done.job)
-        raise done.error
-    if done.error is not None:
-        fail(store, view, None if ended else done.job, done.error)
-    elif not ended:
-        fail(store, view, done.job, "the worker returned before the trial ended")
-
-
-def release(store: StudyStore, trial_ids: set[int], why: str) -> None:
-    """Give trials up (pending again: a later run continues them from their checkpoints)."""
-    for tid in trial_ids:
-        store.db.mark(tid, State.PENDING, error=why)
+                drop(job, None if job.trial_id in ended else "interrupted")
 
 
 def fail(store: StudyStore, view, job: TrialJob | None, error: BaseException | str) -> None:

@@ -68,11 +68,8 @@ def _work(conn: Connection, arrays: dict[str, Any], settings: TrainSettings, sto
     while (job := conn.recv()) is not None:
         try:
             run_remote(job, arrays, settings, storage, send)
-        except Exception as exc:
-            try:
-                send(("", Done(job, exc)))
-            except Exception:  # an exception that does not pickle
-                send(("", Done(job, f"{type(exc).__name__}: {exc}")))
+        except Exception as exc:  # one that does not pickle ends the worker: the driver sees it died
+            send(("", Done(job, exc)))
         else:
             send(("", Done(job)))
 
