@@ -59,13 +59,14 @@ def die_with_parent(parent: int) -> None:
 
 def _work(conn: Connection, arrays: dict[str, Any], settings: TrainSettings, storage: CheckpointStorage,
           parent: int) -> None:
-    """A worker process: train the trials the driver sends, one at a time, until it sends None."""
+    """A worker process: train the trials the driver sends, one at a time, until the driver ends it."""
     die_with_parent(parent)
 
     def send(item: tuple[str, Event | Done]) -> None:  # pickled by value, not through shared-memory handles
         conn.send_bytes(pickle.dumps(item))
 
-    while (job := conn.recv()) is not None:
+    while True:
+        job = conn.recv()
         try:
             run_remote(job, arrays, settings, storage, send)
         except Exception as exc:  # one that does not pickle ends the worker: the driver sees it died

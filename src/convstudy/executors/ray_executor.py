@@ -67,11 +67,6 @@ def trial_slots(ray, cpus: float, gpus: float) -> int:
     return int(slots + 1e-9)
 
 
-def lost_reason(exc: BaseException) -> str:
-    """The first line of Ray's (long) error, naming what died."""
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
-
-
 class RayTasks:
     """`--executor ray`: one Ray task a trial, as many at once as the cluster has slots for."""
 
@@ -135,7 +130,8 @@ class RayTasks:
                 yield "", Done(job, exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc)
             except (WorkerCrashedError, NodeDiedError, LocalRayletDiedError, ObjectLostError,
                     OutOfMemoryError) as exc:  # Ray retried the task MAX_RETRIES times already
-                yield "", Done(job, f"worker lost {MAX_RETRIES + 1} times; last: {lost_reason(exc)}")
+                first = (str(exc).strip().splitlines() or [""])[0]  # Ray's errors are long: the line naming what died
+                yield "", Done(job, f"worker lost {MAX_RETRIES + 1} times; last: {type(exc).__name__}: {first}"[:300])
             else:
                 yield "", Done(job)
 
