@@ -294,6 +294,7 @@ def test_the_same_fair_study_runs_on_ray(tiny_mnist, tmp_path):
     import logging
 
     from convstudy.executors import RunOptions
+    from convstudy.report import write_reports
     from convstudy.search.fair import run_fair
     from convstudy.spec import load_study_file
 
@@ -302,7 +303,7 @@ def test_the_same_fair_study_runs_on_ray(tiny_mnist, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         _, finished = run_fair(study, RunOptions(out=out, executor="ray", cpus_per_trial=1, device="cpu",
-                                                 data_dir=str(tiny_mnist.dir), quiet=True))
+                                                 data_dir=str(tiny_mnist.dir), quiet=True, refresh=write_reports))
     finally:
         ray.shutdown()
     assert finished

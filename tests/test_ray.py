@@ -21,6 +21,7 @@ import torch
 from conftest import db_rows, epoch_metrics, trial_results
 from convstudy.cli import main
 from convstudy.executors import RunOptions, run_study
+from convstudy.report import write_reports
 from convstudy.spec import build_study, resolve_study
 from convstudy.store import load_tensors
 
@@ -80,7 +81,8 @@ def test_ray_matches_local_executor(ray_session, tiny_mnist, tiny_study_file, tm
     t0 = time.perf_counter()
     _, local_done = run_study(study, RunOptions(out=tmp_path / "local", executor="local", **base))
     t1 = time.perf_counter()
-    _, ray_done = run_study(study, RunOptions(out=tmp_path / "ray", executor="ray", cpus_per_trial=1, **base))
+    _, ray_done = run_study(study, RunOptions(out=tmp_path / "ray", executor="ray", cpus_per_trial=1,
+                                              refresh=write_reports, **base))
     print(f"local {t1 - t0:.1f}s, ray {time.perf_counter() - t1:.1f}s")
     assert local_done and ray_done
     local, remote = trial_results(tmp_path / "local" / "study.db"), trial_results(tmp_path / "ray" / "study.db")

@@ -11,16 +11,16 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from convstudy.errors import UserError
+from convstudy.executors.options import EXECUTORS, RunOptions, RunSettings
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from convstudy.executors import RunOptions
     from convstudy.measure.latency import LatencyOptions
     from convstudy.results import Results
     from convstudy.spec import Study
@@ -93,30 +93,21 @@ def choice(*names: str) -> Callable[[str], str]:
     return convert
 
 
-DEVICES, PRECISIONS, EXECUTORS = ("auto", "cpu", "cuda"), ("auto", "fp32", "bf16"), ("local", "ray")
+DEVICES, PRECISIONS = ("auto", "cpu", "cuda"), ("auto", "fp32", "bf16")
 
 
-@dataclass(frozen=True)
-class RunRequest:
-    """`convstudy run`'s options, typed: the CLI builds it from its flags, `run()` from its keywords."""
+@dataclass(frozen=True, kw_only=True)
+class RunRequest(RunSettings):
+    """`convstudy run`'s options, typed: the CLI builds it from its flags, `run()` from its keywords. Where
+    and how trials run (`RunSettings`) goes to the executors as it is; the rest shapes the study and the run."""
 
     models: list[str] | None = None
     where: list[tuple[str, str]] | None = None
     epochs: int | None = None
     seeds: int | dict[str, int] | None = None
     dataset: str | None = None
-    data_dir: str | None = None
     out: Path | None = None
     train_limit: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    executor: str = "local"
-    address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    storage: str | None = None
-    quiet: bool = False
-    workers: int = 0  # 0: not given; measured (measure.parallel)
     latency: bool = False
     latency_budget: float = DEFAULT_BUDGET_S
     latency_repeats: int = DEFAULT_REPEATS
@@ -207,10 +198,12 @@ def load(out: str | Path) -> "Results":
 
 def execute(study: "Study | str | Path", request: RunRequest,
             console: "Console") -> tuple["StudyStore", bool, str | None]:
-    """Run (or resume) the study as `request` says: its search or fair comparison, `workers` local processes, racing or
-    `run_study`, then the latency if the run ended. Returns the store, whether every wanted trial ended,
-    and the line naming the wanted trials that failed (None if none did)."""
-    spec, opts = prepare(study, request)
+    """Run (or resume) the study as `request` says: its search or fair comparison, racing or `run_study`, then
+    the latency if the run ended; the reports are refreshed after every trial and at the end. Returns the store,
+    whether every wanted trial ended, and the line naming the wanted trials that failed (None if none did)."""
+    from convstudy.report import write_reports
+
+    spec, opts = prepare(study, request, refresh=write_reports)
     latency = latency_options(request)
     if spec.search is not None:
         from convstudy.search import run_search
@@ -221,20 +214,27 @@ def execute(study: "Study | str | Path", request: RunRequest,
 
         store, finished = run_fair(spec, opts, console, request.trials)
     else:
-        store, finished = _train(spec, opts, request.workers, console)
+        from convstudy.executors import run_study
+        from convstudy.executors.racing import run_racing
+        from convstudy.measure.parallel import measured
+
+        with measured(spec, opts, request.workers, console) as workers:  # neither --workers nor OMP_NUM_THREADS
+            opts = replace(opts, workers=workers)
+            store, finished = (run_racing(spec, opts, console, run_study) if spec.race
+                               else run_study(spec, opts, console=console))
     if latency and finished:
         from convstudy.measure.latency import measure_and_show
-        from convstudy.report import write_reports
 
         measure_and_show(store, opts.models, latency, console)
         write_reports(store)
     return store, finished, failed_note(store, spec, opts)
 
 
-def prepare(study: "Study | str | Path", request: RunRequest) -> tuple["Study", "RunOptions"]:
-    """The study (a name, a path or a `Study`) with the request applied, and its RunOptions; every bad
-    option is a UserError here, before anything is created."""
-    from convstudy.executors import RunOptions
+def prepare(study: "Study | str | Path", request: RunRequest,
+            refresh: "Callable[[StudyStore], object] | None" = None) -> tuple["Study", RunOptions]:
+    """The study (a name, a path or a `Study`) with the request applied, and the executors' RunOptions (the
+    request's RunSettings, its output and models, and `refresh`); every bad option is a UserError here,
+    before anything is created."""
     from convstudy.spec import Study, check_memory, check_schedule_keys, resolve_study, select_models, with_overrides
 
     r = request
@@ -252,10 +252,8 @@ def prepare(study: "Study | str | Path", request: RunRequest) -> tuple["Study", 
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
     names = ([m.name for m in select_models(study.models, r.models, r.where or [])]
              if r.models is not None or r.where else None)
-    opts = RunOptions(out=r.out or Path("runs") / study.name, models=tuple(names) if names else None,
-                      device=r.device, precision=r.precision, data_dir=r.data_dir, executor=r.executor,
-                      address=r.address, cpus_per_trial=r.cpus_per_trial, gpus_per_trial=r.gpus_per_trial,
-                      storage=r.storage, quiet=r.quiet)
+    opts = RunOptions(**{f.name: getattr(r, f.name) for f in fields(RunSettings)}, refresh=refresh,
+                      out=r.out or Path("runs") / study.name, models=tuple(names) if names else None)
     if study.search is not None and (names or r.workers > 1):
         raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
                         "samples, one at a time (several at once: --executor ray)")
@@ -278,25 +276,6 @@ def latency_options(request: RunRequest) -> "LatencyOptions | None":
                              precision=request.precision)
     latency.check()
     return latency
-
-
-def _train(study: "Study", opts: "RunOptions", workers: int, console: "Console") -> tuple["StudyStore", bool]:
-    from functools import partial
-
-    from convstudy.executors import run_study
-    from convstudy.measure.parallel import measured
-
-    with measured(study, opts, workers, console) as workers:  # neither --workers nor OMP_NUM_THREADS: measured
-        runner = run_study
-        if workers > 1 and opts.executor == "local":
-            from convstudy.executors.pool import run_with_workers
-
-            runner = partial(run_with_workers, workers=workers)
-        if study.race:
-            from convstudy.executors.racing import run_racing
-
-            return run_racing(study, opts, console, runner)
-        return runner(study, opts, console=console)
 
 
 def failed_note(store: "StudyStore", study: "Study", opts: "RunOptions") -> str | None:

@@ -40,12 +40,14 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from convstudy.executors import RunOptions
+    from convstudy.report import write_reports
     from convstudy.search.audit import plan_audit, run_audit, show_audit
 
     console = Console(highlight=False)
     plan = plan_audit(args.cheap, args.epochs, args.train_limit, args.full, args.models_per_stratum, args.seeds)
     out = args.out or args.cheap / "audit"
-    opts = RunOptions(out=out, device=args.device, precision=args.precision, data_dir=args.data_dir, quiet=args.quiet)
+    opts = RunOptions(out=out, device=args.device, precision=args.precision, data_dir=args.data_dir, quiet=args.quiet,
+                      refresh=write_reports)
     store, result = run_audit(plan, opts, console, args.workers)
     failed = sum(t.state == "failed" for t in store.db.trials())
     store.close()

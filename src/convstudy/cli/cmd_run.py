@@ -40,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--address", help="Ray cluster address to join (default: start a local Ray instance)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractional GPUs let small trials share one")
-    p.add_argument("--storage", help="checkpoint storage every Ray worker can reach (path or pyarrow URI)")
+    p.add_argument("--storage", help="checkpoint storage, a path or pyarrow URI (default: the output directory); "
+                                     "with Ray, one every worker can reach")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--workers", type=positive_int, default=0,
                    help="local executor: N processes training trials at once, each with 1/N of the CPU cores "

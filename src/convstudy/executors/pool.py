@@ -1,24 +1,38 @@
-"""Several local worker processes on one study: each claims trials from the same study.db.
+"""`--workers N`: N local worker processes train trials at once, one trial each, for the one executor loop.
 
-Small models leave a GPU (or a many-core CPU) mostly idle, so training a few trials at once fills
-it; claims are transactional (`StudyDB.claim`), so no trial is trained twice.
+Small models leave a GPU (or a many-core CPU) mostly idle, so training a few trials at once fills it.
+Each worker runs the trial's loop (`loop.run_remote`) and sends its events back through its own pipe;
+this process claims, records and stops trials as it does for the other executors.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import io
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
-from dataclasses import replace
+import threading
+from contextlib import contextmanager
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any, Iterator
 
-from rich.console import Console
+import torch
 
-from convstudy.spec import Study
-from convstudy.store import StudyStore
+from convstudy.data import Dataset
+from convstudy.executors.loop import Done, dataset_arrays, run_remote
+from convstudy.executors.trial import Event, TrialJob
+from convstudy.spec import TrainSettings
+from convstudy.store import CheckpointStorage
+from convstudy.train import TrialData, describe, resolve_device
+
+if TYPE_CHECKING:
+    from convstudy.executors.options import RunOptions
+
+POLL_S = 0.1
+_PR_SET_PDEATHSIG = 1
 
 
 def share_cpu_threads(workers: int) -> int:
@@ -26,19 +40,16 @@ def share_cpu_threads(workers: int) -> int:
 
     Several processes each running torch's default (all cores) oversubscribe the CPU, and OpenMP's
     spinning barriers then collapse (docs/benchmarks.md: 2 threads each on 2 shared cores ran k3-2
-    5x slower than 1). Returns the thread count this process now uses.
+    5x slower than 1). Returns the thread count each process now uses.
     """
-    import torch
-
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     return torch.get_num_threads()
 
 
 def die_with_parent(parent: int) -> None:
-    """Ask the kernel to send this process SIGTERM when its parent dies (Linux), so a worker whose
-    parent was killed with -9 stops after its epoch (checkpointed, trial released) instead of training
-    on as an orphan."""
+    """Ask the kernel to send this process SIGTERM when its parent dies (Linux), so a worker whose parent
+    was killed with -9 stops (its last checkpoint holds) instead of training on as an orphan."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -46,41 +57,91 @@ def die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _worker(study: Study, opts, workers: int, parent: int) -> None:
-    from convstudy.executors import run_study
-
+def _work(conn: Connection, arrays: dict[str, Any], settings: TrainSettings, storage: CheckpointStorage,
+          parent: int) -> None:
+    """A worker process: train the trials the driver sends, one at a time, until the driver ends it."""
     die_with_parent(parent)
-    share_cpu_threads(workers)
-    run_study(study, opts, Console(file=io.StringIO()))
+
+    def send(item: tuple[str, Event | Done]) -> None:  # pickled by value, not through shared-memory handles
+        conn.send_bytes(pickle.dumps(item))
+
+    while True:
+        job = conn.recv()
+        try:
+            run_remote(job, arrays, settings, storage, send)
+        except Exception as exc:  # one that does not pickle ends the worker: the driver sees it died
+            send(("", Done(job, exc)))
+        else:
+            send(("", Done(job)))
 
 
-def run_with_workers(study: Study, opts, workers: int, console: Console | None = None) -> tuple[StudyStore, bool]:
-    """`run_study` in this process plus `workers - 1` spawned ones; returns once all of them stopped."""
-    from convstudy.executors import run_study
-    from convstudy.report import write_reports
+class Processes:
+    """`--workers N`: trials in N spawned worker processes, each with 1/N of the CPU cores."""
 
-    StudyStore.create_or_open(opts.out, study)  # created once here, so the workers only ever open it
-    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-    procs = [ctx.Process(target=_worker, args=(study, replace(opts, quiet=True), workers, os.getpid()))
-             for _ in range(workers - 1)]
-    for p in procs:
-        p.start()
+    threads_flag = "--workers (or OMP_NUM_THREADS)"
+    data_device = torch.device("cpu")  # the driver trains nothing
 
-    def forward(signum, frame) -> None:  # SIGTERM reaches this process only; Ctrl-C reaches the whole group
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signum)
+    def __init__(self, opts: "RunOptions") -> None:
+        self.slots = opts.workers
+        self.device = resolve_device(opts.device)
+        self.threads = share_cpu_threads(opts.workers)
+        self.host = describe(self.device)
+        self.idle: list[tuple[mp.Process, Connection]] = []
+        self.busy: dict[int, tuple[mp.Process, Connection, TrialJob]] = {}  # trial id -> its worker
 
-    old = signal.signal(signal.SIGTERM, forward)
-    share_cpu_threads(workers)
-    try:
-        store, finished = run_study(study, opts, console)
-    finally:
-        for p in procs:
-            p.join()
-        signal.signal(signal.SIGTERM, old)
-    write_reports(store)  # the workers may have finished trials after this process's last report
-    return store, finished and all(p.exitcode == 0 for p in procs)
+    @contextmanager
+    def session(self, ds: Dataset, data: TrialData, settings: TrainSettings,
+                storage: CheckpointStorage) -> Iterator[None]:
+        self.args = (dataset_arrays(ds), settings, storage, os.getpid())
+        try:
+            yield
+        finally:
+            for proc, conn, *_ in [*self.idle, *self.busy.values()]:
+                proc.terminate()
+                proc.join()
+                conn.close()
+
+    def start(self, job: TrialJob) -> None:
+        proc, conn = self.idle.pop() if self.idle else self._spawn()
+        conn.send(job)
+        self.busy[job.trial_id] = proc, conn, job
+
+    def _spawn(self) -> tuple[mp.Process, Connection]:
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_work, args=(theirs, *self.args), daemon=True)
+        # Ctrl-C reaches the whole process group; workers inherit SIGINT ignored, and this process decides.
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            proc.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, old)
+        theirs.close()
+        return proc, mine
+
+    def poll(self) -> Iterator[tuple[str, Event | Done]]:
+        workers = {conn: (proc, job) for proc, conn, job in self.busy.values()}
+        for conn in wait(list(workers), timeout=POLL_S):
+            proc, job = workers[conn]
+            if job.trial_id not in self.busy:  # stopped meanwhile
+                continue
+            try:
+                where, event = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                proc.join(5)
+                del self.busy[job.trial_id]
+                yield "", Done(job, f"worker process {proc.pid} died (exit code {proc.exitcode})")
+                continue
+            if isinstance(event, Done):
+                self.idle.append(self.busy.pop(job.trial_id)[:2])
+            yield where, event
+
+    def stop(self, job: TrialJob) -> None:
+        """Stop the trial where it is (its last checkpoint holds): its worker process ends."""
+        if (worker := self.busy.pop(job.trial_id, None)) is not None:
+            proc, conn, _ = worker
+            proc.terminate()
+            proc.join()
+            conn.close()

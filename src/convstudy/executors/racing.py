@@ -121,7 +121,5 @@ def run_racing(study, opts, console: Console, run: Callable) -> tuple[object, bo
     store = store or StudyStore.create_or_open(opts.out, study)
     store.db.set_meta("racing", json.dumps({m: {"seeds": len(state.seeds[m]), "stopped": state.why[m]}
                                             for m in models}))
-    from convstudy.report import write_reports
-
-    write_reports(store)
+    opts.refreshed(store)
     return store, True

@@ -1,33 +1,31 @@
-"""The Ray executor's driver: trials as Ray tasks, the driver the only writer of study.db.
+"""The Ray executor's launcher: trials as Ray tasks, for the one executor loop (the driver the only writer of study.db).
 
 The dataset goes into Ray's object store once; each trial is one task (`train_on_worker`) that runs
-the trial's loop, checkpoints to shared storage and streams its events back through a Ray queue, where
-the local executor's Recorder writes them; workers never touch study.db. A task whose worker process or node dies is retried by Ray
-(`max_retries`), resuming from its last checkpoint; each retry's start is counted as an attempt and
-recorded as a `restart` event. Past MAX_RETRIES the trial is `failed` with the reason.
-Ray is imported only here, inside functions, so convstudy works without it.
+the trial's loop, checkpoints to shared storage and streams its events back through a Ray queue; workers
+never touch study.db. A task whose worker process or node dies is retried by Ray (`max_retries`), resuming
+from its last checkpoint; each retry's start is counted as an attempt and recorded as a `restart` event.
+Past MAX_RETRIES the trial is `failed` with the reason. Ray is imported only here, inside functions, so
+convstudy works without it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import warnings
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
 import torch
 
 from convstudy.data import Dataset
-from convstudy.errors import StoreError, UserError
-from convstudy.executors.local import Interrupt, release
-from convstudy.executors.progress import ProgressView
-from convstudy.executors.record import Recorder, heartbeat
-from convstudy.executors.trial import Diverged, EpochDone, Finished, Progress, TrialJob, run_trial
-from convstudy.spec import Study, TrainSettings
-from convstudy.store import CheckpointStorage, State, StudyStore, storage_for, this_owner
-from convstudy.train import make_trial_data
+from convstudy.errors import UserError
+from convstudy.executors.loop import Done, dataset_arrays, run_remote
+from convstudy.executors.trial import Event, TrialJob
+from convstudy.spec import TrainSettings
+from convstudy.store import CheckpointStorage
+from convstudy.train import TrialData
+
+if TYPE_CHECKING:
+    from convstudy.executors.options import RunOptions
 
 MAX_RETRIES = 3
 POLL_S = 0.1
@@ -69,153 +67,82 @@ def trial_slots(ray, cpus: float, gpus: float) -> int:
     return int(slots + 1e-9)
 
 
-def lost_reason(exc: BaseException) -> str:
-    """The first line of Ray's (long) error, naming what died."""
-    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+class RayTasks:
+    """`--executor ray`: one Ray task a trial, as many at once as the cluster has slots for."""
 
+    threads_flag = "--cpus-per-trial"
+    data_device = torch.device("cpu")  # the driver trains nothing
 
-def run_ray(store: StudyStore, jobs: dict[tuple[str, int], Callable[[int], TrialJob]], ds: Dataset, study: Study,
-            run_id: int, opts, view: ProgressView, after_trial: Callable[[], None],
-            numerics: dict[str, dict] | None = None, grow=None) -> bool:
-    """Train the wanted trials as Ray tasks until none is left; returns False when interrupted.
+    def __init__(self, opts: "RunOptions") -> None:
+        self.ray = require_ray()  # before anything is created or loaded
+        if opts.device == "cuda" and opts.gpus_per_trial <= 0:
+            raise UserError("--device cuda with --executor ray needs --gpus-per-trial > 0 (e.g. 0.25 to share a GPU)")
+        self.opts = opts
+        self.device = torch.device("cuda" if opts.gpus_per_trial > 0 and opts.device != "cpu" else "cpu")
+        self.threads = max(1, int(opts.cpus_per_trial))
+        self.host = f"ray: {self.device.type}"
+        self.inflight: dict[Any, TrialJob] = {}
 
-    With `grow` (a search, executors.Growth), a free slot asks it for another trial, and the driver
-    asks it after every epoch whether to stop that trial: its task is cancelled, it is recorded as pruned.
-    """
-    ray = require_ray()
-    if opts.device == "cuda" and opts.gpus_per_trial <= 0:
-        raise UserError("--device cuda with --executor ray needs --gpus-per-trial > 0 (e.g. 0.25 to share a GPU)")
-    storage = storage_for(store.out, study.name, study.fingerprint(), opts.storage)
-    storage.check()
-    started = connect(ray, opts.address)
-    try:
-        return _drive(ray, store, jobs, ds, study, run_id, opts, storage, view, after_trial, numerics, grow)
-    finally:
-        if started:
-            ray.shutdown()
+    @contextmanager
+    def session(self, ds: Dataset, data: TrialData, settings: TrainSettings,
+                storage: CheckpointStorage) -> Iterator[None]:
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        ray, opts = self.ray, self.opts
+        started = connect(ray, opts.address)
+        try:
+            self.slots = trial_slots(ray, opts.cpus_per_trial, opts.gpus_per_trial)
+            # The event queue lives on the driver's node: left to Ray, a 0-CPU actor may land on a worker node,
+            # and losing that node would take every running trial's events and the driver with it.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+            self.args = (ray.put(dataset_arrays(ds)), settings, storage, self.queue)
+            self.task = ray.remote(train_on_worker)
+            yield
+        finally:
+            for job in list(self.inflight.values()):  # their finished epochs are checkpointed
+                self.stop(job)
+            if started:
+                ray.shutdown()
 
-def _drive(ray, store: StudyStore, jobs, ds: Dataset, study: Study, run_id: int, opts,
-           storage: CheckpointStorage, view: ProgressView, after_trial: Callable[[], None],
-           numerics: dict[str, dict] | None, grow=None) -> bool:
-    from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError,
-                                RayTaskError, WorkerCrashedError)
-    from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    def start(self, job: TrialJob) -> None:
+        # Ray retries a task whose worker died (not one that raised): a lost worker's trial resumes from its
+        # checkpoint, and its next start counts as an attempt.
+        ref = self.task.options(num_cpus=self.opts.cpus_per_trial, num_gpus=self.opts.gpus_per_trial,
+                                max_retries=MAX_RETRIES, retry_exceptions=False).remote(job, *self.args)
+        self.inflight[ref] = job
 
-    lost = (WorkerCrashedError, NodeDiedError, LocalRayletDiedError, ObjectLostError, OutOfMemoryError)
-    owner = this_owner()
-    slots = trial_slots(ray, opts.cpus_per_trial, opts.gpus_per_trial)
-    # The event queue lives on the driver's node: left to Ray, a 0-CPU actor may land on a worker node, and
-    # losing that node would take every running trial's events and the driver with it.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-    data_ref = ray.put(dataset_arrays(ds))
-    task = ray.remote(train_on_worker)
-    record = Recorder(store, storage, view, owner)
-    inflight: dict[Any, TrialJob] = {}
-    ended: set[int] = set()  # trials whose Finished or Diverged event arrived, or that were pruned
-    pruned: set[int] = set()
+    def poll(self) -> Iterator[tuple[str, Event | Done]]:
+        from ray.exceptions import (LocalRayletDiedError, NodeDiedError, ObjectLostError, OutOfMemoryError,
+                                    RayTaskError, WorkerCrashedError)
 
-    def drain() -> None:
+        ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S)
         # Workers put synchronously, so once a task is done all its events are already queued.
-        while n := queue.qsize():
-            for where, event in queue.get_nowait_batch(n):
-                if event.job.trial_id in ended:  # what a pruned trial's task did before it was cancelled
-                    continue
-                record(event, where)
-                if isinstance(event, (Finished, Diverged)):
-                    ended.add(event.job.trial_id)
-                elif isinstance(event, EpochDone) and grow is not None and grow.prune(event):
-                    record.pruned(event)  # its epoch is checkpointed and recorded: stop its task there
-                    ended.add(event.job.trial_id)
-                    pruned.add(event.job.trial_id)
-                    ray.cancel(next(r for r, j in inflight.items() if j.trial_id == event.job.trial_id), force=True)
+        while n := self.queue.qsize():
+            yield from self.queue.get_nowait_batch(n)
+        for ref in ready:
+            if (job := self.inflight.pop(ref, None)) is None:  # stopped meanwhile
+                continue
+            try:
+                self.ray.get(ref)
+            except RayTaskError as exc:
+                yield "", Done(job, exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc)
+            except (WorkerCrashedError, NodeDiedError, LocalRayletDiedError, ObjectLostError,
+                    OutOfMemoryError) as exc:  # Ray retried the task MAX_RETRIES times already
+                first = (str(exc).strip().splitlines() or [""])[0]  # Ray's errors are long: the line naming what died
+                yield "", Done(job, f"worker lost {MAX_RETRIES + 1} times; last: {type(exc).__name__}: {first}"[:300])
+            else:
+                yield "", Done(job)
 
-    def settle(ref) -> None:
-        job = inflight.pop(ref)
-        if job.trial_id in pruned:  # cancelled by us; nothing to get
-            after_trial()
-            return
-        try:
-            ray.get(ref)
-        except RayTaskError as exc:
-            cause = exc.cause if isinstance(getattr(exc, "cause", None), BaseException) else exc
-            if isinstance(cause, StoreError):  # a damaged study file is the user's to fix, not a failed trial
-                release(store, {job.trial_id}, State.PENDING, "damaged study file")
-                view.dropped(job)
-                raise cause from None
-            fail(job, f"{type(cause).__name__}: {cause}"[:500])
-        except lost as exc:  # Ray retried the task MAX_RETRIES times already
-            fail(job, f"worker lost {MAX_RETRIES + 1} times; last: {lost_reason(exc)}")
-        else:
-            if job.trial_id not in ended:
-                fail(job, "the worker returned before the trial ended")
-        after_trial()
-
-    def fail(job: TrialJob, reason: str) -> None:
-        store.db.mark(job.trial_id, State.FAILED, error=reason)
-        view.failed(job, reason)
-
-    try:
-        with heartbeat(store.db.path, owner, lambda: [j.trial_id for j in list(inflight.values())]), \
-                Interrupt() as interrupt:
-            while not interrupt.requested:
-                while len(inflight) < slots:
-                    rec = store.db.claim(owner, set(jobs), run_id, numerics)
-                    if rec is None:
-                        if grow is not None and grow.more():
-                            continue
-                        break
-                    job = jobs[(rec.model, rec.seed)](rec.id)
-                    # Ray retries a task whose worker died (not one that raised): a lost worker's trial
-                    # resumes from its checkpoint, and its next start counts as an attempt.
-                    ref = task.options(num_cpus=opts.cpus_per_trial, num_gpus=opts.gpus_per_trial,
-                                       max_retries=MAX_RETRIES, retry_exceptions=False).remote(
-                        job, data_ref, study.train, storage, queue)
-                    inflight[ref] = job
-                    view.submitted(job, 1)
-                if not inflight:
-                    return True
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
-                drain()
-                for ref in ready:
-                    settle(ref)
-            return False
-    finally:
-        # Interrupted or failing: stop our tasks (their finished epochs are checkpointed) and release them.
-        for ref in inflight:
-            ray.cancel(ref, force=True)
-        try:
-            drain()
-        except Exception:  # the queue actor may already be gone; the checkpoints still hold the epochs
-            pass
-        for job in inflight.values():
-            if job.trial_id not in ended:
-                release(store, {job.trial_id}, State.PENDING, "interrupted")
-            view.dropped(job)
-
-
-def dataset_arrays(ds: Dataset) -> dict[str, Any]:
-    """The dataset as numpy arrays, which Ray's object store shares with workers without copying."""
-    return {"info": ds.info, "source_dir": ds.source_dir, "x_train": ds.x_train.numpy(),
-            "y_train": ds.y_train.numpy(), "x_test": ds.x_test.numpy(), "y_test": ds.y_test.numpy()}
-
-
-def dataset_from_arrays(arrays: dict[str, Any]) -> Dataset:
-    """A Dataset over the object store's read-only arrays (training only ever reads them)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        tensors = {k: torch.from_numpy(v) for k, v in arrays.items() if isinstance(v, np.ndarray)}
-    return Dataset(info=arrays["info"], source_dir=arrays["source_dir"], **tensors)
+    def stop(self, job: TrialJob) -> None:
+        """Cancel the trial's task where it is (its last checkpoint holds)."""
+        for ref in [r for r, j in self.inflight.items() if j.trial_id == job.trial_id]:
+            self.ray.cancel(ref, force=True)
+            del self.inflight[ref]
 
 
 def train_on_worker(job: TrialJob, arrays: dict[str, Any], settings: TrainSettings, storage: CheckpointStorage,
                     queue) -> None:
-    """Run the trial's loop in a Ray worker (resuming from its checkpoint) and forward its events."""
-    torch.set_num_threads(job.plan.threads)
-    data = make_trial_data(dataset_from_arrays(arrays), settings, torch.device(job.plan.device))
-    where = f"{socket.gethostname()}:{os.getpid()}"
-    for event in run_trial(job, data, storage):
-        if not isinstance(event, Progress):  # the driver's table shows epochs, not batches
-            queue.put((where, event))
+    """A Ray task: run the trial's loop (resuming from its checkpoint) and forward its events to the driver."""
+    run_remote(job, arrays, settings, storage, queue.put)

@@ -10,7 +10,7 @@ the result in OUT/audit.json and in OUT's report. Every refusal happens before a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,12 +135,7 @@ def run_audit(plan: AuditPlan, opts: RunOptions, console: Console | None = None,
     returns the store and the audit (None while any audit trial has not ended), also in OUT/audit.json and OUT's report."""
     console = console or Console(highlight=False)
     check_out(opts.out, plan.study)
-    if workers > 1:
-        from convstudy.executors.pool import run_with_workers
-
-        store, finished = run_with_workers(plan.study, opts, workers, console)
-    else:
-        store, finished = run_study(plan.study, opts, console)
+    store, finished = run_study(plan.study, replace(opts, workers=workers), console)
     trials = store.db.trials()
     if not finished or any(t.state not in FINISHED for t in trials):
         return store, None

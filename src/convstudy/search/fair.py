@@ -19,7 +19,6 @@ from rich.console import Console
 from convstudy.data import get_info
 from convstudy.errors import UserError
 from convstudy.executors import RunOptions, run_study
-from convstudy.report import write_reports
 from convstudy.search import run_search
 from convstudy.spec import Study
 from convstudy.spec.fair import check_fair, level_dirname, level_label, scientific_levels
@@ -57,5 +56,5 @@ def run_fair(study: Study, opts: RunOptions, console: Console | None = None,
         sub.close()
         if not finished:
             return store, False
-    write_reports(store)
+    opts.refreshed(store)  # the fair comparison: the caller's report refresh, now that every level ended
     return store, True

@@ -1,0 +1,128 @@
+"""`run_study`: open (or resume) a study directory, create the wanted trials, load the data once and run
+them with the one executor loop (`loop.run_trials`) through the launcher `launcher_for` picks."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from rich.console import Console
+
+from convstudy.data import load_dataset
+from convstudy.errors import DiskFull, UserError
+from convstudy.executors.loop import InProcess, Launcher, disk_full, run_trials
+from convstudy.executors.options import EXECUTORS, Growth, RunOptions
+from convstudy.executors.progress import ProgressView
+from convstudy.executors.record import Recorder
+from convstudy.executors.trial import TrialJob
+from convstudy.spec import ModelSpec, Study
+from convstudy.store import FINISHED, State, StudyStore, check_numerics, provenance, storage_for, this_owner
+from convstudy.train import make_trial_data, plan, resolve_precision
+
+
+def launcher_for(opts: RunOptions) -> Launcher:
+    """The one place an executor is chosen: this process, `--workers` processes or Ray tasks."""
+    if opts.executor not in EXECUTORS:
+        raise UserError(f"--executor {opts.executor}: unknown executor; valid: {', '.join(EXECUTORS)}")
+    if opts.executor == "ray":
+        from convstudy.executors.ray_executor import RayTasks
+
+        return RayTasks(opts)
+    if opts.workers > 1:
+        from convstudy.executors.pool import Processes
+
+        return Processes(opts)
+    return InProcess(opts)
+
+
+# The flag a user changes to change each recorded setting, for the message that refuses a mixed resume.
+_FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device", "conv_dft": "--precision"}
+
+
+def run_study(study: Study, opts: RunOptions, console: Console | None = None,
+              grow: Growth | None = None) -> tuple[StudyStore, bool]:
+    """Run (or resume) `study` into `opts.out`; returns the store and whether every wanted trial ended.
+
+    With `grow` (a search), the study's models are those `grow` adds as it runs, every seed of each.
+    """
+    console = console or Console(highlight=False)
+    launcher = launcher_for(opts)  # before anything is created or loaded
+    names = [m.name for m in study.models]
+    wanted_models = list(opts.models or names)
+    for name in wanted_models:
+        if name not in names:
+            raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
+    precision = resolve_precision(opts.precision, launcher.device)
+    ds = load_dataset(study.dataset, opts.data_dir)  # before the store: a data error leaves it untouched
+    plan_of = partial(plan, input_shape=ds.info.input_shape, device=launcher.device, precision=precision,
+                      threads=launcher.threads)
+    plans = {m.name: plan_of(m) for m in study.models if m.name in wanted_models}
+    store = StudyStore.create_or_open(opts.out, study)
+    if grow is not None:  # the models it added before are the study's (the store keeps them)
+        study = store.study
+        wanted_models = names = [m.name for m in study.models]
+        plans.update({m.name: plan_of(m) for m in study.models if m.name not in plans})
+    numerics = {name: p.numerics() for name, p in plans.items()}
+    position = {n: i for i, n in enumerate(names)}
+    seeds_of = opts.seeds_of or {}
+    pairs = [(m, s) for m in wanted_models for s in seeds_of.get(m, study.seeds)]
+    store.db.ensure_trials([(m, s, position[m]) for m, s in pairs])
+    wanted = set(pairs)
+    todo = [r for r in store.db.trials() if (r.model, r.seed) in wanted and r.state not in FINISHED]
+    check_numerics(todo, numerics, {**_FLAGS, "threads": launcher.threads_flag})
+    done = len(wanted) - len(todo)
+    if not todo and grow is None:
+        console.print(f"all {len(wanted)} trials of {study.name} are finished in {store.out}; nothing to run")
+        opts.refreshed(store)
+        return store, True
+    if done:
+        console.print(f"resuming {study.name} in {store.out}: {done} of {len(wanted)} trials already finished")
+    for r in todo:
+        if r.state == State.FAILED:
+            console.print(f"retrying {r.model} seed {r.seed} from its last checkpoint; it failed with: {r.error}",
+                          soft_wrap=True, markup=False)
+    data = make_trial_data(ds, study.train, launcher.data_device)
+    run_id = store.db.add_run(provenance(launcher.host, {
+        "executor": opts.executor, "precision": precision,
+        "n_train": len(data.train), "n_val": len(data.val),
+        "n_test": len(data.test), "data_dir": str(ds.source_dir), "dataset": ds.provenance}))
+
+    def job(model: ModelSpec, seed: int, trial_id: int) -> TrialJob:  # with study.db's record of its checkpoints
+        return TrialJob(trial_id, model, model.settings(study.train), seed, ds.info.input_shape, plans[model.name],
+                        store.owner(model.name, seed), tuple(store.db.checkpoint_digests(trial_id).items()))
+
+    # (model, seed) -> a TrialJob factory taking the trial id the executor claims.
+    jobs = {(m.name, s): partial(job, m, s) for m in study.models for s in study.seeds if (m.name, s) in wanted}
+    owner = this_owner()
+
+    def claim() -> TrialJob | None:
+        rec = store.db.claim(owner, set(jobs), run_id, numerics)
+        return None if rec is None else jobs[(rec.model, rec.seed)](rec.id)
+
+    def add(model: ModelSpec) -> None:  # a model joins the running study (a search sampled it)
+        store.add_model(model)
+        plans[model.name] = plan_of(model)
+        numerics[model.name] = plans[model.name].numerics()
+        store.db.ensure_trials([(model.name, s, len(store.study.models) - 1) for s in study.seeds])
+        jobs.update({(model.name, s): partial(job, model, s) for s in study.seeds})
+
+    if grow is not None:
+        grow.start(store, add)
+    storage = storage_for(store.out, study.name, study.fingerprint(), opts.storage)
+    storage.check()
+    view = ProgressView(console, n_train=len(data.train), quiet=opts.quiet)
+    try:
+        with launcher.session(ds, data, study.train, storage):
+            finished = run_trials(launcher, Recorder(store, storage, view, owner), claim, grow,
+                                  lambda: opts.refreshed(store))
+        opts.refreshed(store)
+    except Exception as exc:
+        if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports
+            raise DiskFull(f"{store.out}: no space left on the device ({' '.join(str(exc).split())[:200]}); "
+                           "free space and rerun the same command") from None
+        raise
+    finally:
+        view.close()
+    if not finished:
+        console.print(f"stopped; every finished epoch is checkpointed. Resume with the same command "
+                      f"(output directory {store.out}).")
+    return store, finished

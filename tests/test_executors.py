@@ -1,0 +1,131 @@
+"""One suite every executor passes (issue 27): in this process, in `--workers` processes and as Ray tasks,
+the one executor loop gives the same rows and files, resumes an interrupted trial to the same numbers,
+records a failing trial as failed and stops a trial where a search's pruner says so.
+
+Every executor trains on one thread (Ray: --cpus-per-trial 1), so their numbers agree bit for bit with the
+local run's. The Ray cases share one local Ray instance and are skipped without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import db_rows, epoch_metrics, trial_results
+from convstudy.executors import RunOptions, run_study
+from convstudy.report import write_reports
+from convstudy.spec import resolve_study
+
+EXECUTORS = {"local": {}, "workers": {"workers": 2}, "ray": {"executor": "ray", "cpus_per_trial": 1}}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(params=list(EXECUTORS))
+def executor(request, tiny_mnist, one_thread, monkeypatch) -> dict:
+    """The RunOptions that pick one executor, every trial on one thread."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --workers: each worker keeps this process's one thread
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+    return EXECUTORS[request.param]
+
+
+@pytest.fixture
+def study(tiny_study_file):
+    return resolve_study(str(tiny_study_file(epochs=2, seeds=2)))
+
+
+def run(study, out: Path, executor: dict, data_dir: Path, grow=None, **options):
+    opts = RunOptions(out=out, data_dir=str(data_dir), device="cpu", quiet=True, **executor, **options)
+    store, finished = run_study(study, opts, grow=grow)
+    store.close()
+    return finished
+
+
+def files(out: Path) -> dict:
+    """What a run leaves per trial: its results, every epoch's metrics and its files' digests (checkpoints hold
+    wall times, so theirs differ)."""
+    db = out / "study.db"
+    return {"trials": trial_results(db), "epochs": epoch_metrics(db),
+            "digests": db_rows(db, "SELECT model, seed, weights_digest, predictions_digest FROM trials ORDER BY 1, 2")}
+
+
+@pytest.fixture
+def reference(study, tiny_mnist, one_thread, tmp_path) -> dict:
+    """An uninterrupted run in this process."""
+    assert run(study, tmp_path / "reference", EXECUTORS["local"], tiny_mnist.dir)
+    return files(tmp_path / "reference")
+
+
+class Grow:
+    """A search's hooks without the search: prune `model` after its first epoch, or interrupt the run there."""
+
+    def __init__(self, prune: str | None = None, interrupt: bool = False) -> None:
+        self.model, self.interrupt = prune, interrupt
+
+    def start(self, store, add) -> None:
+        pass
+
+    def more(self) -> bool:
+        return False
+
+    def prune(self, event) -> bool:
+        if self.interrupt:  # what Ctrl-C does, at the first epoch the driver records
+            self.interrupt = False
+            os.kill(os.getpid(), signal.SIGINT)
+        return event.job.model.name == self.model
+
+
+def test_the_same_trials_give_the_same_rows_and_files(executor, study, reference, tiny_mnist, tmp_path):
+    out = tmp_path / "out"
+    assert run(study, out, executor, tiny_mnist.dir, refresh=write_reports)
+    assert files(out) == reference
+    assert {state for state, _, _ in reference["trials"].values()} == {"complete"}
+    assert (out / "report.json").is_file()  # the caller's refresh ran
+    assert not list((out / "trials").rglob("checkpoint.safetensors"))
+
+
+def test_an_interrupted_run_resumes_to_the_same_numbers(executor, study, reference, tiny_mnist, tmp_path):
+    out = tmp_path / "out"
+    assert not run(study, out, executor, tiny_mnist.dir, grow=Grow(interrupt=True))
+    states = [state for state, _, _ in trial_results(out / "study.db").values()]
+    assert "running" not in states and "pending" in states
+    assert ("interrupted",) in db_rows(out / "study.db", "SELECT error FROM trials WHERE epochs_done > 0")
+    assert run(study, out, executor, tiny_mnist.dir)
+    assert files(out) == reference
+
+
+def test_a_failing_trial_is_recorded_failed_and_the_others_run(executor, study, reference, tiny_mnist, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    blocked = ckpt / f"{study.name}-{study.fingerprint()}" / "trials" / "small-b"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a directory")  # small-b's checkpoints cannot be written
+    out = tmp_path / "out"
+    assert run(study, out, executor, tiny_mnist.dir, storage=str(ckpt))
+    rows = db_rows(out / "study.db", "SELECT model, state, error FROM trials ORDER BY model, seed")
+    assert [(m, s) for m, s, _ in rows] == [("small-a", "complete")] * 2 + [("small-b", "failed")] * 2
+    assert all("trials/small-b" in error for m, _, error in rows if m == "small-b")
+    assert {k: v for k, v in trial_results(out / "study.db").items() if k[0] == "small-a"} == \
+        {k: v for k, v in reference["trials"].items() if k[0] == "small-a"}
+
+
+def test_a_pruned_trial_stops_after_its_epoch(executor, study, reference, tiny_mnist, tmp_path):
+    out = tmp_path / "out"
+    assert run(study, out, executor, tiny_mnist.dir, grow=Grow(prune="small-b"))
+    results = trial_results(out / "study.db")
+    assert {k: v[0] for k, v in results.items() if k[0] == "small-b"} == {("small-b", 0): "pruned",
+                                                                         ("small-b", 1): "pruned"}
+    assert sorted(k for k in epoch_metrics(out / "study.db") if k[0] == "small-b") == [("small-b", 0, 1),
+                                                                                       ("small-b", 1, 1)]
+    assert {k: v for k, v in results.items() if k[0] == "small-a"} == \
+        {k: v for k, v in reference["trials"].items() if k[0] == "small-a"}
