@@ -1,12 +1,8 @@
 """The one reader for files a user hands in (study files, Keras JSON, dataset files, images): bounded, non-blocking.
 
-`open_untrusted` opens a regular file and nothing else (a FIFO, a device, a directory is one UserError line,
-without blocking); `read_untrusted_bytes` and `read_untrusted_text` read one up to a size bound. Every data
-source (image folders, NPZ, CSV, images given to predict) and every settings file is opened through them.
-`load_untrusted(path, fmt, what=...)` reads, parses and checks a TOML, YAML or JSON file. Whatever the file
-holds (a FIFO, a 5,000-digit integer, arrays nested 5,000 deep, YAML tags or an alias bomb), the result is
-plain data (dicts with string keys, lists, str, int, float, bool, None) within fixed bounds, or one
-UserError line. Like `convstudy.errors`, any stage may import it.
+Whatever the file is or holds (a FIFO, a device, a 5,000-digit integer, arrays nested 5,000 deep, YAML tags or
+an alias bomb), the result is bytes, text or plain data within fixed bounds, or one UserError line. Like
+`convstudy.errors`, any stage may import it.
 """
 
 from __future__ import annotations
@@ -124,14 +120,7 @@ def _fmt_size(n: int) -> str:
 def parse_untrusted(text: str, fmt: Format, source: str) -> Any:
     """Parse TOML, YAML or JSON text and `check_structure` the result; every failure is one UserError line."""
     try:
-        if fmt == "toml":
-            data = _parse_toml(text, source)
-        elif fmt == "yaml":
-            data = _parse_yaml(text, source)
-        elif fmt == "json":
-            data = _parse_json(text, source)
-        else:
-            raise ValueError(f"unknown format {fmt!r}")
+        data = {"toml": _parse_toml, "yaml": _parse_yaml, "json": _parse_json}[fmt](text, source)
     except (RecursionError, _TooDeep):
         raise UserError(f"{source}: nested too deeply (more than {MAX_DEPTH} levels)") from None
     check_structure(data, source)
@@ -196,7 +185,6 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-
 def _parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
@@ -256,15 +244,11 @@ def check_structure(obj: Any, source: str, max_depth: int = MAX_DEPTH, max_nodes
         count += 1
         if count > max_nodes:  # counted per visit, so YAML aliases count every time they are expanded
             raise UserError(f"{source}: more than {max_nodes:,} values (YAML aliases expanding to too much data?)")
-        if value is None or isinstance(value, (bool, str)):
-            return
-        if isinstance(value, int):
-            if abs(value) > max_int:
-                digits = int(value.bit_length() * math.log10(2)) + 1
-                shown = str(value) if digits <= 30 else f"with about {digits} digits"
-                raise UserError(f"{source}: {where(path)}: integer {shown} is too large (at most {max_int})")
-            return
-        if isinstance(value, float):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > max_int:
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            shown = str(value) if digits <= 30 else f"with about {digits} digits"
+            raise UserError(f"{source}: {where(path)}: integer {shown} is too large (at most {max_int})")
+        if value is None or isinstance(value, (bool, str, int, float)):
             return
         if isinstance(value, (dict, list)):
             if len(path) >= max_depth:

@@ -42,16 +42,11 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from convstudy.measure.throughput import bench_models
     from convstudy.data import get_info
-    from convstudy.errors import UserError
-    from convstudy.spec import resolve_study
+    from convstudy.spec import resolve_study, select_models
     from convstudy.train import default_channels_last, resolve_device, resolve_precision
 
     study = resolve_study(args.study)
-    names = [m.name for m in study.models]
-    for name in args.models or []:
-        if name not in names:
-            raise UserError(f'--models: study "{study.name}" has no model "{name}"; models: {", ".join(names)}')
-    wanted = [m for m in study.models if not args.models or m.name in args.models]
+    wanted = select_models(study.models, args.models)  # an unknown name is a UserError listing the models
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     console = Console(highlight=False, stderr=args.format == "json")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from convstudy.errors import UserError
-from convstudy.store import atomic_write
+from convstudy.store import atomic_write, umask_mode
 
 
 def check_output(path: Path, label: str = "-o") -> Path:
@@ -41,12 +41,6 @@ def write_output(path: Path, data: str | bytes, label: str = "-o") -> None:
                 fh.write(raw)
             return
         # Keep the old file's mode, or the umask's: mkstemp's 0600 would make a report others cannot read.
-        atomic_write(target, raw, target.stat().st_mode & 0o7777 if target.exists() else _default_mode())
+        atomic_write(target, raw, target.stat().st_mode & 0o7777 if target.exists() else umask_mode())
     except OSError as exc:
         raise UserError(f"{label} {path}: cannot write ({exc.strerror or exc})") from None
-
-
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask

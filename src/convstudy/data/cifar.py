@@ -8,22 +8,19 @@ decoded-tensor cache, keyed by the archive's path, size and mtime.
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
 import tarfile
-import urllib.error
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from convstudy.data import cache
-from convstudy.data.download import copy_url
+from convstudy.data.download import download_missing, replace_file
 from convstudy.data.idx import IdxError
 from convstudy.data.registry import DatasetInfo
 from convstudy.errors import UserError
 
-log = logging.getLogger(__name__)
 PIXELS = 32 * 32 * 3
 
 
@@ -44,7 +41,6 @@ _LAYOUTS = {
 }
 
 
-
 def load_cifar(info: DatasetInfo, directory: Path, download: bool, own_cache: bool) -> tuple[dict[str, np.ndarray], str]:
     """NCHW uint8 arrays of a CIFAR archive in `directory` (fetched if missing and allowed) and its path."""
     archive = directory / info.files["archive"]
@@ -52,23 +48,23 @@ def load_cifar(info: DatasetInfo, directory: Path, download: bool, own_cache: bo
         if not download:
             raise UserError(f"{info.name}: {archive.name} not found in {directory} (downloading is off); "
                             "download it by hand or pass --data-dir DIR")
-        fetch_archive(info, directory)
-    st = archive.stat()
+        download_missing(info, directory, ["archive"], partial(_verify, info))
     identity = {"registered": info.name, "archive": str(archive)}
-    key = cache.fingerprint({**identity, "stat": [st.st_size, st.st_mtime_ns], "md5": info.md5["archive"]})
-    hit = cache.read(identity, key)
+
+    def key() -> str:  # the archive's size and mtime: taken again after a replacement
+        st = archive.stat()
+        return cache.fingerprint({**identity, "stat": [st.st_size, st.st_mtime_ns], "md5": info.md5["archive"]})
+
+    hit = cache.read(identity, key())
     if hit is not None:
         return hit[0], str(archive)
     bad = _md5_problem(info, archive)
     if bad and own_cache and download:  # only convstudy's own download may be replaced
-        fetch_archive(info, directory)
-        bad = _md5_problem(info, archive)
-    if bad:
+        replace_file(info, directory, "archive", f"{archive}: {bad}", partial(_verify, info))
+    elif bad:
         raise UserError(f"{archive}: {bad}; convstudy does not replace your copy: delete it or fix --data-dir")
     arrays = parse_archive(archive, _LAYOUTS[info.format], info.num_classes)
-    st = archive.stat()
-    cache.write(identity, cache.fingerprint({**identity, "stat": [st.st_size, st.st_mtime_ns],
-                                             "md5": info.md5["archive"]}), arrays, {})
+    cache.write(identity, key(), arrays, {})
     return arrays, str(archive)
 
 
@@ -110,53 +106,17 @@ def parse_archive(archive: Path, layout: Layout, num_classes: int) -> dict[str, 
     return out
 
 
-def fetch_archive(info: DatasetInfo, directory: Path) -> None:
-    """Download the archive from the first mirror serving a copy with the published MD5."""
-    name = info.files["archive"]
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{info.name}: {directory} cannot be written ({exc.strerror or exc}); "
-                        "pass --data-dir DIR pointing to a writable folder") from None
-    limit = info.sizes["archive"] + (1 << 20)
-    reachable, last = False, "no mirrors listed"
-    for base in info.mirrors:
-        url = base + name
-        part = directory / f".{name}.{os.getpid()}.part"
-        log.info("downloading %s", url)
-        try:
-            copy_url(url, part, limit)
-            if problem := _md5_problem(info, part):
-                raise _Refused(f"MD5 mismatch (expected {info.md5['archive']}; {problem})")
-            os.replace(part, directory / name)  # atomic: a reader never sees half an archive
-            return
-        except urllib.error.HTTPError as exc:
-            reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
-        except (_Refused, IdxError) as exc:
-            reachable, last = True, f"{url}: {exc}"
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
-            last = f"{url}: {reason}"
-        finally:
-            part.unlink(missing_ok=True)
-    verdict = "no mirror served a valid copy" if reachable else "no mirror reachable"
-    raise UserError(f"{info.name}: {name} not found in {directory} and {verdict} (last: {last}); "
-                    "download it by hand or pass --data-dir DIR")
-
-
-class _Refused(Exception):
-    """A mirror's copy that must not be kept."""
+def _verify(info: DatasetInfo, part: Path) -> None:
+    if problem := _md5_problem(info, part):
+        raise IdxError(f"MD5 mismatch (expected {info.md5['archive']}; {problem})")
 
 
 def _md5_problem(info: DatasetInfo, archive: Path) -> str | None:
-    digest = hashlib.md5(usedforsecurity=False)
     try:
         with archive.open("rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
+            got = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    if digest.hexdigest() != info.md5["archive"]:
-        return f"not the published {info.files['archive']} (MD5 {digest.hexdigest()}, expected {info.md5['archive']})"
+    if got != info.md5["archive"]:
+        return f"not the published {info.files['archive']} (MD5 {got}, expected {info.md5['archive']})"
     return None
-

@@ -9,6 +9,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from convstudy.data.idx import IdxError, read_dataset_file, size_limit
 from convstudy.data.registry import DatasetInfo
@@ -20,14 +21,18 @@ TIMEOUT_S = 30.0
 _NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
-def download_missing(info: DatasetInfo, directory: Path, keys: list[str]) -> None:
-    """Fetch each file in `keys` into `directory` from the first mirror serving a verified copy."""
+def download_missing(info: DatasetInfo, directory: Path, keys: list[str],
+                     verify: Callable[[Path], object] | None = None) -> None:
+    """Fetch each file in `keys` into `directory` from the first mirror serving a verified copy.
+
+    `verify` raises IdxError for a copy that must not land; by default a digest must vouch for it.
+    """
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _unwritable(info, directory, exc) from None
     for done, key in enumerate(keys):
-        failure = _fetch(info, key, directory)
+        failure = _fetch(info, key, directory, verify)
         if failure:
             # Stop at the first file no mirror can give: offline, every further try is a timeout.
             names = ", ".join(info.files[k] for k in keys[done:])
@@ -37,41 +42,35 @@ def download_missing(info: DatasetInfo, directory: Path, keys: list[str]) -> Non
             )
 
 
-def replace_file(info: DatasetInfo, directory: Path, key: str, why: str) -> None:
+def replace_file(info: DatasetInfo, directory: Path, key: str, why: str,
+                 verify: Callable[[Path], object] | None = None) -> None:
     """Replace a bad file in convstudy's own cache with a verified copy; `why` says what was bad."""
-    failure = _fetch(info, key, directory)
+    failure = _fetch(info, key, directory, verify)
     if failure:
         raise UserError(f"{why}; replacing convstudy's downloaded copy failed: {failure}")
 
 
-def _fetch(info: DatasetInfo, key: str, directory: Path) -> str | None:
+def _fetch(info: DatasetInfo, key: str, directory: Path, verify: Callable[[Path], object] | None) -> str | None:
     """Download one file, trying mirrors in order; None on success, else why every mirror failed."""
     name = info.files[key]
+    # strict: a mirror must serve a copy a digest vouches for, never "the right shape".
+    verify = verify or (lambda part: read_dataset_file(part, info, key, strict=True))
     reachable, last = False, "no mirrors listed"
     for base in info.mirrors:
         url = base + name
         log.info("downloading %s", url)
         part = _temp_path(info, directory, name)
         try:
-            try:
-                copy_url(url, part, _max_download(info, key))
-            except urllib.error.HTTPError as exc:
-                reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
-                continue
-            except IdxError as exc:
-                reachable, last = True, f"{url}: {exc}"
-                continue
-            except _NETWORK_ERRORS as exc:
-                last = f"{url}: {_reason(exc)}"
-                continue
-            try:
-                # strict: a mirror must serve a copy a digest vouches for, never "the right shape".
-                read_dataset_file(part, info, key, strict=True)
-            except IdxError as exc:
-                reachable, last = True, f"{url}: {exc}"
-                continue
+            copy_url(url, part, _max_download(info, key))
+            verify(part)
             os.replace(part, directory / name)  # atomic: a reader never sees half a file
             return None
+        except urllib.error.HTTPError as exc:
+            reachable, last = True, f"{url}: HTTP {exc.code} {exc.reason}"
+        except IdxError as exc:
+            reachable, last = True, f"{url}: {exc}"
+        except _NETWORK_ERRORS as exc:
+            last = f"{url}: {_reason(exc)}"
         finally:
             part.unlink(missing_ok=True)
     verdict = "no mirror served a valid copy" if reachable else "no mirror reachable"

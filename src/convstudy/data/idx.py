@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import zlib
@@ -17,7 +18,6 @@ IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims (N, H, W)
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim (N,)
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 20
-OUT_CHUNK = 4 << 20
 # The cap for an entry that names no expected size: far above any MNIST-like file, far below a bomb.
 MAX_IDX_BYTES = 1 << 30
 
@@ -88,59 +88,25 @@ def read_capped(stream: BinaryIO, limit: int, name: str) -> tuple[bytearray, str
     passes the limit, so a gzip bomb costs one chunk of work, not its full size.
     """
     # Sniff rather than trust the name: a browser may save a decompressed file as ".gz".
-    head = stream.read(2)
-    if head != GZIP_MAGIC:
-        data = bytearray(head)
-        while len(data) <= limit:
-            chunk = stream.read(min(CHUNK, limit + 1 - len(data)))
-            if not chunk:
-                return data, None
-            data += chunk
-        raise IdxError(f"more than {limit} bytes, the most a {name} file has")
-    return _gunzip_capped(head, stream, limit, name)
-
-
-def _gunzip_capped(
-    head: bytes, stream: BinaryIO, limit: int, name: str
-) -> tuple[bytearray, str]:
+    gz_digest = None
+    if stream.read(2) == GZIP_MAGIC:
+        stream.seek(0)
+        gz_digest = hashlib.file_digest(stream, "sha256").hexdigest()  # type: ignore[arg-type]
+    stream.seek(0)
+    # GzipFile reads concatenated members and the zero padding between them, as gzip itself allows.
+    reader = stream if gz_digest is None else gzip.GzipFile(fileobj=stream, mode="rb")
     data = bytearray()
-    gz_hash = hashlib.sha256(head)
-    inflater: zlib._Decompress | None = None
-    pending, flushing = head, False
-    while True:
-        if not pending and not flushing:
-            pending = stream.read(CHUNK)
-            if not pending:
-                break
-            gz_hash.update(pending)
-        if inflater is None:
-            # Members may be concatenated, zero padding between them, as gzip itself allows.
-            pending = pending.lstrip(b"\x00")
-            if not pending:
-                continue
-            inflater = zlib.decompressobj(wbits=31)
-        # One byte past the room left is enough to know the file is too large; smaller pieces
-        # keep the peak near the file's own size.
-        most = min(limit - len(data) + 1, OUT_CHUNK)
-        try:
-            piece = inflater.decompress(pending, most)
-        except zlib.error as exc:
-            raise IdxError(f"corrupt IDX file (bad gzip stream: {exc})") from None
-        data += piece
-        if len(data) > limit:
-            raise IdxError(
-                f"gzip stream decompresses to more than {limit} bytes, "
-                f"the most a {name} file has"
-            )
-        # A full piece may leave output inside zlib even once all input is taken: ask again.
-        flushing = len(piece) == most and not inflater.eof
-        if inflater.eof:
-            pending, inflater = inflater.unused_data, None
-        else:
-            pending = inflater.unconsumed_tail
-    if inflater is not None:
-        raise IdxError("corrupt IDX file (truncated gzip stream)")
-    return data, gz_hash.hexdigest()
+    try:
+        while chunk := reader.read(min(CHUNK, limit + 1 - len(data))):
+            data += chunk
+            if len(data) > limit:
+                what = "more than" if gz_digest is None else "gzip stream decompresses to more than"
+                raise IdxError(f"{what} {limit} bytes, the most a {name} file has")
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise IdxError(f"corrupt IDX file (bad gzip stream: {exc})") from None
+    except EOFError:
+        raise IdxError("corrupt IDX file (truncated gzip stream)") from None
+    return data, gz_digest
 
 
 def parse_idx(data: bytes | bytearray, magic: int) -> np.ndarray:

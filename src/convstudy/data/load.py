@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -76,24 +78,21 @@ def load_dataset(name: str | dict, data_dir: str | Path | None = None, download:
         raise UserError(f"{name}: {directory} is not a directory; pass --data-dir DIR")
     missing = [key for key in FILE_KEYS if _locate(directory, info.files[key]) is None]
     if missing and not download:
-        names = ", ".join(info.files[key] for key in missing)
-        raise UserError(
-            f"{name}: {names} not found in {directory} (downloading is off); "
-            "download them by hand or pass --data-dir DIR"
-        )
+        raise UserError(f"{name}: {', '.join(info.files[key] for key in missing)} not found in {directory} "
+                        "(downloading is off); download them by hand or pass --data-dir DIR")
     if missing:
         download_missing(info, directory, missing)
     # Only convstudy's own cache holds files it may replace; anywhere else they are the user's.
-    reader = _Reader(info, directory, replace=download and directory == cache_dir(name))
-    x_train, y_train = _load_split(reader, "train")
-    x_test, y_test = _load_split(reader, "test")
-    if reader.unverified and (name, tuple(reader.unverified)) not in _warned:
-        _warned.add((name, tuple(reader.unverified)))
-        names = ", ".join(path.name for path in reader.unverified)
+    replace, unverified = download and directory == cache_dir(name), []
+    read = partial(_read, info, directory, replace=replace, unverified=unverified)
+    x_train, y_train = _split(info, read, "train")
+    x_test, y_test = _split(info, read, "test")
+    if unverified and (name, tuple(unverified)) not in _warned:
+        _warned.add((name, tuple(unverified)))
         log.warning(
             "convstudy: warning: %s: %s in %s accepted UNVERIFIED: no known digest covers a copy "
             "other than the published .gz (only IDX structure and sizes were checked)",
-            name, names, directory,
+            name, ", ".join(path.name for path in unverified), directory,
         )
     return Dataset(info, x_train, y_train, x_test, y_test, directory, provenance={"dataset": name})
 
@@ -123,32 +122,23 @@ def _locate(directory: Path, file_name: str, idx: bool = True) -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-@dataclass
-class _Reader:
-    """Reads one dataset's files from `directory`, noting those no digest could vouch for."""
-
-    info: DatasetInfo
-    directory: Path
-    replace: bool  # a bad file may be replaced by a fresh download (convstudy's own cache)
-    unverified: list[Path] = field(default_factory=list)
-
-    def read(self, key: str) -> tuple[Path, np.ndarray]:
-        """The path and parsed array of `key`'s file, verified or noted as unverified."""
-        path = _locate(self.directory, self.info.files[key])
-        if path is None:  # vanished between the download and now
-            name = self.info.files[key]
-            raise UserError(f"{self.info.name}: {name} not found in {self.directory}")
-        try:
-            parsed = _parse(path, self.info, key)
-        except UserError as exc:
-            if not self.replace:
-                raise
-            replace_file(self.info, self.directory, key, str(exc))
-            path = self.directory / self.info.files[key]
-            parsed = _parse(path, self.info, key)
-        if parsed.unverified:
-            self.unverified.append(path)
-        return path, parsed.array
+def _read(info: DatasetInfo, directory: Path, key: str, *, replace: bool,
+          unverified: list[Path]) -> tuple[Path, np.ndarray]:
+    """The path and parsed array of `key`'s file; a bad one is replaced where `replace`, an unverified one noted."""
+    path = _locate(directory, info.files[key])
+    if path is None:  # vanished between the download and now
+        raise UserError(f"{info.name}: {info.files[key]} not found in {directory}")
+    try:
+        parsed = _parse(path, info, key)
+    except UserError as exc:
+        if not replace:
+            raise
+        replace_file(info, directory, key, str(exc))
+        path = directory / info.files[key]
+        parsed = _parse(path, info, key)
+    if parsed.unverified:
+        unverified.append(path)
+    return path, parsed.array
 
 
 def _parse(path: Path, info: DatasetInfo, key: str) -> IdxFile:
@@ -160,27 +150,19 @@ def _parse(path: Path, info: DatasetInfo, key: str) -> IdxFile:
         raise UserError(f"{path}: {exc}") from None
 
 
-def _load_split(reader: _Reader, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _split(info: DatasetInfo, read: Callable[[str], tuple[Path, np.ndarray]],
+           split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [N, C, H, W] uint8 and labels [N] int64 of one split, cross-checked."""
-    info = reader.info
-    images_path, images = reader.read(f"{split}_images")
-    labels_path, labels = reader.read(f"{split}_labels")
+    images_path, images = read(f"{split}_images")
+    labels_path, labels = read(f"{split}_labels")
     height, width, channels = info.input_shape
     if images.shape[1:] != (height, width):
-        raise UserError(
-            f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
-            f"{info.name} expects {height}x{width}"
-        )
+        raise UserError(f"{images_path}: images are {images.shape[1]}x{images.shape[2]}, "
+                        f"{info.name} expects {height}x{width}")
     if len(images) != len(labels):
-        raise UserError(
-            f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
-        )
+        raise UserError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     if labels.size and int(labels.max()) >= info.num_classes:
-        raise UserError(
-            f"{labels_path}: label {int(labels.max())} is out of range for "
-            f"{info.num_classes} classes"
-        )
+        raise UserError(f"{labels_path}: label {int(labels.max())} is out of range for {info.num_classes} classes")
     # The parsed arrays are read-only views of the file bytes; copy once into torch's memory.
     x = torch.from_numpy(images.copy()).reshape(len(images), channels, height, width)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return x, y
+    return x, torch.from_numpy(labels.astype(np.int64))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any
 
 from convstudy.errors import UserError
 
@@ -49,14 +50,16 @@ class DatasetInfo:
     format: str = "idx"
 
 
+def _idx(**fields: Any) -> DatasetInfo:
+    """An MNIST-like dataset: 28x28 greyscale, 10 classes, the four IDX files of MNIST's names and sizes."""
+    return DatasetInfo(input_shape=(28, 28, 1), num_classes=10, files=dict(_IDX_FILES), sizes=dict(_IDX_SIZES), **fields)
+
+
 # MNIST carries digests of the decompressed IDX files (from ../shared/data/mnist/SHA256SUMS),
 # so any mirror or any gzip recompression of the same data verifies.
-_MNIST = DatasetInfo(
+_MNIST = _idx(
     name="mnist",
-    input_shape=(28, 28, 1),
-    num_classes=10,
     class_names=tuple(str(digit) for digit in range(10)),
-    files=dict(_IDX_FILES),
     sha256={
         "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
         "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -70,22 +73,18 @@ _MNIST = DatasetInfo(
     ),
     homepage="http://yann.lecun.com/exdb/mnist/",
     license="CC BY-SA 3.0",
-    sizes=dict(_IDX_SIZES),
 )
 
 # Fashion-MNIST carries digests of the decompressed IDX files too, so Debian's recompressed
 # `dataset-fashion-mnist` package (/usr/share/datasets/fashion-mnist) verifies like any mirror.
 # Computed from that package's files (0.0~git20200523.55506a9-1) decompressed; several independent
 # loaders pin the same values for the upstream archives.
-_FASHION_MNIST = DatasetInfo(
+_FASHION_MNIST = _idx(
     name="fashion-mnist",
-    input_shape=(28, 28, 1),
-    num_classes=10,
     class_names=(
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     ),
-    files=dict(_IDX_FILES),
     sha256={
         "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
         "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -98,7 +97,6 @@ _FASHION_MNIST = DatasetInfo(
     ),
     homepage="https://github.com/zalandoresearch/fashion-mnist",
     license="MIT",
-    sizes=dict(_IDX_SIZES),
 )
 
 # KMNIST carries SHA-256 digests of the .gz archives as published, not of the decompressed files:
@@ -106,12 +104,9 @@ _FASHION_MNIST = DatasetInfo(
 # pytorch/vision torchvision/prototype/datasets/_builtin/mnist.py; several independent loaders pin
 # the same ones. Any other copy (decompressed by hand, recompressed) cannot be checked against
 # them, so it is accepted with a warning if its IDX structure and sizes are right.
-_KMNIST = DatasetInfo(
+_KMNIST = _idx(
     name="kmnist",
-    input_shape=(28, 28, 1),
-    num_classes=10,
     class_names=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-    files=dict(_IDX_FILES),
     sha256={},
     gz_sha256={
         "train_images": "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4",
@@ -126,7 +121,6 @@ _KMNIST = DatasetInfo(
     ),
     homepage="http://codh.rois.ac.jp/kmnist/",
     license="CC BY-SA 4.0",
-    sizes=dict(_IDX_SIZES),
 )
 
 # CIFAR-10/100: the binary archives, checked by the MD5 the Toronto page publishes (data.cifar reads them).

@@ -204,10 +204,8 @@ def _decoded(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def _source_files(src: Source) -> list[tuple[str, int, int]]:
     """(path, size, mtime_ns) of every file the source reads: what the cache is keyed by."""
-    if src.kind == "folder":
-        paths = [p for entries in _folder_layout(src).files.values() for _, p in entries]
-    else:
-        paths = [src.path] + ([src.test] if src.test else [])
+    paths = ([p for entries in _folder_layout(src).files.values() for _, p in entries] if src.kind == "folder"
+             else [src.path] + ([src.test] if src.test else []))
     out = []
     for p in paths:
         try:
@@ -224,9 +222,20 @@ def split_stratified(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -
     """(x_train, y_train, x_test, y_test): a stratified `fraction` of (x, y) as the test split."""
     if len(y) == 0:
         return x, y, x[:0], y[:0]
-    train_idx, test_idx = stratified_split(torch.from_numpy(y), fraction, seed)
-    tr, te = train_idx.numpy(), test_idx.numpy()
+    tr, te = (i.numpy() for i in stratified_split(torch.from_numpy(y), fraction, seed))
     return x[tr], y[tr], x[te], y[te]
+
+
+def _splits(src: Source, x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.ndarray] | None,
+            test_kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """NCHW splits and their `split` provenance: `test` as given, else a stratified test_fraction of (x, y)."""
+    if test is None:
+        parts = split_stratified(x, y, src.test_fraction, src.split_seed)
+        split: dict[str, Any] = {"test_fraction": src.test_fraction, "split_seed": src.split_seed}
+    else:
+        parts, split = (x, y, *test), {"test": test_kind}
+    out = dict(zip(("x_train", "y_train", "x_test", "y_test"), parts))
+    return {k: _nchw(v) if k.startswith("x_") else v for k, v in out.items()}, {"split": split}
 
 
 # ---------------------------------------------------------------- folder
@@ -235,7 +244,6 @@ def split_stratified(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -
 class _Layout:
     class_dirs: dict[str, str]  # class -> folder (train folder in the split layout)
     files: dict[str, list[tuple[str, str]]]  # split -> (class, image path), sorted; str: 60,000 Paths cost 1 s
-    has_test: bool
 
 
 def _folder_layout(src: Source) -> _Layout:
@@ -260,16 +268,14 @@ def _folder_layout(src: Source) -> _Layout:
         for name in classes:
             if split == "train" and name not in dirs:
                 raise UserError(f"{top}: has no folder for class \"{name}\"")
-        picked = []
+        files[split] = []
         for name in sorted(dirs, key=classes.index):
             images = sorted(_regular(e).name for e in _scandir(dirs[name])
                             if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith("."))
             if not images:
                 raise UserError(f"{dirs[name]}: class folder has no images ({', '.join(IMAGE_SUFFIXES)})")
-            folder = dirs[name]
-            picked += [(name, os.path.join(folder, image)) for image in images]
-        files[split] = picked
-    return _Layout(class_dirs, files, "test" in tops)
+            files[split] += [(name, os.path.join(dirs[name], image)) for image in images]
+    return _Layout(class_dirs, files)
 
 
 def _subdirs(folder: str) -> dict[str, str]:
@@ -326,8 +332,7 @@ def _decode_folder(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     for split, entries in layout.files.items():
         x = np.empty((len(entries), height, width, src.channels), np.uint8)
         y = np.empty(len(entries), np.int64)
-        n = 0
-        kept_per_class: dict[str, int] = {}
+        n, kept = 0, set()
         for name, path in entries:
             try:
                 x[n], changed = decode_image(path, src.size, src.channels, bool(src.resize))
@@ -338,20 +343,15 @@ def _decode_folder(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 continue
             converted += changed
             y[n] = index[name]
-            kept_per_class[name] = kept_per_class.get(name, 0) + 1
+            kept.add(name)
             n += 1
-        for name in {name for name, _ in entries} - set(kept_per_class):
+        for name in {name for name, _ in entries} - kept:
             raise UserError(f"{os.path.join(os.path.dirname(os.path.dirname(path)), name)}: class folder has no "
                             "readable images (all skipped as bad)")
         out[f"x_{split}"], out[f"y_{split}"] = x[:n], y[:n]
-    meta: dict[str, Any] = {"skipped": skipped, "converted": converted, "n": sum(len(v) for v in out.values()) // 2}
-    if layout.has_test:
-        meta["split"] = {"test": "folder"}
-    else:
-        meta["split"] = {"test_fraction": src.test_fraction, "split_seed": src.split_seed}
-        parts = split_stratified(out["x_train"], out["y_train"], src.test_fraction, src.split_seed)
-        out = dict(zip(("x_train", "y_train", "x_test", "y_test"), parts))
-    return {k: _nchw(v) if k.startswith("x_") else v for k, v in out.items()}, meta
+    test = (out["x_test"], out["y_test"]) if "test" in layout.files else None
+    arrays, meta = _splits(src, out["x_train"], out["y_train"], test, "folder")
+    return arrays, {**meta, "skipped": skipped, "converted": converted, "n": sum(len(v) for v in out.values()) // 2}
 
 
 def _nchw(x: np.ndarray) -> np.ndarray:
@@ -412,10 +412,7 @@ def _decode_npz(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         for name in NPZ_ARRAYS:
             _npy_header(zf, path, name)
         try:  # what np.load does, on the file already opened and checked
-            raw = {}
-            for name in NPZ_ARRAYS:
-                with zf.open(f"{name}.npy") as f:
-                    raw[name] = np.lib.format.read_array(f, allow_pickle=False)
+            raw = {name: np.lib.format.read_array(zf.open(f"{name}.npy"), allow_pickle=False) for name in NPZ_ARRAYS}
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
             raise UserError(f"{path}: cannot be read as NPZ ({exc})") from None
     out, converted = {}, 0
@@ -467,16 +464,9 @@ def _decode_csv(src: Source) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     assert src.size is not None and src.channels is not None
     shape = (*src.size, src.channels)
     x, y = _read_csv(Path(src.path), shape)
-    if src.test:
-        xt, yt = _read_csv(Path(src.test), shape)
-        out = {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
-        split: dict[str, Any] = {"test": "file"}
-    else:
-        out = dict(zip(("x_train", "y_train", "x_test", "y_test"),
-                       split_stratified(x, y, src.test_fraction, src.split_seed)))
-        split = {"test_fraction": src.test_fraction, "split_seed": src.split_seed}
-    return ({k: _nchw(v) if k.startswith("x_") else v for k, v in out.items()},
-            {"split": split, "n": len(y) + (len(out["y_test"]) if src.test else 0)})
+    test = _read_csv(Path(src.test), shape) if src.test else None
+    arrays, meta = _splits(src, x, y, test, "file")
+    return arrays, {**meta, "n": len(y) + (len(test[1]) if test else 0)}
 
 
 def _read_csv(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,12 @@ import torch
 from torch import nn
 
 import convstudy
-from convstudy.data import load_dataset
+from convstudy.data import get_info, load_dataset
 from convstudy.errors import UserError
 from convstudy.deploy.predict import Trained, deployed
-from convstudy.model import predict_proba
-from convstudy.store import StudyStore, atomic_write, load_tensors, save_tensors
+from convstudy.model import build_model, predict_proba
+from convstudy.spec import ModelSpec
+from convstudy.store import StudyStore, atomic_write, load_tensors, save_tensors, umask_mode
 from convstudy.train import norm_from_meta, norm_meta, to_input
 
 OPSET = 17
@@ -109,16 +109,10 @@ def check_inputs(store: StudyStore, data_dir: str | None = None, n: int = CHECK_
     try:
         ds = load_dataset(store.study.dataset, data_dir, download=False)
     except UserError as exc:
-        x = torch.rand(n, *_nchw(store), generator=torch.Generator().manual_seed(0))
+        h, w, c = get_info(store.study.dataset).input_shape
+        x = torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(0))
         return x, f"random inputs (test set not loadable: {exc})"
     return to_input(ds.x_test[:n], channels_last=False), "test images"
-
-
-def _nchw(store: StudyStore) -> tuple[int, int, int]:
-    from convstudy.data import get_info
-
-    h, w, c = get_info(store.study.dataset).input_shape
-    return c, h, w
 
 
 def export_onnx(trained: Trained, path: Path, x: torch.Tensor, source: str) -> Parity:
@@ -128,16 +122,8 @@ def export_onnx(trained: Trained, path: Path, x: torch.Tensor, source: str) -> P
     parity = check_onnx(data, module, x, source)
     if not parity.passed:
         raise ExportCheckFailed(parity.sentence())
-    atomic_write(path, data)
-    _shareable(path)
+    atomic_write(path, data, umask_mode())  # exports are for others to read
     return parity
-
-
-def _shareable(path: Path) -> None:
-    """Exports are for others to read: the umask's permissions, not the private temp file's 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o666 & ~umask)
 
 
 def spec_metadata(trained: Trained, store: StudyStore) -> dict[str, str]:
@@ -164,7 +150,7 @@ def export_safetensors(trained: Trained, path: Path, store: StudyStore) -> None:
     """The trial's state_dict plus spec metadata; read back and compared before returning."""
     weights = {k: v.detach().cpu().contiguous() for k, v in trained.module.state_dict().items()}
     save_tensors(path, weights, spec_metadata(trained, store))
-    _shareable(path)
+    path.chmod(umask_mode())
     back, meta = load_tensors(path)
     if set(back) != set(weights) or any(not torch.equal(back[k], weights[k]) for k in weights) or "spec" not in meta:
         raise ExportCheckFailed(f"{path}: the written file does not read back as the weights")
@@ -173,9 +159,6 @@ def export_safetensors(trained: Trained, path: Path, store: StudyStore) -> None:
 def load_exported(path: str | Path) -> tuple[nn.Module, dict[str, str]]:
     """A module rebuilt from an exported safetensors file alone (spec from its metadata), in eval mode, fed
     images scaled /255 (a "channel" model's recorded standardisation included)."""
-    from convstudy.model import build_model
-    from convstudy.spec import ModelSpec
-
     tensors, meta = load_tensors(Path(path))
     if meta.get("format") != "convstudy-model":
         raise UserError(f"{path}: not a convstudy model export (no spec in its metadata)")

@@ -1,11 +1,7 @@
 """Any image file to what a model was trained on: the training decoder's colour and size, or an MNIST-style digit.
 
-For a described source or CIFAR, `load_image` decodes like the training data was decoded
-(`convstudy.data.images.decode_image`: explicit grey/RGB conversion, bilinear resize to the model's size).
-For the MNIST-like datasets it makes an MNIST-style 28x28 digit: grayscale, light ink on dark, 20x20 box,
-centred by mass. MNIST's recipe (LeCun et al.): the digit's bounding box is fitted into 20x20 keeping its aspect ratio
-(with anti-aliasing), then placed in 28x28 so that its centre of mass sits at the centre. Photos and
-drawings usually have dark ink on a light background, so a light background is inverted first.
+MNIST's recipe (LeCun et al.): grayscale, light ink on dark (photos' light backgrounds are inverted first), the
+digit's bounding box fitted into 20x20 keeping its aspect ratio, placed in 28x28 with its centre of mass centred.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Measured inference latency of a study's trained models on this CPU: PyTorch as the trainer runs them, and onnxruntime.
 
-Per model (the final weights of its lowest complete seed, read through the store's checked load), per
-runtime and per batch (1 and 256 images): a warm-up, then `repeats` timed repeats. One repeat runs the
-forward pass (with softmax) often enough to last MIN_REPEAT_S, so the timer's resolution does not matter,
-and records the mean milliseconds per image. Reported: the median of the repeats and its distribution-free
-95% CI (binomial order statistics, scipy.stats.quantile_test), so no distribution is assumed for timings
-that a shared machine makes skewed.
+Per model, runtime and batch: the median of timed repeats and its distribution-free 95% CI (METHOD says how),
+since a shared machine makes timings skewed.
 """
 
 from __future__ import annotations
@@ -124,7 +120,7 @@ def onnx_forwards(trained: Trained, threads: int) -> dict[int, Callable[[], obje
     """Per batch size, one onnxruntime call of the model exported as `convstudy export --format onnx` does (fp32)."""
     session = ort_session(onnx_bytes(trained.module, trained.info.input_shape), threads)
 
-    def call(x: np.ndarray) -> Callable[[], object]:
+    def call(x: np.ndarray) -> Callable[[], object]:  # binds x per batch size
         return lambda: session.run(None, {INPUT_NAME: x})
 
     return {b: call(_inputs(trained, b).numpy()) for b in BATCHES.values()}
@@ -188,27 +184,20 @@ def measure_study(store: StudyStore, models: list[str], opts: LatencyOptions) ->
     threads, before = opts.threads or torch.get_num_threads(), torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        yield from _measure_each(store, models, opts, precision, threads)
+        hw, start = hardware(), time.perf_counter()
+        for name in models:
+            if opts.budget_s and time.perf_counter() - start >= opts.budget_s:
+                yield name, {"not_measured": f"the time budget of {opts.budget_s:g} s was spent before it (--budget)"}
+                continue
+            try:
+                trained = load_trained(store, name)
+            except UserError as exc:  # no complete trial, or weights that fail their checks
+                yield name, {"not_measured": str(exc)}
+                continue
+            p = plan(trained.spec, trained.info.input_shape, cpu, precision, threads)
+            yield name, measure_model(trained, p, opts.repeats, hw)
     finally:
         torch.set_num_threads(before)
-
-
-def _measure_each(store: StudyStore, models: list[str], opts: LatencyOptions, precision: str,
-                  threads: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    cpu = torch.device("cpu")
-    hw = hardware()
-    start = time.perf_counter()
-    for name in models:
-        if opts.budget_s and time.perf_counter() - start >= opts.budget_s:
-            yield name, {"not_measured": f"the time budget of {opts.budget_s:g} s was spent before it (--budget)"}
-            continue
-        try:
-            trained = load_trained(store, name)
-        except UserError as exc:  # no complete trial, or weights that fail their checks
-            yield name, {"not_measured": str(exc)}
-            continue
-        p = plan(trained.spec, trained.info.input_shape, cpu, precision, threads)
-        yield name, measure_model(trained, p, opts.repeats, hw)
 
 
 def measure_and_show(store: StudyStore, models: list[str] | None, opts: LatencyOptions, console: Console) -> None:

@@ -46,12 +46,7 @@ class ModelBench:
 
 def thread_counts(default: int, cpus: int) -> list[int]:
     """Thread counts to try for the plain loop: powers of two up to `cpus`, `cpus` itself and the default."""
-    counts = {default, cpus}
-    t = 1
-    while t <= cpus:
-        counts.add(t)
-        t *= 2
-    return sorted(counts)
+    return sorted({default, cpus, *(2**i for i in range(cpus.bit_length()))})
 
 
 def _sync(device: torch.device) -> None:
@@ -206,10 +201,9 @@ def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shap
     peak = matmul_peak(device, precision)
     results = []
     for spec, settings in specs:
-        r = bench_model(spec, settings, input_shape, device, seconds, precision, channels_last, peak, counts)
-        results.append(r)
+        results.append(bench_model(spec, settings, input_shape, device, seconds, precision, channels_last, peak, counts))
         if on_model is not None:
-            on_model(r)
+            on_model(results[-1])
     return {
         "device": device.type,
         "precision": precision,

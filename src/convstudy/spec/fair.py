@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from convstudy.spec.layers import Int, _clip
-from convstudy.spec.layers import Frozen
-from convstudy.spec.search import PRUNERS, Budget, SearchSpec
+from convstudy.errors import UserError
+from convstudy.spec.layers import Frozen, Int, _clip, pydantic_reason
+from convstudy.spec.search import PRUNERS, Budget, SearchSpec, check_some_model_valid, grid_values
+from convstudy.spec.space import Levels, Space, level_text, parse_factor
 
 FAIR_SAMPLERS = ("qmc", "tpe", "random")  # quasi-random first: the playbook's choice while exploring
 
@@ -82,8 +84,6 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def scientific_levels(spec: FairSpec) -> list[dict[str, Any]]:
     """Every combination of the scientific factors' levels, in grid order (the last factor varies fastest);
     ValueError for a factor that is not a list of levels."""
-    from convstudy.spec.space import Levels, parse_factor
-
     raw = spec.space.get("factors")
     if not isinstance(raw, dict) or not raw:
         raise ValueError('space.factors lists the scientific factors and their levels, e.g. optimizer = ["sgd", '
@@ -98,13 +98,6 @@ def scientific_levels(spec: FairSpec) -> list[dict[str, Any]]:
 def check_fair(study: Any, info: Any, source: str) -> None:
     """What the section needs beyond its fields: roles that do not overlap, a nuisance that changes something and
     has room to move, holdout validation, and a valid model for every level; each mistake one UserError line."""
-    from pydantic import ValidationError
-
-    from convstudy.errors import UserError
-    from convstudy.spec.layers import pydantic_reason
-    from convstudy.spec.search import check_some_model_valid, grid_values
-    from convstudy.spec.space import Space, parse_factor
-
     spec, where = study.fair, f"{source}: fair"
     if study.search is not None:
         raise UserError(f"{where}: a study has [search] or [fair], not both")
@@ -141,13 +134,8 @@ def check_fair(study: Any, info: Any, source: str) -> None:
         check_some_model_valid(space, info, source)
 
 
-
 def level_dirname(index: int, levels: dict[str, Any]) -> str:
     """The directory, under OUT/fair/, of the `index`-th combination of scientific levels (its search study):
     numbered so two levels that differ only in characters a file name drops stay apart."""
-    import re
-
-    from convstudy.spec.space import level_text
-
     text = "-".join(f"{k}_{re.sub(r'[^A-Za-z0-9_.+]', '', level_text(v))}" for k, v in levels.items())
     return f"{index + 1:02d}-{text}"[:80]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convstudy.errors import UserError
+from convstudy.spec.builtin import BUILTIN
 from convstudy.spec.memory import check_memory
 from convstudy.spec.overrides import retarget, with_overrides
 from convstudy.spec.recipe import check_schedule_keys
@@ -36,15 +37,11 @@ def load_study_file(path: str | Path, dataset: str | None = None) -> Study:
 
 
 def builtin_names() -> list[str]:
-    from convstudy.spec.builtin import BUILTIN
-
     return sorted(BUILTIN)
 
 
 def resolve_study(ref: str, dataset: str | None = None) -> Study:
     """A built-in study by name, else a study file by path, moved onto `dataset` if given."""
-    from convstudy.spec.builtin import BUILTIN
-
     if ref in BUILTIN:
         study = BUILTIN[ref]()
         if dataset is not None:

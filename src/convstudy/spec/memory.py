@@ -7,6 +7,7 @@ can still fail at run time.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -37,12 +38,7 @@ def training_bytes(model: ModelSpec, settings: TrainSettings, input_shape: Shape
     shape, total, trainable, outputs = tuple(input_shape), 0, 0, 0
     for layer, out in zip(model.layers, model.shapes(input_shape)):
         n, t = layer.params(shape)
-        total, trainable = total + n, trainable + t
-        size = 1
-        for d in out:
-            size *= d
-        outputs += size
-        shape = out
+        total, trainable, outputs, shape = total + n, trainable + t, outputs + math.prod(out), out
     values = total + trainable * (1 + optimizer_states(settings)) + settings.batch_size * outputs
     return BYTES_PER_VALUE * values
 

@@ -7,11 +7,14 @@ itself (convstudy.search) reads nothing else from the study file.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from convstudy.spec.layers import Frozen, Int, _clip
+from convstudy.errors import UserError
+from convstudy.spec.layers import Frozen, Int, _clip, pydantic_reason
+from convstudy.spec.space import FloatRange, IntRange, Levels, Space, space_model
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2", "qmc")
 PRUNERS = ("none", "median", "successive-halving", "hyperband")
@@ -115,14 +118,8 @@ class SearchSpec(Frozen):
         return out
 
 
-def search_space(spec: SearchSpec, source: str = "<study>"):
+def search_space(spec: SearchSpec, source: str = "<study>") -> Space:
     """The section's `space` as a spec.space.Space (validated); every mistake is one UserError line."""
-    from pydantic import ValidationError
-
-    from convstudy.errors import UserError
-    from convstudy.spec.layers import pydantic_reason
-    from convstudy.spec.space import Space
-
     try:
         return Space.model_validate(spec.space)
     except ValidationError as exc:
@@ -131,8 +128,6 @@ def search_space(spec: SearchSpec, source: str = "<study>"):
 
 def grid_values(factor) -> list[Any] | None:
     """Every value of a factor, for the grid sampler; None for a continuous range."""
-    from convstudy.spec.space import FloatRange, IntRange
-
     if isinstance(factor, IntRange):
         return list(range(factor.low, factor.high + 1, factor.step)) if not factor.log else None
     if isinstance(factor, FloatRange):
@@ -149,11 +144,6 @@ PROBES = 100  # configurations drawn to find one valid model before a search sta
 def check_some_model_valid(space: Any, info: Any, source: str) -> None:
     """Refuse a space none of whose configurations is a model (a range wholly outside what a setting takes, such
     as lr above its bound) before anything is written: the all-low and all-high corners, then seeded draws."""
-    import random
-
-    from convstudy.errors import UserError
-    from convstudy.spec.space import IntRange, Levels, space_model
-
     rng = random.Random(0)
 
     def draw(f: Any, pick: str) -> Any:
@@ -183,9 +173,6 @@ def check_some_model_valid(space: Any, info: Any, source: str) -> None:
 
 def check_search(study: Any, info: Any, source: str) -> None:
     """What the section needs of its space: the sampler fits the factors (Study keeps trial-NNNN names free)."""
-    from convstudy.errors import UserError
-    from convstudy.spec.space import Levels
-
     spec = study.search
     space = search_space(spec, source)
     check_some_model_valid(space, info, source)

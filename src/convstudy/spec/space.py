@@ -12,6 +12,7 @@ optionally `step` or `log = true`). `space_model` builds the model of one assign
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -337,14 +338,14 @@ def expand(space: Space, input_shape: Shape, num_classes: int, source: str = "<s
         if not isinstance(f, Levels):
             raise UserError(f'{where}: factor "{f.name}" is a range; a grid or sample needs a list of levels (ranges '
                             "are for a search)")
-    sizes = [len(f.levels) for f in space.factors]  # type: ignore[union-attr]
-    total = math.prod(sizes)
+    total = math.prod(len(f.levels) for f in space.factors)  # type: ignore[union-attr]
     if total > MAX_COMBINATIONS:
         raise UserError(f"{where}: {total:,} combinations, more than {MAX_COMBINATIONS:,}; sample from a smaller grid "
                         "or search it")
     want = total if space.sample is None else space.sample
     if want > total:
         raise UserError(f"{where}: sample = {want} but the grid has only {total} combinations")
+    combos = list(itertools.product(*(f.levels for f in space.factors)))  # type: ignore[union-attr]  # last fastest
     order = list(range(total))
     if space.sample is not None:
         random.Random(space.sample_seed).shuffle(order)
@@ -353,11 +354,7 @@ def expand(space: Space, input_shape: Shape, num_classes: int, source: str = "<s
     for index in order:
         if len(built) == want:
             break
-        levels, rest = {}, index
-        for f, size in zip(reversed(space.factors), reversed(sizes)):  # the last factor varies fastest
-            rest, i = divmod(rest, size)
-            levels[f.name] = f.levels[i]  # type: ignore[union-attr]
-        levels = {f.name: levels[f.name] for f in space.factors}
+        levels = {f.name: level for f, level in zip(space.factors, combos[index])}
         try:
             built[index] = _build(space, levels, input_shape, num_classes, None)
         except _Invalid as exc:

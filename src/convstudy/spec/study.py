@@ -15,8 +15,9 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from convstudy.errors import UserError
 from convstudy.spec.layers import Frozen, Int, LayerError, _clip, parse_layers, pydantic_reason, show_value
 from convstudy.spec.models import ModelSpec, TrainSettings, _opt_dict, check_recipe, is_sampled, reserved
-from convstudy.spec.fair import FairSpec
-from convstudy.spec.search import SearchSpec
+from convstudy.spec.fair import FairSpec, check_fair
+from convstudy.spec.search import SearchSpec, check_search
+from convstudy.spec.space import expand_spaces
 
 
 class ReportSettings(Frozen):
@@ -58,8 +59,6 @@ class Study(Frozen):
     def _spaces(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict) or "spaces" not in data:
             return data
-        from convstudy.spec.space import expand_spaces  # spaces build on ModelSpec
-
         models = list(data.get("models") or ())
         taken = [m.name if isinstance(m, ModelSpec) else m.get("name") if isinstance(m, dict) else None for m in models]
         source = (info.context or {}).get("source", "<study>")
@@ -204,12 +203,8 @@ def build_study(data: Any, source: str = "<study>") -> Study:
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
     if study.search is not None:
-        from convstudy.spec.search import check_search
-
         check_search(study, info, source)
     if study.fair is not None:
-        from convstudy.spec.fair import check_fair
-
         check_fair(study, info, source)
     for model in study.models:
         try:

@@ -25,12 +25,13 @@ from convstudy.store.checkpoints import CheckpointStorage, storage_for
 from convstudy.store.provenance import provenance
 from convstudy.store.files import (
     DIGEST_KEY, DamagedFile, atomic_write, decode_tensors, encode_tensors, identity, load_tensors, quarantine, save_tensors,
+    umask_mode,
 )
 from convstudy.untrusted import load_untrusted
 
 __all__ = ["FINISHED", "DIGEST_KEY", "provenance", "CheckpointStorage", "storage_for", "StudyStore", "StudyDB", "TrialRecord", "STATES", "State", "DamagedFile", "this_owner",
            "owner_alive", "study_dir", "atomic_write", "decode_tensors", "encode_tensors", "identity", "load_tensors",
-           "save_tensors", "quarantine", "check_numerics"]
+           "save_tensors", "quarantine", "check_numerics", "umask_mode"]
 
 
 def study_dir(out: str | Path) -> Path:

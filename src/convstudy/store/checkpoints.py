@@ -31,21 +31,24 @@ class CheckpointStorage:
         """The checkpoint's path under the root (the same as in a study directory)."""
         return f"trials/{model}/seed-{seed}/checkpoint.safetensors"
 
-    def _fs(self):
+    def _fs(self, key: str = ""):
+        """(filesystem, path of `key` under the root, whether a file is there) for a URI root."""
         try:
             from pyarrow import fs
         except ImportError:
             raise UserError(f"--storage {self.root}: URIs need pyarrow: pip install 'convstudy[ray]'") from None
         try:
-            return fs.FileSystem.from_uri(self.root)
+            filesystem, base = fs.FileSystem.from_uri(self.root)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for a bad or unreachable URI
             raise UserError(f"--storage {self.root}: {' '.join(str(exc).split())[:200]}") from None
+        path = f"{base}/{key}".rstrip("/")
+        return filesystem, path, bool(key) and filesystem.get_file_info(path).type != fs.FileType.NotFound
 
     def check(self) -> None:
         """Create the root, or fail with one line naming it, before any trial starts."""
         try:
             if self.is_uri:
-                fs, base = self._fs()
+                fs, base, _ = self._fs()
                 fs.create_dir(base, recursive=True)
             else:
                 Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -56,8 +59,7 @@ class CheckpointStorage:
         """Write a safetensors file atomically (a directory) or as one object (object stores); its digest."""
         if not self.is_uri:
             return save_tensors(Path(self.root) / key, tensors, meta, owner)
-        fs, base = self._fs()
-        path = f"{base}/{key}"
+        fs, path, _ = self._fs(key)
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         data, digest = encode_tensors(tensors, meta, owner)
         # Object stores make a finished upload visible at once or not at all; for file:// URIs
@@ -73,11 +75,8 @@ class CheckpointStorage:
         if not self.is_uri:
             path = Path(self.root) / key
             return load_tensors(path, owner) if path.exists() else None
-        from pyarrow import fs as pafs
-
-        fs, base = self._fs()
-        path = f"{base}/{key}"
-        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        fs, path, there = self._fs(key)
+        if not there:
             return None
         with fs.open_input_stream(path) as src:
             return decode_tensors(src.readall(), f"{self.root}/{key}", owner)
@@ -86,8 +85,8 @@ class CheckpointStorage:
         """Move a damaged checkpoint aside, never to be used again; returns where it went."""
         if not self.is_uri:
             return str(quarantine(Path(self.root) / key))
-        fs, base = self._fs()
-        fs.move(f"{base}/{key}", f"{base}/{key}.damaged")
+        fs, path, _ = self._fs(key)
+        fs.move(path, f"{path}.damaged")
         return f"{self.root}/{key}.damaged"
 
     def delete(self, key: str) -> None:
@@ -95,11 +94,8 @@ class CheckpointStorage:
         if not self.is_uri:
             (Path(self.root) / key).unlink(missing_ok=True)
             return
-        from pyarrow import fs as pafs
-
-        fs, base = self._fs()
-        path = f"{base}/{key}"
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs, path, there = self._fs(key)
+        if there:
             fs.delete_file(path)
 
 

@@ -12,10 +12,11 @@ import os
 import socket
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote
 
 from convstudy.errors import StoreError
@@ -232,9 +233,19 @@ class StudyDB:
             self.conn = None  # type: ignore[assignment]
             _OPEN[self._key] -= 1
 
-    def transaction(self):
-        """`with db.transaction():` — BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
-        return _Tx(self.conn)
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`with db.transaction():` — BEGIN IMMEDIATE ... COMMIT, rolled back on error; nested, the outer one's."""
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     # meta ---------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -399,19 +410,3 @@ class StudyDB:
             if state == State.PRUNED:
                 error = f"after epoch {self.trial(trial_id).epochs_done}"
             self._event(trial_id, state.value, error or "")
-
-
-class _Tx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.depth = 0
-
-    def __enter__(self) -> sqlite3.Connection:
-        if not self.conn.in_transaction:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self.depth = 1
-        return self.conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.depth:
-            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -58,6 +58,13 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
         os.close(dfd)
 
 
+def umask_mode() -> int:
+    """The mode a plain `open` would give a new file: for files others read, not mkstemp's 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def identity(study: str, model: str, seed: int) -> str:
     """The identity string a trial's files carry: which study (fingerprint), model and seed made them."""
     return json.dumps({"study": study, "model": model, "seed": seed}, sort_keys=True)
