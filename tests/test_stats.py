@@ -136,8 +136,9 @@ def test_holdout_validation_comes_from_train_and_test_is_separate(tiny_mnist, ti
 def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monkeypatch, tmp_path):
     from convstudy.data import load_dataset
     from convstudy.store import CheckpointStorage
+    from convstudy.executors import trial as loop
     from convstudy.executors.trial import Finished, TrialJob, run_trial
-    from convstudy.train import Plan, loop
+    from convstudy.train import Plan
 
     study = load_study_file(tiny_study_file(epochs=2))
     data = make_trial_data(load_dataset("mnist", tiny_mnist.dir), study.train, torch.device("cpu"))

@@ -18,9 +18,8 @@ from typing import Iterator, Union
 
 import torch
 
-from convstudy.store import CheckpointStorage
 from convstudy.spec import ModelSpec, TrainSettings
-from convstudy.store import DIGEST_KEY, DamagedFile
+from convstudy.store import DIGEST_KEY, CheckpointStorage, DamagedFile
 from convstudy.train import (
     Augment, CudaGraph, EpochResult, Plan, TrialData, channel_stats, configure_backends, cpu_weights, describe,
     evaluate, init_state, load_state_tensors, make_scheduler, norm_meta, state_to_tensors, train_step,
