@@ -289,29 +289,6 @@ def test_qmc_asked_while_its_first_trial_runs_logs_nothing(caplog):
     assert not [r for r in caplog.records if r.name.startswith("optuna")]
 
 
-def test_the_same_fair_study_runs_on_ray(tiny_mnist, tmp_path):
-    ray = pytest.importorskip("ray")
-    import logging
-
-    from convstudy.executors import RunOptions
-    from convstudy.report import write_reports
-    from convstudy.search.fair import run_fair
-    from convstudy.spec import load_study_file
-
-    study = load_study_file(_bad(tmp_path, "epochs = 3", "epochs = 1"))
-    out = tmp_path / "out"
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    try:
-        _, finished = run_fair(study, RunOptions(out=out, executor="ray", cpus_per_trial=1, device="cpu",
-                                                 data_dir=str(tiny_mnist.dir), quiet=True, refresh=write_reports))
-    finally:
-        ray.shutdown()
-    assert finished
-    fair = json.loads((out / "report.json").read_text())["fair"]
-    assert [(len(lv["trials"]), lv["seeds"]) for lv in fair["levels"]] == [(2, [0, 1]), (2, [0, 1])]
-    assert fair["tuned"]["best"] in ("optimizer=sgd", "optimizer=adam") and fair["fixed_recipe"]["best"]
-    for level in LEVELS:  # two sampled on seed 0, the winner again on seed 1
-        assert len(db_rows(out / "fair" / level / "study.db", "SELECT id FROM trials")) == 3
 
 
 def test_per_level_settings_join_only_their_levels_template():

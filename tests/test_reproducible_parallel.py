@@ -1,7 +1,8 @@
 """A trial's numbers do not depend on what ran beside it (issue 26, acceptance 3), and the measured
 parallelism (measure.calibrate, measure.parallel) that `convstudy run` uses when given neither --workers nor
 OMP_NUM_THREADS: its decisions from fake rates and a fake timer (no timed assertions), its cache, and
-that it pins the threads per trial however many trials run at once."""
+that it pins the threads per trial however many trials run at once. Explicit --workers against a local run:
+tests/test_executors.py (every executor gives the same rows and files)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import convstudy_cmd, db_rows
@@ -38,15 +38,6 @@ def run(study: Path, out: Path, env: dict, *extra: str) -> str:
     return done.stdout
 
 
-def test_explicit_workers_give_a_trial_the_same_numbers_as_alone(tiny_mnist, tiny_study_file, tmp_path):
-    study = tiny_study_file(epochs=1, seeds=2)
-    run(study, tmp_path / "all", tiny_mnist.env, "--data-dir", tiny_mnist.dir, "--workers", "2")
-    run(study, tmp_path / "alone", tiny_mnist.env, "--data-dir", tiny_mnist.dir, "--models", "small-a",
-        "--workers", "1")
-    together, alone = numbers(tmp_path / "all"), numbers(tmp_path / "alone")
-    assert set(alone) == {("small-a", 0), ("small-a", 1)} and len(together) == 4
-    assert all(alone[k][3] and alone[k][4] for k in alone)  # digests recorded
-    assert {k: together[k] for k in alone} == alone
 
 
 def _cache_with(path: Path, study_file: Path, rates: dict[int, float]) -> None:
