@@ -13,6 +13,7 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -311,3 +312,12 @@ def cifar_archive_bytes(members: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray with 2 CPUs for one test module (skipped where Ray is not installed)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()

@@ -8,7 +8,6 @@ local run's. The Ray cases share one local Ray instance and are skipped without 
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from pathlib import Path
@@ -21,14 +20,6 @@ from convstudy.report import write_reports
 from convstudy.spec import resolve_study
 
 EXECUTORS = {"local": {}, "workers": {"workers": 2}, "ray": {"executor": "ray", "cpus_per_trial": 1}}
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(params=list(EXECUTORS))

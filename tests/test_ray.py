@@ -6,7 +6,6 @@ initialised and leaves it running. The dataset is the tiny synthetic MNIST from 
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -15,7 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import db_rows
 from convstudy.cli import main
@@ -23,14 +21,6 @@ from convstudy.executors import RunOptions, run_study
 from convstudy.spec import build_study, resolve_study
 
 RAY_MISSING = "convstudy: error: --executor ray needs Ray: pip install 'convstudy[ray]'"
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray
-    ray.shutdown()
 
 
 def slow_study(epochs: int = 4):

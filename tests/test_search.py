@@ -6,7 +6,6 @@ Tiny synthetic MNIST (conftest.py), models of a few hundred parameters, 2-3 epoc
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from pathlib import Path
@@ -265,14 +264,6 @@ def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist
     again = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")  # the lock went with it
     assert again.returncode == 0, again.stderr
     assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)} and len(optuna_trials(out)) == 3
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield ray
-    ray.shutdown()
 
 
 def test_the_same_search_on_ray_runs_two_trials_at_once(ray_session, tiny_mnist, tmp_path):
