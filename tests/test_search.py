@@ -301,6 +301,7 @@ def test_a_search_on_two_workers_killed_mid_trial_resumes_to_its_budget(tiny_mni
     ot = optuna_trials(out)
     assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
     assert all(_epoch_rows(out)[key] == value for key, value in seen.items())  # resumed, never retrained
+    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM events WHERE kind = 'restart'")[0][0] >= 1
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
