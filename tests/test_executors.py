@@ -1,6 +1,7 @@
 """One suite every executor passes (issue 27): in this process, in `--workers` processes and as Ray tasks,
 the one executor loop gives the same rows and files, resumes an interrupted trial to the same numbers,
-records a failing trial as failed and stops a trial where a search's pruner says so.
+records a failing trial as failed, stops a trial where a search's pruner says so and runs a [fair] study to the
+same trials.
 
 Every executor trains on one thread (Ray: --cpus-per-trial 1), so their numbers agree bit for bit with the
 local run's. The Ray cases share one local Ray instance and are skipped without Ray.
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from conftest import db_rows, epoch_metrics, trial_results
+from convstudy.api import RunRequest, prepare
 from convstudy.executors import RunOptions, run_study
 from convstudy.report import write_reports
+from convstudy.search.fair import run_fair
 from convstudy.spec import resolve_study
+from test_fair import FAIR_STUDY, LEVELS
 
 EXECUTORS = {"local": {}, "workers": {"workers": 2}, "ray": {"executor": "ray", "cpus_per_trial": 1}}
 
@@ -120,3 +124,19 @@ def test_a_pruned_trial_stops_after_its_epoch(executor, study, reference, tiny_m
                                                                                        ("small-b", 1, 1)]
     assert {k: v for k, v in results.items() if k[0] == "small-a"} == \
         {k: v for k, v in reference["trials"].items() if k[0] == "small-a"}
+
+
+def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, tiny_mnist, tmp_path):
+    """Each level's search asks in an order no executor changes (QMC, no pruner), so the fixed recipe, every
+    nuisance trial and every winner's retraining are the local run's, bit for bit."""
+    study = tmp_path / "fair.toml"
+    study.write_text(FAIR_STUDY.replace("epochs = 3", "epochs = 1"))
+    for out, options in ((tmp_path / "reference", EXECUTORS["local"]), (tmp_path / "out", executor)):
+        spec, opts = prepare(study, RunRequest(out=out, data_dir=str(tiny_mnist.dir), device="cpu", quiet=True,
+                                               **options))
+        store, finished = run_fair(spec, opts)
+        store.close()
+        assert finished
+    for level in (".", *(Path("fair") / lv for lv in LEVELS)):
+        assert files(tmp_path / "out" / level) == files(tmp_path / "reference" / level)
+    assert len(trial_results(tmp_path / "out" / "fair" / LEVELS[0] / "study.db")) == 3  # 2 tried, 1 retrained

@@ -255,7 +255,7 @@ def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist
         finish(first)
     assert second.returncode == 2, second.stderr
     assert second.stderr.splitlines() == [f"convstudy: error: {out}: another convstudy run is searching this study "
-                                          "directory; rerun when it has ended (several trials at once: --executor ray)"]
+                                          "directory; rerun when it has ended (several trials at once: --workers N)"]
     assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}
     ot = optuna_trials(out)
     assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
@@ -266,11 +266,15 @@ def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist
     assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)} and len(optuna_trials(out)) == 3
 
 
-def test_the_same_search_on_ray_runs_two_trials_at_once(ray_session, tiny_mnist, tmp_path):
+@pytest.mark.parametrize("executor", [{"workers": 2}, {"executor": "ray", "cpus_per_trial": 1}], ids=["workers", "ray"])
+def test_the_same_search_on_two_workers_or_ray_runs_two_trials_at_once(executor, request, tiny_mnist, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --workers: one thread each, as Ray's --cpus-per-trial 1
+    if "executor" in executor:
+        request.getfixturevalue("ray_session")
     study = load_study_file(write_search(tmp_path / "s.toml", trials=4, epochs=2, pruner="successive-halving"))
     out = tmp_path / "out"
-    opts = RunOptions(out=out, executor="ray", cpus_per_trial=1, data_dir=str(tiny_mnist.dir), device="cpu",
-                      quiet=True)
+    opts = RunOptions(out=out, data_dir=str(tiny_mnist.dir), device="cpu", quiet=True, **executor)
     _, finished = run_search(study, opts)
     assert finished
     states = trials_of(out)
@@ -283,6 +287,21 @@ def test_the_same_search_on_ray_runs_two_trials_at_once(ray_session, tiny_mnist,
     assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1:])
     workers = db_rows(out / "study.db", "SELECT COUNT(*) FROM events WHERE kind = 'worker'")[0][0]
     assert workers == 4
+
+
+def test_a_search_on_two_workers_killed_mid_trial_resumes_to_its_budget(tiny_mnist, tmp_path):
+    """`--workers 2`: Optuna is asked as a worker frees up, the driver alone writes search.db and study.db; after
+    kill -9 the rerun finishes exactly the budget from the checkpoints, asking nothing twice."""
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
+    out = tmp_path / "out"
+    kill_when(start_run(study, out, tiny_mnist, "--workers", "2"), lambda: _mid_trial(out, 0))
+    seen = _epoch_rows(out)
+    finish(start_run(study, out, tiny_mnist, "--workers", "2"))
+    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}
+    ot = optuna_trials(out)
+    assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
+    assert all(_epoch_rows(out)[key] == value for key, value in seen.items())  # resumed, never retrained
+    assert db_rows(out / "study.db", "SELECT COUNT(*) FROM events WHERE kind = 'restart'")[0][0] >= 1
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -254,13 +254,11 @@ def prepare(study: "Study | str | Path", request: RunRequest,
              if r.models is not None or r.where else None)
     opts = RunOptions(**{f.name: getattr(r, f.name) for f in fields(RunSettings)}, refresh=refresh,
                       out=r.out or Path("runs") / study.name, models=tuple(names) if names else None)
-    if study.search is not None and (names or r.workers > 1):
-        raise UserError(f"{'--models/--where' if names else '--workers'}: a search trains the configurations it "
-                        "samples, one at a time (several at once: --executor ray)")
-    if study.fair is not None and (names or r.workers > 1 or r.confirm):
-        flag = "--models/--where" if names else "--workers" if r.workers > 1 else "--confirm"
-        raise UserError(f"{flag}: a [fair] study tunes and retrains every level itself (several trials at once: "
-                        "--executor ray)")
+    if study.search is not None and names:
+        raise UserError("--models/--where: a search trains the configurations it samples")
+    if study.fair is not None and (names or r.confirm):
+        raise UserError(f"{'--models/--where' if names else '--confirm'}: a [fair] study tunes and retrains every "
+                        "level itself")
     if study.search is None and study.fair is None and (r.trials or r.confirm):
         raise UserError(f"{'--trials' if r.trials else '--confirm'}: {study.name} has no [search] section")
     return study, opts

@@ -13,7 +13,8 @@ trials in study.db. Whatever a crash interrupts, a rerun of the same command con
 Optuna trial still RUNNING is re-attached to its model (suggesting again returns its stored values)
 and its convstudy trial resumes from its checkpoint (claim takes over a dead owner's trial); a trial
 that ended in study.db but was not yet told to Optuna is told from study.db. Nothing is asked twice.
-One process searches a directory at a time (OUT/search.lock); several trials at once run through Ray.
+One process searches a directory at a time (OUT/search.lock); it runs several trials at once with `--workers N`
+or Ray, asking Optuna for the next as a slot frees up.
 
 `--confirm K` then trains the top K configurations on every seed of the study by the normal run path.
 """
@@ -198,7 +199,7 @@ def _alone(out: Path) -> Iterator[None]:
         lock.acquire()
     except Timeout:
         raise UserError(f"{out}: another convstudy run is searching this study directory; rerun when it has ended "
-                        "(several trials at once: --executor ray)") from None
+                        "(several trials at once: --workers N)") from None
     try:
         yield
     finally:

@@ -6,7 +6,7 @@ its own study directory OUT/fair/NN-LEVELS: Optuna samples the nuisance hyperpar
 budget, every sample is a model `trial-NNNN` (carrying the scientific levels and its nuisance values in its
 factors) trained on the study's first seed, and the best on validation is retrained on every seed. Each
 level directory is a normal search study, so a kill -9 anywhere resumes as a search does (nothing asked or
-trained twice) and `--executor ray` trains a level's trials side by side. report.fair compares the levels.
+trained twice) and `--workers N` or Ray trains a level's trials side by side. report.fair compares the levels.
 """
 
 from __future__ import annotations
