@@ -1,11 +1,6 @@
-"""Layer specs: frozen pydantic records, a compact string syntax, and shape inference without tensors.
-
-A layer is written either as a compact string (`conv(64,5,same)`, `dropout(0.25)`, `bn`) or as a table
-(`{type = "conv", filters = 64, kernel = 5, padding = "same"}`); both parse to the same frozen record,
-and `to_string()` / `to_dict()` give them back. A residual block nests a list of layers:
-`residual([conv(16,3,same),bn],activation=linear)` or its table. Shapes use Keras's (H, W, C) order.
-The records live by kind in layer_base, conv_layers and basic_layers (the residual block here, beside the
-parser it uses); `LAYERS` registers them.
+"""Layer specs: frozen pydantic records, a compact string syntax (`conv(64,5,same)`) or a table for each, and
+shape inference without tensors. The records live in layer_base, conv_layers and basic_layers (the residual block
+here, beside the parser it uses); `LAYERS` registers them.
 """
 
 from __future__ import annotations

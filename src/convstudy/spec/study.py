@@ -1,8 +1,5 @@
-"""Studies: a dataset, training settings, seeds and named models, validated before any tensor exists.
-
-Every user mistake surfaces as `UserError("<file>: model "<name>", layer <i> <layer>: <reason>")`,
-one line, so the CLI can print it and exit 2.
-"""
+"""Studies: a dataset, training settings, seeds and named models, validated before any tensor exists; every user
+mistake is one UserError line (`<file>: model "<name>", layer <i> <layer>: <reason>`)."""
 
 from __future__ import annotations
 
@@ -29,11 +26,8 @@ class ReportSettings(Frozen):
 
 
 class Study(Frozen):
-    """A study: dataset, training settings, seeds and named models. Build in Python or load from a file.
-
-    `spaces` (templates with factors, see spec.space) is accepted on input and expanded into `models`,
-    after the models written out; the study keeps only the models.
-    """
+    """A study: dataset, training settings, seeds and named models, built in Python or loaded from a file;
+    `spaces` on input are expanded into `models` after the ones written out."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
     description: str = ""
