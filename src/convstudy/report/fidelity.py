@@ -1,10 +1,5 @@
-"""Rank fidelity: does an early epoch rank the models like the final one? (numpy and scipy only)
-
-Every shortcut in a study (fewer epochs, pruning after epoch 1) bets that a cheap measurement ranks
-models like the expensive one. A multi-epoch study stores every epoch's validation metric, so the bet
-can be checked for free: Kendall's tau between each epoch's ranking of the models (mean over seeds)
-and the final epoch's, with a percentile bootstrap CI that resamples models and, within each, seeds.
-"""
+"""Rank fidelity: does an early epoch rank the models like the final one? Every shortcut (fewer epochs, pruning)
+bets it does; Kendall's tau against the final epoch, with a bootstrap CI over models and their seeds, checks it."""
 
 from __future__ import annotations
 
@@ -61,11 +56,8 @@ def _boot_means(curves: Sequence[np.ndarray], n_boot: int, rng: np.random.Genera
 
 def rank_agreement(curves: Mapping[str, np.ndarray], epochs: Sequence[int], n_boot: int = BOOTSTRAP,
                    seed: int = 0) -> list[dict[str, Any]]:
-    """Per epoch in `epochs` (1-based): Kendall's tau of the models' mean at that epoch against their mean
-    at the last epoch, its 95% bootstrap CI and the models and seeds it rests on.
-
-    `curves`: model -> (seeds, epochs) metric array, every seed trained to the same last epoch.
-    """
+    """Per epoch in `epochs` (1-based): Kendall's tau of the models' mean then against at the last epoch, its 95%
+    bootstrap CI, models and seeds; `curves`: model -> (seeds, epochs), every seed to the same last epoch."""
     names = list(curves)
     arr = [np.asarray(curves[k], dtype=float) for k in names]
     means = np.stack([a.mean(0) for a in arr])

@@ -1,9 +1,5 @@
-"""A study directory's trials in TensorBoard (event files) and MLflow (runs), read-only on the study.
-
-Both read `StudyStore.open_existing` and write only where they are told. The libraries are the optional
-extra `convstudy[tracking]` (tensorboard, mlflow-skinny), imported here and only when asked for.
-The same metric names serve both: `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy`,
-`epoch/seconds` per epoch (step = epoch), `test/loss`, `test/accuracy` once (step = last epoch).
+"""A study directory's trials in TensorBoard (event files) and MLflow (runs), read-only on the study, with the same
+metric names in both (docs/tracking.md); the optional extra `convstudy[tracking]` is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -120,11 +116,8 @@ def _check_dir(out_dir: Path, study_dir: Path) -> None:
 
 
 def write_tensorboard(store: StudyStore, out_dir: Path) -> int:
-    """Event files under `out_dir`: one run per trial (`<model>/seed-<s>`) with per-epoch scalars, the test
-    metrics and the model's hparams, plus the hparams config at the top. Returns the number of trials.
-
-    Written into a sibling temporary directory renamed into place, so a failure leaves no half export.
-    """
+    """Event files under `out_dir`, one run per trial (`<model>/seed-<s>`) with scalars and hparams; returns the
+    number of trials. Written into a sibling temporary directory renamed into place: a failure leaves no half."""
     writer_mod = need("torch.utils.tensorboard", "tensorboard", "--format tensorboard")
     hp = need("tensorboard.plugins.hparams.summary_v2", "tensorboard", "--format tensorboard")
     _check_dir(out_dir, store.out)  # before any work, so a typo in -o costs nothing
