@@ -1,8 +1,6 @@
 """The one reader for files a user hands in (study files, Keras JSON, dataset files, images): bounded, non-blocking.
-
-Whatever the file is or holds (a FIFO, a device, a 5,000-digit integer, arrays nested 5,000 deep, YAML tags or
-an alias bomb), the result is bytes, text or plain data within fixed bounds, or one UserError line. Like
-`convstudy.errors`, any stage may import it.
+Whatever the file is or holds (a FIFO, a huge integer, deep nesting, an alias bomb), the result is bounded plain
+data or one UserError line.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The study database: stdlib sqlite3 in WAL mode, one transaction per write, explicit trial states.
-
-(trial, epoch) is a primary key and epoch rows are upserts, so a retried write never duplicates a
-row. Trials are claimed inside `BEGIN IMMEDIATE`, so two processes never train the same trial; a
-trial whose owner died (same host: its pid is gone; any host: no heartbeat for STALE_S) is claimable.
-"""
+"""The study database: stdlib sqlite3 in WAL mode, one transaction per write, explicit trial states. Epoch rows are
+upserts; trials are claimed inside `BEGIN IMMEDIATE`, and one whose owner died (its pid gone, or no heartbeat for
+STALE_S) is claimable again."""
 
 from __future__ import annotations
 
@@ -144,11 +141,8 @@ _OPEN: dict[Path, int] = {}
 
 
 class StudyDB:
-    """Narrow access to study.db: meta, runs, trials, epochs, events.
-
-    `readonly=True` (report, predict, compare, export) opens with SQLite's `mode=ro`, so reading a
-    colleague's study or a read-only volume never writes a byte, not even a schema or a WAL file.
-    """
+    """Narrow access to study.db: meta, runs, trials, epochs, events; `readonly=True` (report, predict, compare,
+    export) never writes a byte, not even a schema or a WAL file."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -294,13 +288,8 @@ class StudyDB:
 
     def claim(self, owner: str, wanted: set[tuple[str, int]], run_id: int | None = None,
               numerics: dict[str, dict[str, Any]] | None = None) -> TrialRecord | None:
-        """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id`.
-
-        A rerun retries what failed in earlier runs (from its last checkpoint), once per run: what
-        fails again in this run stays failed until the next. `numerics` maps a model to the settings
-        this run trains it with; a trial keeps its record once it has trained an epoch (run_study
-        refuses a resume that would change them).
-        """
+        """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id` (a
+        failure is retried once per run). `numerics` (model -> settings) is recorded until a trial's first epoch."""
         now = time.time()
         row = self.conn.execute("SELECT started_at FROM runs WHERE id=?", (run_id,)).fetchone() if run_id else None
         run_started = row[0] if row else None
