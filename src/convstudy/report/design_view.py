@@ -1,6 +1,5 @@
-"""The Design spaces section, drawn from report.design_spaces' numbers: populations, comparisons and good ranges
-as tables, and the figures: error EDFs per comparison (plain with a DKW band, complexity-normalised dashed), and how
-many models are enough (expected best-of-m, power of the KS test by models)."""
+"""The Design spaces section, drawn from report.design_spaces' numbers: tables of populations, comparisons and good
+ranges, and figures of the error EDFs and of how many models are enough."""
 
 from __future__ import annotations
 

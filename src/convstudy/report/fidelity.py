@@ -185,10 +185,8 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def audit_statistics(cheap: Mapping[str, Sequence[float]], full: Mapping[str, Sequence[float]], top_k: int,
                      cheap_budget: str, full_budget: str, n_boot: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
-    """Does the cheap budget rank `cheap`'s models like the full one? Kendall's tau and Spearman's rho between the
-    two rankings (means over seeds) with 95% bootstrap CIs over models and seeds, the overlap of the top `top_k`,
-    and the regret of picking the cheap winner: the full winner's full-budget mean minus the cheap winner's, its CI
-    over seeds (each resample picks both winners again). Metric values in [0, 1]; models need a value on both sides."""
+    """Does the cheap budget rank `cheap`'s models like the full one? Kendall's tau and Spearman's rho with bootstrap
+    CIs, the top-`top_k` overlap and the regret of picking the cheap winner (docs/semantics.md, fidelity audit)."""
     names = [m for m in cheap if len(cheap[m]) and len(full.get(m, ()))]
     c = [np.asarray(cheap[m], dtype=float)[:, None] for m in names]  # (seeds, 1): one "epoch" per side
     f = [np.asarray(full[m], dtype=float)[:, None] for m in names]

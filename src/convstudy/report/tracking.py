@@ -172,9 +172,8 @@ class MlflowExport:
 
 
 def export_mlflow(store: StudyStore, tracking_uri: str | None = None) -> MlflowExport:
-    """Every trial as an MLflow run (params, per-epoch metrics, tags), nested under one run for the study that
-    holds the report; in the experiment named after the study. A rerun updates the runs it made before
-    (found by the `convstudy.trial` tag): only epochs and states that are new are logged."""
+    """Every trial as an MLflow run nested under one run for the study (holding the report), in the experiment named
+    after the study; a rerun logs only what is new to the runs it made (found by their `convstudy.trial` tag)."""
     need("mlflow", "mlflow (mlflow-skinny)", "export-mlflow")
     from mlflow.exceptions import MlflowException
 

@@ -1,7 +1,4 @@
-"""What every layer record shares: the base class, field types, activations and message helpers.
-
-Shapes use Keras's (H, W, C) order, as users read them; (units,) once flat.
-"""
+"""What every layer record shares: the base class, field types, activations and message helpers."""
 
 from __future__ import annotations
 

@@ -118,13 +118,9 @@ def owner_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode; a read-only one never creates or changes a file.
-
-    With no -wal file beside the database no writer is active and every commit is in the main file,
-    which SQLite's `immutable=1` reads without the -shm/-wal files `mode=ro` would create (they stay
-    behind: a read would leave files in a colleague's directory, and cannot on a read-only volume).
-    With a -wal file, a writer may be running: `mode=ro` reads its commits through the existing files.
-    """
+    """A connection in autocommit mode; a read-only one never creates or changes a file: without a -wal file no
+    writer is active and `immutable=1` reads the main file without creating the -shm/-wal files `mode=ro` would
+    leave behind; with one, `mode=ro` reads a running writer's commits through them."""
     opts = dict(timeout=60, isolation_level=None, check_same_thread=False)
     if not readonly:
         return sqlite3.connect(path, **opts)
