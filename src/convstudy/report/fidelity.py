@@ -80,16 +80,6 @@ def rank_agreement(curves: Mapping[str, np.ndarray], epochs: Sequence[int], n_bo
     return out
 
 
-def _stable_from(rows: list[dict[str, Any]], last: int) -> int:
-    """The first epoch from which every epoch's tau reaches STABLE_TAU (the last epoch agrees with itself)."""
-    stable = last
-    for row in reversed(rows):
-        if row["tau"] is None or row["tau"] < STABLE_TAU:
-            break
-        stable = row["epoch"]
-    return stable
-
-
 def _fmt(row: dict[str, Any]) -> str:
     ci = row["ci95"]
     if row["tau"] is None:  # every model tied at that epoch (or at the last): no ranking to compare
@@ -106,7 +96,11 @@ def rank_stability(curves: Mapping[str, np.ndarray], n_boot: int = BOOTSTRAP, se
     if last < 2:
         return None
     rows = rank_agreement(curves, list(range(1, last)), n_boot, seed)
-    stable = _stable_from(rows, last)
+    stable = last  # the first epoch from which every epoch's tau reaches STABLE_TAU
+    for row in reversed(rows):
+        if row["tau"] is None or row["tau"] < STABLE_TAU:
+            break
+        stable = row["epoch"]
     warnings = []
     first = rows[0]
     if first["tau"] is not None and first["tau"] < LOW_TAU:

@@ -155,11 +155,6 @@ def write_tensorboard(store: StudyStore, out_dir: Path) -> int:
 
 # --------------------------------------------------------------------------------------------- MLflow
 
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI if set, else a file store in ./mlruns (what `mlflow ui --backend-store-uri ./mlruns` reads)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
-
-
 @dataclass(frozen=True)
 class MlflowExport:
     """What an export did: the experiment, and how many trial runs it created, updated or left as they were."""
@@ -177,12 +172,13 @@ def export_mlflow(store: StudyStore, tracking_uri: str | None = None) -> MlflowE
     need("mlflow", "mlflow (mlflow-skinny)", "export-mlflow")
     from mlflow.exceptions import MlflowException
 
-    uri = tracking_uri or default_tracking_uri()
+    # Else a file store in ./mlruns, what `mlflow ui --backend-store-uri ./mlruns` reads.
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
     try:
         with _file_store_allowed(uri):
             return _export(store, uri)
     except MlflowException as exc:
-        raise UserError(f"--tracking-uri {uri}: {_first_line(exc.message)}") from None
+        raise UserError(f"--tracking-uri {uri}: {(str(exc.message).strip().splitlines() or ['?'])[0][:300]}") from None
 
 
 def _export(store: StudyStore, uri: str) -> MlflowExport:
@@ -306,7 +302,3 @@ def _param(value: Any) -> str:
 def _ms(seconds: float | None) -> int:
     """Milliseconds since the epoch, MLflow's time unit; now where the study recorded no time."""
     return int((time.time() if seconds is None else seconds) * 1000)
-
-
-def _first_line(text: str) -> str:
-    return (str(text).strip().splitlines() or ["?"])[0][:300]
