@@ -77,14 +77,10 @@ class Study(Frozen):
         return {**data, "seeds": hi, "race": lo if lo < hi else None, "race_margin": margin if lo < hi else None}
 
     @model_validator(mode="after")
-    def _names_free(self) -> "Study":
+    def _names_and_race(self) -> "Study":
         # A search's sampled models join a study only through its store (model_copy, never validated here).
         if taken := [why for m in self.models if (why := reserved(m.name))]:
             raise ValueError(f"{taken[0]}; rename it")
-        return self
-
-    @model_validator(mode="after")
-    def _racing_ok(self) -> "Study":
         if self.race is not None and not (1 <= self.race < len(self.seeds) and self.seeds == tuple(range(len(self.seeds)))):
             raise ValueError("race needs seeds 0..max-1 and 1 <= race < max; spell it seeds = {min = N, max = M}")
         return self
