@@ -251,12 +251,8 @@ def check_structure(obj: Any, source: str, max_depth: int = MAX_DEPTH, max_nodes
         if isinstance(value, (dict, list)):
             if len(path) >= max_depth:
                 raise UserError(f"{source}: nested more than {max_depth} levels deep (at {where(path)})")
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    walk(item, (*path, i))
-                return
-            for key, item in value.items():
-                if not isinstance(key, str):
+            for key, item in enumerate(value) if isinstance(value, list) else value.items():
+                if isinstance(value, dict) and not isinstance(key, str):
                     raise UserError(f"{source}: {where(path)}: key {_clip(repr(key))} is not a string (quote it)")
                 walk(item, (*path, key))
             return
