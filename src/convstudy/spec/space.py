@@ -158,7 +158,8 @@ class Space(Frozen):
             raise ValueError(f'factor "{idle[0]}" changes no layer or train setting')
         if self.names is not None:
             named = self._placeholders(self.names, "names")
-            left = [f.name for f in self.factors if f.name not in named and not _single(f)]
+            left = [f.name for f in self.factors if f.name not in named
+                    and not (isinstance(f, Levels) and len(f.levels) == 1)]  # a single level needs no name part
             if left:
                 raise ValueError(f'names "{_clip(self.names)}" leaves out factor "{left[0]}", so models would share '
                                  "a name")
@@ -209,10 +210,6 @@ class Space(Frozen):
                                                                                            exclude={"name"})
                           for f in self.factors}
         return out
-
-
-def _single(f: Factor) -> bool:
-    return isinstance(f, Levels) and len(f.levels) == 1
 
 
 def level_text(value: Any) -> str:
