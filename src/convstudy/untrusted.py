@@ -1,8 +1,6 @@
 """The one reader for files a user hands in (study files, Keras JSON, dataset files, images): bounded, non-blocking.
-
-Whatever the file is or holds (a FIFO, a device, a 5,000-digit integer, arrays nested 5,000 deep, YAML tags or
-an alias bomb), the result is bytes, text or plain data within fixed bounds, or one UserError line. Like
-`convstudy.errors`, any stage may import it.
+Whatever the file is or holds (a FIFO, a huge integer, deep nesting, an alias bomb), the result is bounded plain
+data or one UserError line.
 """
 
 from __future__ import annotations
@@ -253,12 +251,8 @@ def check_structure(obj: Any, source: str, max_depth: int = MAX_DEPTH, max_nodes
         if isinstance(value, (dict, list)):
             if len(path) >= max_depth:
                 raise UserError(f"{source}: nested more than {max_depth} levels deep (at {where(path)})")
-            if isinstance(value, list):
-                for i, item in enumerate(value):
-                    walk(item, (*path, i))
-                return
-            for key, item in value.items():
-                if not isinstance(key, str):
+            for key, item in enumerate(value) if isinstance(value, list) else value.items():
+                if isinstance(value, dict) and not isinstance(key, str):
                     raise UserError(f"{source}: {where(path)}: key {_clip(repr(key))} is not a string (quote it)")
                 walk(item, (*path, key))
             return

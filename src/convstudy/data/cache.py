@@ -1,8 +1,5 @@
-"""The decoded-tensor cache: .npy files under $CONVSTUDY_CACHE_DIR (default ~/.cache/convstudy/decoded).
-
-An entry is keyed by a fingerprint of its source (options, and every file's path, size and mtime), so a
-changed source misses and its old entry is removed when the new one is written. A damaged or unreadable
-entry is a miss, never an error: the source is decoded again.
+"""The decoded-tensor cache: .npy files under $CONVSTUDY_CACHE_DIR (default ~/.cache/convstudy/decoded), keyed by
+the source's options and files' path, size and mtime; a changed source or a damaged entry is a miss, never an error.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""CIFAR-10 and CIFAR-100 from their BINARY archives (never the pickled python version), MD5-verified.
-
-The archive is downloaded from the first mirror whose copy has the MD5 published on the Toronto page,
-read as a tar stream (only the expected members, each under its real size) and decoded once into the
-decoded-tensor cache, keyed by the archive's path, size and mtime.
+"""CIFAR-10 and CIFAR-100 from their BINARY archives (never the pickled python version), MD5-verified, read as a
+tar stream (only the expected members, each under its real size) and decoded once into the decoded-tensor cache.
 """
 
 from __future__ import annotations

@@ -23,10 +23,8 @@ _NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 def download_missing(info: DatasetInfo, directory: Path, keys: list[str],
                      verify: Callable[[Path], object] | None = None) -> None:
-    """Fetch each file in `keys` into `directory` from the first mirror serving a verified copy.
-
-    `verify` raises IdxError for a copy that must not land; by default a digest must vouch for it.
-    """
+    """Fetch each file in `keys` into `directory` from the first mirror serving a verified copy (`verify` raises
+    IdxError for a copy that must not land; by default a digest must vouch for it)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

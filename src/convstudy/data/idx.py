@@ -82,11 +82,8 @@ def read_dataset_file(path: Path, info: DatasetInfo, key: str, strict: bool = Fa
 
 
 def read_capped(stream: BinaryIO, limit: int, name: str) -> tuple[bytearray, str | None]:
-    """The IDX bytes of a file, gunzipped if gzipped, and the SHA-256 of the .gz (None if not one).
-
-    Never holds more than `limit` decompressed bytes: a larger file is an IdxError as soon as it
-    passes the limit, so a gzip bomb costs one chunk of work, not its full size.
-    """
+    """The IDX bytes of a file, gunzipped if gzipped, and the SHA-256 of the .gz (None if not one); past `limit`
+    decompressed bytes it is an IdxError at once, so a gzip bomb costs one chunk of work."""
     # Sniff rather than trust the name: a browser may save a decompressed file as ".gz".
     gz_digest = None
     if stream.read(2) == GZIP_MAGIC:

@@ -42,11 +42,8 @@ class Dataset:
 
 
 def resolve_data_dir(name: str, data_dir: str | Path | None = None) -> Path:
-    """`name`'s folder: `data_dir`, else $CONVSTUDY_DATA_DIR, else ~/.cache/convstudy/<name>.
-
-    A given directory that has a sub-folder called `name` stands for that sub-folder, so one root
-    can hold several datasets side by side (their file names are the same).
-    """
+    """`name`'s folder: `data_dir`, else $CONVSTUDY_DATA_DIR, else ~/.cache/convstudy/<name>; a given directory
+    with a sub-folder `name` stands for it, so one root holds several datasets (whose file names are the same)."""
     given = data_dir or os.environ.get(ENV_VAR)
     if not given:
         return cache_dir(name)

@@ -1,9 +1,6 @@
-"""Datasets a user describes: an image folder, an NPZ file or a Kaggle-style CSV.
-
-A source is spelled as a table (`{kind = "folder", path = "imgs", size = [32, 32], channels = 3}`), as the
-same table in JSON, or compactly as `folder:imgs,size=32x32,channels=3`. `canonical_source` turns any of
-them into one canonical compact string with an absolute path and everything a report needs pinned (size,
-channels, class names), so a stored study describes its data without reading it again.
+"""Datasets a user describes: an image folder, an NPZ file or a Kaggle-style CSV, as a table, JSON or compactly
+(`folder:imgs,size=32x32,channels=3`). `canonical_source` pins path, size, channels and classes in one compact
+string, so a stored study describes its data without reading it again.
 """
 
 from __future__ import annotations

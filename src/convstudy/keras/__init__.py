@@ -22,9 +22,9 @@ from convstudy.spec import (
 )
 from convstudy.spec import Layer as _Layer
 from convstudy.spec.models import reserved
+from convstudy.spec.space import NAME_RE
 from convstudy.untrusted import load_untrusted
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 MAX_JSON_BYTES = 16 << 20  # a model.to_json() is kilobytes; weights are never in it
 
 
@@ -53,10 +53,7 @@ def keras_layers(doc: dict[str, Any], source: str) -> tuple[str | None, list[dic
 def keras_to_model(doc: dict[str, Any], source: str, name: str, input_shape: Shape) -> ModelSpec:
     """The ModelSpec equal to a Keras Sequential or functional (chain + residual Add) model on (H, W, C) inputs."""
     _, entries = keras_layers(doc, source)
-    if doc.get("class_name") == "Sequential":
-        items: list = list(enumerate(entries, 1))
-    else:
-        items = functional_chain(entries, source)
+    items = list(enumerate(entries, 1)) if doc.get("class_name") == "Sequential" else functional_chain(entries, source)
     keras2 = "module" not in doc  # Keras 3 files name the module of every class
     layers, wheres, _ = _convert(items, tuple(input_shape), source, keras2, input_shape)
     if not layers:
@@ -185,16 +182,14 @@ def _check_input(entry: dict[str, Any], cfg: dict[str, Any], where: str, want: S
 def model_name(doc: dict[str, Any], path: Path, given: str | None) -> str:
     """--name, else the Keras model's own name unless it is Keras's default, else the file's stem."""
     if given is not None:
-        if not _NAME.match(given):
+        if not NAME_RE.match(given):
             raise UserError(f"--name {given!r}: letters, digits and _.+- only, starting with a letter or digit")
         if why := reserved(given):
             raise UserError(f"--name {given!r}: {why}; choose another")
         return given
     keras_name, _ = keras_layers(doc, path.name)
-    if isinstance(keras_name, str) and not re.fullmatch(r"sequential(_\d+)?", keras_name):
-        candidate = keras_name
-    else:
-        candidate = path.stem
+    default = not isinstance(keras_name, str) or re.fullmatch(r"sequential(_\d+)?", keras_name)
+    candidate = path.stem if default else keras_name
     cleaned = re.sub(r"[^A-Za-z0-9_.+-]", "-", candidate).lstrip("_.+-")[:64]
     if why := reserved(cleaned):
         raise UserError(f"{path.name}: {why}; give the model another with --name")

@@ -1,9 +1,6 @@
-"""A Keras functional graph as a chain with residual blocks: what convstudy's layer list can say.
-
-The graph must be one path from the input to the output, except where a tensor forks into two paths that
-meet again in an `Add`: one path (the branch) becomes a residual block's layers, the other must be the
-identity or a 1x1 `Conv2D` (+ `BatchNormalization`), the projection shortcut. An `Activation`/`ReLU` that
-alone consumes the sum becomes the block's activation. Anything else is one UserError line naming the layer.
+"""A Keras functional graph as a chain with residual blocks: one path from input to output, except forks that
+meet again in an `Add` (a branch, and the identity or a 1x1 `Conv2D` (+ `BatchNormalization`) shortcut); anything
+else is one UserError line naming the layer.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Keras layer configs into convstudy layer records, refusing what would differ (one converter per class name).
-
-Every layer option either maps onto a convstudy layer record or must be at its Keras default; anything
-else (a dilation, a regulariser, a custom layer) is one UserError line naming the layer and the option,
-because training a silently different network would make the comparison meaningless.
+"""Keras layer configs into convstudy layer records (one converter per class name): every option maps onto the
+record or is at its Keras default, else one UserError line, since a silently different network compares nothing.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
-"""A short calibration: each model's training steps timed at 1, 2, 4 ... threads on this machine, cached.
-
-`convstudy run` decides its parallelism from it (measure.parallel) when the user gives neither `--workers`
-nor OMP_NUM_THREADS. The rates are cached per machine (CPU model, core count, torch version and the
-kernel-ISA caps, which change the kernels) and per model (layers, batch size, optimizer, augmentation,
-input shape, precision) in $CONVSTUDY_CACHE_DIR/calibration.json (default ~/.cache/convstudy), so a study
-decides the same way each time it starts on this machine.
+"""A short calibration: each model's training steps timed at 1, 2, 4 ... threads on this machine, for
+measure.parallel. Cached per machine and model in $CONVSTUDY_CACHE_DIR/calibration.json (default
+~/.cache/convstudy), so a study decides the same way each time it starts on this machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +17,7 @@ from typing import Callable
 import torch
 
 from convstudy.spec import ModelSpec, Shape, TrainSettings
+from convstudy.store import atomic_write
 
 STEPS = 2  # timed batches per thread count and round, after one warm-up batch
 ROUNDS = 2  # rounds over the thread counts, interleaved; the faster round counts (a brief load spike loses)
@@ -69,24 +67,15 @@ def load_cache(path: Path | None = None) -> dict[str, dict[str, dict[str, float]
 
 def save_cache(cache: dict, path: Path | None = None) -> None:
     """Write the cache atomically; a read-only home only costs a new calibration next time."""
-    path = path or calibration_file()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        tmp.replace(path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        atomic_write(path or calibration_file(), json.dumps(cache, indent=1, sort_keys=True).encode())
 
 
 def measure_rates(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, precision: str,
                   counts: list[int], timer: Callable[[], float] = time.perf_counter,
                   make_loop: Callable | None = None) -> dict[int, float]:
-    """Training samples/s of `spec` (convstudy's own steps on synthetic images) at each of `counts` threads.
-
-    Rounds alternate the thread counts so that load from other processes hits each alike; the faster
-    round of each counts. `make_loop` (tests) replaces the trainer's loop; the process's threads are restored.
-    """
+    """Training samples/s of `spec` (convstudy's own steps on synthetic images) at each of `counts` threads;
+    rounds alternate the counts so other load hits each alike, and the faster round counts."""
     from convstudy.measure.throughput import trainer_loop
 
     cpu = torch.device("cpu")

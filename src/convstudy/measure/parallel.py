@@ -1,15 +1,10 @@
-"""How many trials train at once on the CPU, and with how many threads each, decided by measurement.
+"""How many trials train at once on the CPU, and with how many threads each, decided by measurement
+(`convstudy run` without `--workers` or OMP_NUM_THREADS).
 
-Used by `convstudy run` when the user gives neither `--workers` nor OMP_NUM_THREADS. Threads change a
-trial's floating-point sums, so the threads per trial are fixed per study and machine (from the cached
-calibration of the study's models, or what the study's trials already recorded), never by how many
-trials are pending or how busy the machine is at that moment: a trial's numbers do not depend on what
-ran beside it. Only the number of worker processes follows the pending trials.
-
-The threads are those that train the study's models fastest with the machine full of trials (cores /
-threads of them at once); within 5% of the fastest the fewest win, since an OpenMP team on a busy
-machine waits at every barrier for a descheduled thread (docs/benchmarks.md: 2-thread steps up to 10x
-slower while another process kept a core busy).
+Threads change a trial's floating-point sums, so the threads per trial are fixed per study and machine (the
+cached calibration, or what its trials recorded), never by what else runs; only the workers follow the pending
+trials. Within 5% of the fastest the fewest threads win: on a busy machine an OpenMP team waits at every barrier
+for a descheduled thread (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -90,11 +85,8 @@ def _trials_state(study: Study, opts) -> tuple[int, int | None]:
     path = opts.out / "study.db"
     if not path.exists():
         return len(wanted), None
-    db = StudyDB(path, readonly=True)
-    try:
+    with contextlib.closing(StudyDB(path, readonly=True)) as db:
         records = db.trials()
-    finally:
-        db.close()
     done = {(r.model, r.seed) for r in records if r.state in FINISHED}
     threads = Counter(r.settings["threads"] for r in records if r.settings and "threads" in r.settings)
     return len(wanted - done), (threads.most_common(1)[0][0] if threads else None)
@@ -138,8 +130,5 @@ def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[i
         torch.set_num_threads(before)
     if not (opts.out / "study.db").exists():
         return
-    db = StudyDB(opts.out / "study.db")
-    try:
+    with contextlib.closing(StudyDB(opts.out / "study.db")) as db:
         db.add_event(None, "parallelism", json.dumps(asdict(choice)))
-    finally:
-        db.close()

@@ -1,12 +1,8 @@
 """Throughput benchmark: convstudy's trainer against the plain PyTorch loop a typical user writes.
 
-Both loops train the same model on the same synthetic uint8 images, in one process, in alternating
-chunks, so that load from other processes on a shared machine hits both alike and their ratio stays
-fair. The trainer runs with the threads `convstudy run` gives a lone trial (PyTorch's default); the
-plain loop runs at that default and at each thread count from 1 up (powers of two and the CPU count),
-and the ratio against its best count is the one that counts: fewer threads can be faster on a small
-model or a busy machine. Achieved GFLOP/s count 3x the forward FLOPs per sample (forward + two backward
-products) and are set against a matrix product timed here, in the trainer's precision.
+Both loops train the same model on the same synthetic images in one process, in alternating chunks, so load from
+other processes hits both alike. The plain loop also runs at each thread count from 1 up, and the ratio against its
+fastest is the one that counts. GFLOP/s count 3x the forward FLOPs (forward + two backward products).
 """
 
 from __future__ import annotations
@@ -189,11 +185,7 @@ def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shap
                  seconds: float, precision: str, channels_last: bool,
                  on_model: Callable[[ModelBench], None] | None = None) -> dict:
     """The benchmark's JSON document: the peak, the threads and processes each side used, one entry per model.
-
-    The trainer's process settings (configure_backends: on the CPU, an allocator that keeps freed
-    memory) apply to the whole process, so the baseline runs with them too: a conservative ratio.
-    On CUDA the plain loop runs at the default threads only (the GPU does the work).
-    """
+    The trainer's process settings (configure_backends) apply to the baseline too: a conservative ratio."""
     configure_backends(device)
     threads = torch.get_num_threads()
     counts = thread_counts(threads, os.cpu_count() or threads) if device.type == "cpu" else [threads]

@@ -1,9 +1,6 @@
 """Report stage: a study directory's report as JSON, a terminal table, Markdown, CSV or one HTML page, and plots.
-
-`collect` gathers the numbers once (collect.py, and per section its own module: models, best, factors, design
-spaces, racing, rank stability, search, fair); each section module also draws itself, through markup.py's
-escaping helpers; markdown.py and html.py put the sections in order.
-"""
+`collect` gathers the numbers once; each section module draws itself through markup.py; markdown.py and html.py
+put the sections in order."""
 
 from __future__ import annotations
 

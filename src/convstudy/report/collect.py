@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ def collect(store: StudyStore) -> dict[str, Any]:
             per_seed.append({"seed": r.seed, "state": r.state, "test_accuracy": r.test_accuracy,
                              "test_loss": r.test_loss, "diverged_epoch": r.diverged_epoch, "error": r.error,
                              "attempts": r.attempts, "train_seconds": r.train_seconds, "device": r.device,
-                             "settings": r.settings, "epochs": [_epoch_dict(e) for e in rows]})
+                             "settings": r.settings, "epochs": [asdict(e) for e in rows]})
         epoch_secs = [e["seconds"] for s in per_seed for e in s["epochs"]]
         entry = {
             "name": spec.name,
@@ -159,11 +160,6 @@ def numerics_summary(trials: list) -> dict[str, Any]:
             shown = ", ".join(value) or "none" if isinstance(value, list) else str(value)
             uses.setdefault(key, {}).setdefault(shown, []).append(f"{rec.model} seed {rec.seed}")
     return {"numerics": uses, "mixed": sorted(k for k, v in uses.items() if len(v) > 1)}
-
-
-def _epoch_dict(e) -> dict[str, float]:
-    return {"epoch": e.epoch, "loss": e.loss, "accuracy": e.accuracy, "val_loss": e.val_loss,
-            "val_accuracy": e.val_accuracy, "seconds": e.seconds}
 
 
 def _mean_curves(curves: list[list[dict[str, float]]]) -> list[dict[str, float]]:

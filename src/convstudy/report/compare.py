@@ -1,9 +1,5 @@
-"""Two studies side by side: the models they share, each side's accuracy, the difference and its significance.
-
-Over seeds on both sides the test is Welch's t-test. Where a side has a single seed, and both sides were
-tested on the same test set, McNemar's exact test on one run of each (paired per test image) says
-whether the two runs differ by more than noise.
-"""
+"""Two studies side by side: the models they share, each side's accuracy, the difference and its significance
+(Welch's t-test over seeds; with a single seed on a side and the same test set, McNemar's exact test)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Loss and accuracy by epoch: the PNG per model, the page's overlay of all models, and the data from which its
-script draws curves on demand and parallel coordinates (page.js, DOM calls and `textContent` only).
-
-The data rides in a `<script type="application/json">` block (never executed; `<`, `>` and `&` are written as
-JSON escapes, so no user text can close the block). Readers without JavaScript get the table and a static figure.
-"""
+"""Loss and accuracy by epoch: the PNG per model, the page's overlay of all models, and the data (an inert JSON
+block, html.json_block) from which its script draws curves on demand and parallel coordinates."""
 
 from __future__ import annotations
 

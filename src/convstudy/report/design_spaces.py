@@ -1,13 +1,7 @@
-"""Design spaces compared as populations of models (Radosavovic et al., NDS 2019 and RegNet 2020).
-
-Each model is one point: its error is 1 - its selection metric's mean over seeds. Two populations (two
-spaces, or two levels of a factor within a space) are compared by their error EDFs: plain, with the
-two-sample KS test, and complexity-normalised (each population's weight uniform over shared bins of log
-parameters or FLOPs), with a weighted KS statistic whose p-value comes from permuting the labels within
-the bins. Every p-value of a report is Holm-adjusted together. Beside them: P(a model of A has lower
-error than one of B) with a bootstrap CI, the expected best-of-m curve, the bootstrap power of the KS
-test by models per population, and RegNet's good range of each numeric factor (docs/design-spaces.md).
-Pure numpy/scipy; the randomness is seeded, so a report is the same each time it is written.
+"""Design spaces compared as populations of models (Radosavovic et al., NDS 2019 and RegNet 2020;
+docs/design-spaces.md): error EDFs, plain (KS test) and complexity-normalised (weighted KS, permutation p), all
+p-values Holm-adjusted together, P(A lower), best-of-m, KS power and good ranges. The randomness is seeded, so a
+report is the same each time it is written.
 """
 
 from __future__ import annotations
@@ -100,9 +94,8 @@ def _ks_matrix(errors: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> n
 
 def weighted_ks(a: np.ndarray, b: np.ndarray, ca: np.ndarray, cb: np.ndarray, bins: int,
                 rng: np.random.Generator, n_perm: int = N_PERM, max_perm: int = MAX_PERM) -> dict[str, Any]:
-    """The complexity-normalised comparison: weighted KS statistic and its permutation p-value. Labels are
-    permuted within each bin, which keeps every bin's counts and so the weights: under "no difference at
-    equal complexity" each such permutation is equally likely, so the p-value is exact up to Monte Carlo."""
+    """The complexity-normalised comparison: weighted KS statistic and its permutation p-value. Permuting labels
+    within each bin keeps the weights, so under "no difference at equal complexity" the p-value is exact."""
     errors = np.concatenate([a, b]).astype(float)
     labels = np.repeat([0, 1], [len(a), len(b)])
     where = bin_index(np.concatenate([ca, cb]), bin_edges(ca, cb, bins))
@@ -201,10 +194,9 @@ def ks_test(a: np.ndarray, b: np.ndarray) -> Any:
 
 def ks_power(a: np.ndarray, b: np.ndarray, sizes: Sequence[int], rng: np.random.Generator,
              reps: int = N_POWER) -> list[float]:
-    """The share of resamples of n models from each population in which the KS statistic passes the
-    asymptotic critical value at ALPHA. The observed EDFs differ by more than the spaces do (sampling
-    noise adds to D), so B is drawn from a mixture with A that shrinks the EDF difference by the factor
-    lambda = D_true / D_obs, with D_true^2 = D_obs^2 - E[D^2 | no difference] (Kolmogorov: pi^2 / 12n)."""
+    """The share of resamples of n models a side whose KS statistic passes the asymptotic critical value at
+    ALPHA. Sampling noise adds to the observed D, so B is mixed with A to shrink it by lambda = D_true / D_obs,
+    with D_true^2 = D_obs^2 - E[D^2 | no difference] (Kolmogorov: pi^2 / 12n)."""
     d = ks_test(a, b).statistic
     n_eff = len(a) * len(b) / (len(a) + len(b))
     lam = math.sqrt(max(0.0, 1 - math.pi ** 2 / 12 / n_eff / d ** 2)) if d > 0 else 0.0
@@ -303,9 +295,8 @@ def holm(comparisons: list[dict[str, Any]]) -> None:
 
 
 def design_spaces(models: list[dict[str, Any]], metric: str, normalize: str) -> dict[str, Any] | None:
-    """The report's `design_spaces`: populations (each space, and each level of a factor within a space),
-    their comparisons (space with space; each level with its factor's first level), best-of-m curves and
-    good ranges; None when no population has MIN_MODELS models with a finished seed."""
+    """The report's `design_spaces`: populations (spaces, and factor levels within one), their comparisons,
+    best-of-m curves and good ranges; None when no population has MIN_MODELS models with a finished seed."""
     from convstudy.report.factors import _key, level_text
 
     done = [m for m in models if m[metric]["mean"] is not None]

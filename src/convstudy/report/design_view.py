@@ -1,6 +1,5 @@
-"""The Design spaces section, drawn from report.design_spaces' numbers: populations, comparisons and good ranges
-as tables, and the figures: error EDFs per comparison (plain with a DKW band, complexity-normalised dashed), and how
-many models are enough (expected best-of-m, power of the KS test by models)."""
+"""The Design spaces section, drawn from report.design_spaces' numbers: tables of populations, comparisons and good
+ranges, and figures of the error EDFs and of how many models are enough."""
 
 from __future__ import annotations
 
@@ -16,9 +15,8 @@ from convstudy.report.figures import PALETTE, label, panel_grid, style, to_svg
 from convstudy.report.markup import el, esc, figure, md_table, table
 
 def design_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
-    """The design-space section's rows as text, shared by Markdown and HTML: populations (label, n, median
-    and min error %, best model), comparisons (A, B, KS D, p Holm, P(A<B) [CI], the same normalised, models
-    for 80% power) and good ranges (space, factor, best, best 25%, good range); user text is not escaped here."""
+    """The section's rows as text (not escaped), shared by Markdown and HTML: populations, comparisons and good
+    ranges."""
     section = report["design_spaces"]
     groups = section["groups"]
     pops = [[g["label"], str(g["n"]), f"{100 * g['median']:.2f}", f"{100 * g['min']:.2f}", g["best_model"]]

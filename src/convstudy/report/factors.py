@@ -1,11 +1,6 @@
-"""Factor effects: one linear model over every finished seed of the models that carry factor levels.
-
-Main effects come from `metric ~ C(f1) + C(f2) + ...` (statsmodels OLS, treatment coding: each level
-against the factor's reference, its first level in study order; numeric levels are categories too).
-A two-way interaction is fitted where its factors are fully crossed in the data, by adding it alone to
-the main effects, and tested with the F test against them (docs/semantics.md, "Factor effects").
-Below the fit, the Factors section drawn from it: its tables in Markdown and HTML, and its figures.
-"""
+"""Factor effects: one statsmodels OLS over every finished seed of the models with factor levels (treatment
+coding against each factor's first level; fully crossed pairs' interactions by F test: docs/semantics.md,
+"Factor effects"), and the Factors section drawn from it."""
 
 from __future__ import annotations
 

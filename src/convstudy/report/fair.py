@@ -1,12 +1,8 @@
 """The fair comparison of a `[fair]` study (issue 29): per level its nuisance trials, winner and retrained seeds;
 the levels compared on the winners, beside the fixed recipe; best-of-k curves and boundary warnings.
 
-The statistics are pure functions of plain numbers (`best_of_k`, `at_boundary`, `pick_winner`, `verdict`,
-`verdict_change`), so they are tested without training; `fair_section` reads the study directory
-(OUT/study.db for the fixed recipe, OUT/fair/NN-LEVELS/study.db for each level's search) into `report["fair"]`.
-
-The levels are compared on **test** accuracy: validation picked every level's nuisance values (on the first
-seed), so its numbers are the maximum of k draws for the winner, and the test set is what nothing selected on.
+The levels are compared on **test** accuracy: validation picked every level's nuisance values, so its numbers are
+the maximum of k draws for the winner; the test set is what nothing selected on.
 """
 
 from __future__ import annotations

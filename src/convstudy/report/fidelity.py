@@ -1,10 +1,5 @@
-"""Rank fidelity: does an early epoch rank the models like the final one? (numpy and scipy only)
-
-Every shortcut in a study (fewer epochs, pruning after epoch 1) bets that a cheap measurement ranks
-models like the expensive one. A multi-epoch study stores every epoch's validation metric, so the bet
-can be checked for free: Kendall's tau between each epoch's ranking of the models (mean over seeds)
-and the final epoch's, with a percentile bootstrap CI that resamples models and, within each, seeds.
-"""
+"""Rank fidelity: does an early epoch rank the models like the final one? Every shortcut (fewer epochs, pruning)
+bets it does; Kendall's tau against the final epoch, with a bootstrap CI over models and their seeds, checks it."""
 
 from __future__ import annotations
 
@@ -61,11 +56,8 @@ def _boot_means(curves: Sequence[np.ndarray], n_boot: int, rng: np.random.Genera
 
 def rank_agreement(curves: Mapping[str, np.ndarray], epochs: Sequence[int], n_boot: int = BOOTSTRAP,
                    seed: int = 0) -> list[dict[str, Any]]:
-    """Per epoch in `epochs` (1-based): Kendall's tau of the models' mean at that epoch against their mean
-    at the last epoch, its 95% bootstrap CI and the models and seeds it rests on.
-
-    `curves`: model -> (seeds, epochs) metric array, every seed trained to the same last epoch.
-    """
+    """Per epoch in `epochs` (1-based): Kendall's tau of the models' mean then against at the last epoch, its 95%
+    bootstrap CI, models and seeds; `curves`: model -> (seeds, epochs), every seed to the same last epoch."""
     names = list(curves)
     arr = [np.asarray(curves[k], dtype=float) for k in names]
     means = np.stack([a.mean(0) for a in arr])
@@ -88,16 +80,6 @@ def rank_agreement(curves: Mapping[str, np.ndarray], epochs: Sequence[int], n_bo
     return out
 
 
-def _stable_from(rows: list[dict[str, Any]], last: int) -> int:
-    """The first epoch from which every epoch's tau reaches STABLE_TAU (the last epoch agrees with itself)."""
-    stable = last
-    for row in reversed(rows):
-        if row["tau"] is None or row["tau"] < STABLE_TAU:
-            break
-        stable = row["epoch"]
-    return stable
-
-
 def _fmt(row: dict[str, Any]) -> str:
     ci = row["ci95"]
     if row["tau"] is None:  # every model tied at that epoch (or at the last): no ranking to compare
@@ -114,7 +96,11 @@ def rank_stability(curves: Mapping[str, np.ndarray], n_boot: int = BOOTSTRAP, se
     if last < 2:
         return None
     rows = rank_agreement(curves, list(range(1, last)), n_boot, seed)
-    stable = _stable_from(rows, last)
+    stable = last  # the first epoch from which every epoch's tau reaches STABLE_TAU
+    for row in reversed(rows):
+        if row["tau"] is None or row["tau"] < STABLE_TAU:
+            break
+        stable = row["epoch"]
     warnings = []
     first = rows[0]
     if first["tau"] is not None and first["tau"] < LOW_TAU:
@@ -193,10 +179,8 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def audit_statistics(cheap: Mapping[str, Sequence[float]], full: Mapping[str, Sequence[float]], top_k: int,
                      cheap_budget: str, full_budget: str, n_boot: int = BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
-    """Does the cheap budget rank `cheap`'s models like the full one? Kendall's tau and Spearman's rho between the
-    two rankings (means over seeds) with 95% bootstrap CIs over models and seeds, the overlap of the top `top_k`,
-    and the regret of picking the cheap winner: the full winner's full-budget mean minus the cheap winner's, its CI
-    over seeds (each resample picks both winners again). Metric values in [0, 1]; models need a value on both sides."""
+    """Does the cheap budget rank `cheap`'s models like the full one? Kendall's tau and Spearman's rho with bootstrap
+    CIs, the top-`top_k` overlap and the regret of picking the cheap winner (docs/semantics.md, fidelity audit)."""
     names = [m for m in cheap if len(cheap[m]) and len(full.get(m, ()))]
     c = [np.asarray(cheap[m], dtype=float)[:, None] for m in names]  # (seeds, 1): one "epoch" per side
     f = [np.asarray(full[m], dtype=float)[:, None] for m in names]

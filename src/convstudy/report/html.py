@@ -1,9 +1,5 @@
 """The study's report as one self-contained HTML page: CSS, SVG figures, images, data and the one script all inline.
-
-A Content-Security-Policy forbids every network request, so the page can be mailed, archived or opened
-offline and shows the same thing. Each section draws itself (report.models, report.curves, ...) through
-report.markup, which escapes every piece of user text; the script (page.js) uses `textContent` only, and the
-style sheet (page.css) is phone-friendly and printable.
+A Content-Security-Policy forbids every network request, so the page shows the same mailed, archived or offline.
 """
 
 from __future__ import annotations

@@ -17,12 +17,8 @@ _MD_LINE_START = re.compile(r"^([-+=])|^(\d{1,9})([.)])(?=\s|$)")
 
 
 def md_text(text: Any) -> str:
-    """User text as literal Markdown on one line: metacharacters backslash-escaped, & < > as entities.
-
-    Whitespace runs (newlines included) become one space, so the text can neither start a block (heading,
-    list, quote, fence) nor leave a table row. Bare URLs stay text that GitHub-like renderers may still
-    autolink, but they show their real target: no link text or image can be made from user text.
-    """
+    """User text as literal Markdown on one line (so it can neither start a block nor leave a table row):
+    metacharacters backslash-escaped, & < > as entities; no link text or image can be made from it."""
     one_line = " ".join(str(text).split())
     escaped = one_line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     escaped = _MD_INLINE.sub(r"\\\1", escaped)

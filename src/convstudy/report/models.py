@@ -1,9 +1,5 @@
 """The models compared: one row per model with its statistics over seeds, as the terminal, Markdown and CSV show it,
-and the page's sortable, filterable table (plain HTML, readable without JavaScript).
-
-Every page row carries `data-i`, its model's index in the page's JSON data, so the script filters, sorts and
-selects rows without parsing cells.
-"""
+and the page's sortable, filterable table (its rows' `data-i` index the page's JSON data, so no cell is parsed)."""
 
 from __future__ import annotations
 

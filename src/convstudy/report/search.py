@@ -1,8 +1,5 @@
-"""The search section of a report: objective by trial, the Pareto front, pruned trials, parameter importances.
-
-Read from the study directory's Optuna storage (OUT/search.db, opened read-only) and study.db; it is
-`report["search"]` in JSON and one section of the Markdown and HTML reports.
-"""
+"""The search section of a report: objective by trial, the Pareto front, pruned trials, parameter importances,
+read from OUT/search.db (read-only) and study.db."""
 
 from __future__ import annotations
 

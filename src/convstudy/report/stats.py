@@ -1,11 +1,8 @@
 """Statistics over seeds: summaries with Student-t intervals, and which models are tied with the best.
 
-The best group is Tukey-Kramer's HSD (all pairs, pooled seed variance): its p-values hold the
-family-wise error rate over every pair, so they stay valid for the pairs with the best, although the
-best was picked from the same numbers (docs/semantics.md, "The best group"). With one seed per model
-there is no seed variance; McNemar's exact test on the paired test-set predictions then compares each
-model with the best, Holm-corrected. Ties (zero variance) are decided here, so no scipy warning reaches
-the terminal.
+The best group is Tukey-Kramer's HSD, whose family-wise error over every pair stays valid although the best was
+picked from the same numbers (docs/semantics.md, "The best group"); with one seed per model, McNemar's exact test
+on paired test predictions, Holm-corrected. Ties (zero variance) are decided here, so scipy never warns.
 """
 
 from __future__ import annotations
@@ -22,10 +19,8 @@ ALPHA = 0.05
 
 
 def describe(values: Sequence[float]) -> dict[str, Any]:
-    """mean, sample std, 95% CI (Student t; None below two values), n, min, max and the raw values.
-
-    Identical values (every seed tied) give std 0 and the CI [mean, mean] exactly, not float residue.
-    """
+    """mean, sample std, 95% CI (Student t; None below two values), n, min, max and the raw values; tied values
+    give std 0 and the CI [mean, mean] exactly."""
     v = [float(x) for x in values]
     n = len(v)
     if n == 0:
@@ -40,12 +35,8 @@ def describe(values: Sequence[float]) -> dict[str, Any]:
 
 
 def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value over seeds (each side at least two values); `compare` uses it.
-
-    Zero variance is decided here, not left to scipy (which warns about precision loss and may give nan):
-    both sides constant means no noise at all, so equal constants give 1 and different ones 0; one side
-    constant is Welch's test with that side's variance 0 (t on the other side's n - 1 degrees of freedom).
-    """
+    """Two-sided Welch t-test p-value over seeds (each side at least two values). Zero variance is decided here
+    (scipy warns and may give nan): both sides constant gives 1 if equal, else 0; one side constant is Welch's."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("welch_p needs at least two values per side")
     (ma, va), (mb, vb) = _mean_var(a), _mean_var(b)
@@ -95,12 +86,9 @@ def tukey_gap(means: np.ndarray, counts: np.ndarray, mse: np.ndarray | float) ->
 
 def places(values: Mapping[str, Sequence[float]], correct: Mapping[str, np.ndarray] | None = None,
            alpha: float = ALPHA, margin: float = 0.0) -> dict[str, Place]:
-    """Each model's place against the best mean of `values` (model -> metric per seed; empty: unranked).
-
-    Out of the best group: adjusted p < alpha (decided). In it: decided only for a positive `margin`,
-    when the simultaneous upper bound of (best - model) is below it; the best is decided once every
-    other model is. `correct` (model -> per-example test correctness of one seed) serves single seeds.
-    """
+    """Each model's place against the best mean of `values` (model -> metric per seed; empty: unranked). Out
+    of the best group (adjusted p < alpha) is decided; in it only when the simultaneous upper bound of best - model
+    is below a positive `margin`; the best once every other is. `correct` (per-example correctness) serves one seed."""
     ranked = {k: np.asarray(v, dtype=float) for k, v in values.items() if len(v)}
     out = {k: Place(False, None, None, False) for k in values if k not in ranked}
     if not ranked:
@@ -200,12 +188,8 @@ def race_decisions(values: Mapping[str, Sequence[float]], margin: float, alpha: 
 
 def best_group(models: list[dict[str, Any]], metric: str, correct: dict[str, np.ndarray] | None = None,
                alpha: float = ALPHA) -> None:
-    """Mark each model dict with `same_as_best`, `p_value` and `test` against the best mean `metric`.
-
-    `models` carry `name` and `metric` (from `describe`); `correct` maps a model name to its per-example
-    correctness on the test set (one seed), used only when no model has two seeds. A raced study passes
-    its `look_alpha`, the level its rounds decided at.
-    """
+    """Mark each model dict (`name`, `metric` from `describe`) with `same_as_best`, `p_value` and `test` against
+    the best mean `metric` (`places`); a raced study passes its `look_alpha`, the level its rounds decided at."""
     found = places({m["name"]: m[metric]["values"] for m in models}, correct, alpha)
     for m in models:
         place = found[m["name"]]

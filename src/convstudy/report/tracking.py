@@ -1,9 +1,5 @@
-"""A study directory's trials in TensorBoard (event files) and MLflow (runs), read-only on the study.
-
-Both read `StudyStore.open_existing` and write only where they are told. The libraries are the optional
-extra `convstudy[tracking]` (tensorboard, mlflow-skinny), imported here and only when asked for.
-The same metric names serve both: `train/loss`, `train/accuracy`, `val/loss`, `val/accuracy`,
-`epoch/seconds` per epoch (step = epoch), `test/loss`, `test/accuracy` once (step = last epoch).
+"""A study directory's trials in TensorBoard (event files) and MLflow (runs), read-only on the study, with the same
+metric names in both (docs/tracking.md); the optional extra `convstudy[tracking]` is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -120,11 +116,8 @@ def _check_dir(out_dir: Path, study_dir: Path) -> None:
 
 
 def write_tensorboard(store: StudyStore, out_dir: Path) -> int:
-    """Event files under `out_dir`: one run per trial (`<model>/seed-<s>`) with per-epoch scalars, the test
-    metrics and the model's hparams, plus the hparams config at the top. Returns the number of trials.
-
-    Written into a sibling temporary directory renamed into place, so a failure leaves no half export.
-    """
+    """Event files under `out_dir`, one run per trial (`<model>/seed-<s>`) with scalars and hparams; returns the
+    number of trials. Written into a sibling temporary directory renamed into place: a failure leaves no half."""
     writer_mod = need("torch.utils.tensorboard", "tensorboard", "--format tensorboard")
     hp = need("tensorboard.plugins.hparams.summary_v2", "tensorboard", "--format tensorboard")
     _check_dir(out_dir, store.out)  # before any work, so a typo in -o costs nothing
@@ -162,11 +155,6 @@ def write_tensorboard(store: StudyStore, out_dir: Path) -> int:
 
 # --------------------------------------------------------------------------------------------- MLflow
 
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI if set, else a file store in ./mlruns (what `mlflow ui --backend-store-uri ./mlruns` reads)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
-
-
 @dataclass(frozen=True)
 class MlflowExport:
     """What an export did: the experiment, and how many trial runs it created, updated or left as they were."""
@@ -179,18 +167,18 @@ class MlflowExport:
 
 
 def export_mlflow(store: StudyStore, tracking_uri: str | None = None) -> MlflowExport:
-    """Every trial as an MLflow run (params, per-epoch metrics, tags), nested under one run for the study that
-    holds the report; in the experiment named after the study. A rerun updates the runs it made before
-    (found by the `convstudy.trial` tag): only epochs and states that are new are logged."""
+    """Every trial as an MLflow run nested under one run for the study (holding the report), in the experiment named
+    after the study; a rerun logs only what is new to the runs it made (found by their `convstudy.trial` tag)."""
     need("mlflow", "mlflow (mlflow-skinny)", "export-mlflow")
     from mlflow.exceptions import MlflowException
 
-    uri = tracking_uri or default_tracking_uri()
+    # Else a file store in ./mlruns, what `mlflow ui --backend-store-uri ./mlruns` reads.
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or Path("mlruns").resolve().as_uri()
     try:
         with _file_store_allowed(uri):
             return _export(store, uri)
     except MlflowException as exc:
-        raise UserError(f"--tracking-uri {uri}: {_first_line(exc.message)}") from None
+        raise UserError(f"--tracking-uri {uri}: {(str(exc.message).strip().splitlines() or ['?'])[0][:300]}") from None
 
 
 def _export(store: StudyStore, uri: str) -> MlflowExport:
@@ -314,7 +302,3 @@ def _param(value: Any) -> str:
 def _ms(seconds: float | None) -> int:
     """Milliseconds since the epoch, MLflow's time unit; now where the study recorded no time."""
     return int((time.time() if seconds is None else seconds) * 1000)
-
-
-def _first_line(text: str) -> str:
-    return (str(text).strip().splitlines() or ["?"])[0][:300]

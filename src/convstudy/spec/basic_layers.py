@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from convstudy.spec.layer_base import Act, Float, Int, LayerError, Shape, _fmt_shape, _Layer, _need_map
+from convstudy.spec.layer_base import Act, Float, Int, LayerError, Shape, _Layer, _need_map, fmt_shape
 
 
 class Dropout(_Layer):
@@ -19,10 +20,7 @@ class Flatten(_Layer):
     type: Literal["flatten"] = "flatten"
 
     def output_shape(self, shape: Shape) -> Shape:
-        n = 1
-        for d in shape:
-            n *= d
-        return (n,)
+        return (math.prod(shape),)
 
 
 class Dense(_Layer):
@@ -35,7 +33,7 @@ class Dense(_Layer):
 
     def output_shape(self, shape: Shape) -> Shape:
         if len(shape) != 1:
-            raise LayerError(f"needs a flat input but gets {_fmt_shape(shape)}; add flatten or gap before it")
+            raise LayerError(f"needs a flat input but gets {fmt_shape(shape)}; add flatten or gap before it")
         return (self.units,)
 
     def params(self, shape: Shape) -> tuple[int, int]:
@@ -79,7 +77,7 @@ class GroupNorm(_Layer):
     def output_shape(self, shape: Shape) -> Shape:
         c = _need_map(shape, self)[2]
         if c % self.groups:
-            raise LayerError(f"groups {self.groups} does not divide the {c} channels of {_fmt_shape(shape)}")
+            raise LayerError(f"groups {self.groups} does not divide the {c} channels of {fmt_shape(shape)}")
         return shape
 
     def params(self, shape: Shape) -> tuple[int, int]:

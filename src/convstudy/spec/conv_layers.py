@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from convstudy.spec.layer_base import Act, Bool, Int, LayerError, Shape, _fmt_shape, _Layer, _need_map
+from convstudy.spec.layer_base import Act, Bool, Int, LayerError, Shape, _Layer, _need_map, fmt_shape
 
 _Padding = Literal["valid", "same"]
 
@@ -17,7 +17,7 @@ def window_shape(layer: _Layer, shape: Shape, kernel: int, stride: int, padding:
     if padding == "same":
         return (-(-h // stride), -(-w // stride), channels)
     if h < kernel or w < kernel:
-        raise LayerError(f"input {_fmt_shape(shape)} is smaller than the {kernel}x{kernel} kernel")
+        raise LayerError(f"input {fmt_shape(shape)} is smaller than the {kernel}x{kernel} kernel")
     return ((h - kernel) // stride + 1, (w - kernel) // stride + 1, channels)
 
 
@@ -120,7 +120,7 @@ class Pool(_Layer):
     def output_shape(self, shape: Shape) -> Shape:
         h, w, c = _need_map(shape, self)
         if h < self.size or w < self.size:
-            raise LayerError(f"input {_fmt_shape(shape)} is smaller than the {self.size}x{self.size} pool window")
+            raise LayerError(f"input {fmt_shape(shape)} is smaller than the {self.size}x{self.size} pool window")
         s = self.stride or self.size
         return ((h - self.size) // s + 1, (w - self.size) // s + 1, c)
 

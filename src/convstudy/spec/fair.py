@@ -1,10 +1,6 @@
-"""A study's `[fair]` section: compare scientific levels, each with its nuisance hyperparameters tuned (issue 29).
-
-Roles, as Google's Deep Learning Tuning Playbook names them: the factors of `space` are **scientific** (what
-the study compares: lists of levels); `nuisance` holds the hyperparameters tuned separately for every
-combination of scientific levels (Optuna ranges or levels, the `[search.space]` syntax); every other setting
-of the template and of `[train]` is **fixed**. Each combination becomes one `[search]` (`level_search`),
-which convstudy.search.fair runs in its own directory. Validated here, before anything is written.
+"""A study's `[fair]` section: compare scientific levels, each with its nuisance hyperparameters tuned (issue 29;
+roles as in Google's Deep Learning Tuning Playbook, docs/fair-comparisons.md). Each combination of scientific levels
+becomes one `[search]` (`level_search`) that convstudy.search.fair runs in its own directory.
 """
 
 from __future__ import annotations

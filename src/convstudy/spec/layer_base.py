@@ -1,7 +1,4 @@
-"""What every layer record shares: the base class, field types, activations and message helpers.
-
-Shapes use Keras's (H, W, C) order, as users read them; (units,) once flat.
-"""
+"""What every layer record shares: the base class, field types, activations and message helpers."""
 
 from __future__ import annotations
 
@@ -23,9 +20,7 @@ def canonical_act(value: Any) -> Any:
     return value
 
 
-Act = Annotated[Literal["relu", "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "softmax", "linear", "silu",
-                        "hardswish", "mish", "relu6", "leaky_relu", "softsign", "hard_sigmoid"],
-                BeforeValidator(canonical_act)]
+Act = Annotated[Literal[ACTIVATIONS], BeforeValidator(canonical_act)]  # Literal[("a", "b")] is Literal["a", "b"]
 Shape = tuple[int, ...]  # (H, W, C) for feature maps, (units,) once flat
 # Strict: `true` is not the integer 1 nor "8" the integer 8; a float field takes ints but not bools or strings.
 Int = Annotated[int, Strict()]
@@ -87,13 +82,14 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _fmt_shape(shape: Shape) -> str:
+def fmt_shape(shape: Shape) -> str:
+    """`28x28x1` for a feature map, `128` for a flat vector, as in Keras summaries."""
     return "x".join(str(d) for d in shape)
 
 
 def _need_map(shape: Shape, layer: _Layer) -> tuple[int, int, int]:
     if len(shape) != 3:
-        raise LayerError(f"needs an HxWxC feature map but gets a flat {_fmt_shape(shape)} input")
+        raise LayerError(f"needs an HxWxC feature map but gets a flat {fmt_shape(shape)} input")
     return shape  # type: ignore[return-value]
 
 
@@ -119,8 +115,3 @@ def show_value(value: Any) -> str:
     if isinstance(value, (str, int, float, bool, type(None))):
         return _clip(repr(value))
     return type(value).__name__
-
-
-def fmt_shape(shape: Shape) -> str:
-    """`28x28x1` for a feature map, `128` for a flat vector, as in Keras summaries."""
-    return _fmt_shape(shape)

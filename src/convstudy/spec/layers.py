@@ -1,11 +1,6 @@
-"""Layer specs: frozen pydantic records, a compact string syntax, and shape inference without tensors.
-
-A layer is written either as a compact string (`conv(64,5,same)`, `dropout(0.25)`, `bn`) or as a table
-(`{type = "conv", filters = 64, kernel = 5, padding = "same"}`); both parse to the same frozen record,
-and `to_string()` / `to_dict()` give them back. A residual block nests a list of layers:
-`residual([conv(16,3,same),bn],activation=linear)` or its table. Shapes use Keras's (H, W, C) order.
-The records live by kind in layer_base, conv_layers and basic_layers (the residual block here, beside the
-parser it uses); `LAYERS` registers them.
+"""Layer specs: frozen pydantic records, a compact string syntax (`conv(64,5,same)`) or a table for each, and
+shape inference without tensors. The records live in layer_base, conv_layers and basic_layers (the residual block
+here, beside the parser it uses); `LAYERS` registers them.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from convstudy.spec.basic_layers import (
 )
 from convstudy.spec.conv_layers import Conv, DepthwiseConv, GlobalAvgPool, GlobalMaxPool, Pool, SeparableConv
 from convstudy.spec.layer_base import (  # noqa: F401  (the public names of spec.layers)
-    ACT_ALIASES, ACTIVATIONS, KINDS, Act, Bool, Float, Frozen, Int, LayerError, Shape, _clip, _fmt, _fmt_shape,
+    ACT_ALIASES, ACTIVATIONS, KINDS, Act, Bool, Float, Frozen, Int, LayerError, Shape, _clip, _fmt,
     _Layer, _need_map, canonical_act, fmt_shape, pydantic_reason, show_value,
 )
 
@@ -66,13 +61,13 @@ class Residual(_Layer):
         if not self.skip or out == shape:
             return None
         if len(out) != 3 or len(shape) != 3:
-            raise LayerError(f"its branch turns {_fmt_shape(shape)} into {_fmt_shape(out)}; only feature maps "
+            raise LayerError(f"its branch turns {fmt_shape(shape)} into {fmt_shape(out)}; only feature maps "
                              "get a projection shortcut")
         h, w, _ = shape
         for stride in range(1, max(h, w) + 1):
             if (-(-h // stride), -(-w // stride)) == out[:2]:
                 return stride
-        raise LayerError(f"its branch turns {_fmt_shape(shape)} into {_fmt_shape(out)}, which no 1x1 strided "
+        raise LayerError(f"its branch turns {fmt_shape(shape)} into {fmt_shape(out)}, which no 1x1 strided "
                          "projection of the input matches (it gives ceil(H/s) x ceil(W/s)); use 'same' padding")
 
     def output_shape(self, shape: Shape) -> Shape:

@@ -1,8 +1,5 @@
 """Training-memory estimates from the spec alone, so a model this machine cannot hold is refused before allocation.
-
-The estimate is a lower bound (float32 parameters, their gradients, the optimiser's state and one batch of
-layer outputs), so a refusal is certain to be right; what it leaves out (workspace, data)
-can still fail at run time.
+The estimate is a lower bound (parameters, gradients, optimiser state, one batch of outputs): a refusal is right.
 """
 
 from __future__ import annotations

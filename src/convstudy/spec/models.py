@@ -1,8 +1,4 @@
-"""A model's spec and its training settings: optimiser, recipe (augment, schedule, ...), per-model overrides.
-
-Every user mistake surfaces as `UserError("<file>: model "<name>", layer <i> <layer>: <reason>")`,
-one line, so the CLI can print it and exit 2.
-"""
+"""A model's spec and its training settings: optimiser, recipe (augment, schedule, ...), per-model overrides."""
 
 from __future__ import annotations
 
@@ -153,12 +149,8 @@ class _Checked(Frozen):
 
 
 class TrainSettings(_Checked):
-    """How a model is trained; Keras fit() semantics (see docs/semantics.md).
-
-    The recipe fields default to Keras 2's fit(): no augmentation, `/255`, a constant learning rate,
-    no label smoothing. `warmup` below 1 is a fraction of all batches, from 1 on a number of epochs;
-    `step` multiplies the learning rate by `step_gamma` every `step_every` epochs (default: a third of them).
-    """
+    """How a model is trained; Keras 2 fit() semantics and defaults (docs/semantics.md). `warmup` below 1 is a
+    fraction of all batches, from 1 on a number of epochs."""
 
     epochs: Int = Field(default=12, ge=1, le=100_000)
     batch_size: Int = Field(default=128, ge=1, le=1 << 20)
@@ -314,9 +306,8 @@ def is_sampled(model: dict[str, Any]) -> bool:
 
 
 def reserved(name: str) -> str | None:
-    """Why no model may be given `name` by hand, by a space or by an import (None: it may). A search names its
-    sampled models trial-NNNN and finds them by that name: another model so named would stand in for an
-    Optuna trial it never was, its numbers told to Optuna and credited to the sampled settings."""
+    """Why no model may be given `name` (None: it may): a search finds its sampled models by their trial-NNNN
+    names, so another model so named would stand in for an Optuna trial it never was."""
     if SAMPLED_NAME.match(name):
         return f'model name "{name}" is kept for a search\'s sampled models (trial-NNNN)'
     return None

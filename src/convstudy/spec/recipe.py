@@ -1,7 +1,4 @@
-"""Recipe keys a run would silently ignore, refused when a study is loaded to run (not when a stored one is read).
-
-Only the step schedule reads `step_every` and `step_gamma`, and a `step_every` not below the epochs never steps.
-"""
+"""Recipe keys a run would silently ignore, refused when a study is loaded to run (not when a stored one is read)."""
 
 from __future__ import annotations
 

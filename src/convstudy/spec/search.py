@@ -1,8 +1,5 @@
-"""A study's `[search]` section: which space to search, with which Optuna sampler and pruner, for how long.
-
-Validated like the rest of the study (pydantic, `extra="forbid"`); every mistake is one line. The search
-itself (convstudy.search) reads nothing else from the study file.
-"""
+"""A study's `[search]` section: which space to search, with which Optuna sampler and pruner, for how long;
+the search itself (convstudy.search) reads nothing else from the study file."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""Spaces: a model template with named factors, expanded into the study's models (a full grid or a seeded sample).
-
-A space is written beside `[[models]]` as `[[spaces]]` (a list of mappings in YAML, `Study(spaces=[...])` in
-Python). `{factor}` in a layer, the description or a `train` value is replaced by the factor's level (a value
-that is exactly `"{factor}"` takes the level itself, typed); `{if = "bn", layer = "bn"}` keeps a layer only where
-the boolean factor `bn` is true. Each expanded model records its levels in `ModelSpec.factors`, and the study
-holds only the expanded models, so its fingerprint, store and reports need nothing from here.
-
-Factors are a list of levels (what a grid takes) or, for a search, an integer or float range (`{low, high}`,
-optionally `step` or `log = true`). `space_model` builds the model of one assignment of either kind.
+"""Spaces (`[[spaces]]`, docs/spaces.md): a model template with named factors, expanded into the study's models (a
+full grid or a seeded sample), or one model per assignment for a search (`space_model`). Each model records its
+levels in `ModelSpec.factors`, so the study, its store and its reports need nothing from here.
 """
 
 from __future__ import annotations
@@ -165,7 +158,8 @@ class Space(Frozen):
             raise ValueError(f'factor "{idle[0]}" changes no layer or train setting')
         if self.names is not None:
             named = self._placeholders(self.names, "names")
-            left = [f.name for f in self.factors if f.name not in named and not _single(f)]
+            left = [f.name for f in self.factors if f.name not in named
+                    and not (isinstance(f, Levels) and len(f.levels) == 1)]  # a single level needs no name part
             if left:
                 raise ValueError(f'names "{_clip(self.names)}" leaves out factor "{left[0]}", so models would share '
                                  "a name")
@@ -216,10 +210,6 @@ class Space(Frozen):
                                                                                            exclude={"name"})
                           for f in self.factors}
         return out
-
-
-def _single(f: Factor) -> bool:
-    return isinstance(f, Levels) and len(f.levels) == 1
 
 
 def level_text(value: Any) -> str:

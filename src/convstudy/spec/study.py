@@ -1,8 +1,5 @@
-"""Studies: a dataset, training settings, seeds and named models, validated before any tensor exists.
-
-Every user mistake surfaces as `UserError("<file>: model "<name>", layer <i> <layer>: <reason>")`,
-one line, so the CLI can print it and exit 2.
-"""
+"""Studies: a dataset, training settings, seeds and named models, validated before any tensor exists; every user
+mistake is one UserError line (`<file>: model "<name>", layer <i> <layer>: <reason>`)."""
 
 from __future__ import annotations
 
@@ -29,11 +26,8 @@ class ReportSettings(Frozen):
 
 
 class Study(Frozen):
-    """A study: dataset, training settings, seeds and named models. Build in Python or load from a file.
-
-    `spaces` (templates with factors, see spec.space) is accepted on input and expanded into `models`,
-    after the models written out; the study keeps only the models.
-    """
+    """A study: dataset, training settings, seeds and named models, built in Python or loaded from a file;
+    `spaces` on input are expanded into `models` after the ones written out."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
     description: str = ""
@@ -83,14 +77,10 @@ class Study(Frozen):
         return {**data, "seeds": hi, "race": lo if lo < hi else None, "race_margin": margin if lo < hi else None}
 
     @model_validator(mode="after")
-    def _names_free(self) -> "Study":
+    def _names_and_race(self) -> "Study":
         # A search's sampled models join a study only through its store (model_copy, never validated here).
         if taken := [why for m in self.models if (why := reserved(m.name))]:
             raise ValueError(f"{taken[0]}; rename it")
-        return self
-
-    @model_validator(mode="after")
-    def _racing_ok(self) -> "Study":
         if self.race is not None and not (1 <= self.race < len(self.seeds) and self.seeds == tuple(range(len(self.seeds)))):
             raise ValueError("race needs seeds 0..max-1 and 1 <= race < max; spell it seeds = {min = N, max = M}")
         return self

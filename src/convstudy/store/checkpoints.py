@@ -1,9 +1,5 @@
-"""Where trials keep their checkpoints: the study directory, another directory, or a pyarrow URI.
-
-The default is the study directory itself, at the local executor's paths, so a study stopped under
-either executor resumes under either. `--storage PATH` or `--storage s3://bucket/prefix` (any URI
-`pyarrow.fs.FileSystem.from_uri` reads) keeps them elsewhere, under `<study name>-<fingerprint>/`.
-"""
+"""Where trials keep their checkpoints: the study directory (the default, so a study resumes under either
+executor), or `--storage` PATH or any pyarrow URI, under `<study name>-<fingerprint>/`."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""The study database: stdlib sqlite3 in WAL mode, one transaction per write, explicit trial states.
-
-(trial, epoch) is a primary key and epoch rows are upserts, so a retried write never duplicates a
-row. Trials are claimed inside `BEGIN IMMEDIATE`, so two processes never train the same trial; a
-trial whose owner died (same host: its pid is gone; any host: no heartbeat for STALE_S) is claimable.
-"""
+"""The study database: stdlib sqlite3 in WAL mode, one transaction per write, explicit trial states. Epoch rows are
+upserts; trials are claimed inside `BEGIN IMMEDIATE`, and one whose owner died (its pid gone, or no heartbeat for
+STALE_S) is claimable again."""
 
 from __future__ import annotations
 
@@ -25,12 +22,8 @@ from convstudy.train.state import EpochResult
 SCHEMA_VERSION = 2
 STALE_S = 90.0
 class State(str, Enum):
-    """A trial's state; study.db's CHECK constraint holds the same ones, and there is no other.
-
-    `pruned`: a search's pruner stopped it after `epochs_done` epochs; like complete and diverged it is
-    finished. Only a search study (issue 18) has pruned trials, and a search study's database is new, so
-    a database of an older version, whose CHECK lacks `pruned`, never needs to hold one.
-    """
+    """A trial's state, as study.db's CHECK constraint lists them. `pruned` (stopped by a search's pruner) is
+    finished; only a search study, whose database is new, has it, so an older CHECK never needs it."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -124,22 +117,10 @@ def owner_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
     return heartbeat is not None and now - heartbeat < STALE_S
 
 
-def check_sqlite_file(path: Path) -> None:
-    """Refuse a file that is not SQLite before sqlite3 touches it (it would add -wal/-shm files)."""
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as fh:
-            if fh.read(16) != b"SQLite format 3\x00":
-                raise StoreError(f"{path}: not a convstudy database (corrupt or foreign file); nothing was changed")
-
-
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode; a read-only one never creates or changes a file.
-
-    With no -wal file beside the database no writer is active and every commit is in the main file,
-    which SQLite's `immutable=1` reads without the -shm/-wal files `mode=ro` would create (they stay
-    behind: a read would leave files in a colleague's directory, and cannot on a read-only volume).
-    With a -wal file, a writer may be running: `mode=ro` reads its commits through the existing files.
-    """
+    """A connection in autocommit mode; a read-only one never creates or changes a file: without a -wal file no
+    writer is active and `immutable=1` reads the main file without creating the -shm/-wal files `mode=ro` would
+    leave behind; with one, `mode=ro` reads a running writer's commits through them."""
     opts = dict(timeout=60, isolation_level=None, check_same_thread=False)
     if not readonly:
         return sqlite3.connect(path, **opts)
@@ -156,18 +137,18 @@ _OPEN: dict[Path, int] = {}
 
 
 class StudyDB:
-    """Narrow access to study.db: meta, runs, trials, epochs, events.
-
-    `readonly=True` (report, predict, compare, export) opens with SQLite's `mode=ro`, so reading a
-    colleague's study or a read-only volume never writes a byte, not even a schema or a WAL file.
-    """
+    """Narrow access to study.db: meta, runs, trials, epochs, events; `readonly=True` (report, predict, compare,
+    export) never writes a byte, not even a schema or a WAL file."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
         self._key = self.path.resolve()
-        if not _OPEN.get(self._key):
-            check_sqlite_file(self.path)
+        # Refuse a file that is not SQLite before sqlite3 touches it (it would add -wal/-shm files).
+        if not _OPEN.get(self._key) and self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path}: not a convstudy database (corrupt or foreign file); nothing was changed")
         # sqlite adds -wal/-shm files beside a database it opens; a refused one must leave none behind.
         sidecars = [self.path.with_name(self.path.name + s) for s in ("-wal", "-shm")]
         fresh = [p for p in sidecars if not p.exists()]
@@ -303,13 +284,8 @@ class StudyDB:
 
     def claim(self, owner: str, wanted: set[tuple[str, int]], run_id: int | None = None,
               numerics: dict[str, dict[str, Any]] | None = None) -> TrialRecord | None:
-        """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id`.
-
-        A rerun retries what failed in earlier runs (from its last checkpoint), once per run: what
-        fails again in this run stays failed until the next. `numerics` maps a model to the settings
-        this run trains it with; a trial keeps its record once it has trained an epoch (run_study
-        refuses a resume that would change them).
-        """
+        """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id` (a
+        failure is retried once per run). `numerics` (model -> settings) is recorded until a trial's first epoch."""
         now = time.time()
         row = self.conn.execute("SELECT started_at FROM runs WHERE id=?", (run_id,)).fetchone() if run_id else None
         run_started = row[0] if row else None
@@ -350,7 +326,13 @@ class StudyDB:
                      checkpoint_digest: str | None = None) -> None:
         """Upsert one epoch's metrics (and its checkpoint's digest) and advance the trial, in one transaction."""
         with self.transaction():
-            self._upsert_epoch(trial_id, epoch, metrics, checkpoint_digest)
+            self.conn.execute(
+                "INSERT INTO epochs(trial_id, epoch, loss, accuracy, val_loss, val_accuracy, seconds, checkpoint_digest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id, epoch) DO UPDATE SET loss=excluded.loss, "
+                "accuracy=excluded.accuracy, val_loss=excluded.val_loss, val_accuracy=excluded.val_accuracy, "
+                "seconds=excluded.seconds, checkpoint_digest=COALESCE(excluded.checkpoint_digest, checkpoint_digest)",
+                (trial_id, epoch, *(metrics[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")),
+                 checkpoint_digest))
             self.conn.execute(
                 "UPDATE trials SET epochs_done=MAX(epochs_done, ?), heartbeat=?, "
                 "train_seconds=(SELECT COALESCE(SUM(seconds), 0) FROM epochs WHERE trial_id=?) WHERE id=?",
@@ -372,14 +354,6 @@ class StudyDB:
         rows = self.conn.execute("SELECT epoch, checkpoint_digest FROM epochs WHERE trial_id=? AND "
                                  "checkpoint_digest IS NOT NULL", (trial_id,)).fetchall()
         return {int(e): d for e, d in rows}
-
-    def _upsert_epoch(self, trial_id: int, epoch: int, m: dict[str, float], digest: str | None) -> None:
-        self.conn.execute(
-            "INSERT INTO epochs(trial_id, epoch, loss, accuracy, val_loss, val_accuracy, seconds, checkpoint_digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id, epoch) DO UPDATE SET loss=excluded.loss, "
-            "accuracy=excluded.accuracy, val_loss=excluded.val_loss, val_accuracy=excluded.val_accuracy, "
-            "seconds=excluded.seconds, checkpoint_digest=COALESCE(excluded.checkpoint_digest, checkpoint_digest)",
-            (trial_id, epoch, m["loss"], m["accuracy"], m["val_loss"], m["val_accuracy"], m["seconds"], digest))
 
     def epochs(self, trial_id: int) -> list[EpochResult]:
         """The trial's epochs as the trial recorded them (their checkpoints' digests: `checkpoint_digests`)."""

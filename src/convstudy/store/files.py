@@ -1,10 +1,8 @@
 """Tensor files of a study directory: atomic safetensors writes and checked reads (never pickle).
 
-Every file convstudy writes carries, in its safetensors metadata, a SHA-256 content digest (over the
-header without the digest, and every tensor byte) and, for a trial's files, the trial's identity
-(study fingerprint, model, seed). safetensors itself has no checksum, so without the digest a flipped
-bit in a weight would load silently; without the identity, so would a checkpoint copied from another
-seed or model. `load_tensors` checks both.
+Every file carries in its metadata a SHA-256 content digest and, for a trial's files, the trial's identity:
+safetensors has no checksum, so otherwise a flipped bit, or a checkpoint copied from another seed or model,
+would load silently. `load_tensors` checks both.
 """
 
 from __future__ import annotations
@@ -34,10 +32,8 @@ class DamagedFile(StoreError):
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write to a temp file in the same directory, fsync it, rename over `path`, fsync the directory.
-
-    `mode` replaces mkstemp's 0600 before the rename, for files others read (reports, `-o` outputs).
-    """
+    """Write to a temp file in the same directory, fsync it, rename over `path`, fsync the directory;
+    `mode` replaces mkstemp's 0600, for files others read (reports, `-o` outputs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -106,11 +102,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 def decode_tensors(data: bytes, where: str, owner: str | None = None,
                    digest: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) of safetensors bytes, checked: own digest, `owner` and the `digest` on record.
-
-    The metadata hands back the file's digest under DIGEST_KEY, so a caller can compare it with a record.
-    Files written before digests existed (no integrity record) load unchecked, unless a recorded digest is given.
-    """
+    """(tensors, metadata with the file's digest under DIGEST_KEY) of safetensors bytes, checked: own digest,
+    `owner` and the `digest` on record; a file older than digests loads unchecked unless a digest is given."""
     try:
         tensors = st_load(data)
         header, body = _split(data)
