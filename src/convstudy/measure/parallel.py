@@ -92,21 +92,27 @@ def _trials_state(study: Study, opts) -> tuple[int, int | None]:
     return len(wanted - done), (threads.most_common(1)[0][0] if threads else None)
 
 
-def decide(study: Study, opts, console: "Console | None" = None) -> Parallelism | None:
-    """The measured parallelism for a local CPU run; None where it does not apply (GPU, Ray)."""
+def for_new_trials(study: Study, shape: tuple[int, ...], precision: str, pending: int,
+                   console: "Console | None" = None) -> Parallelism:
+    """The parallelism for `pending` trials of a study none of whose trials ran yet (also `convstudy bench`'s)."""
     from convstudy.measure.throughput import thread_counts
 
+    cpus = os.cpu_count() or 1
+    rates = study_rates(study, shape, precision, thread_counts(torch.get_num_threads(), cpus), console)
+    return choose(rates, {m.name: len(study.seeds) for m in study.models}, pending, cpus)
+
+
+def decide(study: Study, opts, console: "Console | None" = None) -> Parallelism | None:
+    """The measured parallelism for a local CPU run; None where it does not apply (GPU, Ray)."""
     if opts.executor != "local" or resolve_device(opts.device).type != "cpu":
         return None
-    cpus = os.cpu_count() or 1
     pending, recorded = _trials_state(study, opts)
-    precision = resolve_precision(opts.precision, torch.device("cpu"))
     if recorded:
-        rates = {}
-    else:  # the data first: a wrong --data-dir or a bad source is refused before any measuring
-        shape = load_dataset(study.dataset, opts.data_dir).info.input_shape
-        rates = study_rates(study, shape, precision, thread_counts(torch.get_num_threads(), cpus), console)
-    return choose(rates, {m.name: len(study.seeds) for m in study.models}, pending, cpus, recorded)
+        return choose({}, {}, pending, os.cpu_count() or 1, recorded)
+    precision = resolve_precision(opts.precision, torch.device("cpu"))
+    # The data first: a wrong --data-dir or a bad source is refused before any measuring.
+    shape = load_dataset(study.dataset, opts.data_dir).info.input_shape
+    return for_new_trials(study, shape, precision, pending, console)
 
 
 @contextlib.contextmanager

@@ -2,13 +2,17 @@
 
 Both loops train the same model on the same synthetic images in one process, in alternating chunks, so load from
 other processes hits both alike. The plain loop also runs at each thread count from 1 up, and the ratio against its
-fastest is the one that counts. GFLOP/s count 3x the forward FLOPs (forward + two backward products).
+fastest is the one that counts. On the CPU the trainer is also timed as `convstudy run` trains a study by default
+(`study_throughput`): W processes at the measured threads per trial, at once. GFLOP/s count 3x the forward FLOPs
+(forward + two backward products).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
@@ -38,6 +42,11 @@ class ModelBench:
     best_baseline_threads: int
     best_ratio: float  # against the best plain loop: the ratio that counts
     baseline_by_threads: dict[str, float]  # samples/s per thread count tried (JSON keys are strings)
+    # The study: `study_workers` trials at once, `study_threads` each, samples/s summed (on a GPU: the lone trainer).
+    study_samples_per_s: float = 0.0
+    study_threads: int = 0
+    study_workers: int = 1
+    study_best_ratio: float = 0.0  # against one best plain loop: what running the models one after the other gets
 
 
 def thread_counts(default: int, cpus: int) -> list[int]:
@@ -140,17 +149,56 @@ def _with_threads(run: Callable[[int], int], threads: int) -> Callable[[int], in
     return timed_run
 
 
+def _synthetic(settings: TrainSettings, input_shape: Shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Enough seeded uint8 images for the longest chunk; the trainer reads a prefix, the baseline cycles its loader."""
+    h, w, c = input_shape
+    gen, n_max = torch.Generator().manual_seed(0), 256 * settings.batch_size
+    x = torch.randint(0, 256, (n_max, c, h, w), dtype=torch.uint8, generator=gen)
+    return x, torch.randint(0, 10, (n_max,), generator=gen)
+
+
+_start = None  # the barrier the study's trial processes wait at, so that they are timed together
+
+
+def _join(barrier) -> None:
+    global _start
+    _start = barrier
+
+
+def _study_trial(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, precision: str, channels_last: bool,
+                 threads: int, seconds: float) -> float:
+    """One trial process of `study_throughput`: the trainer's samples/s over `seconds` after the others are warm."""
+    cpu = torch.device("cpu")
+    torch.set_num_threads(threads)
+    configure_backends(cpu)
+    run = trainer_loop(spec, settings, input_shape, *_synthetic(settings, input_shape), cpu, precision, channels_last)
+    _timed(run, 2, cpu)
+    _, t4 = _timed(run, 4, cpu)
+    chunk = int(max(1, min(256, seconds / (2 * ROUNDS) / (t4 / 4))))
+    _start.wait(timeout=600)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        done += run(chunk)
+    return done / (time.perf_counter() - t0)
+
+
+def study_throughput(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, precision: str,
+                     channels_last: bool, threads: int, workers: int, seconds: float) -> float:
+    """CPU samples/s of `workers` trainer processes (spawned, `threads` each) training `spec` at once, as
+    `convstudy run` trains a study: the sum of their rates while they ran together."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_join, initargs=(ctx.Barrier(workers),)) as pool:
+        trials = [pool.submit(_study_trial, spec, settings, input_shape, precision, channels_last, threads, seconds)
+                  for _ in range(workers)]
+        return sum(t.result() for t in trials)
+
+
 def bench_model(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, device: torch.device, seconds: float,
                 precision: str, channels_last: bool, peak_gflops: float,
                 baseline_threads: list[int] | None = None) -> ModelBench:
     """Time the trainer and the plain loop (at each of `baseline_threads`) on `spec` for about `seconds` in
     all, alternating chunks of similar duration; the trainer keeps the threads current at the call."""
-    h, w, c = input_shape
-    gen = torch.Generator().manual_seed(0)
-    # Enough images for the longest chunk; the trainer reads a prefix, the baseline cycles its loader.
-    n_max = 256 * settings.batch_size
-    x = torch.randint(0, 256, (n_max, c, h, w), dtype=torch.uint8, generator=gen)
-    y = torch.randint(0, 10, (n_max,), generator=gen)
+    x, y = _synthetic(settings, input_shape)
     threads = torch.get_num_threads()
     counts = sorted({threads, *(baseline_threads or [])})
     ours = trainer_loop(spec, settings, input_shape, x, y, device, precision, channels_last)
@@ -178,14 +226,16 @@ def bench_model(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, de
     gflops = sps * 3 * summarize_model(spec, input_shape).flops / 1e9
     return ModelBench(spec.name, round(sps, 1), round(base_sps, 1), round(sps / base_sps, 3), round(gflops, 2),
                       round(gflops / peak_gflops, 4), round(by_threads[best], 1), best,
-                      round(sps / by_threads[best], 3), {str(t): round(v, 1) for t, v in by_threads.items()})
+                      round(sps / by_threads[best], 3), {str(t): round(v, 1) for t, v in by_threads.items()},
+                      round(sps, 1), threads, 1, round(sps / by_threads[best], 3))
 
 
 def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shape, device: torch.device,
                  seconds: float, precision: str, channels_last: bool,
-                 on_model: Callable[[ModelBench], None] | None = None) -> dict:
+                 on_model: Callable[[ModelBench], None] | None = None, study: tuple[int, int] | None = None) -> dict:
     """The benchmark's JSON document: the peak, the threads and processes each side used, one entry per model.
-    The trainer's process settings (configure_backends) apply to the baseline too: a conservative ratio."""
+    The trainer's process settings (configure_backends) apply to the baseline too: a conservative ratio.
+    `study` (threads, workers): also time that many trainer processes at once for `seconds` / 2 (CPU)."""
     configure_backends(device)
     threads = torch.get_num_threads()
     counts = thread_counts(threads, os.cpu_count() or threads) if device.type == "cpu" else [threads]
@@ -193,7 +243,12 @@ def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shap
     peak = matmul_peak(device, precision)
     results = []
     for spec, settings in specs:
-        results.append(bench_model(spec, settings, input_shape, device, seconds, precision, channels_last, peak, counts))
+        r = bench_model(spec, settings, input_shape, device, seconds, precision, channels_last, peak, counts)
+        if study is not None:
+            sps = study_throughput(spec, settings, input_shape, precision, channels_last, *study, seconds / 2)
+            r = replace(r, study_samples_per_s=round(sps, 1), study_threads=study[0], study_workers=study[1],
+                        study_best_ratio=round(sps / r.best_baseline_samples_per_s, 3))
+        results.append(r)
         if on_model is not None:
             on_model(results[-1])
     return {
@@ -204,6 +259,9 @@ def bench_models(specs: list[tuple[ModelSpec, TrainSettings]], input_shape: Shap
         # One process each; the trainer as `convstudy run` trains a lone trial (--workers 1), the plain
         # loop with a DataLoader in the main process (num_workers 0).
         "trainer": {"threads": threads, "workers": 1},
+        # As `convstudy run` trains a study of these models by default: W trials at once (CPU), samples/s summed;
+        # its ratio is against one plain loop at its best threads, as a user runs the models one after the other.
+        "study": {"threads": study[0] if study else threads, "workers": study[1] if study else 1},
         "baseline": {"default_threads": threads, "threads_tried": counts, "workers": 1, "loader_workers": 0},
         "load": load + ([round(os.getloadavg()[0], 2)] if load else []),  # 1-minute load average, start and end
         "peak_gflops": round(peak, 1),
