@@ -197,13 +197,13 @@ def _epoch_rows(out: Path) -> dict[tuple[str, int], tuple]:
     return {(m, e): rest for m, e, *rest in rows}
 
 
-def _mid_trial(out: Path, after: int) -> bool:
-    """A trial is running with some but not all of its 3 epochs recorded, and more than `after` rows exist."""
+def _mid_trial(out: Path, after: int, epochs: int = 3) -> bool:
+    """A trial is running with some but not all of its `epochs` recorded, and more than `after` rows exist."""
     try:
         running = db_rows(out / "study.db", "SELECT model, epochs_done FROM trials WHERE state = 'running'")
     except sqlite3.Error:
         return False
-    return len(_epoch_rows(out)) > after and any(1 <= e < 3 for _, e in running)
+    return len(_epoch_rows(out)) > after and any(1 <= e < epochs for _, e in running)
 
 
 def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraining(tiny_mnist, tmp_path):
@@ -292,12 +292,13 @@ def test_the_same_search_on_two_workers_or_ray_runs_two_trials_at_once(executor,
 def test_a_search_on_two_workers_killed_mid_trial_resumes_to_its_budget(tiny_mnist, tmp_path):
     """`--workers 2`: Optuna is asked as a worker frees up, the driver alone writes search.db and study.db; after
     kill -9 the rerun finishes exactly the budget from the checkpoints, asking nothing twice."""
-    study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
+    # 8 epochs: on a quiet machine two workers finish 3-epoch trials between two looks at study.db.
+    study = write_search(tmp_path / "s.toml", trials=3, epochs=8)
     out = tmp_path / "out"
-    kill_when(start_run(study, out, tiny_mnist, "--workers", "2"), lambda: _mid_trial(out, 0))
+    kill_when(start_run(study, out, tiny_mnist, "--workers", "2"), lambda: _mid_trial(out, 0, epochs=8))
     seen = _epoch_rows(out)
     finish(start_run(study, out, tiny_mnist, "--workers", "2"))
-    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}
+    assert trials_of(out) == {f"trial-{i:04d}": ("complete", 8) for i in range(3)}
     ot = optuna_trials(out)
     assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
     assert all(_epoch_rows(out)[key] == value for key, value in seen.items())  # resumed, never retrained
