@@ -3,8 +3,9 @@
     python bench/cpu_paths.py --models k7-3,k3-2 --threads 1 [--compile] [--precision fp32] [--kept-only]
 
 Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast or
-fp32, channels_last): `direct` (every conv direct), `dft` (the train stage's DFT choice), and with
---compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
+fp32, channels_last), each adding one switch of the train stage's plan: `direct` (every conv direct),
+`dft` (its DFT convs), `pool_first` (max pooling before ReLU), `plan` (its one-channel patch-GEMM
+convs: the whole plan), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
 them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
 with glibc's default malloc and with `keep_freed_memory()` (only the latter with --kept-only).
 """
@@ -40,9 +41,14 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     x, y = (torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
             torch.randint(0, 10, (n,), generator=gen))
     chosen = plan(spec, (28, 28, 1), torch.device("cpu"), precision, threads)  # the train stage's algorithm choice
-    plans = {"direct": replace(chosen, dft=())}
+    # Each variant adds one switch to the one before; `plan` is what the train stage runs.
+    plans = {"direct": replace(chosen, dft=(), gemm=(), pool_first=False)}
     if chosen.dft:
-        plans["dft"] = chosen
+        plans["dft"] = replace(chosen, gemm=(), pool_first=False)
+    if chosen.pool_first:
+        plans["pool_first"] = replace(chosen, gemm=())
+    if chosen.gemm:
+        plans["plan"] = chosen
     def net(how, compiled=False):  # (state, its step)
         state = init_state(spec, settings, (28, 28, 1), 0, how)
         model = torch.compile(state.model) if compiled else state.model
@@ -70,7 +76,7 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
             t0 = time.perf_counter()
             epoch(net)
             seconds[key] += time.perf_counter() - t0
-    return {"model": model, "precision": precision, "threads": threads, "conv_dft": list(chosen.dft),
+    return {"model": model, "precision": precision, "threads": threads, "conv_dft": list(chosen.dft), "conv_gemm": list(chosen.gemm),
             "allocator": "kept" if tuned else "glibc default", "load": os.getloadavg()[0],
             **{f"{k}_samples_per_s": round(rounds * n / s, 1) for k, s in seconds.items()}}
 

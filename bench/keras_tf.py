@@ -18,6 +18,7 @@ import ast
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -101,7 +102,12 @@ def main() -> None:
     import tf_keras
 
     load = [round(os.getloadavg()[0], 2)]
-    results = [samples_per_s(m, models[m], args.seconds) for m in wanted]
+    results = []
+    for m in wanted:  # one line per model on stderr, so a slow run shows where it is
+        start = time.perf_counter()
+        results.append(samples_per_s(m, models[m], args.seconds))
+        print(f"{m}: {results[-1]['samples_per_s']} samples/s ({time.perf_counter() - start:.0f} s)",
+              file=sys.stderr, flush=True)
     print(json.dumps({
         "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__, "cpus": os.cpu_count(),
         "platform": platform.platform(), "threads": "TensorFlow's defaults (intra- and inter-op: 0, all cores)",

@@ -104,8 +104,9 @@ DFT_MIN_CHANNELS = 128
 class Plan:
     """How a trial computes, decided once (train.device.plan) and recorded with the trial.
 
-    `dft` names the convolutions that run as DFT matrix products; `cuda_graphs` and `foreach` exist
-    so a benchmark can time the other paths (they do not change the arithmetic's result class).
+    `dft` and `gemm` name the convolutions that run as DFT matrix products or one patch GEMM;
+    `pool_first` max-pools before ReLU (bitwise the same); `cuda_graphs` and `foreach` exist so a
+    benchmark can time the other paths (they do not change the arithmetic's result class).
     """
 
     device: str = "cpu"
@@ -113,13 +114,16 @@ class Plan:
     channels_last: bool = False
     threads: int = 1
     dft: tuple[str, ...] = ()
+    gemm: tuple[str, ...] = ()
+    pool_first: bool = False
     cuda_graphs: bool = True
     foreach: bool | None = None  # None: torch's default per device (multi-tensor on CUDA)
 
     def numerics(self) -> dict[str, object]:
         """What changes a trial's numbers, as study.db records it per trial."""
         return {"device": torch.device(self.device).type, "precision": self.precision, "threads": self.threads,
-                "channels_last": self.channels_last, "conv_dft": list(self.dft)}
+                "channels_last": self.channels_last, "conv_dft": list(self.dft),
+                "conv_gemm": list(self.gemm)}
 
 
 def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.device, precision: str,
@@ -132,14 +136,19 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
     the meta device, so nothing is allocated and a resumed trial makes the same choice.
     """
     dft: list[str] = []
-    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and not cpu_has_native_bf16())):
+    gemm: list[str] = []
+    fp32_avx2 = precision == "fp32" and not cpu_has_native_bf16()
+    if device.type == "cpu" and (precision == "bf16" or fp32_avx2):
         with torch.device("meta"):
             model = build_model(spec, input_shape)
-        dft = [name for name, mod in model.named_modules()
-               if isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
+        convs = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, Conv2d)]
+        dft = [name for name, mod in convs if mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
                and mod.in_channels >= DFT_MIN_CHANNELS]
+        if fp32_avx2:  # one-channel layers as one patch GEMM: measured faster on AVX2 (GEMM_MEASURED above)
+            gemm = [name for name, mod in convs if mod.gemm_supported()]
     return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
-                threads=threads, dft=tuple(dft), cuda_graphs=cuda_graphs, foreach=foreach)
+                threads=threads, dft=tuple(dft), gemm=tuple(gemm), pool_first=device.type == "cpu",
+                cuda_graphs=cuda_graphs, foreach=foreach)
 
 
 def default_channels_last(device: torch.device) -> bool:
