@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from convstudy.measure.parallel import for_new_trials
+    from convstudy.measure.parallel import for_new_trials, threads_given
     from convstudy.measure.throughput import bench_models
     from convstudy.data import get_info
     from convstudy.spec import resolve_study, select_models
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                   "plus warm-up")
     shape = get_info(study.dataset).input_shape
     together = None  # (threads, workers) as `convstudy run` trains a study of these models with the cores filled
-    if device.type == "cpu" and "OMP_NUM_THREADS" in os.environ:
+    if device.type == "cpu" and threads_given():
         together = (torch.get_num_threads(), 1)
     elif device.type == "cpu":
         choice = for_new_trials(study.model_copy(update={"models": wanted}), shape, precision, os.cpu_count() or 1,

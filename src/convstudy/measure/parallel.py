@@ -115,11 +115,16 @@ def decide(study: Study, opts, console: "Console | None" = None) -> Parallelism 
     return for_new_trials(study, shape, precision, pending, console)
 
 
+def threads_given() -> bool:
+    """Whether the user fixed the threads (OMP_NUM_THREADS): then nothing is measured and they are used as given."""
+    return "OMP_NUM_THREADS" in os.environ
+
+
 @contextlib.contextmanager
 def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[int]:
     """The workers to run with: `workers` as given (0: not given), else measured (`decide`), with each
     trial's threads pinned for this process and the workers it spawns, and recorded in study.db's events."""
-    choice = decide(study, opts, console) if not workers and "OMP_NUM_THREADS" not in os.environ else None
+    choice = decide(study, opts, console) if not workers and not threads_given() else None
     if choice is None:
         yield workers or 1
         return
