@@ -1,12 +1,12 @@
 """Per conv layer of the seed models, fp32 forward + backward: direct against the DFT conv and friends.
 
-    nice python bench/conv_fp32.py [--threads 1,2] [--rounds 5] [--batch 128] [--out FILE]
+    nice python bench/conv_fp32.py [--threads 1,2] [--rounds 5] [--batch 128] [--cin 1] [--out FILE]
 
 Variants, all on the same weights and channels_last inputs, interleaved in one process (direct, dft,
 fft, winograd, direct, dft, ...; load from other processes hits them alike): `direct` (oneDNN's
 convolution), `dft` (model.conv's separable DFT as matrix products), `fft` (torch.fft.rfft2, a complex
 per-frequency bmm, irfft2) and, for 3x3 kernels over 32+ channels, `winograd` (F(2x2, 3x3) with
-per-point GEMMs). The first layer's input needs no gradient, as in training. Each figure is the median
+per-point GEMMs) and, for one input channel, `gemm` (model.conv's patch GEMM). The first layer's input needs no gradient, as in training. Each figure is the median
 over rounds, each ratio the median of per-round direct/variant ratios; `load` is the 1-minute load
 average (uptime's) before each round. `err` is max |variant - float64| / max |float64| of a forward pass.
 
@@ -106,7 +106,7 @@ def macs(variant: str, cin: int, cout: int, h: int, w: int, k: int, pads: tuple,
     """Forward multiply-adds of one batch (the transforms' matrix products included, the kernel's left out)."""
     p, q = h + pads[0] + pads[1], w + pads[2] + pads[3]
     ho, wo, nv = p - k + 1, q - k + 1, q // 2 + 1
-    if variant == "direct":
+    if variant in ("direct", "gemm"):
         return n * cin * cout * ho * wo * k * k
     if variant == "dft":
         return n * (2 * nv * w * cin * h + 2 * p * 2 * h * nv * cin + p * nv * 2 * cin * 2 * cout
@@ -127,6 +127,9 @@ def measure(key: tuple, labels: list[str], batch: int, threads: int, rounds: int
     mods: dict[str, nn.Module] = {"direct": direct, "dft": dft, "fft": FFTConv(direct)}
     if k == 3 and cin >= 32:
         mods["winograd"] = Winograd(direct)
+    if cin == 1:
+        mods["gemm"] = Conv2d(cin, cout, k, padding=direct.padding, algorithm="gemm")
+        mods["gemm"].load_state_dict(direct.state_dict())
 
     x64 = torch.randn(8, cin, h, w, dtype=torch.float64)
     exact = F.conv2d(x64, direct.weight.double(), direct.bias.double(), padding=direct.padding)
@@ -186,6 +189,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--min-macs", type=float, default=0.0, help="skip layers below this many GMAC per batch")
+    ap.add_argument("--cin", type=int, help="only the layers with this many input channels")
     ap.add_argument("--out", default="bench/results/conv_fp32.json")
     args = ap.parse_args()
     from convstudy.train.device import keep_freed_memory
@@ -194,18 +198,19 @@ def main() -> int:
     doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
            "machine": machine(), "command": " ".join(sys.argv), "results": []}
     print(f"{doc['machine']}")
-    print(f"{'layer geometry':34} {'thr':>3} {'direct ms':>9}  {'dft':>13} {'fft':>13} {'winograd':>13}  load")
+    variants = ("dft", "fft", "winograd", "gemm")
+    print(f"{'layer geometry':34} {'thr':>3} {'direct ms':>9}  " + " ".join(f"{v:>13}" for v in variants) + "  load")
     for key, labels in sorted(geometries().items(), key=lambda kv: -macs("direct", *kv[0], 1)):
-        if macs("direct", *key, args.batch) < args.min_macs * 1e9:
+        if macs("direct", *key, args.batch) < args.min_macs * 1e9 or args.cin not in (None, key[0]):
             continue
         for threads in map(int, args.threads.split(",")):
             r = measure(key, labels, args.batch, threads, args.rounds)
             doc["results"].append(r)
             cells = [f"{r['speedup'][v]:5.2f}x ({r['macs_ratio'][v]:4.1f})" if v in r["speedup"] else ""
-                     for v in ("dft", "fft", "winograd")]
+                     for v in variants]
             geo = f"{key[0]}->{key[1]} {key[2]}x{key[3]} k{key[4]} {labels[0]}"
-            print(f"{geo:34} {threads:3} {r['ms']['direct']:9.1f}  {cells[0]:>13} {cells[1]:>13} {cells[2]:>13}  "
-                  f"{min(r['load']):.1f}-{max(r['load']):.1f}", flush=True)
+            print(f"{geo:34} {threads:3} {r['ms']['direct']:9.1f}  " + " ".join(f"{c:>13}" for c in cells)
+                  + f"  {min(r['load']):.1f}-{max(r['load']):.1f}", flush=True)
             Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
