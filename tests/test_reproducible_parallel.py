@@ -103,6 +103,15 @@ def test_one_thread_per_trial_when_more_threads_do_not_pay_for_the_cores_they_ta
             choose(rates, {"a": 3, "b": 3}, pending=1, cpus=2).workers) == (2, 1)
 
 
+def test_with_several_workers_the_longest_trials_start_first():
+    rates = {"quick": {1: 900.0, 2: 1000.0}, "long": {1: 20.0, 2: 30.0}, "mid": {1: 100.0, 2: 150.0}}
+    trials = {"quick": 3, "long": 1, "mid": 3}  # estimated time: trials / samples/s at the chosen threads
+    two = choose(rates, trials, pending=7, cpus=2)
+    assert (two.workers, two.threads) == (2, 1) and two.first == ("long", "mid", "quick")
+    assert choose(rates, trials, pending=1, cpus=2).first == ()  # one at a time: the study's order
+    assert choose({}, {}, pending=4, cpus=2, recorded=1).first == ()  # a resume without rates: the study's order
+
+
 def test_more_threads_where_they_pay_and_the_fewest_within_five_percent():
     assert best_threads({"a": {1: 100.0, 2: 230.0}}, {"a": 4}, cpus=2) == 2  # cache effects: over 2x
     assert best_threads({"a": {1: 100.0, 2: 204.0}}, {"a": 4}, cpus=2) == 1  # 2% faster: not worth the risk

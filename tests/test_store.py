@@ -137,6 +137,16 @@ def test_epoch_rows_are_unique_per_trial_and_epoch(tmp_path, tiny_mnist, tiny_st
         store.db.conn.execute("INSERT INTO epochs(trial_id, epoch) VALUES (?, 1)", (rec.id,))
 
 
+def test_claims_take_the_models_named_first_before_the_studys_order(tmp_path, tiny_study_file):
+    study = load_study_file(tiny_study_file())
+    store = StudyStore.create_or_open(tmp_path / "out", study)
+    store.db.ensure_trials([("small-a", 0, 0), ("small-a", 1, 0), ("small-b", 0, 1), ("small-b", 1, 1)])
+    wanted = {("small-a", 0), ("small-a", 1), ("small-b", 0), ("small-b", 1)}
+    taken = [store.db.claim("me:1", wanted, first=("small-b",)) for _ in range(4)]
+    assert [(t.model, t.seed) for t in taken] == [("small-b", 0), ("small-b", 1), ("small-a", 0), ("small-a", 1)]
+    assert store.db.claim("me:1", wanted, first=("small-b",)) is None
+
+
 def test_claims_skip_live_owners_and_take_dead_ones(tmp_path, tiny_mnist, tiny_study_file):
     import os
     import socket

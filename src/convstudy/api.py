@@ -218,8 +218,8 @@ def execute(study: "Study | str | Path", request: RunRequest,
         from convstudy.executors.racing import run_racing
         from convstudy.measure.parallel import measured
 
-        with measured(spec, opts, request.workers, console) as workers:  # neither --workers nor OMP_NUM_THREADS
-            opts = replace(opts, workers=workers)
+        with measured(spec, opts, request.workers, console) as (workers, first):  # without --workers, OMP_NUM_THREADS
+            opts = replace(opts, workers=workers, first=first)
             store, finished = (run_racing(spec, opts, console, run_study) if spec.race
                                else run_study(spec, opts, console=console))
     if latency and finished:

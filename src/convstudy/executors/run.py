@@ -96,7 +96,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
     owner = this_owner()
 
     def claim() -> TrialJob | None:
-        rec = store.db.claim(owner, set(jobs), run_id, numerics)
+        rec = store.db.claim(owner, set(jobs), run_id, numerics, opts.first)
         return None if rec is None else jobs[(rec.model, rec.seed)](rec.id)
 
     def add(model: ModelSpec) -> None:  # a model joins the running study (a search sampled it)

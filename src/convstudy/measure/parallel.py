@@ -35,6 +35,9 @@ class Parallelism:
     workers: int
     threads: int
     why: str  # one line: what it was decided from
+    # With several workers, the models by measured trial time at `threads`, longest first: started first, the
+    # long trials do not end alone while the other cores idle (longest-processing-time-first scheduling).
+    first: tuple[str, ...] = ()
 
 
 def best_threads(rates: dict[str, dict[int, float]], trials: dict[str, int], cpus: int) -> int:
@@ -56,7 +59,10 @@ def choose(rates: dict[str, dict[int, float]], trials: dict[str, int], pending: 
     workers = max(1, min(pending, cpus // threads))
     why = ("the threads the study's trials recorded" if recorded else
            f"measured samples/s by threads: {json.dumps(rates, sort_keys=True)}")
-    return Parallelism(workers, threads, why)
+    first = ()
+    if workers > 1 and all(threads in rates.get(m, {}) for m in trials):
+        first = tuple(sorted(trials, key=lambda m: -trials[m] / rates[m][threads]))
+    return Parallelism(workers, threads, why, first)
 
 
 def study_rates(study: Study, shape: tuple[int, ...], precision: str, counts: list[int],
@@ -121,12 +127,13 @@ def threads_given() -> bool:
 
 
 @contextlib.contextmanager
-def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[int]:
-    """The workers to run with: `workers` as given (0: not given), else measured (`decide`), with each
-    trial's threads pinned for this process and the workers it spawns, and recorded in study.db's events."""
+def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[tuple[int, tuple[str, ...]]]:
+    """The workers to run with and the models to start first: `workers` as given (0: not given; nothing
+    first), else measured (`decide`), with each trial's threads pinned for this process and the workers it
+    spawns, and recorded in study.db's events."""
     choice = decide(study, opts, console) if not workers and not threads_given() else None
     if choice is None:
-        yield workers or 1
+        yield workers or 1, ()
         return
     console.print(f"{choice.workers} trial{'s' * (choice.workers > 1)} at once, {choice.threads} thread"
                   f"{'s' * (choice.threads > 1)} each (measured on this machine; --workers or OMP_NUM_THREADS "
@@ -135,7 +142,7 @@ def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[i
     os.environ["OMP_NUM_THREADS"] = str(choice.threads)  # spawned workers start with it; pool keeps it
     torch.set_num_threads(choice.threads)
     try:
-        yield choice.workers
+        yield choice.workers, choice.first
     finally:
         os.environ.pop("OMP_NUM_THREADS", None)
         torch.set_num_threads(before)

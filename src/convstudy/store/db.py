@@ -283,14 +283,16 @@ class StudyDB:
         return None if row is None else TrialRecord(**dict(row))
 
     def claim(self, owner: str, wanted: set[tuple[str, int]], run_id: int | None = None,
-              numerics: dict[str, dict[str, Any]] | None = None) -> TrialRecord | None:
+              numerics: dict[str, dict[str, Any]] | None = None, first: tuple[str, ...] = ()) -> TrialRecord | None:
         """Atomically take the first wanted trial that is pending, orphaned, or failed before run `run_id` (a
-        failure is retried once per run). `numerics` (model -> settings) is recorded until a trial's first epoch."""
+        failure is retried once per run): the models in `first` in that order, then the study's order.
+        `numerics` (model -> settings) is recorded until a trial's first epoch."""
         now = time.time()
         row = self.conn.execute("SELECT started_at FROM runs WHERE id=?", (run_id,)).fetchone() if run_id else None
         run_started = row[0] if row else None
         with self.transaction():
-            for rec in self.trials():
+            rank = {m: i for i, m in enumerate(first)}
+            for rec in sorted(self.trials(), key=lambda r: rank.get(r.model, len(rank))):  # stable: seeds in order
                 if (rec.model, rec.seed) not in wanted:
                     continue
                 orphaned = rec.state == "running" and not owner_alive(rec.owner, rec.heartbeat, now)
