@@ -73,15 +73,16 @@ def _plan(name, device="cpu", precision="fp32"):
     return plan(seed_study().model(name), (28, 28, 1), torch.device(device), precision, 1)
 
 
-def test_rule_takes_every_seed_models_first_layer_in_fp32_without_native_bf16_only(monkeypatch):
-    monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: False)
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_no_plan_picks_the_patch_gemm_it_measured_no_faster_per_model(monkeypatch, native_bf16):
+    monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: native_bf16)
     for name in SEED_MODELS:
-        assert _plan(name).gemm == ("0",), name  # conv(.., k) over the one-channel image, nothing else
-    assert _plan("k7-3", precision="bf16").gemm == ()
-    assert _plan("k7-3", device="cuda").gemm == ()
-    assert _plan("k3-1").numerics()["conv_gemm"] == ["0"]
-    monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: True)
-    assert _plan("k7-3").gemm == ()  # fp32 is an explicit choice there, not measured: direct
+        for precision in ("fp32", "bf16"):
+            assert _plan(name, precision=precision).gemm == (), name
+    assert _plan("k3-1").numerics()["conv_gemm"] == []
+    study = seed_study()
+    gemm = build_model(study.model("k3-1"), (28, 28, 1), gemm=("0",))  # a benchmark can still set it
+    assert gemm[0].algorithm == "gemm" and gemm[0].gemm_supported()
 
 
 def test_pool_first_is_on_for_the_cpu_only():

@@ -98,10 +98,10 @@ def keep_freed_memory() -> bool:
 # 1 thread. 64-channel layers were mixed (0.4-1.3x) and 1-channel layers slower, so they stay direct.
 DFT_MIN_KERNEL = 5
 DFT_MIN_CHANNELS = 128
-# One-channel convolutions (every seed model's first layer) as one patch GEMM (model.conv), in fp32 on CPUs
-# without native bf16: oneDNN's AVX2 direct kernels use one input channel poorly; forward + weight gradient
-# at batch 128, 1 thread, ran 1.3-2.2x faster for the seed models' 3x3, 5x5 and 7x7 first layers
-# (docs/benchmarks.md, "Small models on AVX2"). Not timed with native bf16 or on CUDA: they stay direct.
+# One-channel convolutions as one patch GEMM (model.conv, `Plan.gemm`) ran 1.5-2.7x faster than oneDNN's AVX2
+# direct conv per layer (forward + weight gradient, batch 128, bench/conv_fp32.py --cin 1), but whole seed
+# models trained no faster with it (0.95-1.01x, bench/cpu_paths.py; docs/benchmarks.md, "Small models on
+# AVX2"), so no plan picks it: it changes the sums' order for no measured gain. Benchmarks can still set it.
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,9 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
 
     The convolutions that measured faster as DFT matrix products (stride-1 kernels of DFT_MIN_KERNEL or
     more over DFT_MIN_CHANNELS+ inputs; on the CPU in bf16, and in fp32 where the CPU has no native bf16:
-    with native bf16, fp32 is a user's explicit choice and stays direct) and, in that fp32 case, the
-    one-channel ones as a patch GEMM, are read off a model built on the meta device, so nothing is
+    with native bf16, fp32 is a user's explicit choice and stays direct) are read off a model built on the meta device, so nothing is
     allocated and a resumed trial makes the same choice. On the CPU max pooling goes before ReLU.
+    (`gemm` stays empty: see above.)
     """
     dft: list[str] = []
     gemm: list[str] = []
@@ -149,8 +149,6 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
         convs = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, Conv2d)]
         dft = [name for name, mod in convs if mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
                and mod.in_channels >= DFT_MIN_CHANNELS]
-        if fp32_avx2:  # one-channel layers as one patch GEMM: measured faster on AVX2 (see above)
-            gemm = [name for name, mod in convs if mod.gemm_supported()]
     return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
                 threads=threads, dft=tuple(dft), gemm=tuple(gemm), pool_first=device.type == "cpu",
                 cuda_graphs=cuda_graphs, foreach=foreach)
