@@ -154,23 +154,17 @@ def run_trial(job: TrialJob, data: TrialData, storage: CheckpointStorage,
 def trusted_checkpoint(job: TrialJob, storage: CheckpointStorage) -> tuple[tuple[dict, dict] | None, str | None]:
     """The trial's checkpoint if it can be trusted, else None and a one-line note of why.
 
-    Damaged, another trial's, not the file study.db recorded for its epoch, or more than one epoch past
-    the last one study.db recorded (only the epoch whose row a crash cut off can be unrecorded; further
-    ones were written by some other run, perhaps with other numerics): it is moved aside, never used, and
-    the trial restarts from scratch.
+    Damaged, another trial's, or not the file study.db recorded for its epoch: it is moved aside,
+    never used, and the trial restarts from scratch.
     """
     try:
         saved = storage.load(job.key, job.owner)
         if saved is not None:
             epoch = int(saved[1].get("epoch", 0))
-            digests = dict(job.digests)
-            recorded = digests.get(epoch)
+            recorded = dict(job.digests).get(epoch)
             if recorded is not None and saved[1].get(DIGEST_KEY) != recorded:
                 raise DamagedFile(f"{storage.root}/{job.key}: checkpoint of epoch {epoch} is not the one "
                                   "study.db recorded")
-            if recorded is None and epoch > max(digests, default=0) + 1:
-                raise DamagedFile(f"{storage.root}/{job.key}: checkpoint of epoch {epoch}, but study.db recorded "
-                                  f"{max(digests, default=0)} epochs of this trial; it is not this study's")
     except DamagedFile as exc:
         where = storage.quarantine(job.key)
         return None, f"{job.tag()}: {exc}; moved to {where}, training it again from scratch"
