@@ -6,7 +6,7 @@ Variants, all on the same weights and channels_last inputs, interleaved in one p
 fft, winograd, direct, dft, ...; load from other processes hits them alike): `direct` (oneDNN's
 convolution), `dft` (model.conv's separable DFT as matrix products), `fft` (torch.fft.rfft2, a complex
 per-frequency bmm, irfft2) and, for 3x3 kernels over 32+ channels, `winograd` (F(2x2, 3x3) with
-per-point GEMMs) and, for one input channel, `gemm` (model.conv's patch GEMM). The first layer's input needs no gradient, as in training. Each figure is the median
+per-point GEMMs) and, for one input channel, `gemm` (im2col and one GEMM; measured, not in any plan). The first layer's input needs no gradient, as in training. Each figure is the median
 over rounds, each ratio the median of per-round direct/variant ratios; `load` is the 1-minute load
 average (uptime's) before each round. `err` is max |variant - float64| / max |float64| of a forward pass.
 
@@ -73,6 +73,25 @@ class FFTConv(nn.Module):
         return y[..., :p - kh + 1, :q - kw + 1] + self.bias.view(1, -1, 1, 1)
 
 
+class PatchGEMM(nn.Module):
+    """One input channel as im2col: (N*Ho*Wo, k*k) patches @ (k*k, Cout), read back as NHWC (one GEMM)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight, self.bias, self.pads = nn.Parameter(conv.weight.detach().clone()), \
+            nn.Parameter(conv.bias.detach().clone()), _pads(conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom, left, right = self.pads
+        x = F.pad(x, (left, right, top, bottom))
+        n, _, h, w = x.shape
+        co, _, kh, kw = self.weight.shape
+        ho, wo = h - kh + 1, w - kw + 1
+        cols = x[:, 0].unfold(1, kh, 1).unfold(2, kw, 1).reshape(n * ho * wo, kh * kw)
+        out = torch.addmm(self.bias, cols, self.weight.view(co, kh * kw).t())
+        return out.view(n, ho, wo, co).permute(0, 3, 1, 2)
+
+
 BT = torch.tensor([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float32)
 G = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=torch.float32)
 AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float32)
@@ -128,8 +147,7 @@ def measure(key: tuple, labels: list[str], batch: int, threads: int, rounds: int
     if k == 3 and cin >= 32:
         mods["winograd"] = Winograd(direct)
     if cin == 1:
-        mods["gemm"] = Conv2d(cin, cout, k, padding=direct.padding, algorithm="gemm")
-        mods["gemm"].load_state_dict(direct.state_dict())
+        mods["gemm"] = PatchGEMM(direct)
 
     x64 = torch.randn(8, cin, h, w, dtype=torch.float64)
     exact = F.conv2d(x64, direct.weight.double(), direct.bias.double(), padding=direct.padding)

@@ -4,8 +4,7 @@
 
 Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast or
 fp32, channels_last), each adding one switch of the train stage's plan: `direct` (every conv direct),
-`dft` (its DFT convs), `pool_first` (max pooling before ReLU: the whole plan), `gemm` (the plan plus
-one-channel convs as a patch GEMM, which no plan picks), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
+`dft` (its DFT convs), `pool_first` (max pooling before ReLU: the whole plan), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
 them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
 with glibc's default malloc and with `keep_freed_memory()` (only the latter with --kept-only).
 """
@@ -26,8 +25,6 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
 
     from dataclasses import replace
 
-    from convstudy.model import build_model
-    from convstudy.model.conv import Conv2d
     from convstudy.spec.builtin import seed_study
     from convstudy.train import init_state, plan, train_step
     from convstudy.train.device import keep_freed_memory
@@ -49,10 +46,6 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
         plans["dft"] = replace(chosen, gemm=(), pool_first=False)
     if chosen.pool_first:
         plans["pool_first"] = replace(chosen, gemm=())
-    first = tuple(n for n, m in build_model(spec, (28, 28, 1)).named_modules()
-                  if isinstance(m, Conv2d) and m.gemm_supported())
-    if first:  # not in any plan (measured no faster per model); timed here against the plan
-        plans["gemm"] = replace(chosen, gemm=first)
     def net(how, compiled=False):  # (state, its step)
         state = init_state(spec, settings, (28, 28, 1), 0, how)
         model = torch.compile(state.model) if compiled else state.model
@@ -80,7 +73,7 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
             t0 = time.perf_counter()
             epoch(net)
             seconds[key] += time.perf_counter() - t0
-    return {"model": model, "precision": precision, "threads": threads, "conv_dft": list(chosen.dft), "conv_gemm": list(chosen.gemm),
+    return {"model": model, "precision": precision, "threads": threads, "conv_dft": list(chosen.dft),
             "allocator": "kept" if tuned else "glibc default", "load": os.getloadavg()[0],
             **{f"{k}_samples_per_s": round(rounds * n / s, 1) for k, s in seconds.items()}}
 

@@ -354,7 +354,7 @@ def test_resuming_with_another_precision_or_thread_count_is_refused(study, tiny_
     assert (snapshot(out / "trials"), epoch_metrics(out / "study.db"), trial_results(out / "study.db")) == before
     recorded = db_rows(out / "study.db", "SELECT numerics FROM trials WHERE model='small-a' AND seed=0")[0][0]
     assert json.loads(recorded) == {"device": "cpu", "precision": "fp32", "threads": 1, "channels_last": True,
-                                    "conv_dft": [], "conv_gemm": []}
+                                    "conv_dft": []}
 
 
 def test_a_study_mixing_precisions_across_trials_is_shown_as_mixed(study, tiny_mnist_session, tmp_path):

@@ -35,8 +35,7 @@ def launcher_for(opts: RunOptions) -> Launcher:
 
 
 # The flag a user changes to change each recorded setting, for the message that refuses a mixed resume.
-_FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device", "conv_dft": "--precision",
-          "conv_gemm": "--precision"}
+_FLAGS = {"device": "--device", "precision": "--precision", "channels_last": "--device", "conv_dft": "--precision"}
 
 
 def run_study(study: Study, opts: RunOptions, console: Console | None = None,

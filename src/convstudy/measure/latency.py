@@ -101,7 +101,7 @@ def _inputs(trained: Trained, batch: int) -> torch.Tensor:
 def torch_forwards(trained: Trained, p: Plan) -> dict[int, Callable[[], object]]:
     """Per batch size, one inference call as the trainer's evaluation runs it: `p`'s convolution algorithms,
     memory format and autocast precision, eval mode, torch.inference_mode."""
-    model = build_model(trained.spec, trained.info.input_shape, dft=p.dft, gemm=p.gemm, pool_first=p.pool_first)
+    model = build_model(trained.spec, trained.info.input_shape, dft=p.dft, pool_first=p.pool_first)
     model.load_state_dict(trained.module.state_dict())
     model = model.eval().to(memory_format=torch.channels_last) if p.channels_last else model.eval()
 
@@ -166,7 +166,7 @@ def measure_model(trained: Trained, p: Plan, repeats: int, hw: dict[str, Any]) -
     device = f"cpu: {hw['cpu']} ({hw['cores']} cores, {p.threads} threads)"
     entry = {"seed": trained.seed, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "device": device, "runtime": f"torch {torch.__version__}", "precision": p.precision,
-             "channels_last": p.channels_last, "conv_dft": list(p.dft), "conv_gemm": list(p.gemm), "threads": p.threads,
+             "channels_last": p.channels_last, "conv_dft": list(p.dft), "threads": p.threads,
              **measure_runtime(torch_forwards(trained, p), repeats), "other_runtimes": [], "hardware": hw}
     if hw["onnxruntime"] is not None:
         entry["other_runtimes"].append({"device": device, "runtime": f"onnxruntime {hw['onnxruntime']}",

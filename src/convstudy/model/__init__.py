@@ -17,21 +17,20 @@ from convstudy.spec import ModelSpec, fmt_shape
 from convstudy.spec.layers import Shape
 
 
-def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = (), gemm: tuple[str, ...] = (),
+def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = (),
                 pool_first: bool = False) -> nn.Sequential:
     """The torch module for `spec` on (H, W, C) inputs; the classifier's softmax is left to the loss.
 
-    `dft` and `gemm` name the convolution modules (their `named_modules` names) that compute as DFT
-    matrix products or as one patch GEMM (model.conv); the train stage chooses them, everything else
-    reads a plain convolution. `pool_first` max-pools before a ReLU that the spec puts in front of the
+    `dft` names the convolution modules (their `named_modules` names) that compute as DFT matrix
+    products (model.conv); the train stage chooses them, everything else reads a plain convolution. `pool_first` max-pools before a ReLU that the spec puts in front of the
     pool: ReLU is monotone, so values and gradients are bitwise the same, on a quarter of the pixels.
     """
     spec.shapes(input_shape)  # a LayerError naming the layer before any module is made
     model = chain(spec.layers, input_shape, classifier=True)
     keras_init(model)
     for name, mod in model.named_modules():
-        if isinstance(mod, Conv2d) and (name in dft or name in gemm):
-            mod.algorithm = "dft" if name in dft else "gemm"
+        if name in dft and isinstance(mod, Conv2d):
+            mod.algorithm = "dft"
     if pool_first:  # parameter-free modules trade places, so the state_dict's keys stay the same
         for i in range(len(model) - 1):
             if type(model[i]) is nn.ReLU and isinstance(model[i + 1], nn.MaxPool2d):

@@ -81,16 +81,15 @@ def dft_plan(h: int, w: int, kh: int, kw: int, pads: tuple[int, int, int, int]) 
 
 
 class Conv2d(nn.Conv2d):
-    """torch's Conv2d computed by `algorithm`, which the train stage chooses: "direct" (torch's own), "dft",
-    or "gemm" (a one-channel input's k*k patches times the kernel matrix, one matrix product).
+    """torch's Conv2d computed by `algorithm`: "direct" (torch's own) or "dft", which the train stage chooses.
 
-    "dft" and "gemm" apply to stride 1, dilation 1, groups 1, zero padding ("gemm" to one input channel);
-    anything else runs direct. Export, import and prediction build models without them: a plain convolution.
+    "dft" applies to stride 1, dilation 1, groups 1, zero padding; anything else runs direct.
+    Export, import and prediction build models without it, so they see a plain convolution.
     """
 
     def __init__(self, *args, algorithm: str = "direct", **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if algorithm not in ("direct", "dft", "gemm"):
+        if algorithm not in ("direct", "dft"):
             raise ValueError(f"unknown convolution algorithm {algorithm!r}")
         self.algorithm = algorithm
         self._dft_cache: dict[tuple, tuple] = {}
@@ -99,33 +98,10 @@ class Conv2d(nn.Conv2d):
         return (self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1
                 and self.padding_mode == "zeros")
 
-    def gemm_supported(self) -> bool:
-        return self.dft_supported() and self.in_channels == 1
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.algorithm == "dft" and self.dft_supported() and x.dim() == 4:
             return self._dft_forward(x)
-        if self.algorithm == "gemm" and self.gemm_supported() and x.dim() == 4:
-            return self._gemm_forward(x)
         return super().forward(x)
-
-    def _gemm_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """im2col for one input channel: (N*Ho*Wo, kh*kw) patches @ (kh*kw, Cout), read back as NHWC.
-
-        oneDNN's direct kernels use a one-channel input poorly (the first layer of every seed model);
-        the patches are small (k*k values per output pixel) and the product is one well-shaped GEMM.
-        """
-        top, bottom, left, right = _pads(self)
-        if top or bottom or left or right:
-            x = nn.functional.pad(x, (left, right, top, bottom))
-        n, _, h, w = x.shape
-        kh, kw = self.kernel_size
-        ho, wo = h - kh + 1, w - kw + 1
-        cols = x[:, 0].unfold(1, kh, 1).unfold(2, kw, 1).reshape(n * ho * wo, kh * kw)
-        kernel = self.weight.view(self.out_channels, kh * kw).t()
-        out = cols @ kernel if self.bias is None else torch.addmm(self.bias, cols, kernel)
-        out = out.view(n, ho, wo, self.out_channels).permute(0, 3, 1, 2)  # NCHW shape in channels_last memory
-        return out if x.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
 
     def _plan(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> DFTPlan:
         key = (h, w, dtype, device)

@@ -98,18 +98,13 @@ def keep_freed_memory() -> bool:
 # 1 thread. 64-channel layers were mixed (0.4-1.3x) and 1-channel layers slower, so they stay direct.
 DFT_MIN_KERNEL = 5
 DFT_MIN_CHANNELS = 128
-# One-channel convolutions as one patch GEMM (model.conv, `Plan.gemm`) ran 1.5-2.7x faster than oneDNN's AVX2
-# direct conv per layer (forward + weight gradient, batch 128, bench/conv_fp32.py --cin 1), but whole seed
-# models trained no faster with it (0.95-1.01x, bench/cpu_paths.py; docs/benchmarks.md, "Small models on
-# AVX2"), so no plan picks it: it changes the sums' order for no measured gain. Benchmarks can still set it.
 
 
 @dataclass(frozen=True)
 class Plan:
     """How a trial computes, decided once (train.device.plan) and recorded with the trial.
 
-    `dft` and `gemm` name the convolutions that run as DFT matrix products or one patch GEMM;
-    `pool_first` max-pools before ReLU (bitwise the same); `cuda_graphs` and `foreach` exist so a
+    `dft` names the convolutions that run as DFT matrix products; `pool_first` max-pools before ReLU (bitwise the same); `cuda_graphs` and `foreach` exist so a
     benchmark can time the other paths (they do not change the arithmetic's result class).
     """
 
@@ -118,7 +113,6 @@ class Plan:
     channels_last: bool = False
     threads: int = 1
     dft: tuple[str, ...] = ()
-    gemm: tuple[str, ...] = ()
     pool_first: bool = False
     cuda_graphs: bool = True
     foreach: bool | None = None  # None: torch's default per device (multi-tensor on CUDA)
@@ -126,8 +120,7 @@ class Plan:
     def numerics(self) -> dict[str, object]:
         """What changes a trial's numbers, as study.db records it per trial."""
         return {"device": torch.device(self.device).type, "precision": self.precision, "threads": self.threads,
-                "channels_last": self.channels_last, "conv_dft": list(self.dft),
-                "conv_gemm": list(self.gemm)}
+                "channels_last": self.channels_last, "conv_dft": list(self.dft)}
 
 
 def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.device, precision: str,
@@ -136,21 +129,19 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
 
     The convolutions that measured faster as DFT matrix products (stride-1 kernels of DFT_MIN_KERNEL or
     more over DFT_MIN_CHANNELS+ inputs; on the CPU in bf16, and in fp32 where the CPU has no native bf16:
-    with native bf16, fp32 is a user's explicit choice and stays direct) are read off a model built on the meta device, so nothing is
-    allocated and a resumed trial makes the same choice. On the CPU max pooling goes before ReLU.
-    (`gemm` stays empty: see above.)
+    with native bf16, fp32 is a user's explicit choice and stays direct) are read off a model built on
+    the meta device, so nothing is allocated and a resumed trial makes the same choice. On the CPU max
+    pooling goes before ReLU (bitwise the same, measured faster: docs/benchmarks.md).
     """
     dft: list[str] = []
-    gemm: list[str] = []
-    fp32_avx2 = precision == "fp32" and not cpu_has_native_bf16()
-    if device.type == "cpu" and (precision == "bf16" or fp32_avx2):
+    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and not cpu_has_native_bf16())):
         with torch.device("meta"):
             model = build_model(spec, input_shape)
-        convs = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, Conv2d)]
-        dft = [name for name, mod in convs if mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
+        dft = [name for name, mod in model.named_modules()
+               if isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
                and mod.in_channels >= DFT_MIN_CHANNELS]
     return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
-                threads=threads, dft=tuple(dft), gemm=tuple(gemm), pool_first=device.type == "cpu",
+                threads=threads, dft=tuple(dft), pool_first=device.type == "cpu",
                 cuda_graphs=cuda_graphs, foreach=foreach)
 
 
