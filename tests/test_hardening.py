@@ -101,7 +101,7 @@ def foreign_checkpoint(path: Path, out: Path, model: str, seed: int) -> None:
     store.close()
 
 
-DAMAGE = ["garbage", "truncated", "bit-flip", "other-seed", "other-model"]
+DAMAGE = ["garbage", "truncated", "bit-flip", "other-seed", "other-model", "other-study-db"]
 
 
 @pytest.fixture(scope="session")
@@ -131,8 +131,11 @@ def test_a_damaged_or_foreign_checkpoint_is_set_aside_and_the_trial_trains_again
         flip_a_weight_bit(ckpt)
     elif damage == "other-seed":
         foreign_checkpoint(ckpt, out, "small-a", 1)
-    else:
+    elif damage == "other-model":
         foreign_checkpoint(ckpt, out, "small-b", 0)
+    else:  # the directory's study.db made again: the old run's checkpoint is not this study.db's
+        for db in out.glob("study.db*"):
+            db.unlink()
     damaged = ckpt.read_bytes()
     proc = rerun(study, out, tiny_mnist_session)
     assert proc.returncode == 0, proc.stderr

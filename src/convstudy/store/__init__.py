@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ class StudyStore:
 
     def __init__(self, out: Path, db: StudyDB, study: Study) -> None:
         self.out, self.db, self.study = out, db, study
+        self.instance = db.get_meta("instance")  # made with study.db; None in study.db files from before it
 
     @classmethod
     def create_or_open(cls, out: str | Path, study: Study) -> "StudyStore":
@@ -75,8 +77,11 @@ class StudyStore:
                 with db.transaction():
                     if db.get_meta("fingerprint") not in (None, study.fingerprint()):  # created meanwhile
                         raise StoreError(f"{out}: another run created a different study here just now")
+                    if db.get_meta("fingerprint") is None:  # a new study.db: its files carry its instance
+                        db.set_meta("instance", uuid.uuid4().hex)
                     db.set_meta("fingerprint", study.fingerprint())
                     db.set_meta("study", described)
+                store.instance = db.get_meta("instance")
         except BaseException:
             db.close()
             raise
@@ -121,7 +126,7 @@ class StudyStore:
 
     def owner(self, model: str, seed: int) -> str:
         """The identity this study's files of trial (model, seed) carry."""
-        return identity(self.study.fingerprint(), model, seed)
+        return identity(self.study.fingerprint(), model, seed, self.instance)
 
     def trial_dir(self, model: str, seed: int) -> Path:
         return self.out / "trials" / model / f"seed-{seed}"

@@ -61,12 +61,20 @@ def umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def identity(study: str, model: str, seed: int) -> str:
-    """The identity string a trial's files carry: which study (fingerprint), model and seed made them."""
-    return json.dumps({"study": study, "model": model, "seed": seed}, sort_keys=True)
+def identity(study: str, model: str, seed: int, instance: str | None = None) -> str:
+    """The identity string a trial's files carry: which study (fingerprint), model and seed made them, and
+    which study.db (`instance`, made with it), so files a run left behind never join a recreated study.db."""
+    ident: dict[str, str | int] = {"study": study, "model": model, "seed": seed}
+    if instance is not None:  # study.db files from before instances carry none
+        ident["instance"] = instance
+    return json.dumps(ident, sort_keys=True)
 
 
 def _digest(header: dict, body: memoryview | bytes, trial: str | None) -> str:
+    """The file's content digest: tensors, metadata and trial identity, less the study.db instance, so the same
+    trial trained to the same bits has the same digest in any directory (the instance is checked on load)."""
+    if trial is not None and '"instance"' in trial:
+        trial = json.dumps({k: v for k, v in json.loads(trial).items() if k != "instance"}, sort_keys=True)
     head = {k: v for k, v in header.items() if k != "__metadata__"}
     meta = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != INTEGRITY_KEY}
     h = hashlib.sha256(json.dumps({"tensors": head, "meta": meta, "trial": trial}, sort_keys=True).encode())
