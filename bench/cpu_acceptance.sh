@@ -2,16 +2,17 @@
 # Issue 26, acceptance 1, in one run: `convstudy bench` with default settings, then Keras 2 (tf_keras) on the
 # same 12 models, one after the other on a quiet machine. AVX2=1 caps oneDNN, ATen and MKL to AVX2 kernels
 # (an AVX-512 host standing in for an AVX2-only CPU). KERAS_PY: a venv with tensorflow-cpu and tf_keras 2.21.
-# Usage: [AVX2=1] [SECONDS=10] [KERAS_PY=...] bash bench/cpu_acceptance.sh OUT_PREFIX
+# Usage: [AVX2=1] [BENCH_SECONDS=10] [KERAS_PY=...] bash bench/cpu_acceptance.sh OUT_PREFIX
 set -euo pipefail
 out=${1:?usage: bench/cpu_acceptance.sh OUT_PREFIX}
 if [[ ${AVX2:-0} == 1 ]]; then
   export ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
 fi
+# BENCH_SECONDS, not SECONDS: bash counts its own SECONDS up from the value it is given.
 unset OMP_NUM_THREADS  # the defaults: threads and workers chosen by measurement
 py=${PYTHON:-python}
-"$py" -m convstudy bench --device cpu --seconds "${SECONDS:-10}" --format json > "$out.convstudy.json"
-"${KERAS_PY:-python}" bench/keras_tf.py --seconds "${SECONDS:-10}" > "$out.keras.json"
+"$py" -m convstudy bench --device cpu --seconds "${BENCH_SECONDS:-10}" --format json > "$out.convstudy.json"
+"${KERAS_PY:-python}" bench/keras_tf.py --seconds "${BENCH_SECONDS:-10}" > "$out.keras.json"
 "$py" - "$out" <<'PY'
 import json, sys
 ours = json.load(open(sys.argv[1] + ".convstudy.json"))

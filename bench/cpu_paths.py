@@ -4,7 +4,7 @@
 
 Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast or
 fp32, channels_last), each adding one switch of the train stage's plan: `direct` (every conv direct),
-`dft` (its DFT convs), `pool_first` (max pooling before ReLU: the whole plan), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
+`dft` (its DFT convs), `pool_first` (max pooling before ReLU: the whole plan), `nchw` (the whole plan in NCHW), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
 them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
 with glibc's default malloc and with `keep_freed_memory()` (only the latter with --kept-only).
 """
@@ -41,11 +41,13 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
             torch.randint(0, 10, (n,), generator=gen))
     chosen = plan(spec, (28, 28, 1), torch.device("cpu"), precision, threads)  # the train stage's algorithm choice
     # Each variant adds one switch to the one before; `plan` is what the train stage runs.
-    plans = {"direct": replace(chosen, dft=(), gemm=(), pool_first=False)}
+    plans = {"direct": replace(chosen, dft=(), pool_first=False)}
     if chosen.dft:
-        plans["dft"] = replace(chosen, gemm=(), pool_first=False)
+        plans["dft"] = replace(chosen, pool_first=False)
     if chosen.pool_first:
-        plans["pool_first"] = replace(chosen, gemm=())
+        plans["pool_first"] = chosen
+    if chosen.channels_last:  # the whole plan with NCHW activations instead
+        plans["nchw"] = replace(chosen, channels_last=False)
     def net(how, compiled=False):  # (state, its step)
         state = init_state(spec, settings, (28, 28, 1), 0, how)
         model = torch.compile(state.model) if compiled else state.model
