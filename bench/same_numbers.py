@@ -6,11 +6,13 @@
 
 The reference studies (issue 27, acceptance 1), each on the CPU with one thread per trial on the real
 MNIST copy: two seed models x two seeds x two epochs; a 3-model space raced over seeds 2..3; a
-3-configuration TPE search with successive halving.
+3-configuration TPE search with successive halving. Bits hold only on the kind of CPU that recorded them
+(`auto` trains in bf16 where the CPU runs it natively, else fp32, and oneDNN's kernels differ by ISA), so
+the reference names its CPU and a check on another kind says so.
 """
 from __future__ import annotations
 
-import argparse, hashlib, json, os, sqlite3, subprocess, sys, tempfile
+import argparse, hashlib, json, os, platform, sqlite3, subprocess, sys, tempfile
 from pathlib import Path
 
 import torch
@@ -76,6 +78,16 @@ def digests(out: Path) -> dict:
             "tensors": {str(f.relative_to(out)): tensor_digest(f) for f in sorted(out.glob("trials/*/seed-*/*.safetensors"))}}
 
 
+def cpu_kind() -> dict:
+    """What decides the bits on this CPU: its model name and whether oneDNN runs bf16 natively."""
+    from convstudy.train.device import cpu_has_native_bf16
+
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (info.read_text().splitlines() if info.exists() else [])
+             if line.startswith("model name")]
+    return {"model": names[0] if names else platform.processor(), "native_bf16": cpu_has_native_bf16()}
+
+
 def run_all(data_dir: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     result = {}
@@ -121,11 +133,15 @@ def main() -> int:
     got = run_all(a.data_dir)
     if a.mode == "record":
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        a.ref.write_text(json.dumps({"commit": commit, "torch": torch.__version__, "studies": got}, indent=1) + "\n")
+        a.ref.write_text(json.dumps({"commit": commit, "torch": torch.__version__, "cpu": cpu_kind(), "studies": got},
+                                    indent=1) + "\n")
         print(f"recorded {a.ref} at {commit}")
         return 0
-    want = json.loads(a.ref.read_text())["studies"]
-    ok = True
+    ref = json.loads(a.ref.read_text())
+    want, ok = ref["studies"], True
+    if ref.get("cpu") != cpu_kind():
+        print(f"note: the reference was recorded on {ref.get('cpu', 'an unnamed CPU')}, this is {cpu_kind()}: "
+              "bits are compared, but only a reference from this kind of CPU is expected to match")
     for name in want:
         for key in ("epoch_rows", "epochs", "trials", "tests", "tensors"):
             if want[name][key] != got[name][key]:

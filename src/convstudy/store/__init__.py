@@ -71,7 +71,6 @@ class StudyStore:
                                  f"{study.fingerprint()}); use another --out or the same study file and flags")
             if study.search is not None:  # the models the search sampled so far stay the study's
                 study = _with_sampled(study, json.loads(db.get_meta("study") or "{}").get("models", []))
-            store = cls(out, db, study)
             described = json.dumps(study.to_dict())
             if have is None or db.get_meta("study") != described:  # same study: keep the newest description/seeds
                 with db.transaction():
@@ -81,11 +80,10 @@ class StudyStore:
                         db.set_meta("instance", uuid.uuid4().hex)
                     db.set_meta("fingerprint", study.fingerprint())
                     db.set_meta("study", described)
-                store.instance = db.get_meta("instance")
+            return cls(out, db, study)
         except BaseException:
             db.close()
             raise
-        return store
 
     @classmethod
     def open_existing(cls, out: str | Path) -> "StudyStore":
