@@ -12,7 +12,7 @@ the reference names its CPU and a check on another kind says so.
 """
 from __future__ import annotations
 
-import argparse, hashlib, json, os, platform, sqlite3, subprocess, sys, tempfile
+import argparse, hashlib, json, os, sqlite3, subprocess, sys, tempfile
 from pathlib import Path
 
 import torch
@@ -79,13 +79,13 @@ def digests(out: Path) -> dict:
 
 
 def cpu_kind() -> dict:
-    """What decides the bits on this CPU: its model name and whether oneDNN runs bf16 natively."""
+    """What decides the bits on this CPU: its model, the ISA the kernels use, and whether bf16 is native."""
+    from conv_fp32 import machine  # bench/conv_fp32.py: the CPU as every bench result names it
+
     from convstudy.train.device import cpu_has_native_bf16
 
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in (info.read_text().splitlines() if info.exists() else [])
-             if line.startswith("model name")]
-    return {"model": names[0] if names else platform.processor(), "native_bf16": cpu_has_native_bf16()}
+    m = machine()
+    return {"cpu": m["cpu"], "aten_isa": m["aten_isa"], "isa_cap": m["isa_cap"], "native_bf16": cpu_has_native_bf16()}
 
 
 def run_all(data_dir: str) -> dict:
@@ -137,10 +137,10 @@ def main() -> int:
                                     indent=1) + "\n")
         print(f"recorded {a.ref} at {commit}")
         return 0
-    ref = json.loads(a.ref.read_text())
+    ref, here = json.loads(a.ref.read_text()), cpu_kind()
     want, ok = ref["studies"], True
-    if ref.get("cpu") != cpu_kind():
-        print(f"note: the reference was recorded on {ref.get('cpu', 'an unnamed CPU')}, this is {cpu_kind()}: "
+    if ref.get("cpu") != here:
+        print(f"note: the reference was recorded on {ref.get('cpu', 'an unnamed CPU')}, this is {here}: "
               "bits are compared, but only a reference from this kind of CPU is expected to match")
     for name in want:
         for key in ("epoch_rows", "epochs", "trials", "tests", "tensors"):
