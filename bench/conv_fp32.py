@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convstudy.model import build_model
-from convstudy.model.conv import Conv2d, _pads
+from convstudy.model.conv import Conv2d, _pads, dft_macs
 from convstudy.spec.builtin import seed_study
 
 
@@ -128,8 +128,7 @@ def macs(variant: str, cin: int, cout: int, h: int, w: int, k: int, pads: tuple,
     if variant in ("direct", "gemm"):
         return n * cin * cout * ho * wo * k * k
     if variant == "dft":
-        return n * (2 * nv * w * cin * h + 2 * p * 2 * h * nv * cin + p * nv * 2 * cin * 2 * cout
-                    + 2 * ho * 2 * p * nv * cout + wo * 2 * nv * cout * ho)
+        return n * dft_macs(cin, cout, h, w, k, k, pads)[1]
     if variant == "fft":  # the complex product as 4 real multiply-adds; the FFTs' n log n left out
         return n * p * nv * cin * cout * 4
     tiles = ((ho + 1) // 2) * ((wo + 1) // 2)

@@ -73,8 +73,8 @@ def test_strided_or_grouped_convs_stay_direct():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, stride=2, groups=2))
 
 
-def _chosen(name, device="cpu", precision="bf16"):
-    return list(plan(seed_study().model(name), (28, 28, 1), torch.device(device), precision, 1).dft)
+def _chosen(name, device="cpu", precision="bf16", threads=1):
+    return list(plan(seed_study().model(name), (28, 28, 1), torch.device(device), precision, threads).dft)
 
 
 def test_rule_picks_the_large_5x5_and_7x7_convs_on_a_cpu_with_native_bf16_in_bf16_only(monkeypatch):
@@ -93,20 +93,49 @@ def test_rule_picks_the_large_5x5_and_7x7_convs_on_a_cpu_with_native_bf16_in_bf1
     assert set(dft.state_dict()) == set(direct.state_dict())  # checkpoints and exports are unchanged
 
 
-def test_rule_picks_the_same_convs_in_fp32_on_a_cpu_without_native_bf16(monkeypatch):
+def test_rule_picks_the_same_convs_in_fp32_on_a_cpu_without_native_bf16_at_two_threads(monkeypatch):
     monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: False)
     for name in ("k5-1", "k5-3", "k7-1", "k7-2", "k7-3", "k5-2", "k3-1", "k7-4"):
-        assert _chosen(name, precision="fp32") == _chosen(name, precision="bf16"), name
-    assert _chosen("k7-3", precision="fp32") == ["3"]
+        assert _chosen(name, precision="fp32", threads=2) == _chosen(name, precision="bf16", threads=2), name
+    assert _chosen("k7-3", precision="fp32", threads=2) == ["3"]
     assert _chosen("k7-3", device="cuda", precision="fp32") == []
+
+
+def test_at_one_thread_fp32_also_picks_the_64_channel_convs_where_the_dft_saves_half_the_work(monkeypatch):
+    monkeypatch.setattr("convstudy.train.device.cpu_has_native_bf16", lambda: False)
+    assert _chosen("k5-2", precision="fp32") == ["4"]  # conv(32,5) over 64 channels on 12x12
+    assert _chosen("k7-4", precision="fp32") == ["3"]
+    assert _chosen("k7-3", precision="fp32") == ["3", "7"]  # and the 256-channel one, as at two threads
+    assert _chosen("k5-1", precision="fp32") == ["2", "6"]
+    # k7-1's 7x7 conv over 64 channels on 8x8 maps: direct does fewer multiply-adds, so it stays direct.
+    assert _chosen("k7-1", precision="fp32") == ["2"]
+    direct, dft = build_model(seed_study().model("k7-1"), (28, 28, 1))[6].dft_macs(8, 8)
+    assert direct < 2 * dft
+    assert _chosen("k3-1", precision="fp32") == [] and _chosen("k3-3", precision="fp32") == []
+    # bf16 keeps its measured rule at any thread count.
+    assert _chosen("k5-2") == [] and _chosen("k7-3") == ["3"]
+
+
+def test_the_dft_multiply_add_count_matches_the_products_the_layer_computes():
+    """dft_macs counts each matrix product of Conv2d._dft_forward; direct's count is cin*cout*Ho*Wo*k*k."""
+    conv = Conv2d(64, 32, 5, algorithm="dft")
+    direct, dft = conv.dft_macs(12, 12)
+    assert direct == 64 * 32 * 8 * 8 * 25
+    plan_ = conv._plan(12, 12, torch.float32, torch.device("cpu"))
+    p, v, ho, wo = 12, 7, 8, 8
+    assert plan_.fwd_w.shape == (2 * v, 12) and plan_.fwd_h.shape == (2 * p, 2 * 12)
+    products = (plan_.fwd_w.numel() * 12 * 64 + plan_.fwd_h.numel() * v * 64 + p * v * (2 * 64) * (2 * 32)
+                + plan_.inv_h.numel() * v * 32 + plan_.inv_w.numel() * 32 * ho)
+    assert dft == products
 
 
 # The seed layers the fp32 rule picks, at their own sizes: (cin, cout, h, w, kernel, padding).
 FP32_LAYERS = [(256, 64, 14, 14, 7, "same"), (128, 64, 22, 22, 7, 0), (128, 64, 24, 24, 5, 0),
-               (128, 64, 14, 14, 5, "same")]
+               (128, 64, 14, 14, 5, "same"), (64, 32, 12, 12, 5, 0), (64, 32, 14, 14, 7, 0), (64, 32, 7, 7, 7, "same")]
 
 
-@pytest.mark.parametrize("kernel,padding,h,w", [(7, "same", 14, 14), (7, 0, 22, 22), (5, 0, 24, 24)])
+@pytest.mark.parametrize("kernel,padding,h,w", [(7, "same", 14, 14), (7, 0, 22, 22), (5, 0, 24, 24), (5, 0, 12, 12),
+                                                (7, "same", 7, 7)])
 def test_dft_gradcheck_at_the_fp32_layer_geometries(kernel, padding, h, w):
     """float64 gradcheck of the same module (and code path) the fp32 plan runs, with fewer channels."""
     _, dft = _pair(2, 2, kernel, padding)

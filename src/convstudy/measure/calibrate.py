@@ -49,10 +49,15 @@ def machine_key() -> str:
 
 
 def model_key(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, precision: str) -> str:
-    """A digest of what sets a model's step time: layers, batch size, optimizer, augmentation, input, precision."""
+    """A digest of what sets a model's step time: layers, batch size, optimizer, augmentation, input, precision,
+    and the train stage's plan at one thread and at all cores (a new rule there measures anew)."""
+    from convstudy.train import plan
+
+    cpu = torch.device("cpu")
+    plans = [plan(spec, input_shape, cpu, precision, t).numerics() for t in sorted({1, os.cpu_count() or 1})]
     body = {"layers": [layer.to_string() for layer in spec.layers], "batch": settings.batch_size,
             "optimizer": settings.optimizer.model_dump(mode="json"), "augment": list(settings.augment),
-            "shape": list(input_shape), "precision": precision}
+            "shape": list(input_shape), "precision": precision, "plans": plans}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -87,15 +92,18 @@ def measure_rates(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, 
         gen = torch.Generator().manual_seed(0)
         x = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=gen)
         y = torch.randint(0, 10, (n,), generator=gen)
-        run = trainer_loop(spec, settings, input_shape, x, y, cpu, precision, default_channels_last(cpu))
+        # Each count trains as planned for it: at one thread the plan can choose other convolutions.
+        runs = {t: trainer_loop(spec, settings, input_shape, x, y, cpu, precision, default_channels_last(cpu), t)
+                for t in counts}
     else:
-        run = make_loop()
+        runs = dict.fromkeys(counts, make_loop())
     before = torch.get_num_threads()
     best: dict[int, float] = {}
     try:
         for round_ in range(ROUNDS):
             for t in counts:
                 torch.set_num_threads(t)
+                run = runs[t]
                 if round_ == 0:
                     run(1)  # warm-up at this thread count (oneDNN primitives, allocator)
                 t0 = timer()

@@ -110,9 +110,12 @@ def plain_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x: 
 
 
 def trainer_loop(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, x: torch.Tensor, y: torch.Tensor,
-                 device: torch.device, precision: str, channels_last: bool) -> Callable[[int], int]:
-    """convstudy's own steps (run_trial's batch loop) over device-resident uint8 data, `n_batches` per call."""
-    how = replace(plan(spec, input_shape, device, precision, torch.get_num_threads()), channels_last=channels_last)
+                 device: torch.device, precision: str, channels_last: bool,
+                 threads: int | None = None) -> Callable[[int], int]:
+    """convstudy's own steps (run_trial's batch loop) over device-resident uint8 data, `n_batches` per call,
+    as planned for `threads` (default: the current count), since the plan can differ by thread count."""
+    how = replace(plan(spec, input_shape, device, precision, threads or torch.get_num_threads()),
+                  channels_last=channels_last)
     state = init_state(spec, settings, input_shape, 0, how)
     step = train_step(state.model, state.optimizer, how, None, settings.label_smoothing)
     if how.cuda_graphs and device.type == "cuda" and make_scheduler(settings, state.optimizer, 1) is None:

@@ -11,19 +11,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from convstudy.model.blocks import ACT, MODULES, chain, keras_init  # noqa: F401  (public)
+from convstudy.model.blocks import ACT, MODULES, Dropout, chain, keras_init  # noqa: F401  (public)
 from convstudy.model.conv import Conv2d
 from convstudy.spec import ModelSpec, fmt_shape
 from convstudy.spec.layers import Shape
 
 
 def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = (),
-                pool_first: bool = False) -> nn.Sequential:
+                pool_first: bool = False, uniform_dropout: bool = False) -> nn.Sequential:
     """The torch module for `spec` on (H, W, C) inputs; the classifier's softmax is left to the loss.
 
     `dft` names the convolution modules (their `named_modules` names) that compute as DFT matrix
     products (model.conv); the train stage chooses them, everything else reads a plain convolution. `pool_first` max-pools before a ReLU that the spec puts in front of the
     pool: ReLU is monotone, so values and gradients are bitwise the same, on a quarter of the pixels.
+    `uniform_dropout` draws dropout masks as Keras does (model.blocks.Dropout): same distribution, other draws.
     """
     spec.shapes(input_shape)  # a LayerError naming the layer before any module is made
     model = chain(spec.layers, input_shape, classifier=True)
@@ -31,6 +32,8 @@ def build_model(spec: ModelSpec, input_shape: Shape, dft: tuple[str, ...] = (),
     for name, mod in model.named_modules():
         if name in dft and isinstance(mod, Conv2d):
             mod.algorithm = "dft"
+        if isinstance(mod, Dropout):
+            mod.uniform = uniform_dropout
     if pool_first:  # parameter-free modules trade places, so the state_dict's keys stay the same
         for i in range(len(model) - 1):
             if type(model[i]) is nn.ReLU and isinstance(model[i + 1], nn.MaxPool2d):

@@ -53,6 +53,24 @@ class ChannelsLastFlatten(nn.Flatten):
         return super().forward(x)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout that can draw its mask as Keras does: keep where a uniform draw is >= the rate.
+
+    With `uniform` (the train stage's choice, on CPUs where it measured faster) the mask comes from
+    `torch.rand_like` instead of `bernoulli_`: the same distribution and scaling, other draws. On the
+    AMD EPYC, MKL's Bernoulli sampler took 2x-3x as long as a uniform draw (docs/benchmarks.md).
+    """
+
+    uniform: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.uniform and self.training and 0.0 < self.p < 1.0):
+            return super().forward(x)
+        # Drawn in float32 whatever x is, so a bf16 activation keeps a float32 draw's keep probability.
+        noise = torch.rand_like(x, dtype=torch.float32).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * noise.to(x.dtype)
+
+
 class DepthwiseConv2d(Conv2d):
     """A depthwise Conv2d: Keras's kernel is (k, k, C, multiplier), so its glorot fans are k*k*C and k*k*multiplier."""
 
@@ -158,7 +176,7 @@ MODULES: dict[str, Callable[..., list[nn.Module]]] = {
     "conv": _conv, "dwconv": _dwconv, "sepconv": _sepconv, "pool": _pool,
     "gap": lambda layer, shape, last: [nn.AdaptiveAvgPool2d(1), nn.Flatten()],
     "gmp": lambda layer, shape, last: [nn.AdaptiveMaxPool2d(1), nn.Flatten()],
-    "dropout": lambda layer, shape, last: [nn.Dropout(layer.rate)],
+    "dropout": lambda layer, shape, last: [Dropout(layer.rate)],
     "flatten": lambda layer, shape, last: [ChannelsLastFlatten()],
     "dense": _dense, "bn": _bn,
     "ln": lambda layer, shape, last: [ChannelLayerNorm(shape[-1], eps=layer.epsilon)],

@@ -80,6 +80,18 @@ def dft_plan(h: int, w: int, kh: int, kw: int, pads: tuple[int, int, int, int]) 
     return DFTPlan(fwd_w, fwd_h, kernel, inv_h, inv_w, ho, wo, p * nv)
 
 
+def dft_macs(cin: int, cout: int, h: int, w: int, kh: int, kw: int, pads: tuple[int, int, int, int]) -> tuple[int, int]:
+    """(direct, DFT) multiply-adds of a stride-1 convolution's forward on one h x w image (the DFT's
+    transforms included), so the train stage can tell where the DFT product can pay (train.device.plan)."""
+    top, bottom, left, right = pads
+    p, q = h + top + bottom, w + left + right
+    ho, wo, nv = p - kh + 1, q - kw + 1, q // 2 + 1
+    direct = cin * cout * ho * wo * kh * kw
+    dft = (2 * nv * w * cin * h + 2 * p * 2 * h * nv * cin + p * nv * 2 * cin * 2 * cout
+           + 2 * ho * 2 * p * nv * cout + wo * 2 * nv * cout * ho)
+    return direct, dft
+
+
 class Conv2d(nn.Conv2d):
     """torch's Conv2d computed by `algorithm`: "direct" (torch's own) or "dft", which the train stage chooses.
 
@@ -93,6 +105,10 @@ class Conv2d(nn.Conv2d):
             raise ValueError(f"unknown convolution algorithm {algorithm!r}")
         self.algorithm = algorithm
         self._dft_cache: dict[tuple, tuple] = {}
+
+    def dft_macs(self, h: int, w: int) -> tuple[int, int]:
+        """(direct, DFT) multiply-adds of this layer's forward on one h x w image."""
+        return dft_macs(self.in_channels, self.out_channels, h, w, *self.kernel_size, _pads(self))
 
     def dft_supported(self) -> bool:
         return (self.stride == (1, 1) and self.dilation == (1, 1) and self.groups == 1

@@ -8,6 +8,7 @@ import platform
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from convstudy.errors import UserError
 from convstudy.model import Conv2d, build_model
@@ -95,17 +96,25 @@ def keep_freed_memory() -> bool:
 # docs/benchmarks.md): in bf16 on a 2-core AVX-512 machine the 5x5 convs of k5-1 and k5-3 ran 1.7-1.9x
 # faster than oneDNN's direct bf16 convolution, the 7x7 convs of k7-1, k7-2 and k7-3 2.4-3.1x; in fp32
 # with AVX2 kernels (bench/conv_fp32.py) the same layers ran 2.5x (5x5) and 3.1-3.4x (7x7) faster at
-# 1 thread. 64-channel layers were mixed (0.4-1.3x) and 1-channel layers slower, so they stay direct.
+# 1 thread. 1-channel and 3x3 layers are slower as DFT products, so they stay direct.
 DFT_MIN_KERNEL = 5
 DFT_MIN_CHANNELS = 128
+# In fp32 on an AVX2 CPU (AMD EPYC, 2026-12-04) at one thread per trial, the 64-channel 5x5 and 7x7 layers
+# also ran 1.2-2.1x faster as DFT products wherever direct does at least twice the DFT's multiply-adds, and
+# 0.95x where it does fewer (k7-1's 7x7 conv on 8x8 maps). At 2 threads they were slower (on an AVX2-capped
+# Xeon), so the rule is for one thread.
+DFT_ONE_THREAD_MIN_CHANNELS = 64
+DFT_MIN_MACS_RATIO = 2.0
 
 
 @dataclass(frozen=True)
 class Plan:
     """How a trial computes, decided once (train.device.plan) and recorded with the trial.
 
-    `dft` names the convolutions that run as DFT matrix products; `pool_first` max-pools before ReLU (bitwise the same); `cuda_graphs` and `foreach` exist so a
-    benchmark can time the other paths (they do not change the arithmetic's result class).
+    `dft` names the convolutions that run as DFT matrix products; `pool_first` max-pools before ReLU (bitwise
+    the same); `uniform_dropout` draws dropout masks from uniform draws (Keras's way; other draws than torch's
+    Bernoulli sampler); `cuda_graphs` and `foreach` exist so a benchmark can time the other paths (they do not
+    change the arithmetic's result class).
     """
 
     device: str = "cpu"
@@ -114,35 +123,67 @@ class Plan:
     threads: int = 1
     dft: tuple[str, ...] = ()
     pool_first: bool = False
+    uniform_dropout: bool = False
     cuda_graphs: bool = True
     foreach: bool | None = None  # None: torch's default per device (multi-tensor on CUDA)
 
     def numerics(self) -> dict[str, object]:
         """What changes a trial's numbers, as study.db records it per trial."""
         return {"device": torch.device(self.device).type, "precision": self.precision, "threads": self.threads,
-                "channels_last": self.channels_last, "conv_dft": list(self.dft)}
+                "channels_last": self.channels_last, "conv_dft": list(self.dft),
+                "dropout": "uniform" if self.uniform_dropout else "bernoulli"}
+
+
+def _conv_inputs(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, tuple[int, int]]:
+    """(H, W) of each convolution's input, from one pass of a meta-device model (nothing allocated)."""
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(_mod: nn.Module, args: tuple) -> None:
+            sizes[name] = tuple(args[0].shape[-2:])
+        return hook
+
+    hooks = [mod.register_forward_pre_hook(record(name)) for name, mod in model.named_modules()
+             if isinstance(mod, Conv2d)]
+    h, w, c = input_shape
+    with torch.no_grad():
+        model.eval()(torch.empty(1, c, h, w, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    return sizes
 
 
 def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.device, precision: str,
          threads: int, cuda_graphs: bool = True, foreach: bool | None = None) -> Plan:
     """Everything about how `spec` trains on `device`, decided once per trial, here.
 
-    The convolutions that measured faster as DFT matrix products (stride-1 kernels of DFT_MIN_KERNEL or
-    more over DFT_MIN_CHANNELS+ inputs; on the CPU in bf16, and in fp32 where the CPU has no native bf16:
-    with native bf16, fp32 is a user's explicit choice and stays direct) are read off a model built on
-    the meta device, so nothing is allocated and a resumed trial makes the same choice. On the CPU max
-    pooling goes before ReLU (bitwise the same, measured faster: docs/benchmarks.md).
+    The convolutions that measured faster as DFT matrix products are read off a model built on the meta
+    device, so nothing is allocated and a resumed trial makes the same choice: stride-1 kernels of
+    DFT_MIN_KERNEL or more over DFT_MIN_CHANNELS+ inputs on the CPU in bf16, and in fp32 where the CPU has no
+    native bf16 (with native bf16, fp32 is a user's explicit choice and stays direct); there, at one thread,
+    also DFT_ONE_THREAD_MIN_CHANNELS+ inputs where the DFT saves DFT_MIN_MACS_RATIO of the multiply-adds. On
+    the CPU max pooling goes before ReLU (bitwise the same, measured faster), and on a CPU without native
+    bf16 dropout masks come from uniform draws (measured faster there): docs/benchmarks.md.
     """
     dft: list[str] = []
-    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and not cpu_has_native_bf16())):
+    avx2_fp32 = device.type == "cpu" and not cpu_has_native_bf16()
+    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and avx2_fp32)):
         with torch.device("meta"):
             model = build_model(spec, input_shape)
-        dft = [name for name, mod in model.named_modules()
-               if isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL
-               and mod.in_channels >= DFT_MIN_CHANNELS]
+        convs = {name: mod for name, mod in model.named_modules()
+                 if isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL}
+        narrow = DFT_ONE_THREAD_MIN_CHANNELS if precision == "fp32" and threads == 1 else DFT_MIN_CHANNELS
+        sizes = _conv_inputs(model, input_shape) if narrow < DFT_MIN_CHANNELS else {}
+        dft = [name for name, mod in convs.items() if mod.in_channels >= DFT_MIN_CHANNELS
+               or (mod.in_channels >= narrow and _saves(mod.dft_macs(*sizes[name])))]
     return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
-                threads=threads, dft=tuple(dft), pool_first=device.type == "cpu",
+                threads=threads, dft=tuple(dft), pool_first=device.type == "cpu", uniform_dropout=avx2_fp32,
                 cuda_graphs=cuda_graphs, foreach=foreach)
+
+
+def _saves(macs: tuple[int, int]) -> bool:
+    direct, dft = macs
+    return direct >= DFT_MIN_MACS_RATIO * dft
 
 
 def default_channels_last(device: torch.device) -> bool:

@@ -89,7 +89,8 @@ def init_state(spec: ModelSpec, settings: TrainSettings, input_shape: Shape, see
     with augmentation, its own augmentation generator on the device."""
     seed_everything(seed)
     device = torch.device(plan.device)
-    model = build_model(spec, input_shape, dft=plan.dft, pool_first=plan.pool_first).to(device)
+    model = build_model(spec, input_shape, dft=plan.dft, pool_first=plan.pool_first,
+                        uniform_dropout=plan.uniform_dropout).to(device)
     if plan.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(settings.optimizer, model.parameters(), capturable=device.type == "cuda",
