@@ -140,3 +140,23 @@ def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, tiny_
     for level in (".", *(Path("fair") / lv for lv in LEVELS)):
         assert files(tmp_path / "out" / level) == files(tmp_path / "reference" / level)
     assert len(trial_results(tmp_path / "out" / "fair" / LEVELS[0] / "study.db")) == 3  # 2 tried, 1 retrained
+
+
+def test_report_refreshes_after_trials_are_paced_by_their_own_cost():
+    """The first trial refreshes; later ones wait until REFRESH_PACE times the last refresh has passed."""
+    from convstudy.executors.run import REFRESH_PACE, paced
+
+    now = [0.0]
+    calls = []
+
+    def refresh():  # takes 2 s of the fake clock
+        calls.append(now[0])
+        now[0] += 2.0
+
+    after_trial = paced(refresh, clock=lambda: now[0])
+    after_trial()  # t=0: refreshes, ends at t=2
+    now[0] = 2.0 + REFRESH_PACE * 2.0 - 0.5
+    after_trial()  # too soon after the last refresh: skipped
+    now[0] = 2.0 + REFRESH_PACE * 2.0
+    after_trial()  # paced enough: refreshes
+    assert calls == [0.0, 2.0 + REFRESH_PACE * 2.0]

@@ -199,7 +199,7 @@ def load(out: str | Path) -> "Results":
 def execute(study: "Study | str | Path", request: RunRequest,
             console: "Console") -> tuple["StudyStore", bool, str | None]:
     """Run (or resume) the study as `request` says: its search or fair comparison, racing or `run_study`, then
-    the latency if the run ended; the reports are refreshed after every trial and at the end. Returns the store,
+    the latency if the run ended; the reports are refreshed as trials end (paced) and at the end. Returns the store,
     whether every wanted trial ended, and the line naming the wanted trials that failed (None if none did)."""
     from convstudy.report import write_reports
 
