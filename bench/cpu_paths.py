@@ -4,7 +4,8 @@
 
 Variants of convstudy's trainer (run_trial's batch loop on synthetic uint8 images, bf16 autocast or
 fp32, channels_last), each adding one switch of the train stage's plan: `direct` (every conv direct),
-`dft` (its DFT convs), `pool_first` (max pooling before ReLU: the whole plan), `nchw` (the whole plan in NCHW), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
+`dft` (its DFT convs), `pool_first` (max pooling before ReLU), `uniform_dropout` (Keras's dropout masks: the
+whole plan on CPUs without native bf16), `nchw` (the whole plan in NCHW), and with --compile `compiled` (torch.compile of the module). Variants alternate in one process, so load hits
 them alike. The allocator setting is process-wide, so each model runs twice in fresh subprocesses:
 with glibc's default malloc and with `keep_freed_memory()` (only the latter with --kept-only).
 """
@@ -40,12 +41,14 @@ def measure(model: str, threads: int, tuned: bool, compile_: bool, rounds: int, 
     x, y = (torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen),
             torch.randint(0, 10, (n,), generator=gen))
     chosen = plan(spec, (28, 28, 1), torch.device("cpu"), precision, threads)  # the train stage's algorithm choice
-    # Each variant adds one switch to the one before; `plan` is what the train stage runs.
-    plans = {"direct": replace(chosen, dft=(), pool_first=False)}
+    # Each variant adds one switch to the one before; the last of direct, dft, pool_first, uniform_dropout is the plan.
+    plans = {"direct": replace(chosen, dft=(), pool_first=False, uniform_dropout=False)}
     if chosen.dft:
-        plans["dft"] = replace(chosen, pool_first=False)
+        plans["dft"] = replace(chosen, pool_first=False, uniform_dropout=False)
     if chosen.pool_first:
-        plans["pool_first"] = chosen
+        plans["pool_first"] = replace(chosen, uniform_dropout=False)
+    if chosen.uniform_dropout:
+        plans["uniform_dropout"] = chosen
     if chosen.channels_last:  # the whole plan with NCHW activations instead
         plans["nchw"] = replace(chosen, channels_last=False)
     def net(how, compiled=False):  # (state, its step)

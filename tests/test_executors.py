@@ -143,8 +143,9 @@ def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, tiny_
 
 
 def test_report_refreshes_after_trials_are_paced_by_their_own_cost():
-    """The first trial refreshes; later ones wait until REFRESH_PACE times the last refresh has passed."""
-    from convstudy.executors.run import REFRESH_PACE, paced
+    """The first trial refreshes; later ones wait until REFRESH_PACE times the last refresh has passed; the end
+    of a run refreshes whatever the pace, and the next run in the process is paced by it."""
+    from convstudy.executors.run import REFRESH_PACE, Pacer
 
     now = [0.0]
     calls = []
@@ -153,10 +154,14 @@ def test_report_refreshes_after_trials_are_paced_by_their_own_cost():
         calls.append(now[0])
         now[0] += 2.0
 
-    after_trial = paced(refresh, clock=lambda: now[0])
-    after_trial()  # t=0: refreshes, ends at t=2
+    pace = Pacer(clock=lambda: now[0])
+    pace(refresh)  # t=0: refreshes, ends at t=2
     now[0] = 2.0 + REFRESH_PACE * 2.0 - 0.5
-    after_trial()  # too soon after the last refresh: skipped
+    pace(refresh)  # too soon after the last refresh: skipped
     now[0] = 2.0 + REFRESH_PACE * 2.0
-    after_trial()  # paced enough: refreshes
-    assert calls == [0.0, 2.0 + REFRESH_PACE * 2.0]
+    pace(refresh)  # paced enough: refreshes, ends 2 s later
+    end = now[0]
+    pace(refresh, force=True)  # a run's end: always
+    now[0] += 1.0
+    pace(refresh)  # the next run's first trial, right after: skipped
+    assert calls == [0.0, 2.0 + REFRESH_PACE * 2.0, end]

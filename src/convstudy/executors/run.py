@@ -22,27 +22,30 @@ from convstudy.store import FINISHED, State, StudyStore, check_numerics, provena
 from convstudy.train import make_trial_data, plan, resolve_precision
 
 
-# A refresh after a trial waits until the run has spent REFRESH_PACE times the last refresh's own time on
-# other work, so the reports cost at most a fifth of a run: when trials end seconds apart (small models,
-# searches) redrawing every figure after each one took longer than the training (a tiny fair study: 80 of
-# 93 s); trials of minutes still refresh after every one. The end of a run always refreshes.
+# A refresh after a trial waits until REFRESH_PACE times the last refresh's own time has passed since it
+# ended, so the reports cost at most a fifth of the time: when trials end seconds apart (small models,
+# searches, the levels of a fair study, each a run of its own) redrawing every figure after each one took
+# longer than the training (a tiny fair study: 80 of 93 s). Trials of minutes still refresh after every one;
+# the end of a run always refreshes.
 REFRESH_PACE = 4.0
 
 
-def paced(refresh: Callable[[], object], clock: Callable[[], float] = time.monotonic) -> Callable[[], None]:
-    """`refresh`, skipped while less than REFRESH_PACE times its last duration has passed since it ended."""
-    last_end, cost = -math.inf, 0.0
+class Pacer:
+    """Calls a refresh unless the last one, here or in an earlier run of this process, ended too recently."""
 
-    def call() -> None:
-        nonlocal last_end, cost
-        start = clock()
-        if start - last_end < REFRESH_PACE * cost:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock, self.last_end, self.cost = clock, -math.inf, 0.0
+
+    def __call__(self, refresh: Callable[[], object], force: bool = False) -> None:
+        start = self.clock()
+        if not force and start - self.last_end < REFRESH_PACE * self.cost:
             return
         refresh()
-        last_end = clock()
-        cost = last_end - start
+        self.last_end = self.clock()
+        self.cost = self.last_end - start
 
-    return call
+
+_PACER = Pacer()  # one per process: the runs of a search or fair study pace their refreshes together
 
 
 def launcher_for(opts: RunOptions) -> Launcher:
@@ -139,8 +142,8 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
     try:
         with launcher.session(ds, data, study.train, storage):
             finished = run_trials(launcher, Recorder(store, storage, view, owner), claim, grow,
-                                  paced(lambda: opts.refreshed(store)))
-        opts.refreshed(store)
+                                  lambda: _PACER(lambda: opts.refreshed(store)))
+        _PACER(lambda: opts.refreshed(store), force=True)
     except Exception as exc:
         if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports
             raise DiskFull(f"{store.out}: no space left on the device ({' '.join(str(exc).split())[:200]}); "
