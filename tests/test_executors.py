@@ -9,14 +9,18 @@ local run's. The Ray cases share one local Ray instance and are skipped without 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
-from conftest import db_rows, epoch_metrics, trial_results
+from conftest import TinyMnist, db_rows, epoch_metrics, trial_results, write_tiny_study
 from convstudy.api import RunRequest, prepare
+from convstudy.data import REGISTRY
 from convstudy.executors import RunOptions, run_study
 from convstudy.report import write_reports
 from convstudy.search.fair import run_fair
@@ -55,11 +59,27 @@ def files(out: Path) -> dict:
             "digests": db_rows(db, "SELECT model, seed, weights_digest, predictions_digest FROM trials ORDER BY 1, 2")}
 
 
-@pytest.fixture
-def reference(study, tiny_mnist, one_thread, tmp_path) -> dict:
-    """An uninterrupted run in this process."""
-    assert run(study, tmp_path / "reference", EXECUTORS["local"], tiny_mnist.dir)
-    return files(tmp_path / "reference")
+@contextmanager
+def _one_thread_on_tiny_mnist(tiny: TinyMnist):
+    """tiny_mnist and one_thread for a module-scoped fixture (theirs are per test)."""
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(REGISTRY, "mnist", dataclasses.replace(REGISTRY["mnist"], sha256=tiny.sha256, mirrors=()))
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_mnist_session, tmp_path_factory) -> dict:
+    """An uninterrupted run of the `study` fixture's study in this process, once per module (and xdist worker)."""
+    out = tmp_path_factory.mktemp("reference")
+    with _one_thread_on_tiny_mnist(tiny_mnist_session):
+        study = resolve_study(str(write_tiny_study(out / "tiny.toml", epochs=2, seeds=2)))
+        assert run(study, out / "run", EXECUTORS["local"], tiny_mnist_session.dir)
+    return files(out / "run")
 
 
 class Grow:
@@ -126,19 +146,28 @@ def test_a_pruned_trial_stops_after_its_epoch(executor, study, reference, tiny_m
         {k: v for k, v in reference["trials"].items() if k[0] == "small-a"}
 
 
-def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, tiny_mnist, tmp_path):
+def _fair(out: Path, executor: dict, data_dir: Path) -> dict:
+    """Run the one-epoch FAIR_STUDY into `out` with `executor`: what it leaves at the top and in each level."""
+    study = out.parent / "fair.toml"
+    study.write_text(FAIR_STUDY.replace("epochs = 3", "epochs = 1"))
+    spec, opts = prepare(study, RunRequest(out=out, data_dir=str(data_dir), device="cpu", quiet=True, **executor))
+    store, finished = run_fair(spec, opts)
+    store.close()
+    assert finished
+    return {level: files(out / level) for level in (".", *(Path("fair") / lv for lv in LEVELS))}
+
+
+@pytest.fixture(scope="module")
+def fair_reference(tiny_mnist_session, tmp_path_factory) -> dict:
+    """The fair study run in this process, once per module (and xdist worker)."""
+    with _one_thread_on_tiny_mnist(tiny_mnist_session):
+        return _fair(tmp_path_factory.mktemp("fair-reference") / "out", EXECUTORS["local"], tiny_mnist_session.dir)
+
+
+def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, fair_reference, tiny_mnist, tmp_path):
     """Each level's search asks in an order no executor changes (QMC, no pruner), so the fixed recipe, every
     nuisance trial and every winner's retraining are the local run's, bit for bit."""
-    study = tmp_path / "fair.toml"
-    study.write_text(FAIR_STUDY.replace("epochs = 3", "epochs = 1"))
-    for out, options in ((tmp_path / "reference", EXECUTORS["local"]), (tmp_path / "out", executor)):
-        spec, opts = prepare(study, RunRequest(out=out, data_dir=str(tiny_mnist.dir), device="cpu", quiet=True,
-                                               **options))
-        store, finished = run_fair(spec, opts)
-        store.close()
-        assert finished
-    for level in (".", *(Path("fair") / lv for lv in LEVELS)):
-        assert files(tmp_path / "out" / level) == files(tmp_path / "reference" / level)
+    assert _fair(tmp_path / "out", executor, tiny_mnist.dir) == fair_reference
     assert len(trial_results(tmp_path / "out" / "fair" / LEVELS[0] / "study.db")) == 3  # 2 tried, 1 retrained
 
 
