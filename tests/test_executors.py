@@ -172,10 +172,9 @@ def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, fair_
 
 
 def test_report_refreshes_after_trials_are_paced_by_their_own_cost():
-    """No refresh after a trial in the first FIRST_REFRESH_AFTER seconds; then one, and later ones wait until
-    REFRESH_PACE times the last refresh has passed; the end of a run refreshes whatever the pace, and the next
-    run in the process is paced by it."""
-    from convstudy.executors.run import FIRST_REFRESH_AFTER, REFRESH_PACE, Pacer
+    """The first trial refreshes; later ones wait until REFRESH_PACE times the last refresh has passed; the end
+    of a run refreshes whatever the pace, and the next run in the process is paced by it."""
+    from convstudy.executors.run import REFRESH_PACE, Pacer
 
     now = [0.0]
     calls = []
@@ -185,17 +184,13 @@ def test_report_refreshes_after_trials_are_paced_by_their_own_cost():
         now[0] += 2.0
 
     pace = Pacer(clock=lambda: now[0])
-    now[0] = FIRST_REFRESH_AFTER - 0.5
-    pace(refresh)  # too early in the process: skipped
-    now[0] = FIRST_REFRESH_AFTER
-    pace(refresh)  # refreshes, ends 2 s later
-    first_end = now[0]
-    now[0] = first_end + REFRESH_PACE * 2.0 - 0.5
+    pace(refresh)  # t=0: refreshes, ends at t=2
+    now[0] = 2.0 + REFRESH_PACE * 2.0 - 0.5
     pace(refresh)  # too soon after the last refresh: skipped
-    now[0] = first_end + REFRESH_PACE * 2.0
+    now[0] = 2.0 + REFRESH_PACE * 2.0
     pace(refresh)  # paced enough: refreshes, ends 2 s later
     end = now[0]
     pace(refresh, force=True)  # a run's end: always
     now[0] += 1.0
     pace(refresh)  # the next run's first trial, right after: skipped
-    assert calls == [FIRST_REFRESH_AFTER, first_end + REFRESH_PACE * 2.0, end]
+    assert calls == [0.0, 2.0 + REFRESH_PACE * 2.0, end]

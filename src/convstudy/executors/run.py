@@ -3,6 +3,7 @@ them with the one executor loop (`loop.run_trials`) through the launcher `launch
 
 from __future__ import annotations
 
+import math
 import time
 from functools import partial
 from typing import Callable
@@ -25,17 +26,15 @@ from convstudy.train import make_trial_data, plan, resolve_precision
 # ended, so the reports cost at most a fifth of the time: when trials end seconds apart (small models,
 # searches, the levels of a fair study, each a run of its own) redrawing every figure after each one took
 # longer than the training (a tiny fair study: 80 of 93 s). Trials of minutes still refresh after every one;
-# the end of a run always refreshes. Before the first refresh a process has measured, one is taken to cost
-# FIRST_REFRESH_AFTER / REFRESH_PACE: no refresh after a trial in a process's first FIRST_REFRESH_AFTER seconds.
+# the end of a run always refreshes.
 REFRESH_PACE = 4.0
-FIRST_REFRESH_AFTER = 10.0
 
 
 class Pacer:
     """Calls a refresh unless the last one, here or in an earlier run of this process, ended too recently."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock, self.last_end, self.cost = clock, clock(), FIRST_REFRESH_AFTER / REFRESH_PACE
+        self.clock, self.last_end, self.cost = clock, -math.inf, 0.0
 
     def __call__(self, refresh: Callable[[], object], force: bool = False) -> None:
         start = self.clock()
