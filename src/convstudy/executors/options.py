@@ -39,7 +39,7 @@ class RunOptions(RunSettings):
     models: tuple[str, ...] | None = None
     seeds_of: dict[str, tuple[int, ...]] | None = None  # racing: the seeds each model has earned so far
     first: tuple[str, ...] = ()  # models whose trials are claimed first, in order (measured: the longest first)
-    # The caller's report refresh, called with the store after trials that ended (paced: executors.run.paced)
+    # The caller's report refresh, called with the store after trials that ended (paced: executors.run.Pacer)
     # and when a run ends; the executors write no reports themselves.
     refresh: Callable[[StudyStore], object] | None = None
 

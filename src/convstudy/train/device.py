@@ -166,8 +166,8 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
     bf16 dropout masks come from uniform draws (measured faster there): docs/benchmarks.md.
     """
     dft: list[str] = []
-    avx2_fp32 = device.type == "cpu" and not cpu_has_native_bf16()
-    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and avx2_fp32)):
+    cpu_without_bf16 = device.type == "cpu" and not cpu_has_native_bf16()
+    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and cpu_without_bf16)):
         with torch.device("meta"):
             model = build_model(spec, input_shape)
         convs = {name: mod for name, mod in model.named_modules()
@@ -177,7 +177,7 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
         dft = [name for name, mod in convs.items() if mod.in_channels >= DFT_MIN_CHANNELS
                or (mod.in_channels >= narrow and _saves(mod.dft_macs(*sizes[name])))]
     return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
-                threads=threads, dft=tuple(dft), pool_first=device.type == "cpu", uniform_dropout=avx2_fp32,
+                threads=threads, dft=tuple(dft), pool_first=device.type == "cpu", uniform_dropout=cpu_without_bf16,
                 cuda_graphs=cuda_graphs, foreach=foreach)
 
 
