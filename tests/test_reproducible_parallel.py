@@ -6,6 +6,7 @@ tests/test_executors.py (every executor gives the same rows and files)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -110,6 +111,33 @@ def test_with_several_workers_the_longest_trials_start_first():
     assert (two.workers, two.threads) == (2, 1) and two.first == ("long", "mid", "quick")
     assert choose(rates, trials, pending=1, cpus=2).first == ()  # one at a time: the study's order
     assert choose({}, {}, pending=4, cpus=2, recorded=1).first == ()  # a resume without rates: the study's order
+
+
+def test_a_resumed_study_starts_the_longest_training_left_first(tiny_study_file, tiny_mnist, tmp_path, monkeypatch):
+    from convstudy.executors import RunOptions
+    from convstudy.spec import resolve_study
+    from convstudy.store import StudyStore
+
+    study_file = tiny_study_file(epochs=4, seeds=[0, 1])
+    monkeypatch.setenv("CONVSTUDY_CACHE_DIR", str(tmp_path / "cache"))
+    _cache_with(tmp_path / "cache", study_file, {1: 100.0, 2: 150.0})  # both models train at the same rate
+    study = resolve_study(str(study_file))
+    out = tmp_path / "out"
+    with contextlib.closing(StudyStore.create_or_open(out, study)) as store:
+        store.db.ensure_trials([("small-a", 0, 0), ("small-a", 1, 0), ("small-b", 0, 1), ("small-b", 1, 1)])
+        recorded = json.dumps({"threads": 1})
+        # small-a: seed 0 finished, seed 1 one of its four epochs in; small-b: seed 1 three epochs in, so
+        # small-a has 3/4 of a trial left and small-b 1 1/4: small-b first, though the study lists it second.
+        for model, seed, state, epochs in (("small-a", 0, "complete", 4), ("small-a", 1, "pending", 1),
+                                           ("small-b", 1, "pending", 3)):
+            store.db.conn.execute("UPDATE trials SET state=?, epochs_done=?, numerics=? WHERE model=? AND seed=?",
+                                  (state, epochs, recorded, model, seed))
+    opts = RunOptions(out=out, data_dir=str(tiny_mnist.dir))
+    assert parallel._trials_state(study, opts) == (3, {"small-a": 0.75, "small-b": 1.25}, 1)
+    choice = parallel.decide(study, opts)
+    assert (choice.workers, choice.threads, choice.first) == (2, 1, ("small-b", "small-a"))
+    (tmp_path / "cache" / "calibration.json").unlink()  # nothing cached: nothing is measured for the order
+    assert parallel.decide(study, opts).first == ()
 
 
 def test_more_threads_where_they_pay_and_the_fewest_within_five_percent():

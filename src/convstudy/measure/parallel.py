@@ -51,10 +51,10 @@ def best_threads(rates: dict[str, dict[int, float]], trials: dict[str, int], cpu
     return min(t for t in counts if time_at[t] <= fastest * (1 + TIE))
 
 
-def choose(rates: dict[str, dict[int, float]], trials: dict[str, int], pending: int, cpus: int,
+def choose(rates: dict[str, dict[int, float]], trials: dict[str, float], pending: int, cpus: int,
            recorded: int | None = None) -> Parallelism:
     """Threads per trial (the study's recorded ones, else `best_threads`) and as many workers as fit the cores
-    at that many threads each, but no more than the pending trials."""
+    at that many threads each, but no more than the pending trials; `trials`: model -> trials to train."""
     threads = recorded or best_threads(rates, trials, cpus)
     workers = max(1, min(pending, cpus // threads))
     why = ("the threads the study's trials recorded" if recorded else
@@ -66,8 +66,10 @@ def choose(rates: dict[str, dict[int, float]], trials: dict[str, int], pending: 
 
 
 def study_rates(study: Study, shape: tuple[int, ...], precision: str, counts: list[int],
-                console: "Console | None" = None, measure: Callable = measure_rates) -> dict[str, dict[int, float]]:
-    """Each model's samples/s by threads: from the cache, else measured now (a few steps each) and cached."""
+                console: "Console | None" = None,
+                measure: Callable | None = measure_rates) -> dict[str, dict[int, float]]:
+    """Each model's samples/s by threads: from the cache, else measured now (a few steps each) and cached;
+    with `measure=None`, the cached models only."""
     cache = load_cache()
     mine = cache.setdefault(machine_key(), {})
     rates: dict[str, dict[int, float]] = {}
@@ -76,6 +78,8 @@ def study_rates(study: Study, shape: tuple[int, ...], precision: str, counts: li
         key = model_key(m, settings, shape, precision)
         have = {int(t): r for t, r in mine.get(key, {}).items()}
         if not set(counts) <= set(have):
+            if measure is None:
+                continue
             if console is not None:
                 console.print(f"calibrating {m.name}: a few training steps at {', '.join(map(str, counts))} threads")
             have.update(measure(m, settings, shape, precision, counts))
@@ -85,17 +89,23 @@ def study_rates(study: Study, shape: tuple[int, ...], precision: str, counts: li
     return rates
 
 
-def _trials_state(study: Study, opts) -> tuple[int, int | None]:
-    """Pending wanted trials and the threads most of the study's trials recorded (None: none yet)."""
+def _trials_state(study: Study, opts) -> tuple[int, dict[str, float], int | None]:
+    """Pending wanted trials; per model, the training they have left in whole trials (an interrupted trial
+    counts the epochs it has left); and the threads most of the study's trials recorded (None: none yet)."""
     wanted = {(m, s) for m in (opts.models or [m.name for m in study.models]) for s in study.seeds}
     path = opts.out / "study.db"
-    if not path.exists():
-        return len(wanted), None
-    with contextlib.closing(StudyDB(path, readonly=True)) as db:
-        records = db.trials()
+    records = []
+    if path.exists():
+        with contextlib.closing(StudyDB(path, readonly=True)) as db:
+            records = db.trials()
     done = {(r.model, r.seed) for r in records if r.state in FINISHED}
+    epochs_done = {(r.model, r.seed): r.epochs_done for r in records}
+    left: dict[str, float] = {}
+    for m, s in wanted - done:
+        total = study.model(m).settings(study.train).epochs
+        left[m] = left.get(m, 0.0) + max(0, total - epochs_done.get((m, s), 0)) / total
     threads = Counter(r.settings["threads"] for r in records if r.settings and "threads" in r.settings)
-    return len(wanted - done), (threads.most_common(1)[0][0] if threads else None)
+    return len(wanted - done), left, (threads.most_common(1)[0][0] if threads else None)
 
 
 def for_new_trials(study: Study, shape: tuple[int, ...], precision: str, pending: int,
@@ -112,12 +122,13 @@ def decide(study: Study, opts, console: "Console | None" = None) -> Parallelism 
     """The measured parallelism for a local CPU run; None where it does not apply (GPU, Ray)."""
     if opts.executor != "local" or resolve_device(opts.device).type != "cpu":
         return None
-    pending, recorded = _trials_state(study, opts)
-    if recorded:
-        return choose({}, {}, pending, os.cpu_count() or 1, recorded)
+    pending, left, recorded = _trials_state(study, opts)
     precision = resolve_precision(opts.precision, torch.device("cpu"))
     # The data first: a wrong --data-dir or a bad source is refused before any measuring.
     shape = load_dataset(study.dataset, opts.data_dir).info.input_shape
+    if recorded:  # a resumed study: its threads as recorded, the longest training left first where it is cached
+        return choose(study_rates(study, shape, precision, [recorded], measure=None), left, pending,
+                      os.cpu_count() or 1, recorded)
     return for_new_trials(study, shape, precision, pending, console)
 
 
