@@ -14,8 +14,9 @@ from rich.console import Console
 from convstudy.errors import UserError
 from convstudy.report.collect import VALIDATION_NOTE, collect
 from convstudy.report.curves import loss_figure
-from convstudy.report.design_view import design_figures
-from convstudy.report.factors import factor_figures
+from convstudy.report.design_view import design_figures, design_part
+from convstudy.report.factors import factor_figures, factor_part
+from convstudy.report.figures import memoized, to_png
 from convstudy.report.markdown import render_markdown
 from convstudy.report.markup import csv_text, md_text
 from convstudy.report.models import footnotes, mixed_note, render_csv, render_terminal, summary_rows
@@ -51,13 +52,19 @@ def write_plots(report: dict[str, Any], out: Path) -> list[Path]:
     _design_edf.png / _design_enough.png where design spaces are compared."""
     label = "test (= validation)" if report["study"]["validation"] == "test" else "validation"
     paths = [loss_figure(m, out / "plots" / f"{m['name']}.png", label) for m in report["models"]]
-    for name, fig in {**factor_figures(report), **design_figures(report)}.items():
+    for name, png in section_pngs(report).items():
         # A model's name cannot start with "_", so these never overwrite a model's plot.
         path = out / "plots" / f"_{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, format="png", dpi=100)
+        path.write_bytes(png)
         paths.append(path)
     return [p for p in paths if p is not None]
+
+
+@memoized(key=lambda report: [factor_part(report), design_part(report)])
+def section_pngs(report: dict[str, Any]) -> dict[str, bytes]:
+    """The factor and design-space figures as PNG bytes, by name."""
+    return {name: to_png(fig) for name, fig in {**factor_figures(report), **design_figures(report)}.items()}
 
 
 def write_reports(store: StudyStore) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from convstudy.report.factors import level_text
-from convstudy.report.figures import PALETTE, plain, style, to_svg
+from convstudy.report.figures import PALETTE, memoized, plain, style, to_png, to_svg
 from convstudy.report.markup import el, esc, figure
 from convstudy.report.models import factor_names
 
@@ -22,14 +22,21 @@ def loss_figure(model: dict[str, Any], path: Path, validation_label: str = "vali
     """Write `path` (PNG), the notebook's figure for one model's mean curves; None if it has no epochs yet."""
     if not model["epochs"]:
         return None
-    fig = Figure(figsize=(6, 4), dpi=100)
-    draw_loss(fig.subplots(), model, validation_label, title=f"{model['name']}: {model['description']}")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    path.write_bytes(loss_png(model, validation_label))
     return path
 
 
+@memoized
+def loss_png(model: dict[str, Any], validation_label: str) -> bytes:
+    """loss_figure's PNG: the model's mean curves, titled by its name and description."""
+    fig = Figure(figsize=(6, 4), dpi=100)
+    draw_loss(fig.subplots(), model, validation_label, title=f"{model['name']}: {model['description']}")
+    fig.tight_layout()
+    return to_png(fig)
+
+
+@memoized
 def loss_svg(model: dict[str, Any], validation_label: str) -> str | None:
     """The same figure for the page (SVG, titled by the model's name); None if it has no epochs yet."""
     if not model["epochs"]:
@@ -59,6 +66,7 @@ def draw_loss(ax: Any, model: dict[str, Any], validation_label: str, title: str)
     ax.legend()
 
 
+@memoized
 def overlay_html(models: list[dict[str, Any]], label: str) -> str:
     """Every model's mean validation loss and accuracy by epoch on two shared panels, up to OVERLAY_MAX models."""
     if len(models) > OVERLAY_MAX:

@@ -11,7 +11,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from convstudy.report.design_spaces import bin_edges, bin_index, edf, n_bins, weight_table
 from convstudy.report.factors import metric_text
-from convstudy.report.figures import PALETTE, label, panel_grid, style, to_svg
+from convstudy.report.figures import PALETTE, label, memoized, panel_grid, style, to_svg
 from convstudy.report.markup import el, esc, figure, md_table, table
 
 def design_rows(report: dict[str, Any]) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
@@ -76,6 +76,12 @@ _CAPTIONS = {"design_edf": "Error EDFs of each comparison: solid with its 95% DK
                               "space (95% bootstrap band), and the KS test's power by models per space."}
 
 
+def design_part(report: dict[str, Any]) -> list[Any]:
+    """What the Design spaces section and its figures read from a report (the key of their memo)."""
+    return [report["study"].get("selection_metric"), report.get("design_spaces")]
+
+
+@memoized(key=design_part)
 def design_html(report: dict[str, Any]) -> str | None:
     """The Design spaces section in HTML (tables and figures); None without one."""
     if not report.get("design_spaces"):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from convstudy.report.figures import PALETTE, label, panel_grid, style, to_svg
+from convstudy.report.figures import PALETTE, label, memoized, panel_grid, style, to_svg
 from convstudy.report.markup import el, esc, figure, md_table, md_text, table
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 Level = str | int | float | bool
 
 
+@memoized
 def factor_effects(models: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """The report's `factors`, `interactions` and `factor_fit` from each model's `factors` and per-seed
     `metric` values; {} when no model has factors."""
@@ -190,6 +191,12 @@ def factors_markdown(report: dict[str, Any], plots_dir: str | None = "plots") ->
     return out
 
 
+def factor_part(report: dict[str, Any]) -> list[Any]:
+    """What the Factors section and its figures read from a report (the key of their memo)."""
+    return [report["study"].get("selection_metric"), *(report.get(k) for k in ("factors", "interactions", "factor_fit"))]
+
+
+@memoized(key=factor_part)
 def factors_html(report: dict[str, Any]) -> str | None:
     """The Factors section: main-effect and interaction tables and their figures; None without factors."""
     if not report.get("factors"):

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from convstudy.report.factors import level_text
-from convstudy.report.figures import PALETTE, to_svg
+from convstudy.report.figures import PALETTE, memoized, to_svg
 from convstudy.report.markup import el, esc, figure, md_table, md_text, table
 
 
@@ -136,6 +136,7 @@ def _finish(fig: Figure, ax: Any, ylabel: str) -> Figure:
     return fig
 
 
+@memoized(key=lambda report: report.get("fair"))
 def fair_html(report: dict[str, Any]) -> str | None:
     """The Fair comparison section (OPTIONAL_SECTIONS): summary, isolation plots, best-of-k curves, level table."""
     f = report.get("fair")

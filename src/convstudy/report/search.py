@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from convstudy.report.figures import to_svg
+from convstudy.report.figures import memoized, to_svg
 from convstudy.report.markup import el, esc, figure, md_table, md_text, table
 from convstudy.store import State, StudyStore
 
@@ -122,6 +122,7 @@ def search_markdown(s: dict[str, Any]) -> str:
     return "\n".join(["## Search", "", *map(md_text, _summary(s)), "", *md_table(head, rows)]) + "\n"
 
 
+@memoized
 def search_html(s: dict[str, Any]) -> str:
     """The search's HTML: a summary, the objective by trial number (SVG) and the trial table."""
     head, rows = _rows(s)

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convstudy.report.curves import OVERLAY_MAX
-from convstudy.report.figures import label, style, to_svg
+from convstudy.report.figures import label, memoized, style, to_svg
 from convstudy.report.markup import esc, figure
 from convstudy.store import State
 
@@ -78,6 +78,7 @@ def tradeoff_panels(points: list[dict[str, Any]]) -> list[str]:
 LABELLED_POINTS = 40  # up to this many models, every point is drawn and named on its own
 
 
+@memoized
 def tradeoff_svg(points: list[dict[str, Any]]) -> str | None:
     """tradeoff_figure as inline SVG; None without points."""
     return to_svg(tradeoff_figure(points)) if points else None
