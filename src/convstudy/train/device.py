@@ -173,7 +173,10 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
         convs = {name: mod for name, mod in model.named_modules()
                  if isinstance(mod, Conv2d) and mod.dft_supported() and min(mod.kernel_size) >= DFT_MIN_KERNEL}
         narrow = DFT_ONE_THREAD_MIN_CHANNELS if precision == "fp32" and threads == 1 else DFT_MIN_CHANNELS
-        sizes = _conv_inputs(model, input_shape) if narrow < DFT_MIN_CHANNELS else {}
+        # A meta forward pass gives the map sizes the MACs rule needs; its first call costs seconds (torch's meta
+        # kernels load), so it runs only for a model with a conv that rule decides.
+        undecided = any(narrow <= mod.in_channels < DFT_MIN_CHANNELS for mod in convs.values())
+        sizes = _conv_inputs(model, input_shape) if undecided else {}
         dft = [name for name, mod in convs.items() if mod.in_channels >= DFT_MIN_CHANNELS
                or (mod.in_channels >= narrow and _saves(mod.dft_macs(*sizes[name])))]
     return Plan(device=str(device), precision=precision, channels_last=default_channels_last(device),
