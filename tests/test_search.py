@@ -6,6 +6,7 @@ Tiny synthetic MNIST (conftest.py), models of a few hundred parameters, 2-3 epoc
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -241,7 +242,8 @@ def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraini
 
 def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist, tmp_path, run_cli):
     """Two processes would each ask Optuna for configurations without seeing the other's models (a false
-    'no model "trial-0001"' once the other's trial ended): the second is refused while the first searches."""
+    'no model "trial-0001"' once the other's trial ended): the second is refused while the first searches.
+    The first is stopped (SIGSTOP) mid-trial while the second runs, so it cannot end first on a fast machine."""
     study = write_search(tmp_path / "s.toml", trials=2, epochs=3)
     out = tmp_path / "out"
     first = start_run(study, out, tiny_mnist)
@@ -249,9 +251,11 @@ def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist
         deadline = time.monotonic() + 180
         while not _mid_trial(out, 0) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)
         assert first.poll() is None, "the first run ended before the second started"
         second = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")
     finally:
+        first.send_signal(signal.SIGCONT)
         finish(first)
     assert second.returncode == 2, second.stderr
     assert second.stderr.splitlines() == [f"convstudy: error: {out}: another convstudy run is searching this study "
