@@ -171,6 +171,31 @@ def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, fair_
     assert len(trial_results(tmp_path / "out" / "fair" / LEVELS[0] / "study.db")) == 3  # 2 tried, 1 retrained
 
 
+def test_a_fair_study_refreshes_each_directory_once_at_its_end(tiny_mnist, one_thread, tmp_path, monkeypatch):
+    """The fixed recipe's run and each level's search are followed by more runs in this process: only the end
+    of each level (its confirmation) and of the whole study refresh unpaced, each directory once."""
+    from convstudy.executors import run as run_module
+
+    now = [0.0]  # a clock that only a refresh moves: every paced refresh after the first waits
+    monkeypatch.setattr(run_module, "_PACER", run_module.Pacer(clock=lambda: now[0]))
+    study = tmp_path / "fair.toml"
+    study.write_text(FAIR_STUDY.replace("epochs = 3", "epochs = 1"))
+    out = tmp_path / "out"
+    refreshed = []
+
+    def refresh(store) -> None:
+        refreshed.append(store.out.relative_to(out))
+        now[0] += 1.0
+
+    spec, opts = prepare(study, RunRequest(out=out, data_dir=str(tiny_mnist.dir), device="cpu", quiet=True),
+                         refresh=refresh)
+    store, finished = run_fair(spec, opts)
+    store.close()
+    assert finished
+    # the fixed recipe's first trial (paced, the first refresh), then each level's end and the study's
+    assert refreshed == [Path("."), Path("fair") / LEVELS[0], Path("fair") / LEVELS[1], Path(".")]
+
+
 def test_report_refreshes_after_trials_are_paced_by_their_own_cost():
     """The first trial refreshes; later ones wait until REFRESH_PACE times the last refresh has passed; the end
     of a run refreshes whatever the pace, and the next run in the process is paced by it."""

@@ -205,6 +205,7 @@ def execute(study: "Study | str | Path", request: RunRequest,
 
     spec, opts = prepare(study, request, refresh=write_reports)
     latency = latency_options(request)
+    opts = replace(opts, final_refresh=not latency)  # with latency, its measurement refreshes the reports at the end
     if spec.search is not None:
         from convstudy.search import run_search
 

@@ -42,6 +42,10 @@ class RunOptions(RunSettings):
     # The caller's report refresh, called with the store after trials that ended (paced: executors.run.Pacer)
     # and when a run ends; the executors write no reports themselves.
     refresh: Callable[[StudyStore], object] | None = None
+    # False: the caller refreshes the reports itself once this run returns (a search's confirmation, racing's
+    # next round, the levels of a fair study follow in this process), so a run that ended has its last refresh
+    # paced like one after a trial; an interrupted run always refreshes.
+    final_refresh: bool = True
 
     def refreshed(self, store: StudyStore) -> None:
         if self.refresh is not None:

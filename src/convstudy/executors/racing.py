@@ -114,12 +114,13 @@ def run_racing(study, opts, console: Console, run: Callable) -> tuple[object, bo
     store = None
     decide = decider(study.race, len(study.seeds), None if study.race_margin is None else study.race_margin / 100)
     while not (state := race(models, study.seeds, study.race, finished, decide)).done:
-        store, ok = run(study, replace(opts, seeds_of=state.seeds), console=console)
+        store, ok = run(study, replace(opts, seeds_of=state.seeds, final_refresh=False), console=console)
         if not ok:
             return store, False
         finished = finished_values(store, study.train.validation)
     store = store or StudyStore.create_or_open(opts.out, study)
     store.db.set_meta("racing", json.dumps({m: {"seeds": len(state.seeds[m]), "stopped": state.why[m]}
                                             for m in models}))
-    opts.refreshed(store)
+    if opts.final_refresh:
+        opts.refreshed(store)
     return store, True

@@ -101,7 +101,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
     done = len(wanted) - len(todo)
     if not todo and grow is None:
         console.print(f"all {len(wanted)} trials of {study.name} are finished in {store.out}; nothing to run")
-        opts.refreshed(store)
+        _PACER(lambda: opts.refreshed(store), force=opts.final_refresh)
         return store, True
     if done:
         console.print(f"resuming {study.name} in {store.out}: {done} of {len(wanted)} trials already finished")
@@ -143,7 +143,7 @@ def run_study(study: Study, opts: RunOptions, console: Console | None = None,
         with launcher.session(ds, data, study.train, storage):
             finished = run_trials(launcher, Recorder(store, storage, view, owner), claim, grow,
                                   lambda: _PACER(lambda: opts.refreshed(store)))
-        _PACER(lambda: opts.refreshed(store), force=True)
+        _PACER(lambda: opts.refreshed(store), force=opts.final_refresh or not finished)
     except Exception as exc:
         if disk_full(exc) and not isinstance(exc, UserError):  # e.g. while refreshing the reports
             raise DiskFull(f"{store.out}: no space left on the device ({' '.join(str(exc).split())[:200]}); "

@@ -209,7 +209,8 @@ def _alone(out: Path) -> Iterator[None]:
 def _search_and_confirm(study: Study, opts: RunOptions, console: Console | None,
                         confirm: int) -> tuple[StudyStore, bool]:
     one_seed = study.model_copy(update={"seeds": study.seeds[:1]})  # search: one seed per configuration
-    store, finished = run_study(one_seed, replace(opts, models=None), console, grow=Search(one_seed))
+    store, finished = run_study(one_seed, replace(opts, models=None, final_refresh=opts.final_refresh and not confirm),
+                                console, grow=Search(one_seed))
     if not finished or not confirm:
         return store, finished
     top = best_configurations(store, study, confirm)
@@ -219,6 +220,8 @@ def _search_and_confirm(study: Study, opts: RunOptions, console: Console | None,
                         if r.seed == study.seeds[0] and SAMPLED_NAME.match(r.model))
         say(f"--confirm {confirm}: no search trial completed ({', '.join(f'{n} {s}' for s, n in ended.items())}), "
             "so there is nothing to confirm")
+        if opts.final_refresh:
+            opts.refreshed(store)
         return store, finished
     full = study.model_copy(update={"models": store.study.models})
     store.close()

@@ -41,20 +41,22 @@ def run_fair(study: Study, opts: RunOptions, console: Console | None = None,
         raise UserError(f"{study.name}: has no [fair] section")
     check_fair(study, get_info(study.dataset), study.name)  # a Study built in Python skips build_study's checks
     if study.models:
-        store, finished = run_study(study, opts, console)
+        store, finished = run_study(study, replace(opts, final_refresh=False), console)  # refreshed at the end
         if not finished:
             return store, False
     else:
         store = StudyStore.create_or_open(opts.out, study)
     combos = scientific_levels(study.fair)
     root = study_dir(opts.out) / "fair"
+    finished = True
     for i, levels in enumerate(combos):
         console.print(f"fair: level {i + 1} of {len(combos)} ({level_label(levels)}): tuning "
                       f"{', '.join(study.fair.nuisance)}, then the best on seeds {', '.join(map(str, study.seeds))}")
-        sub, finished = run_search(level_study(study, levels), replace(opts, out=root / level_dirname(i, levels)),
-                                   console, budget, confirm=1)
+        sub, finished = run_search(level_study(study, levels), replace(opts, out=root / level_dirname(i, levels),
+                                                                       final_refresh=True), console, budget, confirm=1)
         sub.close()
         if not finished:
-            return store, False
-    opts.refreshed(store)  # the fair comparison: the caller's report refresh, now that every level ended
-    return store, True
+            break
+    if opts.final_refresh or not finished:
+        opts.refreshed(store)  # the fair comparison (the fixed recipe's run left it to this refresh)
+    return store, finished
