@@ -406,6 +406,16 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ...: workers are forked by multiprocessing's fork server, a child of the run."""
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -425,7 +435,7 @@ def test_worker_processes_stop_when_their_parent_is_killed(tiny_mnist_session, t
             running = db_rows(out / "study.db", "SELECT count(*) FROM trials WHERE state='running'")[0][0]
         except sqlite3.Error:  # not created yet
             running = 0
-        workers = [c for c in _children(proc.pid) if "convstudy" in Path(f"/proc/{c}/cmdline").read_text()
+        workers = [c for c in _descendants(proc.pid) if "convstudy" in Path(f"/proc/{c}/cmdline").read_text()
                    or "multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
         if running >= 2 and workers:
             break
