@@ -314,9 +314,13 @@ def cifar_archive_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
+RAY = "ray"  # the xdist group of every test that uses ray_session
+
+
+@pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray with 2 CPUs for one test module (skipped where Ray is not installed)."""
+    """A local Ray with 2 CPUs for the whole session (skipped where Ray is not installed): its start and its
+    workers' imports are paid once. Tests that use it are in xdist_group RAY, so one xdist worker runs them all."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TinyMnist, db_rows, epoch_metrics, trial_results, write_tiny_study
+from conftest import RAY, TinyMnist, db_rows, epoch_metrics, trial_results, write_tiny_study
 from convstudy.api import RunRequest, prepare
 from convstudy.data import REGISTRY
 from convstudy.executors import RunOptions, run_study
@@ -30,7 +30,7 @@ from test_fair import FAIR_STUDY, LEVELS
 EXECUTORS = {"local": {}, "workers": {"workers": 2}, "ray": {"executor": "ray", "cpus_per_trial": 1}}
 
 
-@pytest.fixture(params=list(EXECUTORS))
+@pytest.fixture(params=[pytest.param(k, marks=pytest.mark.xdist_group(RAY)) if k == "ray" else k for k in EXECUTORS])
 def executor(request, tiny_mnist, one_thread, monkeypatch) -> dict:
     """The RunOptions that pick one executor, every trial on one thread."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --workers: each worker keeps this process's one thread

@@ -1,7 +1,7 @@
 """The Ray executor: same results as the local executor, lost workers resumed from checkpoints.
 
-One local Ray instance (num_cpus=2) serves every test of this module; run_study finds it already
-initialised and leaves it running. The dataset is the tiny synthetic MNIST from conftest.py.
+One local Ray instance (num_cpus=2, conftest.ray_session) serves every Ray test of the session; run_study finds
+it already initialised and leaves it running. The dataset is the tiny synthetic MNIST from conftest.py.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 
-from conftest import db_rows
+from conftest import RAY, db_rows
 from convstudy.cli import main
 from convstudy.executors import RunOptions, run_study
 from convstudy.spec import build_study, resolve_study
+
+pytestmark = pytest.mark.xdist_group(RAY)  # the session's one Ray (conftest.ray_session)
 
 RAY_MISSING = "convstudy: error: --executor ray needs Ray: pip install 'convstudy[ray]'"
 

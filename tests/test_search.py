@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import db_rows, finish, kill_when, start_run
+from conftest import RAY, db_rows, finish, kill_when, start_run
 from convstudy.cli import main
 from convstudy.executors import RunOptions
 from convstudy.search import run_search
@@ -270,7 +270,8 @@ def test_a_second_run_on_a_searching_directory_is_refused_in_one_line(tiny_mnist
     assert trials_of(out) == {f"trial-{i:04d}": ("complete", 3) for i in range(2)} and len(optuna_trials(out)) == 2
 
 
-@pytest.mark.parametrize("executor", [{"workers": 2}, {"executor": "ray", "cpus_per_trial": 1}], ids=["workers", "ray"])
+@pytest.mark.parametrize("executor", [pytest.param({"workers": 2}, id="workers"), pytest.param(
+    {"executor": "ray", "cpus_per_trial": 1}, id="ray", marks=pytest.mark.xdist_group(RAY))])
 def test_the_same_search_on_two_workers_or_ray_runs_two_trials_at_once(executor, request, tiny_mnist, tmp_path,
                                                                        monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # --workers: one thread each, as Ray's --cpus-per-trial 1
