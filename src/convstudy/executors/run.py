@@ -3,7 +3,6 @@ them with the one executor loop (`loop.run_trials`) through the launcher `launch
 
 from __future__ import annotations
 
-import math
 import time
 from functools import partial
 from typing import Callable
@@ -26,15 +25,18 @@ from convstudy.train import make_trial_data, plan, resolve_precision
 # ended, so the reports cost at most a fifth of the time: when trials end seconds apart (small models,
 # searches, the levels of a fair study, each a run of its own) redrawing every figure after each one took
 # longer than the training (a tiny fair study: 80 of 93 s). Trials of minutes still refresh after every one;
-# the end of a run always refreshes.
+# the end of a run always refreshes. A process's first refresh is paced as if one of FIRST_REFRESH_S had just
+# ended: the report's imports and first drawings take about that (5 s of CPU on the 2-core EPYC), so a run of
+# a few seconds draws its reports once, at its end, not also after its first trial.
 REFRESH_PACE = 4.0
+FIRST_REFRESH_S = 5.0
 
 
 class Pacer:
     """Calls a refresh unless the last one, here or in an earlier run of this process, ended too recently."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock, self.last_end, self.cost = clock, -math.inf, 0.0
+    def __init__(self, clock: Callable[[], float] = time.monotonic, first: float = FIRST_REFRESH_S) -> None:
+        self.clock, self.last_end, self.cost = clock, clock(), first
 
     def __call__(self, refresh: Callable[[], object], force: bool = False) -> None:
         start = self.clock()
