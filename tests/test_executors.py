@@ -164,9 +164,11 @@ def fair_reference(tiny_mnist_session, tmp_path_factory) -> dict:
         return _fair(tmp_path_factory.mktemp("fair-reference") / "out", EXECUTORS["local"], tiny_mnist_session.dir)
 
 
+@pytest.mark.parametrize("executor", ["local", "workers"], indirect=True)
 def test_a_fair_study_trains_the_same_trials_to_the_same_numbers(executor, fair_reference, tiny_mnist, tmp_path):
     """Each level's search asks in an order no executor changes (QMC, no pruner), so the fixed recipe, every
-    nuisance trial and every winner's retraining are the local run's, bit for bit."""
+    nuisance trial and every winner's retraining are the local run's, bit for bit. (Ray: a fair study is runs
+    of run_search and run_study, whose Ray runs the search and executor tests above compare already.)"""
     assert _fair(tmp_path / "out", executor, tiny_mnist.dir) == fair_reference
     assert len(trial_results(tmp_path / "out" / "fair" / LEVELS[0] / "study.db")) == 3  # 2 tried, 1 retrained
 

@@ -117,8 +117,8 @@ def killed(study, tiny_mnist_session, tmp_path_factory) -> Path:
 
 @pytest.mark.xdist_group("hardening_killed")  # one worker runs every case, so `killed` is built once
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_a_damaged_or_foreign_checkpoint_is_set_aside_and_the_trial_trains_again(study, tiny_mnist_session, killed,
-                                                                                 baseline, tmp_path, damage):
+def test_a_damaged_or_foreign_checkpoint_is_set_aside_and_the_trial_trains_again(study, tiny_mnist, one_thread, killed,
+                                                                                 baseline, tmp_path, damage, capsys):
     import shutil
 
     out = tmp_path / "out"
@@ -138,11 +138,12 @@ def test_a_damaged_or_foreign_checkpoint_is_set_aside_and_the_trial_trains_again
         for db in out.glob("study.db*"):
             db.unlink()
     damaged = ckpt.read_bytes()
-    proc = rerun(study, out, tiny_mnist_session)
-    assert proc.returncode == 0, proc.stderr
-    no_traceback(proc)
-    warnings = [line for line in proc.stderr.splitlines() if line.startswith("convstudy: warning:")]
-    assert len(warnings) == 1, proc.stderr
+    capsys.readouterr()
+    # The rerun in this process, on one thread as `killed` and `baseline` trained (an exception fails here)
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    stderr = capsys.readouterr().err
+    warnings = [line for line in stderr.splitlines() if line.startswith("convstudy: warning:")]
+    assert len(warnings) == 1, stderr
     assert str(ckpt) in warnings[0] and "from scratch" in warnings[0]
     assert (ckpt.parent / "checkpoint.safetensors.damaged").read_bytes() == damaged  # kept, never used
     assert_same_results(out / "study.db", baseline)  # the other trial's metrics never reached this one
@@ -359,11 +360,11 @@ def test_resuming_with_another_precision_or_thread_count_is_refused(study, tiny_
                                     "conv_dft": [], "dropout": dropout}
 
 
-def test_a_study_mixing_precisions_across_trials_is_shown_as_mixed(study, tiny_mnist_session, tmp_path):
+def test_a_study_mixing_precisions_across_trials_is_shown_as_mixed(study, tiny_mnist, one_thread, tmp_path):
     out = tmp_path / "out"
-    assert rerun(study, out, tiny_mnist_session, "--seeds", "1", "--precision", "fp32").returncode == 0
-    proc = rerun(study, out, tiny_mnist_session, "--precision", "bf16")  # new trials may differ; none mid-way
-    assert proc.returncode == 0, proc.stderr
+    run = ["run", str(study), "--out", str(out), "--data-dir", str(tiny_mnist.dir), "--quiet"]  # in this process
+    assert main([*run, "--seeds", "1", "--precision", "fp32"]) == 0
+    assert main([*run, "--precision", "bf16"]) == 0  # new trials may differ; none mid-way
     report = json.loads((out / "report.json").read_text())
     assert report["study"]["mixed"] == ["precision"]
     assert set(report["study"]["numerics"]["precision"]) == {"fp32", "bf16"}
