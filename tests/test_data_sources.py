@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import cifar_archive_bytes, convstudy_cmd, write_image_folder
+from convstudy.cli import main
 from convstudy.data import REGISTRY, canonical_dataset, get_info, load_dataset
 from convstudy.errors import UserError
 from convstudy.spec import ModelSpec, Study, build_study
@@ -335,33 +336,27 @@ layers = ["conv(4,3)", "pool(2)", "flatten", "dense(3)"]
 """
 
 
-def test_cli_trains_on_a_folder_and_reports_class_names(folder, tmp_path):
-    env = {**os.environ, "CONVSTUDY_CACHE_DIR": str(tmp_path / "decoded"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+def test_cli_trains_on_a_folder_and_reports_class_names(folder, tmp_path, one_thread, monkeypatch, capsys, caplog):
+    monkeypatch.setenv("CONVSTUDY_CACHE_DIR", str(tmp_path / "decoded"))
     study = tmp_path / "pets.toml"
     study.write_text(STUDY.format(path=folder, skip="false"))
     out = tmp_path / "out"
-    refused = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet"), env=env, capture_output=True,
-                             text=True, timeout=240)
-    assert refused.returncode == 2 and "frog/004.png" in refused.stderr
-    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    run = ["run", str(study), "--out", str(out), "--quiet"]  # in this process: main() is the command
+    assert main(run) == 2
+    refused = capsys.readouterr().err
+    assert "frog/004.png" in refused and len(refused.strip().splitlines()) == 1
     assert not out.exists()  # a data error touches no study directory
     study.write_text(STUDY.format(path=folder, skip="true"))
-    ran = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet"), env=env, capture_output=True,
-                         text=True, timeout=240)
-    assert ran.returncode == 0, ran.stderr
-    assert "skipped 1 bad image" in ran.stderr
-    report = subprocess.run(convstudy_cmd("report", out, "--format", "json"), env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert report.returncode == 0, report.stderr
-    doc = json.loads(report.stdout)
+    assert main(run) == 0
+    assert "skipped 1 bad image" in caplog.text  # the warning is logged (stderr, outside pytest)
+    capsys.readouterr()
+    assert main(["report", str(out), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
     assert "classes=cat|dog|frog" in doc["study"]["dataset"]
     assert doc["best_model"]["class_names"] == ["cat", "dog", "frog"]
     # The same study named on the command line, compact form: the same canonical source, so it resumes.
-    flag = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet", "--dataset",
-                                        f"folder:{folder},size=32x32,channels=3,skip_bad=yes"),
-                          env=env, capture_output=True, text=True, timeout=240)
-    assert flag.returncode == 0, flag.stderr
-    assert "nothing to run" in flag.stdout
+    assert main([*run, "--dataset", f"folder:{folder},size=32x32,channels=3,skip_bad=yes"]) == 0
+    assert "nothing to run" in " ".join(capsys.readouterr().out.split())
 
 
 def test_data_error_leaves_an_existing_study_directory_untouched(tmp_path):
