@@ -54,25 +54,25 @@ def test_run_then_report_in_every_format(run_cli, tiny_mnist, tiny_study_file, t
     report_cli("--format", "json", "-o", target)
     assert json.loads(target.read_text())["study"]["name"] == "tiny"
 
-    again = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out, "--device", "cpu")
-    assert again.returncode == 0 and "nothing to run" in again.stdout
+    capsys.readouterr()
+    assert main(["run", str(study), "--data-dir", str(tiny_mnist.dir), "--out", str(out), "--device", "cpu"]) == 0
+    assert "nothing to run" in " ".join(capsys.readouterr().out.split())
     assert db_rows(out / "study.db", "SELECT COUNT(*) FROM epochs")[0][0] == 8
 
 
-def test_notebook_validation_is_said_in_reports(run_cli, tiny_mnist, tiny_study_file, tmp_path):
+def test_notebook_validation_is_said_in_reports(tiny_mnist, one_thread, tiny_study_file, tmp_path, capsys):
     out = tmp_path / "out"
-    res = run_cli("run", tiny_study_file(epochs=1, seeds=1, validation="test"), "--models", "small-a",
-                  "--data-dir", tiny_mnist.dir, "--out", out)
-    assert res.returncode == 0, res.stderr
-    assert "test set was also the validation data" in res.stdout
+    assert main(["run", str(tiny_study_file(epochs=1, seeds=1, validation="test")), "--models", "small-a",
+                 "--data-dir", str(tiny_mnist.dir), "--out", str(out)]) == 0
+    assert "test set was also the validation data" in " ".join(capsys.readouterr().out.split())
     assert "test set was also the validation data" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())["study"]["validation_note"]
 
 
-def test_killed_run_rerun_skips_finished_trials(tiny_mnist, tiny_study_file, tmp_path, run_cli):
+def test_killed_run_rerun_skips_finished_trials(tiny_mnist, one_thread, tiny_study_file, tmp_path, capsys):
     study = tiny_study_file(epochs=2, seeds=1)
     # The second model trains long enough that the kill lands while it runs, never after it.
-    study.write_text(study.read_text() + 'train = {epochs = 40}\n')
+    study.write_text(study.read_text() + 'train = {epochs = 20}\n')
     out = tmp_path / "out"
     proc = subprocess.Popen(convstudy_cmd("run", study, "--data-dir", tiny_mnist.dir, "--out", out),
                             env=tiny_mnist.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -84,43 +84,45 @@ def test_killed_run_rerun_skips_finished_trials(tiny_mnist, tiny_study_file, tmp
                 break
         except sqlite3.OperationalError:  # not created yet
             pass
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = db_rows(out / "study.db", "SELECT model, finished_at FROM trials WHERE state='complete'")
     assert finished
-    res = run_cli("run", study, "--data-dir", tiny_mnist.dir, "--out", out)
-    assert res.returncode == 0, res.stderr
-    assert "already finished" in res.stdout
+    capsys.readouterr()
+    assert main(["run", str(study), "--data-dir", str(tiny_mnist.dir), "--out", str(out)]) == 0  # in this process
+    assert "already finished" in " ".join(capsys.readouterr().out.split())
     for model, finished_at in finished:  # untouched: not trained again
         assert db_rows(out / "study.db", "SELECT finished_at, attempts FROM trials WHERE model=?", (model,)) == [(finished_at, 1)]
     assert db_rows(out / "study.db", "SELECT COUNT(*) FROM trials WHERE state='complete'")[0][0] == 2
     assert db_rows(out / "study.db", "SELECT attempts FROM trials WHERE model='small-b'") == [(2,)]
 
 
-def test_models_command_table_and_json(run_cli):
-    res = run_cli("models", "seed", "--format", "json")
-    data = json.loads(res.stdout)
+def test_models_command_table_and_json(capsys):
+    assert main(["models", "seed", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert len(data["models"]) == 12
     k31 = data["models"][0]
     assert k31["name"] == "k3-1" and k31["params"] == 1_199_882
     assert k31["description"] == "ConvNet(32-64) | 2 Dropouts | 1 MaxPool | Dense(128-10) | Adadelta"
     assert {"name", "params", "trainable_params", "flops", "description", "layers"} <= set(k31)
-    table = run_cli("models", "seed").stdout
+    assert main(["models", "seed"]) == 0
+    table = capsys.readouterr().out
     assert "Total params: 84,266" in table and "Trainable params: 84,138" in table and "(None, 26, 26, 32)" in table
 
 
-def test_datasets_command_lists_registry(run_cli, tiny_mnist):
-    res = run_cli("datasets", "--data-dir", tiny_mnist.dir.parent)
-    assert res.returncode == 0
+def test_datasets_command_lists_registry(tiny_mnist, capsys):
+    assert main(["datasets", "--data-dir", str(tiny_mnist.dir.parent)]) == 0
+    out = capsys.readouterr().out
     for name in REGISTRY:
-        assert name in res.stdout
+        assert name in out
 
 
-def test_missing_data_offline_is_one_line(run_cli, tmp_path, tiny_study_file):
-    res = run_cli("run", tiny_study_file(epochs=1, seeds=1), "--data-dir", tmp_path / "empty", "--out", tmp_path / "o")
-    assert res.returncode == 2
-    assert res.stderr.count("\n") == 1 and "--data-dir" in res.stderr and "Traceback" not in res.stderr
+def test_missing_data_offline_is_one_line(tiny_mnist, tmp_path, tiny_study_file, capsys):  # no mirrors: offline
+    assert main(["run", str(tiny_study_file(epochs=1, seeds=1)), "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data-dir" in err
 
 
 def test_removed_speed_flags_are_unknown_arguments(tiny_study_file, tmp_path, capsys):

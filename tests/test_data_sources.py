@@ -6,8 +6,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import subprocess
 import threading
 import time
 from functools import partial
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cifar_archive_bytes, convstudy_cmd, write_image_folder
+from conftest import cifar_archive_bytes, write_image_folder
 from convstudy.cli import main
 from convstudy.data import REGISTRY, canonical_dataset, get_info, load_dataset
 from convstudy.errors import UserError
@@ -359,22 +357,21 @@ def test_cli_trains_on_a_folder_and_reports_class_names(folder, tmp_path, one_th
     assert "nothing to run" in " ".join(capsys.readouterr().out.split())
 
 
-def test_data_error_leaves_an_existing_study_directory_untouched(tmp_path):
+def test_data_error_leaves_an_existing_study_directory_untouched(tmp_path, one_thread, monkeypatch, capsys):
     root = tmp_path / "imgs"
     write_image_folder(root, per_class=4)
-    env = {**os.environ, "CONVSTUDY_CACHE_DIR": str(tmp_path / "decoded"), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    monkeypatch.setenv("CONVSTUDY_CACHE_DIR", str(tmp_path / "decoded"))
     study = tmp_path / "pets.toml"
     study.write_text(STUDY.format(path=root, skip="false"))
     out = tmp_path / "out"
-    ran = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet"), env=env, capture_output=True,
-                         text=True, timeout=240)
-    assert ran.returncode == 0, ran.stderr
+    assert main(["run", str(study), "--out", str(out), "--quiet"]) == 0  # in this process: main() is the command
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
     for image in (root / "dog").iterdir():
         image.unlink()
-    again = subprocess.run(convstudy_cmd("run", study, "--out", out, "--quiet", "--seeds", "2"), env=env,
-                           capture_output=True, text=True, timeout=240)
-    assert again.returncode == 2 and "dog: class folder has no images" in again.stderr, again.stderr
+    capsys.readouterr()
+    assert main(["run", str(study), "--out", str(out), "--quiet", "--seeds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "dog: class folder has no images" in err, err
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
 
 
