@@ -220,6 +220,15 @@ def start_run(study: Path, out: Path, tiny: TinyMnist, *extra: str) -> subproces
                             env=tiny.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def run_here(study: Path, out: Path, tiny: TinyMnist, *extra: str) -> None:
+    """`convstudy run STUDY --out OUT --quiet EXTRA` on the tiny MNIST in this process (with `tiny_mnist` and
+    `one_thread`: one thread, as start_run's subprocesses train), for a reference run or a resume: no
+    interpreter start, the same main()."""
+    from convstudy.cli import main
+
+    assert main(["run", str(study), "--out", str(out), "--data-dir", str(tiny.dir), "--quiet", *extra]) == 0
+
+
 def finish(proc: subprocess.Popen, timeout: float = 240) -> None:
     """Wait for a background run; fail with its stderr unless it exited 0."""
     _, err = proc.communicate(timeout=timeout)

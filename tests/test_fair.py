@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
-from conftest import db_rows, finish, kill_when, start_run, trial_results
+from conftest import db_rows, kill_when, run_here, start_run, trial_results
 from convstudy.cli import main
 from convstudy.report.fair import at_boundary, best_of_k, pick_winner, verdict, verdict_change
 from convstudy.search.optuna_study import sampler, suggest
@@ -156,7 +156,7 @@ def test_killed_during_a_levels_search_and_its_retraining_the_rerun_trains_nothi
     study = tmp_path / "fair.toml"
     study.write_text(FAIR_STUDY)
     ref = tmp_path / "ref"  # uninterrupted, in this process on one thread, as the killed runs' subprocesses train
-    assert main(["run", str(study), "--out", str(ref), "--data-dir", str(tiny_mnist.dir), "--quiet"]) == 0
+    run_here(study, ref, tiny_mnist)
     want = json.loads((ref / "report.json").read_text())["fair"]
     assert [lv["label"] for lv in want["levels"]] == ["optimizer=sgd", "optimizer=adam"]
     assert all(len(lv["trials"]) == 2 and lv["seeds"] == [0, 1] for lv in want["levels"])
@@ -168,7 +168,7 @@ def test_killed_during_a_levels_search_and_its_retraining_the_rerun_trains_nothi
     kill_when(start_run(study, out, tiny_mnist), lambda: _mid(out, seed=1))  # a winner's retraining, mid-way
     assert any(s == 1 for _, _, s, _ in _epochs(out))
     seen.update(_epochs(out))
-    finish(start_run(study, out, tiny_mnist))
+    run_here(study, out, tiny_mnist)
     rows = _epochs(out)
     assert all(rows[key] == value for key, value in seen.items())  # resumed from checkpoints, never retrained
     for level in LEVELS:

@@ -7,7 +7,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import db_rows, finish, kill_when, start_run, trial_results, write_tiny_study
+from conftest import db_rows, kill_when, run_here, start_run, trial_results, write_tiny_study
 
 from convstudy.cli import main
 from convstudy.executors.racing import decider, default_margin, race
@@ -117,11 +117,11 @@ def _raced_trials(db) -> dict:
     return {k: v for k, v in trial_results(db).items() if v[0] == "complete"}
 
 
-def test_racing_run_killed_with_9_resumes_to_the_same_trials_and_report(tmp_path, tiny_mnist):
+def test_racing_run_killed_with_9_resumes_to_the_same_trials_and_report(tmp_path, tiny_mnist, one_thread):
     study = write_tiny_study(tmp_path / "race.toml", epochs=1, seeds=2)
     study.write_text(study.read_text().replace("seeds = 2", "seeds = {min = 2, max = 3}"))
     ref = tmp_path / "ref"
-    finish(start_run(study, ref, tiny_mnist))
+    run_here(study, ref, tiny_mnist)
     want = trial_results(ref / "study.db")
     n = len(want)
     assert 4 <= n <= 6 and all(v[0] == "complete" for v in want.values())
@@ -140,7 +140,7 @@ def test_racing_run_killed_with_9_resumes_to_the_same_trials_and_report(tmp_path
             return False
 
     kill_when(start_run(study, out, tiny_mnist), two_trials_done)
-    finish(start_run(study, out, tiny_mnist))
+    run_here(study, out, tiny_mnist)
     assert trial_results(out / "study.db") == want
     got = json.loads((out / "report.json").read_text())
     assert [(m["name"], m["same_as_best"], m["test_accuracy"], m["racing"]) for m in got["models"]] == \

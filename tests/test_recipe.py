@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import epoch_metrics, finish, kill_when, start_run, trial_results, write_tiny_study
+from conftest import epoch_metrics, kill_when, run_here, start_run, trial_results, write_tiny_study
 
 from convstudy.cli import main
 from convstudy.data import load_dataset
@@ -242,17 +242,17 @@ def _recipe_study(path: Path, epochs: int, seeds, optimizer: str = "adam") -> Pa
     return path
 
 
-def test_kill_9_and_resume_with_augmentation_and_a_schedule_is_bit_identical(tiny_mnist, tmp_path):
+def test_kill_9_and_resume_with_augmentation_and_a_schedule_is_bit_identical(tiny_mnist, one_thread, tmp_path):
     study = _recipe_study(tmp_path / "tiny.toml", epochs=3, seeds=[0],
                           optimizer='{name = "sgd", lr = 0.05, momentum = 0.9, nesterov = true}')
-    finish(start_run(study, tmp_path / "ref", tiny_mnist))
+    run_here(study, tmp_path / "ref", tiny_mnist)
     out = tmp_path / "out"
 
     def one_epoch_done() -> bool:
         return any(out.glob("trials/*/seed-*/checkpoint.safetensors"))
 
     kill_when(start_run(study, out, tiny_mnist), one_epoch_done)
-    finish(start_run(study, out, tiny_mnist))
+    run_here(study, out, tiny_mnist)
     want = epoch_metrics(tmp_path / "ref" / "study.db")
     assert len(want) == 2 * 3
     assert epoch_metrics(out / "study.db") == want
