@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import RAY, db_rows, finish, kill_when, start_run
+from conftest import RAY, db_rows, finish, kill_when, run_here, start_run
 from convstudy.cli import main
 from convstudy.executors import RunOptions
 from convstudy.search import run_search
@@ -207,7 +207,7 @@ def _mid_trial(out: Path, after: int, epochs: int = 3) -> bool:
     return len(_epoch_rows(out)) > after and any(1 <= e < epochs for _, e in running)
 
 
-def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraining(tiny_mnist, tmp_path):
+def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraining(tiny_mnist, one_thread, tmp_path):
     study = write_search(tmp_path / "s.toml", trials=3, epochs=3)
     out = tmp_path / "out"
     seen: dict[tuple[str, int], tuple] = {}
@@ -219,9 +219,7 @@ def test_killed_twice_mid_search_the_rerun_completes_the_budget_without_retraini
         interrupted += [m for m, s, e in db_rows(out / "study.db", "SELECT model, state, epochs_done FROM trials")
                         if s == "running" and 1 <= e < 3]
     assert [t.state.name for t in optuna_trials(out)].count("RUNNING") >= 1  # the kill left one behind
-    proc = start_run(study, out, tiny_mnist)
-    _, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err
+    run_here(study, out, tiny_mnist)
     states = trials_of(out)
     assert states == {f"trial-{i:04d}": ("complete", 3) for i in range(3)}  # exactly the budget, all finished
     ot = optuna_trials(out)
@@ -294,7 +292,7 @@ def test_the_same_search_on_two_workers_or_ray_runs_two_trials_at_once(executor,
     assert workers == 4
 
 
-def test_a_search_on_two_workers_killed_mid_trial_resumes_to_its_budget(tiny_mnist, tmp_path):
+def test_a_search_on_two_workers_killed_mid_trial_resumes_to_its_budget(tiny_mnist, one_thread, tmp_path):
     """`--workers 2`: Optuna is asked as a worker frees up, the driver alone writes search.db and study.db; after
     kill -9 the rerun finishes exactly the budget from the checkpoints, asking nothing twice."""
     # 8 epochs: on a quiet machine two workers finish 3-epoch trials between two looks at study.db.
@@ -302,7 +300,7 @@ def test_a_search_on_two_workers_killed_mid_trial_resumes_to_its_budget(tiny_mni
     out = tmp_path / "out"
     kill_when(start_run(study, out, tiny_mnist, "--workers", "2"), lambda: _mid_trial(out, 0, epochs=8))
     seen = _epoch_rows(out)
-    finish(start_run(study, out, tiny_mnist, "--workers", "2"))
+    run_here(study, out, tiny_mnist, "--workers", "2")
     assert trials_of(out) == {f"trial-{i:04d}": ("complete", 8) for i in range(3)}
     ot = optuna_trials(out)
     assert len(ot) == 3 and all(t.state.name == "COMPLETE" for t in ot)
