@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import convstudy_cmd, db_rows, epoch_metrics, kill_when, start_run, trial_results, write_tiny_study
+from conftest import convstudy_cmd, db_rows, epoch_metrics, kill_when, run_here, start_run, trial_results, write_tiny_study
 
 from convstudy.cli import main
 from convstudy.store import files as store_files
@@ -234,8 +234,8 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_a_disk_that_fills_mid_run_then_frees_resumes_to_the_same_numbers(study, tiny_mnist_session, baseline,
-                                                                          tmp_path):
+def test_a_disk_that_fills_mid_run_then_frees_resumes_to_the_same_numbers(study, tiny_mnist_session, tiny_mnist,
+                                                                          one_thread, baseline, tmp_path):
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "700k"):
         pytest.skip("cannot mount a tmpfs here (the injected-ENOSPC test covers this)")
@@ -247,8 +247,7 @@ def test_a_disk_that_fills_mid_run_then_frees_resumes_to_the_same_numbers(study,
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "no space left" in lines[0], proc.stderr
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        proc = rerun(study, out, tiny_mnist_session)
-        assert proc.returncode == 0, proc.stderr
+        run_here(study, out, tiny_mnist)  # the resume, in this process
         assert_same_results(out / "study.db", baseline)
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
@@ -376,7 +375,7 @@ def test_a_study_mixing_precisions_across_trials_is_shown_as_mixed(study, tiny_m
 # -- SIGTERM like Ctrl-C; workers die with their parent ------------------------------------------------
 
 def test_sigterm_finishes_the_epoch_checkpoints_and_the_rerun_equals_an_uninterrupted_run(
-        study, tiny_mnist_session, baseline, tmp_path):
+        study, tiny_mnist_session, tiny_mnist, one_thread, baseline, tmp_path):
     out = tmp_path / "out"
     proc = start_run(study, out, tiny_mnist_session)
     deadline = time.monotonic() + 120
@@ -387,8 +386,7 @@ def test_sigterm_finishes_the_epoch_checkpoints_and_the_rerun_equals_an_uninterr
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "Resume with the same command" in stdout
     assert db_rows(out / "study.db", "SELECT count(*) FROM trials WHERE state='running'") == [(0,)]
-    proc = rerun(study, out, tiny_mnist_session)
-    assert proc.returncode == 0, proc.stderr
+    run_here(study, out, tiny_mnist)  # the resume, in this process
     assert_same_results(out / "study.db", baseline)
 
 

@@ -136,7 +136,8 @@ def test_two_processes_on_one_directory_never_train_the_same_trial(study, env, b
     assert_same_results(db, baseline)
 
 
-def test_ctrl_c_checkpoints_says_how_to_resume_and_resume_completes(study, env, baseline, tmp_path):
+def test_ctrl_c_checkpoints_says_how_to_resume_and_resume_completes(study, env, baseline, tiny_mnist, one_thread,
+                                                                   tmp_path):
     out = tmp_path / "out"
     db = out / "study.db"
     proc = start(study, out, env)
@@ -150,8 +151,7 @@ def test_ctrl_c_checkpoints_says_how_to_resume_and_resume_completes(study, env, 
     assert "running" not in states and "pending" in states
     released = db_rows(db, "SELECT error FROM trials WHERE state='pending' AND epochs_done > 0")
     assert released == [("interrupted",)]
-    rc, _, err = finish(start(study, out, env))
-    assert rc == 0, err
+    run_here(study, out, tiny_mnist)  # the resume, in this process
     assert_same_results(db, baseline)
 
 

@@ -94,7 +94,7 @@ def _work(conn: Connection, arrays: dict[str, Any], settings: TrainSettings, sto
 
 
 class Processes:
-    """`--workers N`: trials in N spawned worker processes, each with 1/N of the CPU cores."""
+    """`--workers N`: trials in N worker processes (forked from the fork server), each with 1/N of the CPU cores."""
 
     threads_flag = "--workers (or OMP_NUM_THREADS)"
     data_device = torch.device("cpu")  # the driver trains nothing
@@ -120,11 +120,11 @@ class Processes:
                 conn.close()
 
     def start(self, job: TrialJob) -> None:
-        proc, conn = self.idle.pop() if self.idle else self._spawn()
+        proc, conn = self.idle.pop() if self.idle else self._start_worker()
         conn.send(job)
         self.busy[job.trial_id] = proc, conn, job
 
-    def _spawn(self) -> tuple[mp.Process, Connection]:
+    def _start_worker(self) -> tuple[mp.Process, Connection]:
         ctx = mp.get_context("forkserver")  # not fork: CUDA cannot be used in children forked from this process
         ctx.set_forkserver_preload(PRELOAD)  # read when the server starts, at this process's first worker
         mine, theirs = ctx.Pipe()

@@ -150,7 +150,8 @@ def measured(study: Study, opts, workers: int, console: "Console") -> Iterator[t
                   f"{'s' * (choice.threads > 1)} each (measured on this machine; --workers or OMP_NUM_THREADS "
                   "to choose)")
     before = torch.get_num_threads()
-    os.environ["OMP_NUM_THREADS"] = str(choice.threads)  # spawned workers start with it; pool keeps it
+    # The workers' fork server, started at the first worker, inherits it (each trial also sets its threads).
+    os.environ["OMP_NUM_THREADS"] = str(choice.threads)
     torch.set_num_threads(choice.threads)
     try:
         yield choice.workers, choice.first
