@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
+from conftest import run_here
 from convstudy.cli import main
 from convstudy.data import stratified_split
 from convstudy.report.stats import best_group, describe, mcnemar_p, welch_p
@@ -157,11 +158,10 @@ def test_test_set_is_evaluated_once_at_the_end(tiny_mnist, tiny_study_file, monk
     assert seen.count("test") == 1 and seen[-1] == "test" and seen.count("val") == 2
 
 
-def test_json_report_statistics_match_per_seed_values(run_cli, tiny_mnist, tiny_study_file, tmp_path, capsys):
+def test_json_report_statistics_match_per_seed_values(tiny_mnist, one_thread, tiny_study_file, tmp_path, capsys):
     study = tiny_study_file(epochs=1, seeds=3)
     out = tmp_path / "out"
-    done = run_cli("run", study, "--out", out, "--data-dir", tiny_mnist.dir, "--quiet")
-    assert done.returncode == 0, done.stderr
+    run_here(study, out, tiny_mnist)
     capsys.readouterr()
     assert main(["report", str(out), "--format", "json"]) == 0  # in-process: the command's own main()
     report = json.loads(capsys.readouterr().out)
