@@ -60,14 +60,18 @@ def cheap(tmp_path_factory, tiny_mnist_session):
     return root / "cheap"
 
 
+def audit_args(cheap, out, tiny, *extra) -> list[str]:
+    return [str(a) for a in ("audit", cheap, "--epochs", "2", "--train-limit", "240", "--seeds", "2", "--out", out,
+                             "--data-dir", tiny.dir, "--quiet", *extra)]
+
+
 def audit_cmd(cheap, out, tiny, *extra) -> list[str]:
-    return convstudy_cmd("audit", cheap, "--epochs", "2", "--train-limit", "240", "--seeds", "2", "--out", out,
-                         "--data-dir", tiny.dir, "--quiet", *extra)
+    return convstudy_cmd(*audit_args(cheap, out, tiny, *extra))
 
 
 def test_an_audit_compares_the_rankings_and_resumes_after_kill_9_to_the_numbers_of_a_whole_run(
-        cheap, tmp_path, tiny_mnist_session, tiny_mnist, one_thread):
-    tiny = tiny_mnist_session
+        cheap, tmp_path, tiny_mnist, one_thread):
+    tiny = tiny_mnist
     whole = subprocess.run(audit_cmd(cheap, tmp_path / "whole", tiny, "--workers", "2"), env=tiny.env, capture_output=True,
                            text=True, timeout=240)
     assert whole.returncode == 0, whole.stderr
@@ -95,7 +99,7 @@ def test_an_audit_compares_the_rankings_and_resumes_after_kill_9_to_the_numbers_
 
     kill_when(proc, training)
     assert not (out / "audit.json").exists()
-    assert main(audit_cmd(cheap, out, tiny)[3:]) == 0  # the resume, in this process (one thread, as the others)
+    assert main(audit_args(cheap, out, tiny)) == 0  # the resume, in this process (one thread, as the others)
     assert json.loads((out / "audit.json").read_text()) == audit
 
 

@@ -234,14 +234,14 @@ def _mount_tmpfs(where: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_a_disk_that_fills_mid_run_then_frees_resumes_to_the_same_numbers(study, tiny_mnist_session, tiny_mnist,
+def test_a_disk_that_fills_mid_run_then_frees_resumes_to_the_same_numbers(study, tiny_mnist,
                                                                           one_thread, baseline, tmp_path):
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "700k"):
         pytest.skip("cannot mount a tmpfs here (the injected-ENOSPC test covers this)")
     try:
         out = disk / "out"
-        proc = rerun(study, out, tiny_mnist_session)
+        proc = rerun(study, out, tiny_mnist)
         assert proc.returncode == 1, proc.stderr
         no_traceback(proc)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -375,9 +375,9 @@ def test_a_study_mixing_precisions_across_trials_is_shown_as_mixed(study, tiny_m
 # -- SIGTERM like Ctrl-C; workers die with their parent ------------------------------------------------
 
 def test_sigterm_finishes_the_epoch_checkpoints_and_the_rerun_equals_an_uninterrupted_run(
-        study, tiny_mnist_session, tiny_mnist, one_thread, baseline, tmp_path):
+        study, tiny_mnist, one_thread, baseline, tmp_path):
     out = tmp_path / "out"
-    proc = start_run(study, out, tiny_mnist_session)
+    proc = start_run(study, out, tiny_mnist)
     deadline = time.monotonic() + 120
     while rows_of(out / "study.db", "small-a", 0) < 1 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)

@@ -25,6 +25,7 @@ from convstudy.executors.loop import Done, dataset_arrays, run_remote
 from convstudy.executors.trial import Event, TrialJob
 from convstudy.spec import TrainSettings
 from convstudy.store import CheckpointStorage
+from convstudy.store.db import pid_alive
 from convstudy.train import TrialData, describe, resolve_device
 
 if TYPE_CHECKING:
@@ -60,25 +61,15 @@ def die_with_parent(driver: int) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1 or not _alive(driver):  # it died before the request was in place
+    if os.getppid() == 1 or not pid_alive(driver):  # it died before the request was in place
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _work(conn: Connection, arrays: dict[str, Any], settings: TrainSettings, storage: CheckpointStorage,
-          parent: int) -> None:
+          driver: int) -> None:
     """A worker process: train the trials the driver sends, one at a time, until the driver ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver decides
-    die_with_parent(parent)
+    die_with_parent(driver)
 
     def send(item: tuple[str, Event | Done]) -> None:  # pickled by value, not through shared-memory handles
         conn.send_bytes(pickle.dumps(item))

@@ -102,18 +102,24 @@ def this_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def owner_alive(owner: str | None, heartbeat: float | None, now: float) -> bool:
     """Whether a claim still has a live owner; a dead pid on this host is dead at once."""
     if not owner:
         return False
     host, _, pid = owner.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
+    if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
+        return False
     return heartbeat is not None and now - heartbeat < STALE_S
 
 
