@@ -102,7 +102,8 @@ DFT_MIN_CHANNELS = 128
 # In fp32 on an AVX2 CPU (AMD EPYC, 2026-12-04) at one thread per trial, the 64-channel 5x5 and 7x7 layers
 # also ran 1.2-2.1x faster as DFT products wherever direct does at least twice the DFT's multiply-adds, and
 # 0.95x where it does fewer (k7-1's 7x7 conv on 8x8 maps). At 2 threads they were slower (on an AVX2-capped
-# Xeon), so the rule is for one thread.
+# Xeon), so the rule is for one thread. On a Zen 4 EPYC with native bf16 (2026-12-05), fp32 at one thread
+# with its own AVX-512 kernels: 128+ channels 2.1-3.8x, these 64-channel layers 1.1-1.9x, k7-1's 0.66x.
 DFT_ONE_THREAD_MIN_CHANNELS = 64
 DFT_MIN_MACS_RATIO = 2.0
 
@@ -159,15 +160,15 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
 
     The convolutions that measured faster as DFT matrix products are read off a model built on the meta
     device, so nothing is allocated and a resumed trial makes the same choice: stride-1 kernels of
-    DFT_MIN_KERNEL or more over DFT_MIN_CHANNELS+ inputs on the CPU in bf16, and in fp32 where the CPU has no
-    native bf16 (with native bf16, fp32 is a user's explicit choice and stays direct); there, at one thread,
-    also DFT_ONE_THREAD_MIN_CHANNELS+ inputs where the DFT saves DFT_MIN_MACS_RATIO of the multiply-adds. On
+    DFT_MIN_KERNEL or more over DFT_MIN_CHANNELS+ inputs on the CPU in bf16 and in fp32 (with or without
+    native bf16); in fp32 at one thread also DFT_ONE_THREAD_MIN_CHANNELS+ inputs where the DFT saves
+    DFT_MIN_MACS_RATIO of the multiply-adds. On
     the CPU max pooling goes before ReLU (bitwise the same, measured faster), and on a CPU without native
     bf16 dropout masks come from uniform draws (measured faster there): docs/benchmarks.md.
     """
     dft: list[str] = []
     cpu_without_bf16 = device.type == "cpu" and not cpu_has_native_bf16()
-    if device.type == "cpu" and (precision == "bf16" or (precision == "fp32" and cpu_without_bf16)):
+    if device.type == "cpu" and precision in ("bf16", "fp32"):
         with torch.device("meta"):
             model = build_model(spec, input_shape)
         convs = {name: mod for name, mod in model.named_modules()
