@@ -82,47 +82,48 @@ def main() -> None:
     # The same shifted GEMMs without copies of each shift: the output gradient zero-padded to the input's
     # H x W, so that for kernel offset (i, j) output pixel p meets input pixel p + i*W + j in the batch-flat
     # layout (rows of the padding are zeros and add nothing). `gw_padded_offsets`: one GEMM per offset on
-    # plain views; `gw_padded_rows`: the k column shifts gathered once (K x k*Cin), one GEMM
-    # per kernel row (tried in a plan, not kept); `gw_padded_image`: padded only along W, one batched GEMM per kernel row, image by
-    # image, then summed.
+    # plain views; `gw_padded_rows`: the k column shifts gathered once (K x k*Cin), one GEMM per kernel row
+    # (tried in a plan, not kept); `gw_padded_image`: padded only along W, one batched GEMM per kernel row,
+    # image by image, then summed.
     n_, h_, w_ = a.batch, a.size, a.size
     L = n_ * h_ * w_
+    K = L - ((a.k - 1) * w_ + (a.k - 1))  # the padded gradient's rows past K - 1 meet no input pixel
     xf = xh.reshape(L, a.cin)
-    omax = (a.k - 1) * w_ + (a.k - 1)
+    gf = F.pad(g.permute(0, 2, 3, 1), (0, 0, 0, w_ - out, 0, h_ - out)).reshape(L, a.cout)[:K].t()
 
     def gw_padded_offsets():
-        gf = F.pad(g.permute(0, 2, 3, 1), (0, 0, 0, w_ - out, 0, h_ - out)).reshape(L, a.cout)[:L - omax].t()
         gw = torch.empty(a.k, a.k, a.cout, a.cin)
         for i in range(a.k):
             for j in range(a.k):
                 o = i * w_ + j
-                torch.mm(gf, xf[o:o + L - omax], out=gw[i, j])
+                torch.mm(gf, xf[o:o + K], out=gw[i, j])
         return gw.permute(2, 3, 0, 1)
 
     def gw_padded_rows():
-        k_ = L - omax
-        gf = F.pad(g.permute(0, 2, 3, 1), (0, 0, 0, w_ - out, 0, h_ - out)).reshape(L, a.cout)[:k_].t()
         cols = torch.cat([xf[j:L - a.k + 1 + j] for j in range(a.k)], 1)
         gw = torch.empty(a.k, a.cout, a.k * a.cin)
         for i in range(a.k):
-            torch.mm(gf, cols[i * w_:i * w_ + k_], out=gw[i])
+            torch.mm(gf, cols[i * w_:i * w_ + K], out=gw[i])
         return gw.view(a.k, a.cout, a.k, a.cin).permute(1, 3, 0, 2)
 
     def gw_padded_image():
         kk = out * w_ - (a.k - 1)
-        gf = F.pad(g.permute(0, 2, 3, 1), (0, 0, 0, w_ - out)).reshape(n_, out * w_, a.cout)[:, :kk].transpose(1, 2)
+        gfi = F.pad(g.permute(0, 2, 3, 1), (0, 0, 0, w_ - out)).reshape(n_, out * w_, a.cout)[:, :kk].transpose(1, 2)
         xi = xh.reshape(n_, h_ * w_, a.cin)
         z = torch.cat([xi[:, j:h_ * w_ - a.k + 1 + j] for j in range(a.k)], 2)
         gw = torch.empty(a.k, a.cout, a.k * a.cin)
         for i in range(a.k):
-            torch.sum(torch.bmm(gf, z[:, i * w_:i * w_ + kk]), 0, out=gw[i])
+            torch.sum(torch.bmm(gfi, z[:, i * w_:i * w_ + kk]), 0, out=gw[i])
         return gw.view(a.k, a.cout, a.k, a.cin).permute(1, 3, 0, 2)
 
-    err = {"grad_weight_padded_offsets": float((gw_padded_offsets() - ref_gw).abs().max() / ref_gw.abs().max()),
-           "grad_weight_padded_rows": float((gw_padded_rows() - ref_gw).abs().max() / ref_gw.abs().max()),
-           "grad_weight_padded_image": float((gw_padded_image() - ref_gw).abs().max() / ref_gw.abs().max()),
-           "grad_weight_shifts": float((gw_shifts() - ref_gw).abs().max() / ref_gw.abs().max()),"grad_input_transposed": float((gi_transposed() - ref_gi).abs().max() / ref_gi.abs().max()),
-           "grad_weight_gemm": float((gw_gemm() - ref_gw).abs().max() / ref_gw.abs().max())}
+    def rel_err(fn, ref):
+        return float((fn() - ref).abs().max() / ref.abs().max())
+
+    err = {"grad_input_transposed": rel_err(gi_transposed, ref_gi)}
+    for name, fn in (("grad_weight_shifts", gw_shifts), ("grad_weight_gemm", gw_gemm),
+                     ("grad_weight_padded_offsets", gw_padded_offsets), ("grad_weight_padded_rows", gw_padded_rows),
+                     ("grad_weight_padded_image", gw_padded_image)):
+        err[name] = rel_err(fn, ref_gw)
     variants = {"forward": lambda: F.conv2d(x, w, b), "grad_input": lambda: backward([True, False, False]),
                 "grad_weight": lambda: backward([False, True, False]), "both": lambda: backward([True, True, False]),
                 "grad_input_transposed": gi_transposed, "grad_weight_gemm": gw_gemm, "grad_weight_shifts": gw_shifts,

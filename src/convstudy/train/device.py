@@ -162,9 +162,9 @@ def plan(spec: ModelSpec, input_shape: tuple[int, int, int], device: torch.devic
     device, so nothing is allocated and a resumed trial makes the same choice: stride-1 kernels of
     DFT_MIN_KERNEL or more over DFT_MIN_CHANNELS+ inputs on the CPU in bf16 and in fp32 (with or without
     native bf16); in fp32 at one thread also DFT_ONE_THREAD_MIN_CHANNELS+ inputs where the DFT saves
-    DFT_MIN_MACS_RATIO of the multiply-adds. On
-    the CPU max pooling goes before ReLU (bitwise the same, measured faster), and on a CPU without native
-    bf16 dropout masks come from uniform draws (measured faster there): docs/benchmarks.md.
+    DFT_MIN_MACS_RATIO of the multiply-adds. On the CPU max pooling goes before ReLU (bitwise the same,
+    measured faster), and on a CPU without native bf16 dropout masks come from uniform draws (measured
+    faster there): docs/benchmarks.md.
     """
     dft: list[str] = []
     cpu_without_bf16 = device.type == "cpu" and not cpu_has_native_bf16()
