@@ -11,18 +11,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from convstudy.data.images import IMAGE_SUFFIXES, BadImage, decode_image, image_size
+from convstudy.data.source_record import Source
 from convstudy.data.split import stratified_split
 from convstudy.errors import UserError
 from convstudy.untrusted import open_untrusted, read_untrusted_bytes, shown_path
-
-if TYPE_CHECKING:
-    from convstudy.data.sources import Source
 
 MAX_CLASSES = 100_000
 _LABELS = f"labels are class indices 0 to {MAX_CLASSES - 1:,}"

@@ -17,63 +17,14 @@ from typing import Any
 import numpy as np
 
 from convstudy.data import cache
-from convstudy.data.decoders import (MAX_CLASSES, TWO_CLASSES, decode_csv, decode_folder, decode_npz, first_size, folder_layout,
-                                     is_utf8, npz_image_shape, show_list)
+from convstudy.data.decoders import (MAX_CLASSES, TWO_CLASSES, decode_csv, decode_folder, decode_npz, first_size,
+                                     folder_layout, is_utf8, npz_image_shape, show_list)
+from convstudy.data.source_record import Source, unesc
 from convstudy.errors import UserError
 from convstudy.untrusted import shown_path
 
-_ESCAPE = {"%": "%25", ",": "%2C", "|": "%7C", "=": "%3D"}
-
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
-
-
-@dataclass(frozen=True)
-class Source:
-    """A described dataset; `canonical()` is its one spelling in studies and reports."""
-
-    kind: str
-    path: str
-    size: tuple[int, int] | None = None
-    channels: int | None = None
-    classes: tuple[str, ...] | None = None
-    resize: bool | None = None  # folder: None = resize iff a size was declared
-    test: str | None = None  # csv: a separate test file
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    skip_bad: bool = False
-
-    @property
-    def pinned(self) -> bool:
-        """Whether shape and classes are known without reading the data."""
-        return (self.size is not None and self.channels is not None and self.classes is not None
-                and os.path.isabs(self.path) and (self.kind != "folder" or self.resize is not None))
-
-    def canonical(self) -> str:
-        """`kind:PATH,key=value,...` with every option spelled out, values %-escaped."""
-        parts = [f"{self.kind}:{_esc(self.path)}"]
-        if self.test is not None:
-            parts.append(f"test={_esc(self.test)}")
-        if self.size is not None:
-            parts.append(f"size={self.size[0]}x{self.size[1]}")
-        if self.kind == "folder" and self.resize is not None:
-            parts.append(f"resize={'yes' if self.resize else 'no'}")
-        if self.channels is not None:
-            parts.append(f"channels={self.channels}")
-        if self.classes is not None:
-            parts.append("classes=" + "|".join(_esc(c) for c in self.classes))
-        if self.kind == "folder" or (self.kind == "csv" and self.test is None):
-            parts.append(f"test_fraction={self.test_fraction:g}")
-            parts.append(f"split_seed={self.split_seed}")
-        if self.kind == "folder":
-            parts.append(f"skip_bad={'yes' if self.skip_bad else 'no'}")
-        return ",".join(parts)
-
-    def decode_key(self) -> dict[str, Any]:
-        """The options that change decoded tensors (labels are checked against classes after decoding)."""
-        return {"kind": self.kind, "path": self.path, "test": self.test, "size": self.size, "channels": self.channels,
-                "resize": self.resize, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
-                "skip_bad": self.skip_bad, "classes": self.classes if self.kind == "folder" else None}
 
 
 def is_source(value: Any) -> bool:
@@ -268,7 +219,7 @@ def _build(kind: str, raw: dict[str, Any]) -> Source:
 def _parse_compact(text: str) -> dict[str, Any]:
     kind, _, rest = text.partition(":")
     path, *options = rest.split(",")
-    out: dict[str, Any] = {"kind": kind, "path": _unesc(path)}
+    out: dict[str, Any] = {"kind": kind, "path": unesc(path)}
     for option in options:
         key, eq, value = option.partition("=")
         key = key.strip()
@@ -278,7 +229,7 @@ def _parse_compact(text: str) -> dict[str, Any]:
             raise UserError(f'dataset: option "{_show(key, quote=False)}" given twice')
         value = value.strip()
         if key == "classes":
-            out[key] = [_unesc(v) for v in value.split("|")]
+            out[key] = [unesc(v) for v in value.split("|")]
         elif key in ("channels", "split_seed"):
             out[key] = int(value) if value.isdigit() else value
         elif key == "test_fraction":
@@ -287,7 +238,7 @@ def _parse_compact(text: str) -> dict[str, Any]:
             except ValueError:
                 out[key] = value
         elif key in ("path", "test"):
-            out[key] = _unesc(value)
+            out[key] = unesc(value)
         else:
             out[key] = value
     return out
@@ -321,16 +272,6 @@ def _bool(key: str, value: Any) -> bool:
     if isinstance(value, str) and value.lower() in ("yes", "true", "no", "false"):
         return value.lower() in ("yes", "true")
     raise UserError(f"dataset: {key} must be true or false (got {_show(value)})")
-
-
-def _esc(text: str) -> str:
-    return "".join(_ESCAPE.get(ch, ch) for ch in text)
-
-
-def _unesc(text: str) -> str:
-    for ch, code in sorted(_ESCAPE.items(), key=lambda kv: kv[0] == "%"):
-        text = text.replace(code, ch).replace(code.lower(), ch)
-    return text
 
 
 def _show(value: Any, quote: bool = True) -> str:
