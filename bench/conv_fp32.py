@@ -52,13 +52,17 @@ def geometries() -> dict[tuple, list[str]]:
     return found
 
 
-class FFTConv(nn.Module):
-    """Correlation through torch.fft: rfft2 of the padded input and kernel, Y = X conj(K) per bin, irfft2."""
+class _Copied(nn.Module):
+    """A conv variant holding a copy of `conv`'s weight, bias and padding, so every variant sees the same numbers."""
 
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         self.weight, self.bias, self.pads = nn.Parameter(conv.weight.detach().clone()), \
             nn.Parameter(conv.bias.detach().clone()), _pads(conv)
+
+
+class FFTConv(_Copied):
+    """Correlation through torch.fft: rfft2 of the padded input and kernel, Y = X conj(K) per bin, irfft2."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = self.pads
@@ -73,13 +77,8 @@ class FFTConv(nn.Module):
         return y[..., :p - kh + 1, :q - kw + 1] + self.bias.view(1, -1, 1, 1)
 
 
-class PatchGEMM(nn.Module):
+class PatchGEMM(_Copied):
     """One input channel as im2col: (N*Ho*Wo, k*k) patches @ (k*k, Cout), read back as NHWC (one GEMM)."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.weight, self.bias, self.pads = nn.Parameter(conv.weight.detach().clone()), \
-            nn.Parameter(conv.bias.detach().clone()), _pads(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = self.pads
@@ -97,13 +96,8 @@ G = torch.tensor([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], dtype=torc
 AT = torch.tensor([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float32)
 
 
-class Winograd(nn.Module):
+class Winograd(_Copied):
     """F(2x2, 3x3) (Lavin & Gray 2016): 4x4 input tiles at stride 2, 16 per-point channel GEMMs, 2x2 outputs."""
-
-    def __init__(self, conv: nn.Conv2d) -> None:
-        super().__init__()
-        self.weight, self.bias, self.pads = nn.Parameter(conv.weight.detach().clone()), \
-            nn.Parameter(conv.bias.detach().clone()), _pads(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom, left, right = self.pads
