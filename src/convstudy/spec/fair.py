@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from convstudy.errors import UserError
 from convstudy.spec.layers import Frozen, Int, _clip, pydantic_reason
-from convstudy.spec.search import PRUNERS, Budget, SearchSpec, check_some_model_valid, grid_values
+from convstudy.spec.search import PRUNERS, Budget, SearchSpec, check_some_model_valid, choice, grid_values
 from convstudy.spec.space import Levels, Space, level_text, parse_factor
 
 FAIR_SAMPLERS = ("qmc", "tpe", "random")  # quasi-random first: the playbook's choice while exploring
@@ -37,10 +37,7 @@ class FairSpec(Frozen):
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
     def _choice(cls, v: Any, info) -> Any:
-        valid = FAIR_SAMPLERS if info.field_name == "sampler" else PRUNERS
-        if isinstance(v, str) and v.lower() in valid:
-            return v.lower()
-        raise ValueError(f'unknown {info.field_name} "{_clip(str(v))}"; valid: {", ".join(valid)}')
+        return choice(v, info.field_name, FAIR_SAMPLERS if info.field_name == "sampler" else PRUNERS)
 
     @field_validator("nuisance")
     @classmethod

@@ -18,6 +18,15 @@ PRUNERS = ("none", "median", "successive-halving", "hyperband")
 # What a search can optimise, read off each finished trial, with its natural direction. Test accuracy is
 # not among them: the search selects on validation, like the best group (issue 17).
 OBJECTIVES = {"val_accuracy": "maximize", "val_loss": "minimize", "params": "minimize", "mflops": "minimize"}
+
+
+def choice(value: Any, field: str, valid: tuple[str, ...]) -> str:
+    """`value` lower-cased if it names one of `valid` (a sampler or pruner), else a ValueError listing them."""
+    if isinstance(value, str) and value.lower() in valid:
+        return value.lower()
+    raise ValueError(f'unknown {field} "{_clip(str(value))}"; valid: {", ".join(valid)}')
+
+
 class Objective(Frozen):
     """One objective: a metric of OBJECTIVES and its direction (default: the metric's natural one)."""
 
@@ -75,10 +84,7 @@ class SearchSpec(Frozen):
     @field_validator("sampler", "pruner", mode="before")
     @classmethod
     def _choice(cls, v: Any, info) -> Any:
-        valid = SAMPLERS if info.field_name == "sampler" else PRUNERS
-        if isinstance(v, str) and v.lower() in valid:
-            return v.lower()
-        raise ValueError(f'unknown {info.field_name} "{_clip(str(v))}"; valid: {", ".join(valid)}')
+        return choice(v, info.field_name, SAMPLERS if info.field_name == "sampler" else PRUNERS)
 
     @field_validator("objective", mode="before")
     @classmethod
