@@ -97,6 +97,15 @@ def shown_path(path: str | Path) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def is_utf8(text: str) -> bool:
+    """Whether `text` is valid Unicode: os and sys.argv hand undecodable bytes over as lone surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _require_regular(mode: int, path: Path, what: str) -> None:
     if stat.S_ISREG(mode):
         return

@@ -20,7 +20,7 @@ from convstudy.data.images import IMAGE_SUFFIXES, BadImage, decode_image, image_
 from convstudy.data.source_record import Source
 from convstudy.data.split import stratified_split
 from convstudy.errors import UserError
-from convstudy.untrusted import open_untrusted, read_untrusted_bytes, shown_path
+from convstudy.untrusted import is_utf8, open_untrusted, read_untrusted_bytes, shown_path
 
 MAX_CLASSES = 100_000
 _LABELS = f"labels are class indices 0 to {MAX_CLASSES - 1:,}"
@@ -106,15 +106,6 @@ def _subdirs(folder: str) -> dict[str, str]:
             raise UserError(f"{shown_path(path)}: folder name is not valid UTF-8; rename it (class names are "
                             "taken from folder names)")
     return dirs
-
-
-def is_utf8(text: str) -> bool:
-    """Whether `text` is valid Unicode: os and sys.argv hand undecodable bytes over as lone surrogates."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _regular(entry: os.DirEntry) -> os.DirEntry:

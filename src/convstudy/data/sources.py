@@ -18,10 +18,10 @@ import numpy as np
 
 from convstudy.data import cache
 from convstudy.data.decoders import (MAX_CLASSES, TWO_CLASSES, decode_csv, decode_folder, decode_npz, first_size,
-                                     folder_layout, is_utf8, npz_image_shape, show_list)
+                                     folder_layout, npz_image_shape, show_list)
 from convstudy.data.source_record import Source, unesc
 from convstudy.errors import UserError
-from convstudy.untrusted import shown_path
+from convstudy.untrusted import is_utf8, shown_path
 
 log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
